@@ -1,0 +1,1 @@
+"""SMS (and WhatsApp through Twilio): Twilio's messaging webhook, status callback and REST client."""

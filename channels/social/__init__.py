@@ -1,0 +1,1 @@
+"""Social channels: Meta (WhatsApp Cloud API, Messenger, Instagram) and Telegram."""

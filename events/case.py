@@ -1,0 +1,124 @@
+"""Events of the case aggregate: one conversation, from opened to resolved."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from events.base import DomainEvent, personal
+
+Priority = Literal["low", "normal", "high", "urgent"]
+
+
+class CaseOpened(DomainEvent, frozen=True, kw_only=True):
+    """Version 2: `priority` became a named level (version 1 stored a number from 1 to 5)."""
+
+    NAME = "case.Opened"
+    VERSION = 2
+    PERSONAL = personal("thread_key")
+    channel: str
+    thread_key: str | None
+    queue: str
+    priority: Priority
+    sla_due_at: datetime | None
+    interaction_id: UUID | None = None
+
+
+def upcast_case_opened_v1(state: dict[str, Any]) -> dict[str, Any]:
+    # v1: priority 1 (most urgent) .. 5 (least). v2: a named level.
+    number = int(state.get("priority", 3))
+    state["priority"] = {1: "urgent", 2: "high", 3: "normal"}.get(number, "low")
+    return state
+
+
+class CaseMessageAdded(DomainEvent, frozen=True, kw_only=True):
+    """A message of the conversation; its text is on the customer's InteractionRecorded."""
+
+    NAME = "case.MessageAdded"
+    interaction_id: UUID
+    direction: str
+    channel: str
+
+
+class CaseAssigned(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.Assigned"
+    assignee: str | None
+    by: str
+
+
+class CasePrioritized(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.Prioritized"
+    priority: Priority
+    by: str
+
+
+class CaseTagged(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.Tagged"
+    tags: list[str]
+    by: str
+
+
+class CaseNoteAdded(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.NoteAdded"
+    PERSONAL = personal("text")
+    note_id: UUID
+    text: str
+    by: str
+
+
+class ReplyRequested(DomainEvent, frozen=True, kw_only=True):
+    """An agent asked to send a reply; the relay delivers it through the case's channel."""
+
+    NAME = "case.ReplyRequested"
+    PERSONAL = personal("text")
+    reply_id: UUID
+    text: str
+    by: str
+    channel: str
+
+
+class ReplySent(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.ReplySent"
+    reply_id: UUID
+    provider_message_id: str | None
+
+
+class ReplyDelivered(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.ReplyDelivered"
+    reply_id: UUID
+
+
+class ReplyFailed(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.ReplyFailed"
+    reply_id: UUID
+    reason: str
+    final: bool = True
+
+
+class CaseSnoozed(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.Snoozed"
+    until: datetime
+    by: str
+
+
+class CaseResolved(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.Resolved"
+    by: str
+
+
+class CaseReopened(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.Reopened"
+    by: str
+
+
+class CsatRecorded(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.CsatRecorded"
+    score: int
+
+
+CASE_EVENTS: tuple[type[DomainEvent], ...] = (
+    CaseOpened, CaseMessageAdded, CaseAssigned, CasePrioritized, CaseTagged, CaseNoteAdded,
+    ReplyRequested, ReplySent, ReplyDelivered, ReplyFailed, CaseSnoozed, CaseResolved, CaseReopened,
+    CsatRecorded,
+)

@@ -1,0 +1,98 @@
+"""Events of the customer aggregate: one stream per customer, every touchpoint on it."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from events.base import DomainEvent, personal
+from events.interactions import Attachment
+
+
+class CustomerRegistered(DomainEvent, frozen=True, kw_only=True):
+    NAME = "customer.Registered"
+
+
+class IdentityLinked(DomainEvent, frozen=True, kw_only=True):
+    """A verified identity now resolves to this customer."""
+
+    NAME = "customer.IdentityLinked"
+    PERSONAL = personal("value")
+    kind: str
+    value: str
+
+
+class IdentityClaimed(DomainEvent, frozen=True, kw_only=True):
+    """Something the visitor typed about themselves: kept on the profile, never used to link."""
+
+    NAME = "customer.IdentityClaimed"
+    PERSONAL = personal("value")
+    kind: str
+    value: str
+
+
+class ProfileUpdated(DomainEvent, frozen=True, kw_only=True):
+    NAME = "customer.ProfileUpdated"
+    PERSONAL = personal("attributes")
+    attributes: dict[str, str]
+    verified: bool = True
+
+
+class InteractionRecorded(DomainEvent, frozen=True, kw_only=True):
+    """A touchpoint: one message (or status) on one channel, in or out."""
+
+    NAME = "customer.InteractionRecorded"
+    PERSONAL = personal("text", "attachments", "thread_key", "meta")
+    interaction_id: UUID
+    channel: str
+    direction: str
+    kind: str
+    case_id: UUID | None
+    text: str
+    provider_message_id: str | None = None
+    thread_key: str | None = None
+    attachments: list[Attachment] = []
+    meta: dict[str, str] = {}
+    reply_id: UUID | None = None
+
+
+class CustomerMerged(DomainEvent, frozen=True, kw_only=True):
+    """This customer (the survivor) absorbed another: both histories are now this customer's."""
+
+    NAME = "customer.Merged"
+    absorbed_id: UUID
+    interaction_id: UUID | None = None
+
+
+class CustomerAbsorbed(DomainEvent, frozen=True, kw_only=True):
+    """This customer was merged into another; its id keeps resolving to the survivor."""
+
+    NAME = "customer.Absorbed"
+    survivor_id: UUID
+
+
+class MergeSuggested(DomainEvent, frozen=True, kw_only=True):
+    """Evidence says two customers are one, but a rule forbids merging them automatically."""
+
+    NAME = "customer.MergeSuggested"
+    other_id: UUID
+    reason: str
+    interaction_id: UUID | None = None
+
+
+class ConsentChanged(DomainEvent, frozen=True, kw_only=True):
+    NAME = "customer.ConsentChanged"
+    channel: str
+    granted: bool
+
+
+class CustomerErased(DomainEvent, frozen=True, kw_only=True):
+    """The customer's key was destroyed: every personal field of every event now reads redacted."""
+
+    NAME = "customer.Erased"
+    requested_by: str
+
+
+CUSTOMER_EVENTS: tuple[type[DomainEvent], ...] = (
+    CustomerRegistered, IdentityLinked, IdentityClaimed, ProfileUpdated, InteractionRecorded,
+    CustomerMerged, CustomerAbsorbed, MergeSuggested, ConsentChanged, CustomerErased,
+)

@@ -1,0 +1,111 @@
+"""Runs projections over the event log: read a batch, apply, store view and position together.
+
+Many projector processes may run; a PostgreSQL advisory lock makes exactly one of them active
+(the others wait to take over), so views are written in log order by one writer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from eventsourcing.persistence import Tracking
+
+from projections.base import Projection
+from projections.cases import CasesProjection
+from projections.profile import ProfileProjection
+from projections.timeline import TimelineProjection
+from services.eventstore.store import EventStore
+from services.logs import get_logger
+
+log = get_logger(__name__)
+
+_LOCK_KEY = 0x5B_7072_6F6A  # "sb proj": one active projector per database
+
+
+def all_projections() -> list[Projection]:
+    return [TimelineProjection(), ProfileProjection(), CasesProjection()]
+
+
+class ProjectionRunner:
+    def __init__(self, store: EventStore, projections: Sequence[Projection] | None = None, batch_size: int = 2000,
+                 on_live: Callable[[list[dict]], None] | None = None):
+        self.store = store
+        self.projections = list(projections or all_projections())
+        self.batch_size = batch_size
+        self.on_live = on_live
+        self.recorder = store.recorder
+
+    def tracking_name(self, projection: Projection) -> str:
+        return f"projection:{projection.name}"
+
+    def create_schema(self) -> None:
+        with self.store.datastore.transaction(commit=True) as curs:
+            for p in self.projections:
+                curs.execute(p.schema)
+
+    def positions(self) -> dict[str, int]:
+        return {p.name: self.recorder.max_tracking_id(self.tracking_name(p)) or 0 for p in self.projections}
+
+    def run_once(self) -> int:
+        """Applies the next batch to every projection that is behind; returns events applied."""
+        positions = self.positions()
+        start = min(positions.values())
+        items = self.store.read(start, self.batch_size)
+        if not items:
+            return 0
+        last = items[-1][0]
+        live: list[dict] = []
+        with self.store.datastore.transaction(commit=True) as curs:
+            for p in self.projections:
+                behind = [i for i in items if i[0] > positions[p.name]]
+                if behind:
+                    live.extend(p.apply(curs, behind))
+                    self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), last))
+        if live and self.on_live is not None:
+            self.on_live(live)
+        return len(items)
+
+    def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+        total = 0
+        while n := self.run_once():
+            total += n
+            if progress:
+                progress(n)
+        return total
+
+    def reset(self, names: Sequence[str]) -> None:
+        """Empties the named read models and their positions (for a rebuild from the log)."""
+        with self.store.datastore.transaction(commit=True) as curs:
+            for p in self.projections:
+                if p.name in names:
+                    curs.execute("TRUNCATE " + ", ".join(p.tables))
+                    curs.execute(f"DELETE FROM {self.recorder.tracking_table_name} WHERE application_name = %s",
+                                 (self.tracking_name(p),))
+
+    def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
+        """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
+        while not stop.is_set():
+            try:
+                with self.store.datastore.get_connection() as lock_conn:
+                    got = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+                    if not list(got.values())[0]:
+                        stop.wait(1.0)
+                        continue
+                    try:
+                        log.info("projector_active")
+                        while not stop.is_set():
+                            if not self.run_once():
+                                stop.wait(idle_wait)
+                    finally:
+                        lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            except Exception:  # noqa: BLE001 — a projector must survive a database restart
+                log.exception("projector_error")
+                stop.wait(1.0)
+
+
+def timed(fn: Callable[[], int]) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    n = fn()
+    return n, time.perf_counter() - t0

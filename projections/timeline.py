@@ -1,0 +1,85 @@
+"""The 360° timeline: every touchpoint of a customer, on every channel, newest first.
+
+After a merge the absorbed customer's items belong to the survivor; after erasure the text of the
+customer's items is gone from this table too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from events.customer import CustomerErased, CustomerMerged, InteractionRecorded
+from projections.base import ALIAS_SCHEMA, Item
+
+REDACTED = "[erased]"
+
+
+class TimelineProjection:
+    name = "timeline"
+    tables = ("proj_timeline", "proj_customer_alias")
+    schema = ALIAS_SCHEMA + """
+    CREATE TABLE IF NOT EXISTS proj_timeline (
+        interaction_id uuid PRIMARY KEY,
+        customer_id uuid NOT NULL,
+        origin_customer_id uuid NOT NULL,
+        position bigint NOT NULL,
+        occurred_at timestamptz NOT NULL,
+        channel text NOT NULL,
+        direction text NOT NULL,
+        kind text NOT NULL,
+        text text NOT NULL,
+        case_id uuid,
+        attachments jsonb NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX IF NOT EXISTS proj_timeline_customer_idx ON proj_timeline (customer_id, occurred_at DESC, interaction_id DESC);
+    CREATE INDEX IF NOT EXISTS proj_timeline_case_idx ON proj_timeline (case_id, occurred_at);
+    CREATE INDEX IF NOT EXISTS proj_timeline_origin_idx ON proj_timeline (origin_customer_id);
+    """
+
+    def apply(self, curs, items: Sequence[Item]) -> list[dict]:
+        rows: list[tuple] = []
+        live: list[dict] = []
+
+        def flush() -> None:
+            if rows:
+                curs.execute(
+                    "INSERT INTO proj_timeline (interaction_id, customer_id, origin_customer_id, position, occurred_at, "
+                    "channel, direction, kind, text, case_id, attachments) "
+                    "SELECT i, COALESCE(a.survivor_id, c), c, p, o, ch, d, k, t, cs, at::jsonb FROM unnest("
+                    "%s::uuid[], %s::uuid[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], "
+                    "%s::text[], %s::uuid[], %s::text[]) AS u(i, c, p, o, ch, d, k, t, cs, at) "
+                    "LEFT JOIN proj_customer_alias a ON a.absorbed_id = u.c "
+                    "ON CONFLICT (interaction_id) DO NOTHING",
+                    [list(col) for col in zip(*rows, strict=True)],
+                )
+                rows.clear()
+
+        for position, event, _redacted in items:
+            if isinstance(event, InteractionRecorded):
+                attachments = "[" + ",".join(
+                    '{"name": %s, "content_type": %s, "size": %d, "sha256": "%s"}' % (
+                        _json_str(a.name), _json_str(a.content_type), a.size, a.sha256) for a in event.attachments) + "]"
+                rows.append((event.interaction_id, event.stream_id, position, event.occurred_at, event.channel,
+                             event.direction, event.kind, event.text, event.case_id, attachments))
+                live.append({"type": "timeline", "customer_id": str(event.stream_id),
+                             "interaction_id": str(event.interaction_id), "channel": event.channel})
+            elif isinstance(event, CustomerMerged):
+                flush()
+                survivor, absorbed = event.stream_id, event.absorbed_id
+                curs.execute("UPDATE proj_customer_alias SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed))
+                curs.execute("INSERT INTO proj_customer_alias VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
+                             "SET survivor_id = EXCLUDED.survivor_id", (absorbed, survivor))
+                curs.execute("UPDATE proj_timeline SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
+            elif isinstance(event, CustomerErased):
+                flush()
+                curs.execute(
+                    "UPDATE proj_timeline SET text = %s, attachments = '[]' WHERE customer_id = %s OR origin_customer_id = %s",
+                    (REDACTED, event.stream_id, event.stream_id))
+        flush()
+        return live
+
+
+def _json_str(value: str) -> str:
+    import msgspec  # noqa: PLC0415
+
+    return msgspec.json.encode(value).decode()

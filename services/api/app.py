@@ -1,0 +1,531 @@
+"""The HTTP surface: channel endpoints (gateway role) and the agent API and console (api role).
+
+Both are Litestar route groups over one `Services` object built by the composition root; a process
+serves the groups of the roles it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get, post, websocket
+from litestar.connection import WebSocket
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
+from litestar.openapi import OpenAPIConfig
+from litestar.response import ServerSentEvent
+from litestar.status_codes import HTTP_200_OK
+from psycopg_pool import AsyncConnectionPool
+
+from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
+from channels.errors import ChannelError, Malformed, UnsupportedMediaType
+from channels.publish import Publisher
+from services.api import queries
+from services.api.auth import AUDIT, READ, SUPERVISE, WRITE, Principal, authenticate
+from services.api.commands import NotFound, case_state, run_case_command
+from services.core.aggregate import DomainError
+from services.core.identity import InvalidIdentity, normalize
+from services.eventstore.store import EventStore
+from services.logs import get_logger
+from services.settings import Settings
+from services.streams import Names
+from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
+
+log = get_logger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    names: Names
+    nc: Any = None
+    js: Any = None
+    pool: AsyncConnectionPool | None = None
+    store: EventStore | None = None
+    publisher: Publisher | None = None
+    chat: ChatSessions | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    asyncapi: bytes | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+
+def svc(request: Request | WebSocket) -> Services:
+    return request.app.state.services
+
+
+def error_body(code: str, detail: str) -> dict:
+    return {"error": code, "detail": detail}
+
+
+def channel_error_handler(request: Request, exc: ChannelError) -> Response:
+    svc(request).count(f"channel_rejected_{exc.code}")
+    return Response(error_body(exc.code, exc.detail), status_code=exc.status, media_type=MediaType.JSON)
+
+
+_HTTP_CODES = {400: "malformed", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "unprocessable"}
+
+
+def http_error_handler(request: Request, exc: HTTPException) -> Response:
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else code
+    if exc.status_code == 400 and getattr(exc, "extra", None):
+        detail = f"{detail}: {exc.extra}"
+    return Response(error_body(code, detail), status_code=exc.status_code, media_type=MediaType.JSON,
+                    headers=getattr(exc, "headers", None))
+
+
+def domain_error_handler(request: Request, exc: DomainError) -> Response:
+    return Response(error_body("rejected", str(exc)), status_code=409, media_type=MediaType.JSON)
+
+
+def not_found_handler(request: Request, exc: NotFound) -> Response:
+    return Response(error_body("not_found", str(exc)), status_code=404, media_type=MediaType.JSON)
+
+
+async def require(request: Request, roles: tuple[str, ...]) -> Principal:
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("access_token")
+    if not token:
+        raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    services = svc(request)
+    principal = await authenticate(services.pool, services.settings.admin_token, token)
+    if principal is None:
+        raise NotAuthorizedException("invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    if principal.role not in roles:
+        raise PermissionDeniedException(f"role {principal.role} may not do this")
+    return principal
+
+
+# -- health ----------------------------------------------------------------------------------------
+
+
+@get("/health", include_in_schema=True, summary="Liveness")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@get("/ready", summary="Readiness: NATS and PostgreSQL reachable")
+async def ready(request: Request) -> Response:
+    services = svc(request)
+    checks = {"nats": False, "postgres": False}
+    try:
+        checks["nats"] = bool(services.nc and services.nc.is_connected)
+        if checks["nats"]:
+            await services.js.account_info()
+    except Exception:  # noqa: BLE001
+        checks["nats"] = False
+    try:
+        async with services.pool.connection(timeout=2.0) as conn:
+            await conn.execute("SELECT 1")
+        checks["postgres"] = True
+    except Exception:  # noqa: BLE001
+        checks["postgres"] = False
+    ok = all(checks.values())
+    return Response({"status": "ready" if ok else "not_ready", **checks}, status_code=200 if ok else 503)
+
+
+@get("/metrics", media_type=MediaType.TEXT, summary="Prometheus metrics")
+async def prometheus(request: Request) -> str:
+    lines = []
+    for name, value in sorted(svc(request).counters.items()):
+        metric = f"switchboard_{name}_total"
+        lines.append(f"# TYPE {metric} counter\n{metric} {value}")
+    return "\n".join(lines) + "\n"
+
+
+@get("/asyncapi.json", media_type=MediaType.JSON, summary="AsyncAPI document for every NATS subject")
+async def asyncapi(request: Request) -> Response:
+    return Response(svc(request).asyncapi or b"{}", media_type=MediaType.JSON)
+
+
+# -- chat channel ----------------------------------------------------------------------------------
+
+
+@post("/channels/chat/sessions", status_code=201, summary="Start a chat session")
+async def create_chat_session(request: Request) -> dict:
+    services = svc(request)
+    if "json" not in request.headers.get("content-type", "application/json"):
+        raise UnsupportedMediaType("expected application/json")
+    body = await request.body()
+    chat = services.chat
+    session_request = chat.parse_request(body)
+    if session_request.user_id and session_request.identity_hash:
+        for kind in ("email", "phone"):
+            value = getattr(session_request, kind)
+            if value:
+                try:
+                    normalize(Identity(kind, value))
+                except InvalidIdentity as exc:
+                    raise Malformed(f"{kind}: {exc}") from None
+    session, token = await chat.create(session_request, utcnow())
+    services.count("chat_sessions")
+    log.info("chat_session_created", session_id=session.session_id, verified=session.verified)
+    return {"session_id": session.session_id, "token": token}
+
+
+@websocket("/channels/chat/ws")
+async def chat_socket(socket: WebSocket) -> None:
+    services = svc(socket)
+    session_id = socket.scope["sb_chat_session_id"]  # verified by ChatTokenMiddleware
+    session = await services.chat.get(session_id)
+    await socket.accept()
+    after = socket.query_params.get("after")
+    pusher = asyncio.create_task(_push_replies(services, socket, session_id, int(after) if after and after.isdigit() else 0))
+    try:
+        while True:
+            raw = await socket.receive_data(mode="text")
+            try:
+                frame = parse_frame(raw, services.settings.max_chat_text)
+            except ChannelError as exc:
+                await socket.send_json({"type": "error", "error": exc.code, "detail": exc.detail})
+                continue
+            interaction = chat_interaction(session, frame, utcnow())
+            await services.publisher.publish(interaction)
+            services.count("interactions_chat")
+            await socket.send_json({"type": "ack", "client_id": frame.client_id, "id": str(interaction.id)})
+    except WebSocketDisconnect:
+        pass
+    finally:
+        pusher.cancel()
+
+
+async def _push_replies(services: Services, socket: WebSocket, session_id: str, after: int) -> None:
+    from nats.js.api import DeliverPolicy  # noqa: PLC0415
+
+    subject = services.names.chat_outbox_subject(session_id)
+    kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1} if after else {}
+    sub = await services.js.subscribe(subject, ordered_consumer=True, stream=services.names.chat_outbox, **kwargs)
+    try:
+        async for msg in sub.messages:
+            frame = msgspec.json.decode(msg.data)
+            frame["seq"] = msg.metadata.sequence.stream
+            await socket.send_json(frame)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await sub.unsubscribe()
+
+
+class ChatTokenMiddleware:
+    """Checks the chat token before the WebSocket handshake, so a bad token gets an HTTP 401."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket" and scope["path"] == "/channels/chat/ws":
+            from urllib.parse import parse_qs  # noqa: PLC0415
+
+            token = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
+            services: Services = scope["app"].state.services if "app" in scope else self.app.state.services
+            try:
+                session_id = services.chat.verify_token(token)
+                await services.chat.get(session_id)
+            except ChannelError as exc:
+                await _deny_websocket(scope, receive, send, exc)
+                return
+            scope["sb_chat_session_id"] = session_id
+        await self.app(scope, receive, send)
+
+
+async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
+    await receive()  # websocket.connect
+    body = msgspec.json.encode(error_body(exc.code, exc.detail))
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": exc.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 4000 + exc.status, "reason": exc.code})
+
+
+# -- agent API -------------------------------------------------------------------------------------
+
+
+async def _conn(request: Request):
+    return svc(request).pool.connection()
+
+
+@get("/api/v1/customers/lookup", summary="The customer holding an identity")
+async def lookup_customer(request: Request, kind: str, value: str) -> dict:
+    await require(request, READ)
+    if kind not in IDENTITY_KINDS:
+        raise HTTPException(status_code=400, detail=f"kind must be one of {', '.join(IDENTITY_KINDS)}")
+    try:
+        identity = normalize(Identity(kind, value))
+    except InvalidIdentity as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    services = svc(request)
+    blind = services.store.master.blind_index(identity.kind, identity.value)
+    async with services.pool.connection() as conn:
+        cur = await conn.execute("SELECT customer_id FROM sb_identities WHERE blind = %s", (blind,))
+        row = await cur.fetchone()
+        if row is None:
+            raise NotFound("no customer holds that identity")
+        profile = await queries.customer_profile(conn, row[0])
+    if profile is None:
+        raise NotFound("customer not projected yet")
+    return profile
+
+
+@get("/api/v1/customers", summary="Customers matching a name or identity")
+async def search_customers(request: Request, q: str = "", limit: int = 50, cursor: str | None = None) -> dict:
+    await require(request, READ)
+    async with svc(request).pool.connection() as conn:
+        return await queries.search_customers(conn, q, _limit(limit), cursor)
+
+
+@get("/api/v1/customers/{customer_id:uuid}", summary="The 360° profile")
+async def get_customer(request: Request, customer_id: UUID) -> dict:
+    await require(request, READ)
+    async with svc(request).pool.connection() as conn:
+        profile = await queries.customer_profile(conn, customer_id)
+    if profile is None:
+        raise NotFound(f"customer {customer_id} not found")
+    return profile
+
+
+@get("/api/v1/customers/{customer_id:uuid}/timeline", summary="Every touchpoint, newest first")
+async def get_timeline(request: Request, customer_id: UUID, limit: int = 50, cursor: str | None = None,
+                       channel: str | None = None) -> dict:
+    await require(request, READ)
+    if channel is not None and channel not in CHANNELS:
+        raise HTTPException(status_code=400, detail=f"channel must be one of {', '.join(CHANNELS)}")
+    async with svc(request).pool.connection() as conn:
+        survivor = await queries.survivor_of(conn, customer_id)
+        if survivor is None:
+            raise NotFound(f"customer {customer_id} not found")
+        try:
+            return await queries.timeline(conn, survivor, _limit(limit), cursor, channel)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            raise HTTPException(status_code=400, detail="invalid cursor") from None
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= 500:
+        raise HTTPException(status_code=400, detail="limit must be between 1 and 500")
+    return limit
+
+
+@get("/api/v1/cases", summary="Case queues")
+async def get_cases(request: Request, queue: str | None = None, status: str | None = None,
+                    assignee: str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
+    await require(request, READ)
+    async with svc(request).pool.connection() as conn:
+        return await queries.list_cases(conn, queue, status, assignee, _limit(limit), cursor)
+
+
+@get("/api/v1/cases/{case_id:uuid}", summary="One case with its messages")
+async def get_case(request: Request, case_id: UUID) -> dict:
+    await require(request, READ)
+    async with svc(request).pool.connection() as conn:
+        view = await queries.case_view(conn, case_id)
+    if view is None:
+        raise NotFound(f"case {case_id} not found")
+    return view
+
+
+class ReplyBody(msgspec.Struct, forbid_unknown_fields=True):
+    text: str
+
+
+class AssignBody(msgspec.Struct):
+    assignee: str | None = None
+
+
+class NoteBody(msgspec.Struct):
+    text: str
+
+
+class TagsBody(msgspec.Struct):
+    tags: list[str]
+
+
+class PriorityBody(msgspec.Struct):
+    priority: str
+
+
+class SnoozeBody(msgspec.Struct):
+    until: datetime
+
+
+async def _decode(request: Request, cls):
+    try:
+        return msgspec.json.decode(await request.body(), type=cls)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise HTTPException(status_code=400, detail=f"invalid body: {exc}") from None
+
+
+async def _case_command(request: Request, case_id: UUID, command) -> dict:
+    services = svc(request)
+    case = await asyncio.to_thread(run_case_command, services.store, case_id, command)
+    state = case_state(case)
+    async with services.pool.connection() as conn:
+        view = await queries.case_view(conn, case_id)
+    state["messages"] = view["messages"] if view else []
+    state["sla_due_at"] = view["sla_due_at"] if view else None
+    return state
+
+
+@post("/api/v1/cases/{case_id:uuid}/reply", status_code=HTTP_200_OK, summary="Reply through the case's channel")
+async def reply(request: Request, case_id: UUID) -> dict:
+    principal = await require(request, WRITE)
+    body = await _decode(request, ReplyBody)
+    if len(body.text) > 64 * 1024:
+        raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
+    reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
+    result = await _case_command(request, case_id, lambda c: c.request_reply(reply_id, body.text, principal.name, _now()))
+    result["reply_id"] = str(reply_id)
+    return result
+
+
+def _reply_id(case_id: UUID, idempotency_key: str | None) -> UUID:
+    import uuid  # noqa: PLC0415
+
+    if idempotency_key:
+        return uuid.uuid5(case_id, "reply:" + idempotency_key)
+    return uuid.uuid4()
+
+
+@post("/api/v1/cases/{case_id:uuid}/assign", status_code=HTTP_200_OK)
+async def assign(request: Request, case_id: UUID) -> dict:
+    principal = await require(request, WRITE)
+    body = await _decode(request, AssignBody)
+    return await _case_command(request, case_id, lambda c: c.assign(body.assignee, principal.name, _now()))
+
+
+@post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)
+async def resolve(request: Request, case_id: UUID) -> dict:
+    principal = await require(request, WRITE)
+    return await _case_command(request, case_id, lambda c: c.resolve(principal.name, _now()))
+
+
+@post("/api/v1/cases/{case_id:uuid}/reopen", status_code=HTTP_200_OK)
+async def reopen(request: Request, case_id: UUID) -> dict:
+    principal = await require(request, WRITE)
+    return await _case_command(request, case_id, lambda c: c.reopen(principal.name, _now()))
+
+
+@post("/api/v1/cases/{case_id:uuid}/notes", status_code=HTTP_200_OK)
+async def add_note(request: Request, case_id: UUID) -> dict:
+    import uuid  # noqa: PLC0415
+
+    principal = await require(request, WRITE)
+    body = await _decode(request, NoteBody)
+    return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), body.text, principal.name, _now()))
+
+
+@post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
+async def add_tags(request: Request, case_id: UUID) -> dict:
+    principal = await require(request, WRITE)
+    body = await _decode(request, TagsBody)
+    return await _case_command(request, case_id, lambda c: c.tag(body.tags, principal.name, _now()))
+
+
+@post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
+async def prioritize(request: Request, case_id: UUID) -> dict:
+    principal = await require(request, SUPERVISE + ("agent",))
+    body = await _decode(request, PriorityBody)
+    return await _case_command(request, case_id, lambda c: c.prioritize(body.priority, principal.name, _now()))
+
+
+@post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
+async def snooze(request: Request, case_id: UUID) -> dict:
+    principal = await require(request, WRITE)
+    body = await _decode(request, SnoozeBody)
+    return await _case_command(request, case_id, lambda c: c.snooze(body.until, principal.name, _now()))
+
+
+@get("/api/v1/events", summary="Server-Sent Events: timeline items and case changes, live")
+async def live_events(request: Request) -> ServerSentEvent:
+    await require(request, READ)
+    services = svc(request)
+    queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
+
+    async def on_msg(msg) -> None:
+        for item in msgspec.json.decode(msg.data):
+            if not queue.full():
+                queue.put_nowait(item)
+
+    sub = await services.nc.subscribe(services.names.live_subject, cb=on_msg)
+
+    async def stream():
+        try:
+            yield {"event": "ready", "data": "{}"}
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=15.0)
+                except TimeoutError:
+                    yield {"comment": "keep-alive"}
+                    continue
+                yield {"event": item["type"], "data": msgspec.json.encode(item).decode()}
+        finally:
+            await sub.unsubscribe()
+
+    return ServerSentEvent(stream())
+
+
+@get("/api/v1/metrics", summary="Contact-centre metrics over a period")
+async def cc_metrics(request: Request, from_: datetime | None = None, to: datetime | None = None) -> dict:
+    await require(request, READ)
+    params = request.query_params
+    end = _parse_time(params.get("to")) or _now()
+    start = _parse_time(params.get("from")) or end - timedelta(days=7)
+    async with svc(request).pool.connection() as conn:
+        return await queries.metrics(conn, start, end)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(status_code=400, detail="times are ISO 8601") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@get("/", media_type=MediaType.HTML, include_in_schema=False)
+async def console() -> Response:
+    return Response((STATIC / "console.html").read_bytes(), media_type=MediaType.HTML)
+
+
+GATEWAY_HANDLERS = [create_chat_session, chat_socket]
+API_HANDLERS = [lookup_customer, search_customers, get_customer, get_timeline, get_cases, get_case, reply, assign,
+                resolve, reopen, add_note, add_tags, prioritize, snooze, live_events, cc_metrics, console]
+COMMON_HANDLERS = [health, ready, prometheus, asyncapi]
+
+
+def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list | None = None) -> Litestar:
+    handlers = list(COMMON_HANDLERS)
+    if "gateway" in roles:
+        handlers += GATEWAY_HANDLERS + list(extra_handlers or [])
+    if "api" in roles:
+        handlers += API_HANDLERS
+    app = Litestar(
+        route_handlers=handlers,
+        exception_handlers={ChannelError: channel_error_handler, HTTPException: http_error_handler,
+                            DomainError: domain_error_handler, NotFound: not_found_handler},
+        openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
+        request_max_body_size=services.settings.max_body_bytes,
+        middleware=[ChatTokenMiddleware] if "gateway" in roles else [],
+        debug=False,
+    )
+    app.state.services = services
+    return app

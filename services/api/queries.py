@@ -1,0 +1,204 @@
+"""Reads for the agent API, straight from the read models (async psycopg)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+from psycopg.rows import dict_row
+
+
+class Cursor(msgspec.Struct, array_like=True):
+    at: datetime
+    id: UUID
+
+
+def encode_cursor(at: datetime, item_id: UUID) -> str:
+    return base64.urlsafe_b64encode(msgspec.msgpack.encode(Cursor(at, item_id))).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    padded = text + "=" * (-len(text) % 4)
+    return msgspec.msgpack.decode(base64.urlsafe_b64decode(padded), type=Cursor)
+
+
+async def survivor_of(conn, customer_id: UUID) -> UUID | None:
+    cur = await conn.execute(
+        "SELECT COALESCE(c.merged_into, c.id) FROM proj_customers c WHERE c.id = %s", (customer_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    # Chains of merges: follow to the end.
+    survivor = row[0]
+    for _ in range(16):
+        cur = await conn.execute("SELECT merged_into FROM proj_customers WHERE id = %s", (survivor,))
+        nxt = await cur.fetchone()
+        if not nxt or nxt[0] is None:
+            break
+        survivor = nxt[0]
+    return survivor
+
+
+async def customer_profile(conn, customer_id: UUID) -> dict | None:
+    survivor = await survivor_of(conn, customer_id)
+    if survivor is None:
+        return None
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT id, name, first_seen, last_seen, interaction_count, channels, erased, attributes FROM proj_customers "
+        "WHERE id = %s", (survivor,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    await cur.execute("SELECT kind, value, verified FROM proj_identities WHERE customer_id = %s ORDER BY kind, value",
+                      (survivor,))
+    identities = await cur.fetchall()
+    await cur.execute("SELECT count(*) AS n FROM proj_cases WHERE customer_id = %s AND status <> 'resolved'", (survivor,))
+    open_cases = (await cur.fetchone())["n"]
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "identities": [{"kind": i["kind"], "value": i["value"]} for i in identities if i["verified"]],
+        "claims": [{"kind": i["kind"], "value": i["value"]} for i in identities if not i["verified"]],
+        "channels": list(row["channels"]),
+        "first_seen": row["first_seen"],
+        "last_seen": row["last_seen"],
+        "open_cases": open_cases,
+        "interaction_count": row["interaction_count"],
+        "erased": row["erased"],
+        "merged_ids": [],
+    }
+
+
+async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, channel: str | None) -> dict:
+    clauses = ["customer_id = %s"]
+    params: list = [customer_id]
+    if channel:
+        clauses.append("channel = %s")
+        params.append(channel)
+    if cursor:
+        c = decode_cursor(cursor)
+        clauses.append("(occurred_at, interaction_id) < (%s, %s)")
+        params += [c.at, c.id]
+    params.append(limit + 1)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT interaction_id, occurred_at, channel, direction, kind, text, case_id, attachments FROM proj_timeline "
+        f"WHERE {' AND '.join(clauses)} ORDER BY occurred_at DESC, interaction_id DESC LIMIT %s", params)
+    rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"id": str(r["interaction_id"]), "occurred_at": r["occurred_at"], "channel": r["channel"],
+              "direction": r["direction"], "kind": r["kind"], "text": r["text"],
+              "case_id": str(r["case_id"]) if r["case_id"] else None, "attachments": r["attachments"]} for r in rows]
+    next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["interaction_id"]) if more else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+async def search_customers(conn, q: str, limit: int, cursor: str | None) -> dict:
+    pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    params: list = [pattern, pattern]
+    extra = ""
+    if cursor:
+        c = decode_cursor(cursor)
+        extra = "AND (c.last_seen, c.id) < (%s, %s)"
+        params += [c.at, c.id]
+    params.append(limit + 1)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT c.id, c.name, c.last_seen FROM proj_customers c WHERE c.merged_into IS NULL AND NOT c.erased AND "
+        "(lower(c.name) LIKE %s OR EXISTS (SELECT 1 FROM proj_identities i WHERE i.customer_id = c.id "
+        f"AND lower(i.value) LIKE %s)) {extra} ORDER BY c.last_seen DESC, c.id DESC LIMIT %s", params)
+    rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"id": str(r["id"]), "name": r["name"], "last_seen": r["last_seen"]} for r in rows]
+    return {"items": items, "next_cursor": encode_cursor(rows[-1]["last_seen"], rows[-1]["id"]) if more else None}
+
+
+async def case_view(conn, case_id: UUID) -> dict | None:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute("SELECT * FROM proj_cases WHERE id = %s", (case_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    await cur.execute(
+        "SELECT interaction_id, occurred_at, direction, kind, text FROM proj_timeline WHERE case_id = %s "
+        "ORDER BY occurred_at, interaction_id", (case_id,))
+    messages = await cur.fetchall()
+    await cur.execute("SELECT note_id, text, author, created_at FROM proj_case_notes WHERE case_id = %s ORDER BY created_at",
+                      (case_id,))
+    notes = await cur.fetchall()
+    return _case_json(row, messages, notes)
+
+
+def _case_json(row: dict, messages: list | None = None, notes: list | None = None) -> dict:
+    out = {
+        "id": str(row["id"]), "customer_id": str(row["customer_id"]), "channel": row["channel"],
+        "status": row["status"], "priority": row["priority"], "assignee": row["assignee"], "queue": row["queue"],
+        "tags": list(row["tags"]), "sla_due_at": row["sla_due_at"], "opened_at": row["opened_at"],
+        "updated_at": row["updated_at"], "first_response_at": row["first_response_at"],
+        "resolved_at": row["resolved_at"], "message_count": row["message_count"],
+    }
+    if messages is not None:
+        out["messages"] = [{"id": str(m["interaction_id"]), "occurred_at": m["occurred_at"], "direction": m["direction"],
+                            "kind": m["kind"], "text": m["text"]} for m in messages]
+    if notes is not None:
+        out["notes"] = [{"id": str(n["note_id"]), "text": n["text"], "author": n["author"],
+                         "created_at": n["created_at"]} for n in notes]
+    return out
+
+
+async def list_cases(conn, queue: str | None, status: str | None, assignee: str | None, limit: int,
+                     cursor: str | None) -> dict:
+    clauses, params = [], []
+    for column, value in (("queue", queue), ("status", status), ("assignee", assignee)):
+        if value:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if cursor:
+        c = decode_cursor(cursor)
+        clauses.append("(updated_at, id) < (%s, %s)")
+        params += [c.at, c.id]
+    params.append(limit + 1)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"SELECT * FROM proj_cases {where} ORDER BY updated_at DESC, id DESC LIMIT %s", params)
+    rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [_case_json(r) for r in rows],
+            "next_cursor": encode_cursor(rows[-1]["updated_at"], rows[-1]["id"]) if more else None}
+
+
+async def metrics(conn, start: datetime, end: datetime) -> dict:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "SELECT count(*) AS cases, "
+        "avg(extract(epoch FROM first_response_at - opened_at)) AS first_response_s, "
+        "avg(extract(epoch FROM resolved_at - opened_at)) FILTER (WHERE resolved_at IS NOT NULL) AS resolution_s, "
+        "count(*) FILTER (WHERE first_response_at IS NOT NULL AND first_response_at <= sla_due_at) AS sla_met, "
+        "count(*) FILTER (WHERE first_response_at IS NOT NULL OR sla_due_at < now()) AS sla_due, "
+        "avg(csat) AS csat, count(csat) AS csat_responses "
+        "FROM proj_cases WHERE opened_at >= %s AND opened_at < %s", (start, end))
+    row = await cur.fetchone()
+    await cur.execute(
+        "SELECT channel, direction, count(*) AS n FROM proj_timeline WHERE occurred_at >= %s AND occurred_at < %s "
+        "GROUP BY channel, direction ORDER BY channel, direction", (start, end))
+    volume: dict[str, dict[str, int]] = {}
+    for r in await cur.fetchall():
+        volume.setdefault(r["channel"], {"inbound": 0, "outbound": 0})[r["direction"]] = r["n"]
+    return {
+        "from": start, "to": end, "cases_opened": row["cases"],
+        "first_response_time_s": _num(row["first_response_s"]),
+        "resolution_time_s": _num(row["resolution_s"]),
+        "sla_attainment": (row["sla_met"] / row["sla_due"]) if row["sla_due"] else None,
+        "csat": _num(row["csat"]), "csat_responses": row["csat_responses"],
+        "volume_per_channel": volume,
+    }
+
+
+def _num(value) -> float | None:
+    return None if value is None else round(float(value), 3)

@@ -1,0 +1,158 @@
+"""The composition root: settings in, a running Switchboard out. Every entry point and test uses it.
+
+Nothing connects at import time. `Switchboard` owns the connections (NATS, PostgreSQL) and starts the
+roles it is asked for, each a task or thread of this one process:
+
+- gateway:   channel endpoints (HTTP, WebSocket, SMTP) → SB_INTERACTIONS
+- core:      SB_INTERACTIONS → customer and case events in the event store
+- projector: event store → read models (timeline, profile, cases)
+- api:       agent API and console over the read models; case commands into the event store
+- relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlparse
+
+import nats
+from eventsourcing.postgres import PostgresDatastore
+from faststream.nats import NatsBroker
+
+from services.eventstore.keys import MasterKey
+from services.eventstore.store import EventStore
+from services.logs import get_logger
+from services.settings import Settings
+from services.streams import Names, ensure_streams
+
+log = get_logger(__name__)
+
+ROLES = ("gateway", "core", "projector", "api", "relay")
+
+
+def datastore_from_url(url: str, pool_size: int = 8) -> PostgresDatastore:
+    parsed = urlparse(url)
+    return PostgresDatastore(
+        dbname=(parsed.path or "/postgres").lstrip("/") or "postgres",
+        host=parsed.hostname or "127.0.0.1",
+        port=parsed.port or 5432,
+        user=unquote(parsed.username or "postgres"),
+        password=unquote(parsed.password or ""),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_timeout=10.0,
+        pre_ping=True,
+    )
+
+
+@dataclass
+class Switchboard:
+    settings: Settings
+    names: Names = field(default_factory=Names)
+    nc: nats.aio.client.Client | None = None
+    js: object | None = None
+    store: EventStore | None = None
+    broker: NatsBroker | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def open_store(self) -> EventStore:
+        if self.store is None:
+            if not self.settings.database_url:
+                raise RuntimeError("no database: set SWITCHBOARD_DATABASE_URL or run `switchboard up`")
+            datastore = datastore_from_url(self.settings.database_url)
+            self.store = EventStore(datastore, MasterKey(self.settings.master_key_bytes))
+        return self.store
+
+    def create_schema(self) -> None:
+        """Creates every table the roles use; safe to run again and from many processes at once."""
+        from projections.runner import ProjectionRunner  # noqa: PLC0415
+        from services.api.auth import SCHEMA as AUTH_SCHEMA  # noqa: PLC0415
+        from services.core.processor import CoreProcessor  # noqa: PLC0415
+        from services.relay.relay import SCHEMA as RELAY_SCHEMA  # noqa: PLC0415
+
+        store = self.open_store()
+        with store.datastore.get_connection() as conn:
+            # Serialise schema creation across processes starting together.
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(5105)")
+                store.create_schema()
+                CoreProcessor(store).create_schema()
+                ProjectionRunner(store).create_schema()
+                conn.execute(AUTH_SCHEMA)
+                conn.execute(RELAY_SCHEMA)
+
+    async def connect_nats(self) -> None:
+        if self.nc is not None:
+            return
+        if not self.settings.nats_url:
+            raise RuntimeError("no NATS: set SWITCHBOARD_NATS_URL or run `switchboard up`")
+        servers = [s.strip() for s in self.settings.nats_url.split(",") if s.strip()]
+        self.nc = await nats.connect(servers=servers, name="switchboard", max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.5)
+        self.js = self.nc.jetstream()
+        await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas)
+
+    async def start(self, roles: tuple[str, ...]) -> None:
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles: {', '.join(sorted(unknown))}")
+        await self.connect_nats()
+        await asyncio.to_thread(self.create_schema)
+        if "core" in roles:
+            await self._start_core()
+        if "projector" in roles:
+            self._start_projector()
+        if "relay" in roles:
+            from services.relay.relay import start_relay  # noqa: PLC0415
+
+            await start_relay(self)
+
+    async def _start_core(self) -> None:
+        from services.core.consumer import build_core_router  # noqa: PLC0415
+        from services.core.processor import CoreProcessor  # noqa: PLC0415
+
+        processor = CoreProcessor(self.open_store())
+        self.broker = NatsBroker(self.settings.nats_url.split(","), logger=None, graceful_timeout=10.0)
+        self.broker.include_router(build_core_router(processor, self.names, lambda: self.js,
+                                                     max_deliveries=self.settings.max_deliveries))
+        await self.broker.start()
+
+    def _start_projector(self) -> None:
+        from projections.runner import ProjectionRunner  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+
+        def publish_live(items: list[dict]) -> None:
+            import msgspec  # noqa: PLC0415
+
+            payload = msgspec.json.encode(items)
+            asyncio.run_coroutine_threadsafe(self.nc.publish(self.names.live_subject, payload), loop)
+
+        runner = ProjectionRunner(self.open_store(), on_live=publish_live)
+        thread = threading.Thread(target=runner.run_forever, args=(self.stop_event,), name="projector", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self.broker is not None:
+            await self.broker.stop()
+        for thread in self.threads:
+            await asyncio.to_thread(thread.join, 15)
+        if self.nc is not None:
+            await self.nc.drain()
+        if self.store is not None:
+            self.store.datastore.close()

@@ -1,0 +1,406 @@
+"""`switchboard`: the one command for operators, auditors and developers.
+
+Every verb takes --data-dir (or SWITCHBOARD_DATA_DIR). Without SWITCHBOARD_NATS_URL and
+SWITCHBOARD_DATABASE_URL a verb uses the embedded servers of a `switchboard up` running on that data
+dir, or starts them for its own run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import click
+
+from services.settings import Settings, ensure_secrets, load_settings
+
+ROLE_CHOICES = ("gateway", "core", "projector", "api", "relay")
+
+
+def _hostport(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint=option)
+    return host, int(port)
+
+
+@contextlib.contextmanager
+def embedded_servers(settings: Settings, *, own: bool = False) -> Iterator[Settings]:
+    """Settings with NATS and PostgreSQL URLs: external, a running `up`'s, or started here."""
+    from services.embedded import EmbeddedNats, EmbeddedPostgres, clear_run_info, read_run_info, write_run_info  # noqa: PLC0415
+
+    data_dir = settings.data_dir.resolve()
+    started = []
+    urls: dict[str, str] = {}
+    try:
+        if not settings.nats_url:
+            running = None if own else read_run_info(data_dir, "nats")
+            if running:
+                urls["nats_url"] = running.url
+            else:
+                if own and read_run_info(data_dir, "nats"):
+                    raise click.ClickException(f"a switchboard is already running on {data_dir}")
+                nats_server = EmbeddedNats(data_dir / "nats").start()
+                started.append(("nats", nats_server))
+                urls["nats_url"] = nats_server.url
+        if not settings.database_url:
+            running = None if own else read_run_info(data_dir, "postgres")
+            if running:
+                urls["database_url"] = running.url
+            else:
+                pg = EmbeddedPostgres(data_dir / "postgres").start()
+                started.append(("postgres", pg))
+                urls["database_url"] = pg.url
+        if own:
+            import os  # noqa: PLC0415
+
+            for name, server in started:
+                write_run_info(data_dir, name, server.url, os.getpid())
+        yield settings.with_(**urls)
+    finally:
+        for name, server in reversed(started):
+            server.stop()
+            if own:
+                clear_run_info(data_dir, name)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SWITCHBOARD_DATA_DIR",
+              default=None, help="Where embedded servers keep data, tokens and generated secrets [.switchboard].")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """Switchboard: an event-sourced omnichannel contact centre.
+
+    Every touchpoint of every customer, on every channel, recorded once, forever, replayable.
+    Start with `switchboard up`, then open the printed URL.
+    """
+    from services.logs import configure_logging  # noqa: PLC0415
+
+    settings = load_settings(**({"data_dir": data_dir} if data_dir else {}))
+    configure_logging(settings.log_format, settings.log_level)
+    ctx.obj = {"settings": settings}
+
+
+def _add_data_dir_to_verbs(group: click.Group) -> None:
+    """`--data-dir` is accepted after any verb too (`switchboard replay --data-dir X`)."""
+    for command in list(group.commands.values()):
+        if isinstance(command, click.Group):
+            _add_data_dir_to_verbs(command)
+            continue
+        command.params.append(click.Option(["--data-dir", "verb_data_dir"], type=click.Path(file_okay=False, path_type=Path),
+                                           default=None, expose_value=True, help="Same as the global --data-dir."))
+        callback = command.callback
+
+        def wrapped(*args, verb_data_dir=None, __callback=callback, **kwargs):
+            ctx = click.get_current_context()
+            if verb_data_dir is not None:
+                root = ctx.find_root()
+                root.obj["settings"] = root.obj["settings"].with_(data_dir=verb_data_dir)
+            return __callback(*args, **kwargs)
+
+        command.callback = wrapped
+
+
+# -- up and serve ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--http", "http", default="127.0.0.1:8000", show_default=True, help="HOST:PORT for HTTP and WebSocket.")
+@click.option("--smtp", "smtp", default="127.0.0.1:2525", show_default=True, help="HOST:PORT for the SMTP listener.")
+@click.pass_context
+def up(ctx: click.Context, http: str, smtp: str) -> None:
+    """Single-node mode: embedded NATS and PostgreSQL under the data dir, every role in one process."""
+    settings = ensure_secrets(_settings(ctx))
+    http_addr, smtp_addr = _hostport(http, "--http"), _hostport(smtp, "--smtp")
+    with embedded_servers(settings, own=True) as settings:
+        asyncio.run(_serve(settings, ROLE_CHOICES, http_addr, smtp_addr, announce=True))
+
+
+@main.command()
+@click.argument("roles", nargs=-1, required=True, type=click.Choice(ROLE_CHOICES))
+@click.option("--http", "http", default="0.0.0.0:8000", show_default=True, help="HOST:PORT (gateway, api).")
+@click.option("--smtp", "smtp", default="0.0.0.0:2525", show_default=True, help="HOST:PORT (gateway).")
+@click.pass_context
+def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> None:
+    """Production mode: run ROLES against external NATS and PostgreSQL (run as many as you like)."""
+    settings = _settings(ctx)
+    missing = [name for name in ("nats_url", "database_url", "master_key") if not getattr(settings, name)]
+    if missing:
+        raise click.ClickException("serve needs " + ", ".join("SWITCHBOARD_" + m.upper() for m in missing))
+    asyncio.run(_serve(settings, tuple(dict.fromkeys(roles)), _hostport(http, "--http"), _hostport(smtp, "--smtp")))
+
+
+async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) -> None:
+    from services.server import Server  # noqa: PLC0415
+
+    server = Server(settings, roles, http=http, smtp=smtp)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if announce:
+        data_dir = settings.data_dir.resolve()
+        click.echo(f"Switchboard is up (data dir {data_dir})", err=True)
+        click.echo(f"  console and API  {server.http_url}/", err=True)
+        click.echo(f"  API schema       {server.http_url}/schema/openapi.json", err=True)
+        click.echo(f"  chat WebSocket   ws://{http[0]}:{http[1]}/channels/chat/ws", err=True)
+        click.echo(f"  SMTP             smtp://{smtp[0]}:{smtp[1]}", err=True)
+        click.echo(f"  NATS             {settings.nats_url}", err=True)
+        click.echo(f"  PostgreSQL       {settings.database_url}", err=True)
+        click.echo(f"  admin token      {data_dir / 'admin.token'}", err=True)
+        click.echo("Ctrl-C stops it; data stays in the data dir.", err=True)
+    await stop.wait()
+    click.echo("stopping…", err=True)
+    await server.stop()
+
+
+# -- the log ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _store(ctx: click.Context):
+    settings = ensure_secrets(_settings(ctx))
+    with embedded_servers(settings) as settings:
+        from services.bootstrap import Switchboard  # noqa: PLC0415
+
+        sb = Switchboard(settings)
+        sb.create_schema()
+        try:
+            yield sb
+        finally:
+            sb.open_store().datastore.close()
+
+
+@main.command()
+@click.option("--customer", "customer", type=click.UUID, help="Only this customer's events (and their cases').")
+@click.option("--from", "from_position", type=int, default=0, help="Start after this position.")
+@click.option("--until", "until", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+              help="Stop at events recorded after this time (ISO 8601).")
+@click.pass_context
+def replay(ctx: click.Context, customer: UUID | None, from_position: int, until) -> None:
+    """Write stored events, oldest first, as JSON Lines to stdout."""
+    from services.replay import replay_events  # noqa: PLC0415
+
+    with _store(ctx) as sb:
+        count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position, until=until,
+                              progress=sys.stderr.isatty())
+    click.echo(f"{count} events", err=True)
+
+
+@main.group()
+def projections() -> None:
+    """Read models built from the event log."""
+
+
+@projections.command("rebuild")
+@click.argument("name", required=False)
+@click.pass_context
+def projections_rebuild(ctx: click.Context, name: str | None) -> None:
+    """Rebuild read models (all, or NAME) from the event store; prints events/s."""
+    import time  # noqa: PLC0415
+
+    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    known = [p.name for p in all_projections()]
+    if name and name not in known:
+        raise click.BadParameter(f"unknown projection {name!r}; known: {', '.join(known)}", param_hint="NAME")
+    with _store(ctx) as sb:
+        store = sb.open_store()
+        selected = [p for p in all_projections() if not name or p.name == name]
+        runner = ProjectionRunner(store, selected, batch_size=5000)
+        total = store.max_position()
+        runner.reset([p.name for p in selected])
+        t0 = time.perf_counter()
+        with tqdm(total=total, unit="ev", disable=not sys.stderr.isatty(), desc="rebuild") as bar:
+            applied = runner.catch_up(bar.update)
+        elapsed = time.perf_counter() - t0
+    rate = applied / elapsed if elapsed > 0 else 0.0
+    click.echo(f"rebuilt {', '.join(p.name for p in selected)}: {applied} events in {elapsed:.2f}s "
+               f"({rate:,.0f} events/s)")
+
+
+@main.group()
+def audit() -> None:
+    """Check that the event log was not altered."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Recompute the hash chain of the whole log: exit 0 with a count, or 1 naming the first bad position."""
+    import psycopg  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from services.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415
+
+    with _store(ctx) as sb:
+        store = sb.open_store()
+        with psycopg.connect(sb.settings.database_url) as conn, tqdm(
+                total=store.max_position(), unit="ev", disable=not sys.stderr.isatty(), desc="verify") as bar:
+            try:
+                count = verify_chain(conn, store.master.chain_key, progress=bar.update)
+            except ChainBreak as exc:
+                click.echo(f"TAMPERED: first bad position {exc.position}: {exc.reason}", err=True)
+                click.echo(f"bad position {exc.position}")
+                ctx.exit(1)
+    click.echo(f"intact: {count} events")
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """API bearer tokens for agents, supervisors, auditors and admins."""
+
+
+@token.command("create")
+@click.option("--role", type=click.Choice(("agent", "supervisor", "auditor", "admin")), required=True)
+@click.option("--name", help="A name to revoke it by later (default: generated).")
+@click.pass_context
+def token_create(ctx: click.Context, role: str, name: str | None) -> None:
+    """Print a new token (only its hash is stored)."""
+    import psycopg  # noqa: PLC0415
+
+    from services.api.auth import create_token  # noqa: PLC0415
+
+    with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
+        try:
+            name, value = create_token(conn, role, name)
+        except psycopg.errors.UniqueViolation:
+            raise click.ClickException(f"a token named {name!r} exists") from None
+    click.echo(f"name: {name}", err=True)
+    click.echo(value)
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """End the token NAME."""
+    import psycopg  # noqa: PLC0415
+
+    from services.api.auth import revoke_token  # noqa: PLC0415
+
+    with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
+        if not revoke_token(conn, name):
+            raise click.ClickException(f"no active token named {name!r}")
+    click.echo(f"revoked {name}")
+
+
+# -- customers (GDPR) ------------------------------------------------------------------------------
+
+
+@main.group()
+def customer() -> None:
+    """GDPR: access requests and erasure."""
+
+
+@customer.command("export")
+@click.argument("customer_id", type=click.UUID)
+@click.pass_context
+def customer_export(ctx: click.Context, customer_id: UUID) -> None:
+    """Everything held about a customer, as JSON on stdout."""
+    import msgspec  # noqa: PLC0415
+
+    from services.gdpr import export_customer  # noqa: PLC0415
+
+    with _store(ctx) as sb:
+        try:
+            document = export_customer(sb.open_store(), sb.settings.database_url, customer_id)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
+
+
+@customer.command("erase")
+@click.argument("customer_id", type=click.UUID)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def customer_erase(ctx: click.Context, customer_id: UUID, yes: bool) -> None:
+    """Irreversibly erase a customer's personal data (the log stays append-only; their key is destroyed)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from services.api.commands import NotFound, erase_customer  # noqa: PLC0415
+    from services.gdpr import purge_chat_sessions  # noqa: PLC0415
+
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Erase customer {customer_id}? This cannot be undone", abort=True)
+    with _store(ctx) as sb:
+        try:
+            ids = erase_customer(sb.open_store(), customer_id, "cli", datetime.now(UTC))
+        except NotFound as exc:
+            raise click.ClickException(str(exc)) from None
+        asyncio.run(purge_chat_sessions(sb, ids))
+    click.echo(f"erased {customer_id} ({len(ids)} customer record(s); keys destroyed)")
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+
+
+@main.group()
+def deadletters() -> None:
+    """Interactions the core could not process."""
+
+
+@deadletters.command("list")
+@click.pass_context
+def deadletters_list(ctx: click.Context) -> None:
+    """One line per dead letter: sequence, subject, reason."""
+    from services.deadletters import list_dead_letters  # noqa: PLC0415
+
+    settings = ensure_secrets(_settings(ctx))
+    with embedded_servers(settings) as settings:
+        for seq, subject, reason in asyncio.run(list_dead_letters(settings)):
+            click.echo(f"{seq}\t{subject}\t{reason}")
+
+
+@deadletters.command("redrive")
+@click.argument("sequences", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Re-drive every dead letter.")
+@click.pass_context
+def deadletters_redrive(ctx: click.Context, sequences: tuple[int, ...], all_: bool) -> None:
+    """Publish dead letters again to their original subjects (after fixing the cause)."""
+    from services.deadletters import redrive  # noqa: PLC0415
+
+    if not sequences and not all_:
+        raise click.UsageError("name SEQUENCES or use --all")
+    settings = ensure_secrets(_settings(ctx))
+    with embedded_servers(settings) as settings:
+        n = asyncio.run(redrive(settings, None if all_ else set(sequences)))
+    click.echo(f"re-drove {n} message(s)")
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--customers", default=20, show_default=True, help="How many customers.")
+@click.option("--interactions", default=100, show_default=True, help="How many interactions in all.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The running instance's HTTP URL.")
+@click.option("--smtp", "smtp", default="127.0.0.1:2525", show_default=True, help="Its SMTP listener.")
+@click.pass_context
+def demo(ctx: click.Context, customers: int, interactions: int, url: str, smtp: str) -> None:
+    """Drive realistic multi-channel traffic through the real channel endpoints of a running instance."""
+    from services.demo import run_demo  # noqa: PLC0415
+
+    settings = ensure_secrets(_settings(ctx))
+    sent = asyncio.run(run_demo(settings, url, _hostport(smtp, "--smtp"), customers, interactions))
+    click.echo(f"sent {sent} interactions")
+
+
+_add_data_dir_to_verbs(main)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The customer: who they are (identities, profile) and every touchpoint they ever had.
+
+Pure domain: no I/O, no clock. Time arrives with the interaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from events.customer import (
+    ConsentChanged,
+    CustomerAbsorbed,
+    CustomerErased,
+    CustomerMerged,
+    CustomerRegistered,
+    IdentityClaimed,
+    IdentityLinked,
+    InteractionRecorded,
+    MergeSuggested,
+    ProfileUpdated,
+)
+from events.interactions import Interaction
+from services.core.aggregate import Aggregate, DomainError
+
+
+class CustomerAbsorbedError(DomainError):
+    """Commands go to the survivor of a merge, never the absorbed customer."""
+
+
+class CustomerErasedError(DomainError):
+    pass
+
+
+class Customer(Aggregate):
+    def __init__(self, id: UUID):
+        super().__init__(id)
+        self.registered_at: datetime | None = None
+        self.identities: set[tuple[str, str]] = set()
+        self.claims: set[tuple[str, str]] = set()
+        self.profile: dict[str, str] = {}
+        self.threads: dict[str, UUID] = {}  # thread key → the case carrying that conversation
+        self.interactions: set[UUID] = set()
+        self.absorbed: list[UUID] = []
+        self.survivor_id: UUID | None = None
+        self.suggested: set[UUID] = set()
+        self.erased = False
+        self.consents: dict[str, bool] = {}
+
+    @property
+    def owner_id(self) -> UUID:
+        return self.id
+
+    @property
+    def external_ids(self) -> set[str]:
+        return {value for kind, value in self.identities if kind == "external"}
+
+    # -- commands ------------------------------------------------------------------------------
+
+    @classmethod
+    def register(cls, id: UUID, at: datetime) -> Customer:
+        customer = cls(id)
+        customer._trigger(CustomerRegistered, at)
+        return customer
+
+    def _check_active(self) -> None:
+        if self.survivor_id is not None:
+            raise CustomerAbsorbedError(f"customer {self.id} was merged into {self.survivor_id}")
+        if self.erased:
+            raise CustomerErasedError(f"customer {self.id} was erased")
+
+    def link(self, kind: str, value: str, at: datetime) -> None:
+        self._check_active()
+        if (kind, value) not in self.identities:
+            self._trigger(IdentityLinked, at, kind=kind, value=value)
+
+    def claim(self, kind: str, value: str, at: datetime) -> None:
+        self._check_active()
+        if (kind, value) not in self.claims and (kind, value) not in self.identities:
+            self._trigger(IdentityClaimed, at, kind=kind, value=value)
+
+    def update_profile(self, attributes: dict[str, str], verified: bool, at: datetime) -> None:
+        self._check_active()
+        changed = {k: v for k, v in attributes.items() if v and self.profile.get(k) != v}
+        if changed:
+            self._trigger(ProfileUpdated, at, attributes=changed, verified=verified)
+
+    def record(self, interaction: Interaction, case_id: UUID | None, thread_key: str | None = None) -> None:
+        self._check_active()
+        if interaction.id in self.interactions:
+            return  # the same touchpoint, delivered again: recorded once
+        self._trigger(
+            InteractionRecorded, interaction.occurred_at, interaction_id=interaction.id,
+            channel=interaction.channel, direction=interaction.direction, kind=interaction.kind,
+            case_id=case_id, text=interaction.text, provider_message_id=interaction.provider_message_id,
+            thread_key=thread_key or interaction.thread_key, attachments=list(interaction.attachments),
+            meta=dict(interaction.meta), reply_id=interaction.reply_id,
+        )
+
+    def can_merge_with(self, other: Customer) -> bool:
+        """Two different company-side ids mean two people, whatever else they share."""
+        mine, theirs = self.external_ids, other.external_ids
+        return not (mine and theirs and mine != theirs)
+
+    def absorb(self, other: Customer, at: datetime, interaction_id: UUID | None = None) -> None:
+        """Merges `other` into this customer; `other` records that it was absorbed."""
+        self._check_active()
+        other._check_active()
+        if other.id == self.id:
+            raise DomainError("a customer cannot absorb itself")
+        if not self.can_merge_with(other):
+            raise DomainError("customers with different external ids are not merged automatically")
+        self._trigger(CustomerMerged, at, absorbed_id=other.id, interaction_id=interaction_id)
+        other._trigger(CustomerAbsorbed, at, survivor_id=self.id)
+        for kind, value in sorted(other.identities - self.identities):
+            self._trigger(IdentityLinked, at, kind=kind, value=value)
+        if other.profile:
+            missing = {k: v for k, v in other.profile.items() if k not in self.profile}
+            if missing:
+                self._trigger(ProfileUpdated, at, attributes=missing, verified=True)
+
+    def suggest_merge(self, other_id: UUID, reason: str, at: datetime, interaction_id: UUID | None = None) -> None:
+        self._check_active()
+        if other_id not in self.suggested:
+            self._trigger(MergeSuggested, at, other_id=other_id, reason=reason, interaction_id=interaction_id)
+
+    def change_consent(self, channel: str, granted: bool, at: datetime) -> None:
+        self._check_active()
+        if self.consents.get(channel) != granted:
+            self._trigger(ConsentChanged, at, channel=channel, granted=granted)
+
+    def erase(self, requested_by: str, at: datetime) -> None:
+        if self.erased:
+            return
+        self._trigger(CustomerErased, at, requested_by=requested_by)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def when_Registered(self, e: CustomerRegistered) -> None:
+        self.registered_at = e.occurred_at
+
+    def when_IdentityLinked(self, e: IdentityLinked) -> None:
+        self.identities.add((e.kind, e.value))
+        self.claims.discard((e.kind, e.value))
+
+    def when_IdentityClaimed(self, e: IdentityClaimed) -> None:
+        self.claims.add((e.kind, e.value))
+
+    def when_ProfileUpdated(self, e: ProfileUpdated) -> None:
+        self.profile.update(e.attributes)
+
+    def when_InteractionRecorded(self, e: InteractionRecorded) -> None:
+        self.interactions.add(e.interaction_id)
+        if e.thread_key and e.case_id:
+            self.threads[e.thread_key] = e.case_id
+
+    def when_Merged(self, e: CustomerMerged) -> None:
+        self.absorbed.append(e.absorbed_id)
+
+    def when_Absorbed(self, e: CustomerAbsorbed) -> None:
+        self.survivor_id = e.survivor_id
+
+    def when_MergeSuggested(self, e: MergeSuggested) -> None:
+        self.suggested.add(e.other_id)
+
+    def when_ConsentChanged(self, e: ConsentChanged) -> None:
+        self.consents[e.channel] = e.granted
+
+    def when_Erased(self, e: CustomerErased) -> None:
+        self.erased = True
+        self.profile.clear()
+        self.claims.clear()

@@ -1,0 +1,169 @@
+"""Agents' replies out to the customer, through the case's own channel and thread.
+
+Consumes `sb.events.case.ReplyRequested` from SB_EVENTS (durable, explicit acks). For each reply it
+asks the channel's sender to deliver, then publishes the outbound interaction (id derived from the
+reply id, so a retried delivery is recorded once) for the core to put on the timeline. A provider
+outage is retried with backoff (the message is nak'ed with a delay, never dropped); a refusal, or an
+outage that outlasts every retry, becomes a ReplyFailed event through a status interaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import msgspec
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from channels.errors import ProviderError
+from events.interactions import Interaction
+from services.api.commands import load_case
+from services.core.customer import Customer
+from services.logs import get_logger
+
+log = get_logger(__name__)
+
+DURABLE = "sb-outbound"
+MAX_ATTEMPTS = 8
+_REPLY_NS = uuid.UUID("5e7d9c1b-2a3f-4b6c-8d9e-0f1a2b3c4d5e")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Everything a sender needs to know about one reply."""
+
+    reply_id: UUID
+    case_id: UUID
+    customer_id: UUID
+    channel: str
+    thread_key: str | None
+    text: str
+    identities: frozenset[tuple[str, str]]
+    thread_meta: dict
+
+
+Sender = Callable[[Delivery], Awaitable[str | None]]
+
+
+def outbound_interaction_id(reply_id: UUID) -> UUID:
+    return uuid.uuid5(_REPLY_NS, str(reply_id))
+
+
+class ChatSender:
+    """Chat replies go to the session's outbox; the visitor's WebSocket (now or on reconnect) reads it."""
+
+    def __init__(self, js, names):
+        self.js = js
+        self.names = names
+
+    async def __call__(self, d: Delivery) -> str | None:
+        if not d.thread_key or not d.thread_key.startswith("chat:"):
+            raise ProviderError(False, "chat case without a session")
+        session_id = d.thread_key.split(":", 1)[1]
+        frame = {"type": "message", "id": str(d.reply_id), "text": d.text, "from": "agent",
+                 "sent_at": datetime.now(UTC).isoformat()}
+        await self.js.publish(self.names.chat_outbox_subject(session_id), msgspec.json.encode(frame),
+                              headers={"Nats-Msg-Id": str(d.reply_id)})
+        return f"chat:{d.reply_id}"
+
+
+def build_senders(sb) -> dict[str, Sender]:
+    senders: dict[str, Sender] = {"chat": ChatSender(sb.js, sb.names)}
+    try:
+        from channels.outbound import provider_senders  # noqa: PLC0415
+    except ImportError:
+        return senders
+    senders.update(provider_senders(sb.settings))
+    return senders
+
+
+class OutboundDispatcher:
+    def __init__(self, sb, senders: dict[str, Sender]):
+        self.sb = sb
+        self.senders = senders
+
+    async def delivery_for(self, event: dict) -> Delivery:
+        store = self.sb.open_store()
+        case_id = UUID(event["stream_id"])
+        case = await asyncio.to_thread(load_case, store, case_id)
+        customer = await asyncio.to_thread(lambda: Customer.replay(case.customer_id, store.load(case.customer_id)))
+        while customer.survivor_id is not None:
+            survivor = customer.survivor_id
+            customer = await asyncio.to_thread(lambda s=survivor: Customer.replay(s, store.load(s)))
+        return Delivery(reply_id=UUID(event["reply_id"]), case_id=case_id, customer_id=customer.id,
+                        channel=case.channel, thread_key=case.thread_key, text=event["text"],
+                        identities=frozenset(customer.identities), thread_meta={})
+
+    async def handle(self, msg) -> None:
+        body = msgspec.json.decode(msg.data)
+        event = body["event"]
+        if body.get("redacted"):
+            await msg.ack()  # the customer was erased: there is nobody to send to
+            return
+        delivery = await self.delivery_for(event)
+        sender = self.senders.get(delivery.channel)
+        attempt = msg.metadata.num_delivered
+        try:
+            if sender is None:
+                raise ProviderError(False, f"outbound {delivery.channel} is not configured")
+            provider_id = await sender(delivery)
+        except ProviderError as exc:
+            if exc.retryable and attempt < MAX_ATTEMPTS:
+                delay = exc.retry_after or min(2 ** attempt, 60)
+                log.warning("reply_delivery_retry", reply_id=str(delivery.reply_id), attempt=attempt, delay=delay,
+                            reason=exc.detail)
+                await msg.nak(delay=delay)
+                return
+            await self._publish(delivery, None, failed=exc.detail)
+            await msg.ack()
+            return
+        await self._publish(delivery, provider_id)
+        await msg.ack()
+
+    async def _publish(self, d: Delivery, provider_id: str | None, failed: str | None = None) -> None:
+        now = datetime.now(UTC)
+        if failed is None:
+            interaction = Interaction(id=outbound_interaction_id(d.reply_id), channel=d.channel, direction="outbound",
+                                      occurred_at=now, text=d.text, case_id=d.case_id, reply_id=d.reply_id,
+                                      provider_message_id=provider_id, thread_key=d.thread_key)
+        else:
+            interaction = Interaction(id=uuid.uuid5(_REPLY_NS, f"{d.reply_id}:failed"), channel=d.channel,
+                                      direction="outbound", occurred_at=now, kind="status", status="failed",
+                                      case_id=d.case_id, reply_id=d.reply_id, meta={"error": failed[:300]})
+        await self.sb.js.publish(self.sb.names.interaction_subject(d.channel, "outbound"),
+                                 msgspec.json.encode(interaction), headers={"Nats-Msg-Id": str(interaction.id)})
+        log.info("reply_delivered" if failed is None else "reply_failed", reply_id=str(d.reply_id),
+                 case_id=str(d.case_id), channel=d.channel)
+
+    async def run(self) -> None:
+        js = self.sb.js
+        names = self.sb.names
+        sub = await js.pull_subscribe(
+            names.event_subject("case", "ReplyRequested"), durable=DURABLE, stream=names.events,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_deliver=MAX_ATTEMPTS + 2))
+        while not self.sb.stop_event.is_set():
+            try:
+                msgs = await sub.fetch(20, timeout=1.0)
+            except TimeoutError:
+                continue
+            except Exception:  # noqa: BLE001 — reconnects happen; keep going
+                log.exception("outbound_fetch_failed")
+                await asyncio.sleep(1.0)
+                continue
+            await asyncio.gather(*(self._safe(m) for m in msgs))
+
+    async def _safe(self, msg) -> None:
+        try:
+            await self.handle(msg)
+        except Exception:  # noqa: BLE001
+            log.exception("outbound_failed")
+            await msg.nak(delay=5.0)
+
+
+async def start_outbound(sb) -> None:
+    dispatcher = OutboundDispatcher(sb, build_senders(sb))
+    sb.tasks.append(asyncio.create_task(dispatcher.run(), name="outbound"))

@@ -1,0 +1,140 @@
+"""Settings: environment variables `SWITCHBOARD_*`, or the same keys lower-cased in `switchboard.toml`.
+
+The environment wins over the file. Secrets that `switchboard up` must have but nobody set are
+generated once and kept in the data dir, so a restart on the same dir keeps working tokens and keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+PREFIX = "SWITCHBOARD_"
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    data_dir: Path = Path(".switchboard")
+    nats_url: str | None = None
+    database_url: str | None = None
+    admin_token: str | None = None
+    master_key: str | None = None
+    ingest_token: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_from: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    meta_app_secret: str | None = None
+    meta_verify_token: str | None = None
+    meta_access_token: str | None = None
+    meta_graph_base: str = "https://graph.facebook.com/v21.0"
+    telegram_secret_token: str | None = None
+    telegram_bot_token: str | None = None
+    telegram_api_base: str = "https://api.telegram.org"
+    chat_identity_secret: str | None = None
+    smtp_relay: str | None = None
+    email_from: str | None = None
+    # How long the NATS streams keep messages (and so the personal data in them), in seconds.
+    nats_retention_seconds: int = 7 * 24 * 3600
+    # JetStream replicas for the streams Switchboard creates (3 on a three-node cluster).
+    nats_replicas: int = 1
+    # Deliveries of one interaction before it is dead-lettered.
+    max_deliveries: int = 5
+    # Largest accepted request body on channel endpoints, in bytes.
+    max_body_bytes: int = 10 * 1024 * 1024
+    # Largest chat message text, in characters.
+    max_chat_text: int = 16 * 1024
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+
+    def with_(self, **changes: object) -> Settings:
+        return msgspec.structs.replace(self, **changes)
+
+    @property
+    def master_key_bytes(self) -> bytes:
+        if not self.master_key:
+            raise RuntimeError("SWITCHBOARD_MASTER_KEY is not set")
+        key = base64.b64decode(self.master_key)
+        if len(key) != 32:
+            raise ValueError("SWITCHBOARD_MASTER_KEY must be 32 bytes, base64-encoded")
+        return key
+
+
+_FIELDS = set(Settings.__struct_fields__)
+
+
+def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None, **overrides: object) -> Settings:
+    """Reads `switchboard.toml` (if present), then the environment, then explicit overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, object] = {}
+    toml_path = (cwd or Path.cwd()) / "switchboard.toml"
+    if toml_path.exists():
+        for key, value in tomllib.loads(toml_path.read_text()).items():
+            if key in _FIELDS:
+                values[key] = value
+    for name, value in environ.items():
+        if name.startswith(PREFIX):
+            key = name[len(PREFIX):].lower()
+            if key in _FIELDS:
+                values[key] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(values, Settings, strict=False)
+
+
+# Secrets generated for the embedded default, with the file each one lives in (None: kept in
+# secrets.json under the data dir).
+_GENERATED = {
+    "admin_token": "admin.token",
+    "master_key": "master.key",
+    "ingest_token": "ingest.token",
+    "twilio_auth_token": None,
+    "meta_app_secret": None,
+    "meta_verify_token": None,
+    "telegram_secret_token": None,
+    "chat_identity_secret": None,
+}
+
+
+def _new_secret(name: str) -> str:
+    if name == "master_key":
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+    return secrets.token_urlsafe(32)
+
+
+def ensure_secrets(settings: Settings) -> Settings:
+    """Fills every unset secret from the data dir, generating and saving it on first use."""
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store_path = data_dir / "secrets.json"
+    stored: dict[str, str] = msgspec.json.decode(store_path.read_bytes()) if store_path.exists() else {}
+    changes: dict[str, str] = {}
+    dirty = False
+    for name, filename in _GENERATED.items():
+        if getattr(settings, name):
+            continue
+        path = data_dir / filename if filename else None
+        if path is not None and path.exists():
+            value = path.read_text().strip()
+        elif path is None and name in stored:
+            value = stored[name]
+        else:
+            value = _new_secret(name)
+            if path is not None:
+                _write_private(path, value + "\n")
+            else:
+                stored[name] = value
+                dirty = True
+        changes[name] = value
+    if dirty:
+        _write_private(store_path, msgspec.json.encode(stored).decode())
+    return settings.with_(**changes) if changes else settings
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -1,0 +1,95 @@
+"""JetStream streams and subjects: created idempotently at start, names fixed by the contract.
+
+`namespace` prefixes every subject and stream; it is empty in production and lets tests share one
+NATS server without seeing each other's messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+
+@dataclass(frozen=True)
+class Names:
+    namespace: str = ""
+
+    def subject(self, s: str) -> str:
+        return f"{self.namespace}{s}"
+
+    def stream(self, s: str) -> str:
+        return f"{self.namespace.replace('.', '_').upper()}{s}"
+
+    @property
+    def interactions(self) -> str:
+        return self.stream("SB_INTERACTIONS")
+
+    @property
+    def events(self) -> str:
+        return self.stream("SB_EVENTS")
+
+    @property
+    def deadletters(self) -> str:
+        return self.stream("SB_DEADLETTER")
+
+    @property
+    def chat_outbox(self) -> str:
+        return self.stream("SB_CHAT_OUTBOX")
+
+    @property
+    def chat_sessions_bucket(self) -> str:
+        return self.stream("SB_CHAT_SESSIONS")
+
+    def interaction_subject(self, channel: str, direction: str) -> str:
+        return self.subject(f"sb.interactions.{channel}.{direction}")
+
+    def event_subject(self, aggregate: str, event_type: str) -> str:
+        return self.subject(f"sb.events.{aggregate}.{event_type}")
+
+    def deadletter_subject(self, source: str) -> str:
+        return self.subject(f"sb.deadletter.{source}")
+
+    def chat_outbox_subject(self, session_id: str) -> str:
+        return self.subject(f"sb.chat.outbox.{session_id}")
+
+    @property
+    def live_subject(self) -> str:
+        return self.subject("sb.live")
+
+
+def stream_configs(names: Names, retention_seconds: int, replicas: int = 1) -> list[StreamConfig]:
+    common = dict(storage=StorageType.FILE, num_replicas=replicas, retention=RetentionPolicy.LIMITS,
+                  discard=DiscardPolicy.OLD, max_age=float(retention_seconds))
+    return [
+        # Interactions: Nats-Msg-Id is the interaction id; a provider retry within the window is
+        # dropped by JetStream itself, and after it by the core's processed-interaction records.
+        StreamConfig(name=names.interactions, subjects=[names.subject("sb.interactions.>")],
+                     duplicate_window=float(min(retention_seconds, 24 * 3600)), **common),
+        StreamConfig(name=names.events, subjects=[names.subject("sb.events.>")],
+                     duplicate_window=float(min(retention_seconds, 24 * 3600)), **common),
+        StreamConfig(name=names.deadletters, subjects=[names.subject("sb.deadletter.>")], **common),
+        StreamConfig(name=names.chat_outbox, subjects=[names.subject("sb.chat.outbox.>")],
+                     duplicate_window=120.0, **common),
+    ]
+
+
+async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int = 1) -> None:
+    for config in stream_configs(names, retention_seconds, replicas):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                pass  # another process created it between our look and our add
+            continue
+        await js.update_stream(config)
+    try:
+        await js.key_value(names.chat_sessions_bucket)
+    except Exception:  # noqa: BLE001 — nats-py raises BucketNotFoundError or NotFoundError by version
+        from nats.js.api import KeyValueConfig  # noqa: PLC0415
+
+        await js.create_key_value(KeyValueConfig(bucket=names.chat_sessions_bucket, ttl=float(retention_seconds),
+                                                 replicas=replicas, history=1))
