@@ -153,6 +153,12 @@ class Switchboard:
         for thread in self.threads:
             await asyncio.to_thread(thread.join, 15)
         if self.nc is not None:
-            await self.nc.drain()
+            # Every publish was awaited to its JetStream ack already; drain would wait on the pull
+            # consumers' open fetch requests for its whole timeout.
+            try:
+                await self.nc.flush(timeout=2)
+            except Exception:  # noqa: BLE001
+                pass
+            await self.nc.close()
         if self.store is not None:
             self.store.datastore.close()

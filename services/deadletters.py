@@ -26,7 +26,7 @@ async def _all(settings: Settings, names: Names):
                 out.extend(msgs)
             await sub.unsubscribe()
     finally:
-        await nc.drain()
+        await nc.close()
     return out
 
 
@@ -54,5 +54,5 @@ async def redrive(settings: Settings, sequences: set[int] | None, names: Names |
             await js.delete_msg(names.deadletters, seq)
             n += 1
     finally:
-        await nc.drain()
+        await nc.close()
     return n

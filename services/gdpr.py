@@ -65,5 +65,5 @@ async def purge_chat_sessions(sb, customer_ids: list[UUID]) -> None:
             except Exception:  # noqa: BLE001 — already expired
                 pass
     finally:
-        await sb.nc.drain()
+        await sb.nc.close()
         sb.nc = None

@@ -74,7 +74,7 @@ class Server:
         app = build_app(self.services, self.roles, extra)
         host, port = self.http
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                ws="websockets", ws_ping_interval=20.0, timeout_graceful_shutdown=5)
+                                ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5)
         self.uvicorn = uvicorn.Server(config)
         configure_library_loggers()
         self.uvicorn.install_signal_handlers = lambda: None  # the CLI owns SIGINT/SIGTERM

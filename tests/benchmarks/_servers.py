@@ -1,0 +1,38 @@
+"""Servers for benchmarks: the same sources as the test suite (env URLs, or the embedded wheels)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from services.embedded import EmbeddedNats, EmbeddedPostgres
+
+
+@contextlib.contextmanager
+def servers():
+    """Yields (nats_url, database_url) for a fresh database; stops whatever it started."""
+    root = Path(tempfile.mkdtemp(prefix="sb-bench-"))
+    started = []
+    try:
+        nats_url = os.environ.get("SWITCHBOARD_TEST_NATS_URL")
+        if not nats_url:
+            n = EmbeddedNats(root / "nats").start()
+            started.append(n)
+            nats_url = n.url
+        admin = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
+        if not admin:
+            pg = EmbeddedPostgres(root / "pg").start()
+            started.append(pg)
+            admin = pg.admin_url("postgres")
+        name = "bench_" + secrets.token_hex(4)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        yield nats_url, admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        for server in reversed(started):
+            server.stop()

