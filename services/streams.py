@@ -75,7 +75,32 @@ def stream_configs(names: Names, retention_seconds: int, replicas: int = 1) -> l
     ]
 
 
-async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int = 1) -> None:
+async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int = 1, timeout: float = 120.0) -> None:
+    """Creates or updates the streams; retries while a cluster is still electing or busy.
+
+    Many processes start at once in a deployment, all asking for the same replicated streams; the
+    JetStream API may time out or be unavailable until the cluster's meta leader settles.
+    """
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError  # noqa: PLC0415
+    from nats.js.errors import ServiceUnavailableError  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            await _ensure_streams_once(js, names, retention_seconds, replicas)
+            return
+        except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int) -> None:
     for config in stream_configs(names, retention_seconds, replicas):
         try:
             await js.stream_info(config.name)
