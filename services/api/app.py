@@ -20,6 +20,7 @@ from litestar import Litestar, MediaType, Request, Response, get, post, websocke
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.openapi import OpenAPIConfig
+from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_200_OK
 from psycopg_pool import AsyncConnectionPool
@@ -259,7 +260,7 @@ async def _conn(request: Request):
 
 
 @get("/api/v1/customers/lookup", summary="The customer holding an identity")
-async def lookup_customer(request: Request, kind: str, value: str) -> dict:
+async def lookup_customer(request: Request, kind: FromQuery[str], value: FromQuery[str]) -> dict:
     await require(request, READ)
     if kind not in IDENTITY_KINDS:
         raise HTTPException(status_code=400, detail=f"kind must be one of {', '.join(IDENTITY_KINDS)}")
@@ -281,14 +282,15 @@ async def lookup_customer(request: Request, kind: str, value: str) -> dict:
 
 
 @get("/api/v1/customers", summary="Customers matching a name or identity")
-async def search_customers(request: Request, q: str = "", limit: int = 50, cursor: str | None = None) -> dict:
+async def search_customers(request: Request, q: FromQuery[str] = "", limit: FromQuery[int] = 50,
+                           cursor: FromQuery[str | None] = None) -> dict:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
         return await queries.search_customers(conn, q, _limit(limit), cursor)
 
 
 @get("/api/v1/customers/{customer_id:uuid}", summary="The 360° profile")
-async def get_customer(request: Request, customer_id: UUID) -> dict:
+async def get_customer(request: Request, customer_id: FromPath[UUID]) -> dict:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
         profile = await queries.customer_profile(conn, customer_id)
@@ -298,8 +300,8 @@ async def get_customer(request: Request, customer_id: UUID) -> dict:
 
 
 @get("/api/v1/customers/{customer_id:uuid}/timeline", summary="Every touchpoint, newest first")
-async def get_timeline(request: Request, customer_id: UUID, limit: int = 50, cursor: str | None = None,
-                       channel: str | None = None) -> dict:
+async def get_timeline(request: Request, customer_id: FromPath[UUID], limit: FromQuery[int] = 50,
+                       cursor: FromQuery[str | None] = None, channel: FromQuery[str | None] = None) -> dict:
     await require(request, READ)
     if channel is not None and channel not in CHANNELS:
         raise HTTPException(status_code=400, detail=f"channel must be one of {', '.join(CHANNELS)}")
@@ -319,16 +321,33 @@ def _limit(limit: int) -> int:
     return limit
 
 
+@get("/api/v1/attachments/{sha256:str}", summary="The bytes of an attachment, by its SHA-256",
+     media_type="application/octet-stream")
+async def get_attachment(request: Request) -> Response:
+    from channels.blobs import blobs_of  # noqa: PLC0415
+
+    await require(request, READ)
+    sha256 = request.path_params["sha256"].lower()
+    data = await (await blobs_of(svc(request))).get(sha256)
+    if data is None:
+        raise NotFound("no attachment with that sha256")
+    # Served as opaque bytes, never rendered: an attachment is the customer's content, not ours.
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{sha256}"',
+                             "X-Content-Type-Options": "nosniff"})
+
+
 @get("/api/v1/cases", summary="Case queues")
-async def get_cases(request: Request, queue: str | None = None, status: str | None = None,
-                    assignee: str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
+async def get_cases(request: Request, queue: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
+                    assignee: FromQuery[str | None] = None, limit: FromQuery[int] = 50,
+                    cursor: FromQuery[str | None] = None) -> dict:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
         return await queries.list_cases(conn, queue, status, assignee, _limit(limit), cursor)
 
 
 @get("/api/v1/cases/{case_id:uuid}", summary="One case with its messages")
-async def get_case(request: Request, case_id: UUID) -> dict:
+async def get_case(request: Request, case_id: FromPath[UUID]) -> dict:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
         view = await queries.case_view(conn, case_id)
@@ -380,7 +399,7 @@ async def _case_command(request: Request, case_id: UUID, command) -> dict:
 
 
 @post("/api/v1/cases/{case_id:uuid}/reply", status_code=HTTP_200_OK, summary="Reply through the case's channel")
-async def reply(request: Request, case_id: UUID) -> dict:
+async def reply(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
     body = await _decode(request, ReplyBody)
     if len(body.text) > 64 * 1024:
@@ -391,7 +410,7 @@ async def reply(request: Request, case_id: UUID) -> dict:
     return result
 
 
-def _reply_id(case_id: UUID, idempotency_key: str | None) -> UUID:
+def _reply_id(case_id: FromPath[UUID], idempotency_key: str | None) -> UUID:
     import uuid  # noqa: PLC0415
 
     if idempotency_key:
@@ -400,26 +419,26 @@ def _reply_id(case_id: UUID, idempotency_key: str | None) -> UUID:
 
 
 @post("/api/v1/cases/{case_id:uuid}/assign", status_code=HTTP_200_OK)
-async def assign(request: Request, case_id: UUID) -> dict:
+async def assign(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
     body = await _decode(request, AssignBody)
     return await _case_command(request, case_id, lambda c: c.assign(body.assignee, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)
-async def resolve(request: Request, case_id: UUID) -> dict:
+async def resolve(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
     return await _case_command(request, case_id, lambda c: c.resolve(principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/reopen", status_code=HTTP_200_OK)
-async def reopen(request: Request, case_id: UUID) -> dict:
+async def reopen(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
     return await _case_command(request, case_id, lambda c: c.reopen(principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/notes", status_code=HTTP_200_OK)
-async def add_note(request: Request, case_id: UUID) -> dict:
+async def add_note(request: Request, case_id: FromPath[UUID]) -> dict:
     import uuid  # noqa: PLC0415
 
     principal = await require(request, WRITE)
@@ -428,21 +447,21 @@ async def add_note(request: Request, case_id: UUID) -> dict:
 
 
 @post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
-async def add_tags(request: Request, case_id: UUID) -> dict:
+async def add_tags(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
     body = await _decode(request, TagsBody)
     return await _case_command(request, case_id, lambda c: c.tag(body.tags, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
-async def prioritize(request: Request, case_id: UUID) -> dict:
+async def prioritize(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, SUPERVISE + ("agent",))
     body = await _decode(request, PriorityBody)
     return await _case_command(request, case_id, lambda c: c.prioritize(body.priority, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
-async def snooze(request: Request, case_id: UUID) -> dict:
+async def snooze(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
     body = await _decode(request, SnoozeBody)
     return await _case_command(request, case_id, lambda c: c.snooze(body.until, principal.name, _now()))
@@ -508,7 +527,7 @@ async def console() -> Response:
 
 GATEWAY_HANDLERS = [create_chat_session, chat_socket]
 API_HANDLERS = [lookup_customer, search_customers, get_customer, get_timeline, get_cases, get_case, reply, assign,
-                resolve, reopen, add_note, add_tags, prioritize, snooze, live_events, cc_metrics, console]
+                get_attachment, resolve, reopen, add_note, add_tags, prioritize, snooze, live_events, cc_metrics, console]
 COMMON_HANDLERS = [health, ready, prometheus, asyncapi]
 
 

@@ -13,7 +13,7 @@ import websockets
 pytestmark = pytest.mark.e2e
 
 
-async def _eventually(fetch, predicate, timeout: float = 10.0):
+async def _eventually(fetch, predicate, timeout: float = 30.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await fetch()
@@ -94,7 +94,7 @@ async def test_agent_reply_is_pushed_live_and_joins_the_timeline(server, admin_h
             reply = await client.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Hello Grace!"})
             assert reply.status_code == 200, reply.text
             assert reply.json()["status"] == "pending"
-            pushed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            pushed = json.loads(await asyncio.wait_for(ws.recv(), 30))
         assert pushed["type"] == "message" and pushed["text"] == "Hello Grace!" and pushed["from"] == "agent"
 
         async def timeline():
@@ -120,7 +120,7 @@ async def test_a_reconnecting_visitor_receives_replies_sent_while_away(server, a
         case_id = (await client.get(f"/api/v1/customers/{customer['id']}/timeline")).json()["items"][0]["case_id"]
         await client.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Sorry for the wait"})
         async with websockets.connect(_ws_url(server, session["token"])) as ws:
-            pushed = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            pushed = json.loads(await asyncio.wait_for(ws.recv(), 30))
         assert pushed["text"] == "Sorry for the wait"
 
 
