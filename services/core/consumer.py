@@ -25,6 +25,10 @@ from services.streams import Names
 log = get_logger(__name__)
 
 DURABLE = "sb-core"
+# Short enough that messages stranded by a lost connection (a NATS node died with them in flight)
+# come back quickly; a batch that takes longer keeps its messages with in-progress heartbeats.
+ACK_WAIT = 15.0
+HEARTBEAT = 5.0
 
 
 async def dead_letter(js, names: Names, msg: Msg, reason: str) -> None:
@@ -37,6 +41,16 @@ async def dead_letter(js, names: Names, msg: Msg, reason: str) -> None:
     await msg.term()
 
 
+async def _keep_in_progress(messages: list[Msg]) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        for m in messages:
+            try:
+                await m.in_progress()
+            except Exception:  # noqa: BLE001 — a lost connection: the redelivery will be deduplicated
+                return
+
+
 def build_core_router(processor: CoreProcessor, names: Names, js_getter, *, batch_size: int = 500,
                       max_deliveries: int = 5) -> NatsRouter:
     router = NatsRouter()
@@ -45,7 +59,7 @@ def build_core_router(processor: CoreProcessor, names: Names, js_getter, *, batc
         names.subject("sb.interactions.>"),
         stream=JStream(names.interactions, declare=False),
         durable=DURABLE,
-        config=ConsumerConfig(ack_policy=JsAckPolicy.EXPLICIT, ack_wait=60.0, max_ack_pending=20_000,
+        config=ConsumerConfig(ack_policy=JsAckPolicy.EXPLICIT, ack_wait=ACK_WAIT, max_ack_pending=20_000,
                               max_deliver=max_deliveries + 1),
         pull_sub=PullSub(batch_size=batch_size, timeout=0.05, batch=True),
         ack_policy=AckPolicy.MANUAL,
@@ -68,6 +82,7 @@ def build_core_router(processor: CoreProcessor, names: Names, js_getter, *, batc
             by_id.setdefault(interaction.id, []).append(m)
         if not items:
             return
+        heartbeat = asyncio.create_task(_keep_in_progress([m for ms in by_id.values() for m in ms]))
         try:
             outcome = await asyncio.to_thread(processor.process, items)
         except Exception:
@@ -79,6 +94,8 @@ def build_core_router(processor: CoreProcessor, names: Names, js_getter, *, batc
                     else:
                         await m.nak(delay=min(2 ** m.metadata.num_delivered, 30))
             return
+        finally:
+            heartbeat.cancel()
         for interaction_id, reason in outcome.poison.items():
             log.warning("interaction_dead_lettered", correlation_id=str(interaction_id), reason=reason[:200])
             for m in by_id.pop(interaction_id, []):
