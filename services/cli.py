@@ -181,19 +181,42 @@ def _store(ctx: click.Context):
             sb.open_store().datastore.close()
 
 
+class _IsoTime(click.ParamType):
+    """An ISO 8601 date or time (`2024-06-01`, `2024-06-01T12:00:00.5+02:00`, `…Z`); UTC when no zone is given."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 date or time", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 @main.command()
-@click.option("--customer", "customer", type=click.UUID, help="Only this customer's events (and their cases').")
-@click.option("--from", "from_position", type=int, default=0, help="Start after this position.")
-@click.option("--until", "until", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-              help="Stop at events recorded after this time (ISO 8601).")
+@click.option("--customer", "customer", type=click.UUID,
+              help="Only this customer's events: theirs, their cases', and those of customers merged into them.")
+@click.option("--from", "from_position", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Start at this position.")
+@click.option("--until", "until", type=_IsoTime(),
+              help="Stop after the events recorded at this time (ISO 8601; UTC unless a zone is given).")
 @click.pass_context
 def replay(ctx: click.Context, customer: UUID | None, from_position: int, until) -> None:
-    """Write stored events, oldest first, as JSON Lines to stdout."""
+    """Write the stored events, oldest first, as JSON Lines to stdout.
+
+    Each line: position, stream_id, stream_version, type, timestamp (recorded at, UTC), payload
+    (personal fields decrypted), redacted (true once the customer was erased).
+    """
     from services.replay import replay_events  # noqa: PLC0415
 
     with _store(ctx) as sb:
-        count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position, until=until,
-                              progress=sys.stderr.isatty())
+        count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position - 1,
+                              until=until, progress=sys.stderr.isatty(), conninfo=sb.settings.database_url)
     click.echo(f"{count} events", err=True)
 
 
@@ -327,23 +350,32 @@ def customer_export(ctx: click.Context, customer_id: UUID) -> None:
 @customer.command("erase")
 @click.argument("customer_id", type=click.UUID)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--relay-wait", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the relay to publish the customer's last events before deleting them from NATS.")
 @click.pass_context
-def customer_erase(ctx: click.Context, customer_id: UUID, yes: bool) -> None:
-    """Irreversibly erase a customer's personal data (the log stays append-only; their key is destroyed)."""
+def customer_erase(ctx: click.Context, customer_id: UUID, yes: bool, relay_wait: float) -> None:
+    """Irreversibly erase a customer's personal data (the log stays append-only; their key is destroyed).
+
+    Also removes what was derived from it: read models, the identity index, chat sessions, and the
+    customer's messages and events in NATS. Running it again finishes an interrupted clean-up.
+    """
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from services.api.commands import NotFound, erase_customer  # noqa: PLC0415
-    from services.gdpr import purge_chat_sessions  # noqa: PLC0415
+    from services.gdpr import CustomerNotFound, erase_customer  # noqa: PLC0415
 
+    # Asked only on a terminal: scripts (and the contract's `customer erase ID`) run unattended.
     if not yes and sys.stdin.isatty():
         click.confirm(f"Erase customer {customer_id}? This cannot be undone", abort=True)
     with _store(ctx) as sb:
         try:
-            ids = erase_customer(sb.open_store(), customer_id, "cli", datetime.now(UTC))
-        except NotFound as exc:
+            report = erase_customer(sb, customer_id, "cli", datetime.now(UTC), relay_wait=relay_wait)
+        except CustomerNotFound as exc:
             raise click.ClickException(str(exc)) from None
-        asyncio.run(purge_chat_sessions(sb, ids))
-    click.echo(f"erased {customer_id} ({len(ids)} customer record(s); keys destroyed)")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(report.summary())
+    if not report.complete:
+        ctx.exit(1)
 
 
 # -- dead letters ----------------------------------------------------------------------------------

@@ -98,10 +98,42 @@ class KeyRing:
         missing = [c for c in set(customer_ids) if self.cached(c) is False]
         if not missing:
             return
-        curs.execute("SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s)", (missing,))
+        for cid, aead in self.fetch(curs, missing).items():
+            self._remember(cid, aead)
+
+    def readers(self, connect, customer_ids) -> dict[UUID, AESGCM | None]:
+        """The keys of these customers (None for erased ones), loading what is not cached in one query.
+
+        `connect()` gives a context manager yielding a cursor; it is only called when something is
+        missing from the cache. A customer with no key row at all is a MissingKeyError.
+        """
+        found: dict[UUID, AESGCM | None] = {}
+        missing = []
+        for cid in customer_ids:
+            aead = self.cached(cid)
+            if aead is False:
+                missing.append(cid)
+            else:
+                found[cid] = aead
+        if missing:
+            with connect() as curs:
+                loaded = self.fetch(curs, missing)
+            for cid in missing:
+                if cid not in loaded:
+                    raise MissingKeyError(str(cid))
+                self._remember(cid, loaded[cid])
+                found[cid] = loaded[cid]
+        return found
+
+    def fetch(self, curs, customer_ids) -> dict[UUID, AESGCM | None]:
+        """These customers' keys straight from the table, not cached (None: erased; absent: no key)."""
+        curs.execute("SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s)",
+                     (list(customer_ids),))
+        out: dict[UUID, AESGCM | None] = {}
         for row in curs.fetchall():
             cid, wrapped = _row(row)
-            self._remember(cid, AESGCM(self.master.unwrap(cid, bytes(wrapped))) if wrapped else None)
+            out[cid] = AESGCM(self.master.unwrap(cid, bytes(wrapped))) if wrapped else None
+        return out
 
     def reader(self, curs, customer_id: UUID) -> AESGCM:
         """The key to decrypt this customer's fields; KeyDestroyedError after erasure."""
@@ -133,6 +165,46 @@ class KeyScope:
         self.ring = ring
         self.curs = curs
         self.pending: dict[UUID, AESGCM] = {}
+
+    def prepare(self, customer_ids) -> bool:
+        """Finds or creates the keys of these customers: one query, and one insert for new customers.
+
+        The found keys are read FOR SHARE, cached or not: an erasure (which destroys a key) waits for
+        this transaction, and a key destroyed by another process since it was cached is noticed here
+        rather than used. Returns False when that happened: the caller's view of that customer is
+        stale, and the transaction should be retried from fresh state.
+        """
+        wanted = sorted(set(customer_ids) - self.pending.keys())
+        if not wanted:
+            return True
+        self.curs.execute("SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s) "
+                          "ORDER BY customer_id FOR SHARE", (wanted,))
+        fresh = True
+        found = set()
+        for row in self.curs.fetchall():
+            cid, wrapped = _row(row)
+            found.add(cid)
+            cached = self.ring.cached(cid)
+            if wrapped is None:
+                fresh = fresh and cached in (None, False)
+                self.ring._remember(cid, None)
+            elif cached is False:
+                self.ring._remember(cid, AESGCM(self.ring.master.unwrap(cid, bytes(wrapped))))
+        new = [c for c in wanted if c not in found]  # sorted: overlapping inserts lock in one order
+        if new:
+            keys = {c: AESGCM.generate_key(bit_length=256) for c in new}
+            self.curs.execute(
+                "INSERT INTO sb_customer_keys (customer_id, wrapped) SELECT * FROM unnest(%s::uuid[], %s::bytea[]) "
+                "ON CONFLICT DO NOTHING RETURNING customer_id",
+                (new, [self.ring.master.wrap(c, keys[c]) for c in new]),
+            )
+            inserted = {row["customer_id"] if isinstance(row, dict) else row[0] for row in self.curs.fetchall()}
+            for cid in inserted:
+                self.pending[cid] = AESGCM(keys[cid])
+            lost = [c for c in new if c not in inserted]  # another writer created them first: use theirs
+            if lost:
+                self.ring.load(self.curs, lost)
+        return fresh
 
     def writer(self, customer_id: UUID) -> AESGCM:
         if customer_id in self.pending:

@@ -7,6 +7,8 @@ batch's effects are stored or none are.
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,9 +21,9 @@ from psycopg import errors as pg_errors
 from psycopg.sql import SQL, Identifier
 
 from events.base import DomainEvent
-from services.eventstore.codec import EventCodec
+from services.eventstore.codec import EventCodec, as_uuid
 from services.eventstore.keys import SCHEMA as KEYS_SCHEMA
-from services.eventstore.keys import KeyDestroyedError, KeyRing, KeyScope, MasterKey
+from services.eventstore.keys import KeyRing, KeyScope, MasterKey
 from services.eventstore.recorder import EVENTS_TABLE, ChainedRecorder
 
 
@@ -39,22 +41,63 @@ class Transaction:
         self.positions: list[int] = []
 
     def append(self, events: Sequence[DomainEvent]) -> None:
+        if not self.keys.prepare({e.customer_id for e in events if type(e).PERSONAL}):
+            raise ConcurrencyError("a customer was erased meanwhile: reload and try again")
+        seal, writers = self.store.codec.seal, {}
         for event in events:
-            aead = self.keys.writer(event.customer_id) if type(event).PERSONAL else None
-            self.stored.append(self.store.codec.seal(event, aead))
-            self.events.append(event)
+            aead = None
+            if type(event).PERSONAL:
+                aead = writers.get(event.customer_id)
+                if aead is None:
+                    aead = writers[event.customer_id] = self.keys.writer(event.customer_id)
+            self.stored.append(seal(event, aead))
+        self.events.extend(events)
 
     def execute(self, query, params: Any = None):
         return self.curs.execute(query, params, prepare=True)
 
 
+class RecentEvents:
+    """The events this process committed lately, by position.
+
+    A projector or relay in the same process as the core reads them from here instead of reading
+    and decrypting them back from the table: only a run of positions that follows on without a gap
+    is served, so whatever another process wrote (or a rolled-back transaction skipped) is read
+    from the table as always.
+    """
+
+    def __init__(self, size: int = 50_000):
+        self.size = size
+        self._events: dict[int, DomainEvent] = {}
+        self._lock = threading.Lock()
+
+    def add(self, positions: Sequence[int], events: Sequence[DomainEvent]) -> None:
+        with self._lock:
+            self._events.update(zip(positions, events, strict=True))
+            excess = len(self._events) - self.size
+            if excess > 0:
+                for position in list(itertools.islice(self._events, excess)):  # oldest first
+                    del self._events[position]
+
+    def after(self, position: int, limit: int) -> list[tuple[int, DomainEvent]]:
+        out = []
+        with self._lock:
+            events = self._events
+            position += 1
+            while len(out) < limit and position in events:
+                out.append((position, events[position]))
+                position += 1
+        return out
+
+
 class EventStore:
-    def __init__(self, datastore: PostgresDatastore, master: MasterKey):
+    def __init__(self, datastore: PostgresDatastore, master: MasterKey, codec: EventCodec | None = None):
         self.datastore = datastore
         self.master = master
         self.recorder = ChainedRecorder(datastore, chain_key=master.chain_key)
-        self.codec = EventCodec()
+        self.codec = codec or EventCodec()
         self.keyring = KeyRing(master)
+        self.recent = RecentEvents()
 
     def create_schema(self) -> None:
         self.recorder.create_table()
@@ -73,47 +116,45 @@ class EventStore:
         except (pg_errors.UniqueViolation, ESIntegrityError) as exc:
             raise ConcurrencyError(str(exc).splitlines()[0]) from exc
         tx.keys.committed()
+        if tx.positions:
+            self.recent.add(tx.positions, tx.events)
 
     # -- reading -------------------------------------------------------------------------------
 
     def load(self, stream_id: UUID, after_version: int = 0) -> list[DomainEvent]:
         stored = self.recorder.select_events(stream_id, gt=after_version or None)
-        if not stored:
-            return []
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            return [self.codec.open_(s, self._reader(curs, s)) for s in stored]
-
-    def _reader(self, curs, stored: StoredEvent):
-        if not self.codec.registry.cls(stored.topic).PERSONAL:
-            return None
-        try:
-            return self.keyring.reader(curs, self.codec.customer_of(stored))
-        except KeyDestroyedError:
-            return None
+        return [event for event, _ in self.open_stored(stored)]
 
     def read(self, after: int, limit: int = 1000) -> list[tuple[int, DomainEvent, bool]]:
         """Events after a position, oldest first: (position, event, redacted)."""
+        recent = self.recent.after(after, limit)
+        if recent:
+            owners = {e.customer_id for _, e in recent if type(e).PERSONAL}
+            if not any(self.keyring.cached(owner) is None for owner in owners):  # nobody erased meanwhile
+                return [(position, event, False) for position, event in recent]
         notifications = self.recorder.select_notifications(after + 1, limit)
         return self.open_notifications(notifications)
 
     def open_notifications(self, notifications: Sequence[Notification]) -> list[tuple[int, DomainEvent, bool]]:
-        if not notifications:
+        opened = self.open_stored(notifications)
+        return [(n.id, event, redacted) for n, (event, redacted) in zip(notifications, opened, strict=True)]
+
+    def open_stored(self, stored: Sequence[StoredEvent]) -> list[tuple[DomainEvent, bool]]:
+        """Stored events as domain events (and whether redacted); the keys they need in one query."""
+        if not stored:
             return []
-        out = []
+        codec = self.codec
+        views = [codec.view(s.state) for s in stored]
+        owners = [codec.owner(v) if v.p is not None else None for v in views]
+        keys = self.keyring.readers(self._key_cursor, {o for o in owners if o is not None})
+        return [codec.open_view(s.topic, as_uuid(s.originator_id), s.originator_version, view,
+                                keys[owner] if owner is not None else None)
+                for s, view, owner in zip(stored, views, owners, strict=True)]
+
+    @contextmanager
+    def _key_cursor(self):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            personal = [n for n in notifications if self.codec.registry.cls(n.topic).PERSONAL]
-            self.keyring.load(curs, {self.codec.customer_of(n) for n in personal})
-            for n in notifications:
-                aead = self._reader(curs, n)
-                data, redacted = self.codec.open_fields(n, aead)
-                event = self._convert(n.topic, data)
-                out.append((n.id, event, redacted or (aead is None and bool(self.codec.registry.cls(n.topic).PERSONAL))))
-        return out
-
-    def _convert(self, topic: str, data: dict) -> DomainEvent:
-        import msgspec  # noqa: PLC0415
-
-        return msgspec.convert(data, self.codec.registry.cls(topic), strict=False)
+            yield curs
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
