@@ -38,12 +38,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     chat_identity_secret: str | None = None
     smtp_relay: str | None = None
     email_from: str | None = None
+    # The gateway's public base URL (https://switchboard.example.com); when set, outbound SMS asks
+    # Twilio for status callbacks at its /channels/sms/twilio/status.
+    public_url: str | None = None
+    # First delay, in seconds, before an outbound reply a provider could not take is tried again;
+    # doubled on every attempt, at most 60 s.
+    outbound_retry_base_seconds: float = 1.0
     # How long the NATS streams keep messages (and so the personal data in them), in seconds.
     nats_retention_seconds: int = 7 * 24 * 3600
     # JetStream replicas for the streams Switchboard creates (3 on a three-node cluster).
     nats_replicas: int = 1
     # Deliveries of one interaction before it is dead-lettered.
     max_deliveries: int = 5
+    # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again
+    # (to another core, or to this one after a restart).
+    core_ack_wait_seconds: float = 30.0
     # Largest accepted request body on channel endpoints, in bytes.
     max_body_bytes: int = 10 * 1024 * 1024
     # Largest chat message text, in characters.

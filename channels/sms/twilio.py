@@ -207,16 +207,17 @@ def _attachment(index: int, url: str, content_type: str) -> Attachment:
 
 def _media(form: Mapping[str, Any]) -> list[Attachment]:
     # Walk the MediaUrl{i} keys present rather than trusting NumMedia for a loop bound.
-    indexes = sorted(
-        int(match.group(1))
+    suffixes = sorted(
+        (int(match.group(1)), match.group(1))
         for key in form
         if isinstance(key, str) and (match := _MEDIA_URL_KEY.fullmatch(key))
     )
     attachments = []
-    for index in indexes:
-        url = _field(form, f"MediaUrl{index}")
+    for index, suffix in suffixes:
+        url = _field(form, f"MediaUrl{suffix}")
         if url:
-            attachments.append(_attachment(index, url, _field(form, f"MediaContentType{index}")))
+            content_type = _field(form, f"MediaContentType{suffix}")
+            attachments.append(_attachment(index, url, content_type))
     return attachments
 
 
@@ -324,6 +325,9 @@ def parse_twilio_status(
         ("messaging_service_sid", "MessagingServiceSid"),
     ):
         _put(meta, key, _field(form, name))
+    if "error_code" in meta:
+        # What the core records as the reason when a reply fails.
+        meta["error"] = f"twilio error {meta['error_code']}"
     return Interaction(
         id=interaction_id(channel, f"{sid}:status:{status}"),
         channel=channel,

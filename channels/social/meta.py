@@ -514,12 +514,17 @@ def _whatsapp_status(
         except Malformed:
             pass  # a group or a business-scoped id: the status still belongs to its message
     meta = dict(base_meta)
-    codes = [str(e.code) for e in status.errors or [] if e.code is not None]
+    errors = status.errors or []
+    codes = [str(e.code) for e in errors if e.code is not None]
     if codes:
         meta["error_code"] = ",".join(codes)
-    titles = [e.title for e in status.errors or [] if e.title]
+    titles = [e.title for e in errors if e.title]
     if titles:
         meta["error_title"] = "; ".join(titles)
+    reasons = [f"{'' if e.code is None else e.code} {e.title}".strip() for e in errors]
+    if any(reasons):
+        # What the core records as the reason when a reply fails.
+        meta["error"] = "; ".join(r for r in reasons if r)
     return Interaction(
         id=interaction_id("whatsapp", f"{message_id}:status:{state}"),
         channel="whatsapp",

@@ -20,6 +20,7 @@ import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from channels.errors import ProviderError
+from events.customer import InteractionRecorded
 from events.interactions import Interaction
 from services.api.commands import load_case
 from services.core.customer import Customer
@@ -81,6 +82,26 @@ def build_senders(sb) -> dict[str, Sender]:
     return senders
 
 
+def _customer_and_thread(store, customer_id: UUID, case_id: UUID) -> tuple[Customer, dict]:
+    """The customer (the survivor, after merges) and what the case's last inbound message recorded
+    about its thread: its provider id and meta (an email's Message-ID, References, Subject and
+    sender), which a reply needs to land in the same conversation."""
+    last: InteractionRecorded | None = None
+    for _ in range(16):
+        events = store.load(customer_id)
+        for event in events:  # stream order; a survivor's events come after the absorbed one's
+            if (isinstance(event, InteractionRecorded) and event.case_id == case_id and event.direction == "inbound"
+                    and event.kind not in ("auto_reply", "bounce", "status")):
+                last = event
+        customer = Customer.replay(customer_id, events)
+        if customer.survivor_id is None:
+            break
+        customer_id = customer.survivor_id
+    if last is None:
+        return customer, {}
+    return customer, {**last.meta, "provider_message_id": last.provider_message_id or ""}
+
+
 class OutboundDispatcher:
     def __init__(self, sb, senders: dict[str, Sender]):
         self.sb = sb
@@ -90,13 +111,10 @@ class OutboundDispatcher:
         store = self.sb.open_store()
         case_id = UUID(event["stream_id"])
         case = await asyncio.to_thread(load_case, store, case_id)
-        customer = await asyncio.to_thread(lambda: Customer.replay(case.customer_id, store.load(case.customer_id)))
-        while customer.survivor_id is not None:
-            survivor = customer.survivor_id
-            customer = await asyncio.to_thread(lambda s=survivor: Customer.replay(s, store.load(s)))
+        customer, thread_meta = await asyncio.to_thread(_customer_and_thread, store, case.customer_id, case_id)
         return Delivery(reply_id=UUID(event["reply_id"]), case_id=case_id, customer_id=customer.id,
                         channel=case.channel, thread_key=case.thread_key, text=event["text"],
-                        identities=frozenset(customer.identities), thread_meta={})
+                        identities=frozenset(customer.identities), thread_meta=thread_meta)
 
     async def handle(self, msg) -> None:
         body = msgspec.json.decode(msg.data)
@@ -113,7 +131,7 @@ class OutboundDispatcher:
             provider_id = await sender(delivery)
         except ProviderError as exc:
             if exc.retryable and attempt < MAX_ATTEMPTS:
-                delay = exc.retry_after or min(2 ** attempt, 60)
+                delay = exc.retry_after or min(self.sb.settings.outbound_retry_base_seconds * 2 ** attempt, 60)
                 log.warning("reply_delivery_retry", reply_id=str(delivery.reply_id), attempt=attempt, delay=delay,
                             reason=exc.detail)
                 await msg.nak(delay=delay)

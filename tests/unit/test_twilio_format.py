@@ -331,6 +331,7 @@ def test_each_status_of_a_message_is_its_own_interaction_with_error_code():
     assert failed.id != delivered.id
     assert failed.status == "undelivered"
     assert failed.meta["error_code"] == "30003"
+    assert failed.meta["error"] == "twilio error 30003"
 
 
 def test_status_without_status_or_sid_is_malformed():

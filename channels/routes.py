@@ -1,0 +1,194 @@
+"""The providers' doors: HTTP endpoints of the email, SMS and social channels (gateway role).
+
+Each handler verifies the request (token or signature), parses it with its channel's module,
+publishes the interactions and answers 2xx only once JetStream acknowledged every one of them. The
+interaction id is derived from the provider's message id, so a provider's retry is stored once and
+answered 2xx again. A request refused with a `ChannelError` (400, 401, 413, 415) has published
+nothing: everything is parsed before the first publish. Logs carry ids and counts, never content.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from litestar import MediaType, Request, Response, get, post
+
+from channels.email.inbound import MalformedEmail, receive_email
+from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMediaType
+from channels.sms.twilio import (
+    SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER as TWILIO_SETTINGS_HEADER,
+    parse_twilio_message,
+    parse_twilio_status,
+    signature_algorithm,
+    validate_twilio_signature,
+)
+from channels.social.meta import SIGNATURE_HEADER as META_SIGNATURE_HEADER
+from channels.social.meta import parse_meta_webhook, verify_handshake, verify_meta_signature
+from channels.social.telegram import SECRET_HEADER as TELEGRAM_SECRET_HEADER
+from channels.social.telegram import parse_telegram_update, verify_telegram_secret
+from events.interactions import Interaction
+from services.logs import get_logger
+
+log = get_logger(__name__)
+
+TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+_FORM = "application/x-www-form-urlencoded"
+_JSON = "application/json"
+_RFC822 = "message/rfc822"
+# A Twilio webhook has a few dozen parameters; a bound keeps a hostile body's parse cheap.
+_MAX_FORM_FIELDS = 500
+
+
+def _services(request: Request):
+    return request.app.state.services
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _require_media_type(request: Request, expected: str) -> None:
+    if _media_type(request) != expected:
+        raise UnsupportedMediaType(f"expected Content-Type {expected}")
+
+
+def _first(header: str | None) -> str:
+    """The client-side value of a proxy header: proxies append theirs after a comma."""
+    return (header or "").split(",", 1)[0].strip()
+
+
+def public_url(request: Request) -> str:
+    """The URL the provider requested, as it saw it: behind a TLS-terminating proxy the scheme and
+    host come from `X-Forwarded-Proto` / `X-Forwarded-Host`. Path and query stay as sent (raw), the
+    way the provider signed them."""
+    scope = request.scope
+    scheme = _first(request.headers.get("x-forwarded-proto")) or scope.get("scheme", "http")
+    host = _first(request.headers.get("x-forwarded-host")) or request.headers.get("host", "")
+    if not host and scope.get("server"):
+        server_host, server_port = scope["server"]
+        host = f"{server_host}:{server_port}"
+    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+    url = f"{scheme}://{host}{raw_path.decode('latin-1')}"
+    query = scope.get("query_string") or b""
+    if query:
+        url += "?" + query.decode("latin-1")
+    return url
+
+
+async def _publish_all(request: Request, interactions: Iterable[Interaction]) -> int:
+    """Publishes in order, each awaited to its JetStream ack; returns how many were new."""
+    services = _services(request)
+    new = 0
+    for interaction in interactions:
+        try:
+            new += await services.publisher.publish(interaction)
+        except Exception:  # noqa: BLE001 — NATS unreachable or not acknowledging: the provider retries
+            log.exception("channel_publish_failed", channel=interaction.channel, interaction_id=str(interaction.id))
+            raise ChannelError("could not store the message, retry later", status=503, code="unavailable") from None
+        services.count(f"interactions_{interaction.channel}")
+    return new
+
+
+# -- email -----------------------------------------------------------------------------------------
+
+
+@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe")
+async def email_inbound(request: Request) -> Response:
+    services = _services(request)
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    expected = services.settings.ingest_token or ""
+    if not token or not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("missing or wrong ingest token")
+    _require_media_type(request, _RFC822)
+    raw = await request.body()
+    try:
+        interaction, is_new = await receive_email(services, raw, _now())
+    except MalformedEmail as exc:
+        raise Malformed(str(exc)) from None
+    except Exception:  # noqa: BLE001 — blob store or NATS failing: the sender retries
+        log.exception("email_not_stored")
+        raise ChannelError("could not store the message, retry later", status=503, code="unavailable") from None
+    services.count("interactions_email")
+    return Response({"id": str(interaction.id), "duplicate": not is_new}, status_code=200, media_type=MediaType.JSON)
+
+
+# -- SMS (Twilio) ----------------------------------------------------------------------------------
+
+
+async def _twilio_form(request: Request) -> dict[str, list[str]]:
+    """The verified form of a Twilio webhook, every value of a repeated name kept (Twilio signs all)."""
+    _require_media_type(request, _FORM)
+    body = await request.body()
+    try:
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict",
+                        max_num_fields=_MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise Malformed("body is not a UTF-8 form") from None
+    settings = _services(request).settings
+    algorithm = signature_algorithm(request.headers.get(TWILIO_SETTINGS_HEADER))
+    if not validate_twilio_signature(settings.twilio_auth_token or "", public_url(request), form,
+                                     request.headers.get(TWILIO_SIGNATURE_HEADER), algorithm=algorithm):
+        raise Unauthorized(f"{TWILIO_SIGNATURE_HEADER} is missing or does not match")
+    return form
+
+
+@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)")
+async def twilio_message(request: Request) -> Response:
+    form = await _twilio_form(request)
+    await _publish_all(request, [parse_twilio_message(form, received_at=_now())])
+    return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
+
+
+@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback")
+async def twilio_status(request: Request) -> Response:
+    form = await _twilio_form(request)
+    await _publish_all(request, [parse_twilio_status(form, received_at=_now())])
+    return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
+
+
+# -- Meta: WhatsApp Cloud API, Messenger, Instagram ------------------------------------------------
+
+
+@get("/channels/social/meta", summary="Meta's webhook verification handshake")
+async def meta_handshake(request: Request) -> Response:
+    challenge = verify_handshake(request.query_params, _services(request).settings.meta_verify_token or "")
+    return Response(challenge, status_code=200, media_type=MediaType.TEXT,
+                    headers={"X-Content-Type-Options": "nosniff"})
+
+
+@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks")
+async def meta_webhook(request: Request) -> Response:
+    _require_media_type(request, _JSON)
+    body = await request.body()
+    verify_meta_signature(_services(request).settings.meta_app_secret or "", body,
+                          request.headers.get(META_SIGNATURE_HEADER))
+    interactions = parse_meta_webhook(body, received_at=_now())
+    await _publish_all(request, interactions)
+    return Response({"received": len(interactions)}, status_code=200, media_type=MediaType.JSON)
+
+
+# -- Telegram --------------------------------------------------------------------------------------
+
+
+@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update")
+async def telegram_webhook(request: Request) -> Response:
+    verify_telegram_secret(_services(request).settings.telegram_secret_token or "",
+                           request.headers.get(TELEGRAM_SECRET_HEADER))
+    _require_media_type(request, _JSON)
+    interactions = parse_telegram_update(await request.body())
+    await _publish_all(request, interactions)
+    return Response({"received": len(interactions)}, status_code=200, media_type=MediaType.JSON)
+
+
+def channel_handlers() -> list:
+    """The gateway's provider endpoints (the chat channel's live in the API app module)."""
+    return [email_inbound, twilio_message, twilio_status, meta_handshake, meta_webhook, telegram_webhook]

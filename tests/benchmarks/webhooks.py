@@ -1,0 +1,247 @@
+"""Channel webhook throughput: signed provider requests in, each one published to JetStream and acked.
+
+A gateway (`Server` with roles `("gateway",)`, the production app and channel routes, uvicorn)
+runs in a subprocess against embedded NATS and PostgreSQL; this process is the load generator.
+Three scenarios, one after the other, same connections and concurrency, in one run:
+
+- `sms`: Twilio messaging webhooks, form-encoded, `X-Twilio-Signature` checked, every request a
+  new MessageSid: verify, parse, publish to JetStream, wait for the ack, answer TwiML;
+- `whatsapp`: WhatsApp Cloud API webhooks, `X-Hub-Signature-256` checked, every request a new
+  wamid: the same path through Meta's parser;
+- `bare`: `POST /bench/bare` on the same server, a Litestar handler that decodes a small msgspec
+  body and answers: the ceiling of the HTTP stack alone. The route exists only in the
+  benchmark's gateway (added to its handlers before start), never in production.
+
+Fairness on a small machine: the gateway is one process with one event loop, so it uses one core.
+The load generator is another process; on Linux each is pinned to its own core (when there are at
+least two), so the generator never steals the gateway's CPU. NATS and PostgreSQL are left to the
+scheduler. The generator speaks HTTP/1.1 keep-alive on raw asyncio streams (no client library in
+the way: httpx would saturate its own core first); requests are signed on the fly, which costs
+the generator microseconds, not the gateway.
+
+The last line is the summary: `webhook: sms_req_per_s=N whatsapp_req_per_s=N bare_req_per_s=N`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+CONNECTIONS = 32
+WARMUP_S = 1.5
+MEASURE_S = 6.0
+TWILIO_TOKEN = secrets.token_urlsafe(24)
+META_SECRET = secrets.token_urlsafe(24)
+
+
+# -- the gateway (subprocess) ----------------------------------------------------------------------
+
+
+def _serve(config: dict) -> None:
+    """Runs in the subprocess: the production gateway plus the benchmark-only bare route."""
+    import msgspec  # noqa: PLC0415
+    from litestar import Request, post  # noqa: PLC0415
+
+    import channels.routes  # noqa: PLC0415
+    from services.logs import configure_logging  # noqa: PLC0415
+    from services.server import Server  # noqa: PLC0415
+    from services.settings import ensure_secrets, load_settings  # noqa: PLC0415
+    from services.streams import Names  # noqa: PLC0415
+
+    class Ping(msgspec.Struct):
+        id: str
+        text: str
+
+    decode = msgspec.json.Decoder(Ping).decode
+
+    @post("/bench/bare", status_code=200)
+    async def bare(request: Request) -> dict:
+        ping = decode(await request.body())
+        return {"ok": True, "id": ping.id}
+
+    production = channels.routes.channel_handlers
+    channels.routes.channel_handlers = lambda: [*production(), bare]
+
+    settings = ensure_secrets(load_settings(
+        environ={}, data_dir=Path(config["data_dir"]), nats_url=config["nats_url"],
+        database_url=config["database_url"], twilio_auth_token=config["twilio_token"],
+        meta_app_secret=config["meta_secret"], log_format="json"))
+    # As in production: JSON lines at info (one per published interaction), to a discarded stderr.
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def main() -> None:
+        server = Server(settings, ("gateway",), http=("127.0.0.1", config["port"]), names=Names())
+        await server.start()
+        print("ready", flush=True)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
+# -- the load generator ----------------------------------------------------------------------------
+
+
+class Scenario:
+    def __init__(self, name: str, port: int):
+        self.name = name
+        self.host = f"127.0.0.1:{port}"
+        self.counter = 0
+
+    def request(self) -> bytes:
+        raise NotImplementedError
+
+    def _http(self, path: str, content_type: str, body: bytes, headers: dict[str, str]) -> bytes:
+        head = [f"POST {path} HTTP/1.1", f"Host: {self.host}", f"Content-Type: {content_type}",
+                f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class TwilioSms(Scenario):
+    def request(self) -> bytes:
+        self.counter += 1
+        sid = f"SM{self.counter:032x}"
+        params = {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32, "From": "+14155550100",
+                  "To": "+15005550006", "Body": f"Where is my order {self.counter}?", "NumMedia": "0"}
+        url = f"http://{self.host}/channels/sms/twilio"
+        payload = url + "".join(k + params[k] for k in sorted(params))
+        signature = base64.b64encode(hmac.new(TWILIO_TOKEN.encode(), payload.encode(), hashlib.sha1).digest())
+        return self._http("/channels/sms/twilio", "application/x-www-form-urlencoded",
+                          urlencode(params).encode(), {"X-Twilio-Signature": signature.decode()})
+
+
+class WhatsApp(Scenario):
+    def request(self) -> bytes:
+        self.counter += 1
+        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+            "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "16505551234"}],
+                "messages": [{"from": "16505551234", "id": f"wamid.BENCH{self.counter:020d}",
+                              "timestamp": "1749416383", "type": "text",
+                              "text": {"body": f"Does it come in another color? ({self.counter})"}}]}}]}]},
+            separators=(",", ":")).encode()
+        signature = "sha256=" + hmac.new(META_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        return self._http("/channels/social/meta", "application/json", body, {"X-Hub-Signature-256": signature})
+
+
+class Bare(Scenario):
+    def request(self) -> bytes:
+        self.counter += 1
+        body = json.dumps({"id": str(self.counter), "text": "Where is my order?"}).encode()
+        return self._http("/bench/bare", "application/json", body, {})
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _load(scenario: Scenario, port: int, seconds: float) -> tuple[int, int]:
+    """(2xx answers, other answers) within `seconds`, from CONNECTIONS keep-alive connections."""
+    ok = failed = 0
+    deadline = time.perf_counter() + seconds
+
+    async def connection() -> None:
+        nonlocal ok, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                writer.write(scenario.request())
+                status = await _read_response(reader)
+                if 200 <= status < 300:
+                    ok += 1
+                else:
+                    failed += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
+    return ok, failed
+
+
+async def _measure(port: int) -> dict[str, float]:
+    rates = {}
+    for scenario in (TwilioSms("sms", port), WhatsApp("whatsapp", port), Bare("bare", port)):
+        await _load(scenario, port, WARMUP_S)
+        start = time.perf_counter()
+        ok, failed = await _load(scenario, port, MEASURE_S)
+        elapsed = time.perf_counter() - start
+        if failed:
+            raise RuntimeError(f"{scenario.name}: {failed} non-2xx answers")
+        rates[scenario.name] = ok / elapsed
+        print(f"   {scenario.name:9s} {ok:7d} requests in {elapsed:.1f}s = {ok / elapsed:7.0f} req/s", flush=True)
+    return rates
+
+
+def _pin(pid: int, cpu: int) -> bool:
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        return False
+    os.sched_setaffinity(pid, {cpu})
+    return True
+
+
+def main() -> str:
+    from services.embedded import free_port  # noqa: PLC0415
+    from tests.benchmarks._servers import servers  # noqa: PLC0415
+
+    with servers() as (nats_url, database_url), tempfile.TemporaryDirectory() as data_dir:
+        port = free_port()
+        config = {"nats_url": nats_url, "database_url": database_url, "data_dir": data_dir, "port": port,
+                  "twilio_token": TWILIO_TOKEN, "meta_secret": META_SECRET}
+        gateway = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.webhooks", "--serve", json.dumps(config)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   cwd=Path(__file__).parents[2])
+        try:
+            line = gateway.stdout.readline()
+            if b"ready" not in line:
+                raise RuntimeError("the benchmark gateway did not start")
+            pinned = _pin(gateway.pid, 1) and _pin(0, 0)
+            print(f"   gateway pid {gateway.pid} {'on CPU 1, load generator on CPU 0' if pinned else 'unpinned'}; "
+                  f"{CONNECTIONS} keep-alive connections, {MEASURE_S:.0f}s per scenario after {WARMUP_S}s warm-up",
+                  flush=True)
+            rates = asyncio.run(_measure(port))
+        finally:
+            with contextlib.suppress(Exception):
+                gateway.stdin.close()
+            try:
+                gateway.wait(20)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait()
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return (f"webhook: sms_req_per_s={rates['sms']:.0f} whatsapp_req_per_s={rates['whatsapp']:.0f} "
+            f"bare_req_per_s={rates['bare']:.0f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        _serve(json.loads(sys.argv[2]))
+    else:
+        print(main())
