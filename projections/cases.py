@@ -21,7 +21,7 @@ from events.case import (
     ReplySent,
 )
 from events.customer import CustomerErased, CustomerMerged
-from projections.base import ALIAS_SCHEMA, Item
+from projections.base import ALIAS_SCHEMA, Item, bulk
 
 
 class CasesProjection:
@@ -67,89 +67,104 @@ class CasesProjection:
     """
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
-        live: list[dict] = []
-        counts: dict = {}
+        opened: list[tuple] = []
+        counts: dict = {}  # case id → [messages, last at, any inbound, first outbound at]
+        changed: dict[str, None] = {}  # case ids for the live feed, once each
 
         def flush() -> None:
-            if not counts:
-                return
-            ids = list(counts)
-            curs.execute(
-                "UPDATE proj_cases c SET message_count = c.message_count + u.n, updated_at = GREATEST(c.updated_at, u.at), "
-                "status = CASE WHEN u.inbound AND c.status IN ('pending', 'snoozed') THEN 'open' ELSE c.status END, "
-                "first_response_at = COALESCE(c.first_response_at, u.first_out) "
-                "FROM unnest(%s::uuid[], %s::int[], %s::timestamptz[], %s::boolean[], %s::timestamptz[]) "
-                "AS u(id, n, at, inbound, first_out) WHERE c.id = u.id",
-                (ids, [counts[i][0] for i in ids], [counts[i][1] for i in ids], [counts[i][2] for i in ids],
-                 [counts[i][3] for i in ids]),
-            )
-            counts.clear()
+            if opened:
+                # A case opened by an inbound message has that message as its first (see Case.open).
+                with bulk(curs, "stage_cases_opened", _OPENED_COLUMNS, opened) as (source, params):
+                    curs.execute(
+                        "INSERT INTO proj_cases (id, customer_id, origin_customer_id, channel, status, priority, queue, "
+                        "sla_due_at, opened_at, updated_at, position, message_count) "
+                        "SELECT u.id, COALESCE(a.survivor_id, u.c), u.c, u.ch, 'open', u.pr, u.q, u.sla, u.at, u.at, u.pos, "
+                        f"u.n FROM {source} LEFT JOIN proj_customer_alias a ON a.absorbed_id = u.c "
+                        "ON CONFLICT (id) DO NOTHING", params)
+                opened.clear()
+            if counts:
+                with bulk(curs, "stage_case_messages", _COUNT_COLUMNS, [(i, *c) for i, c in counts.items()]) as (source, params):
+                    curs.execute(
+                        "UPDATE proj_cases c SET message_count = c.message_count + u.n, "
+                        "updated_at = GREATEST(c.updated_at, u.at), "
+                        "status = CASE WHEN u.inbound AND c.status IN ('pending', 'snoozed') THEN 'open' ELSE c.status END, "
+                        f"first_response_at = COALESCE(c.first_response_at, u.first_out) FROM {source} WHERE c.id = u.id",
+                        params)
+                counts.clear()
 
         for position, event, _redacted in items:
-            if isinstance(event, CaseMessageAdded):
-                c = counts.setdefault(event.stream_id, [0, event.occurred_at, False, None])
+            kind = type(event)
+            if kind is CaseMessageAdded:
+                c = counts.get(event.stream_id)
+                if c is None:
+                    c = counts[event.stream_id] = [0, event.occurred_at, False, None]
                 c[0] += 1
-                c[1] = max(c[1], event.occurred_at)
+                if event.occurred_at > c[1]:
+                    c[1] = event.occurred_at
                 if event.direction == "inbound":
                     c[2] = True
                 elif c[3] is None:
                     c[3] = event.occurred_at
-                live.append({"type": "case", "case_id": str(event.stream_id)})
+                changed[str(event.stream_id)] = None
+                continue
+            if kind is CaseOpened:
+                opened.append((event.stream_id, event.customer_id, event.channel, event.priority, event.queue,
+                               event.sla_due_at, event.occurred_at, position, 1 if event.interaction_id else 0))
+                changed[str(event.stream_id)] = None
+                continue
+            if kind not in _HANDLED:
                 continue
             flush()
             at = event.occurred_at
             case_id = event.stream_id
-            if isinstance(event, CaseOpened):
-                curs.execute(
-                    "INSERT INTO proj_cases (id, customer_id, origin_customer_id, channel, status, priority, queue, "
-                    "sla_due_at, opened_at, updated_at, position) "
-                    "VALUES (%s, COALESCE((SELECT survivor_id FROM proj_customer_alias WHERE absorbed_id = %s), %s), "
-                    "%s, %s, 'open', %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                    (case_id, event.customer_id, event.customer_id, event.customer_id, event.channel, event.priority,
-                     event.queue, event.sla_due_at, at, at, position))
-            elif isinstance(event, CaseAssigned):
+            if kind is CaseAssigned:
                 self._set(curs, case_id, at, "assignee = %s", event.assignee)
-            elif isinstance(event, CasePrioritized):
+            elif kind is CasePrioritized:
                 self._set(curs, case_id, at, "priority = %s", event.priority)
-            elif isinstance(event, CaseTagged):
+            elif kind is CaseTagged:
                 self._set(curs, case_id, at, "tags = ARRAY(SELECT DISTINCT x FROM unnest(tags || %s::text[]) x ORDER BY x)",
                           event.tags)
-            elif isinstance(event, CaseNoteAdded):
+            elif kind is CaseNoteAdded:
                 curs.execute("INSERT INTO proj_case_notes VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                              (event.note_id, case_id, event.text, event.by, at))
                 self._set(curs, case_id, at, "position = position")
-            elif isinstance(event, ReplyRequested):
+            elif kind is ReplyRequested:
                 curs.execute("INSERT INTO proj_replies VALUES (%s, %s, 'requested', NULL, %s) ON CONFLICT DO NOTHING",
                              (event.reply_id, case_id, at))
                 self._set(curs, case_id, at, "status = CASE WHEN status IN ('open', 'snoozed') THEN 'pending' ELSE status END, "
                           "first_response_at = COALESCE(first_response_at, %s)", at)
-            elif isinstance(event, ReplySent | ReplyDelivered | ReplyFailed):
-                status = {ReplySent: "sent", ReplyDelivered: "delivered", ReplyFailed: "failed"}[type(event)]
+            elif kind is ReplySent or kind is ReplyDelivered or kind is ReplyFailed:
+                status = {ReplySent: "sent", ReplyDelivered: "delivered", ReplyFailed: "failed"}[kind]
                 curs.execute("UPDATE proj_replies SET status = %s, reason = %s, updated_at = %s WHERE reply_id = %s",
                              (status, getattr(event, "reason", None), at, event.reply_id))
-            elif isinstance(event, CaseSnoozed):
+            elif kind is CaseSnoozed:
                 self._set(curs, case_id, at, "status = 'snoozed', snoozed_until = %s", event.until)
-            elif isinstance(event, CaseResolved):
+            elif kind is CaseResolved:
                 self._set(curs, case_id, at, "status = 'resolved', resolved_at = %s", at)
-            elif isinstance(event, CaseReopened):
+            elif kind is CaseReopened:
                 self._set(curs, case_id, at, "status = 'open', resolved_at = NULL")
-            elif isinstance(event, CsatRecorded):
+            elif kind is CsatRecorded:
                 self._set(curs, case_id, at, "csat = %s", event.score)
-            elif isinstance(event, CustomerMerged):
+            elif kind is CustomerMerged:
                 curs.execute("UPDATE proj_cases SET customer_id = %s WHERE customer_id = %s", (event.stream_id, event.absorbed_id))
                 continue
-            elif isinstance(event, CustomerErased):
+            elif kind is CustomerErased:
                 curs.execute("UPDATE proj_case_notes SET text = '[erased]' WHERE case_id IN "
                              "(SELECT id FROM proj_cases WHERE customer_id = %s OR origin_customer_id = %s)",
                              (event.stream_id, event.stream_id))
                 continue
-            else:
-                continue
-            live.append({"type": "case", "case_id": str(case_id)})
+            changed[str(case_id)] = None
         flush()
-        return live
+        return [{"type": "case", "case_id": case_id} for case_id in changed]
 
     @staticmethod
     def _set(curs, case_id, at, assignment: str, *values) -> None:
         curs.execute(f"UPDATE proj_cases SET {assignment}, updated_at = GREATEST(updated_at, %s) WHERE id = %s",
                      (*values, at, case_id))
+
+
+_HANDLED = frozenset({CaseAssigned, CasePrioritized, CaseTagged, CaseNoteAdded, ReplyRequested, ReplySent, ReplyDelivered,
+                      ReplyFailed, CaseSnoozed, CaseResolved, CaseReopened, CsatRecorded, CustomerMerged, CustomerErased})
+_OPENED_COLUMNS = (("id", "uuid"), ("c", "uuid"), ("ch", "text"), ("pr", "text"), ("q", "text"), ("sla", "timestamptz"),
+                   ("at", "timestamptz"), ("pos", "int8"), ("n", "int4"))
+_COUNT_COLUMNS = (("id", "uuid"), ("n", "int4"), ("at", "timestamptz"), ("inbound", "bool"), ("first_out", "timestamptz"))

@@ -1,4 +1,9 @@
-"""The customer profile: name, identities (verified and claimed), channels, first and last seen."""
+"""The customer profile: name, identities (verified and claimed), channels, first and last seen.
+
+Writes are gathered per batch and sent as a few set-based statements (registrations, identities,
+profile changes, touch counters), in that order; merges and erasures are rare and flush what was
+gathered before them, so the result is the same as applying every event one by one.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,12 @@ from events.customer import (
     InteractionRecorded,
     ProfileUpdated,
 )
-from projections.base import Item
+from projections.base import Item, bulk, rounds
+
+_encode = msgspec.json.Encoder().encode
+_IDENTITY_COLUMNS = (("customer_id", "uuid"), ("kind", "text"), ("value", "text"), ("verified", "bool"))
+_TOUCH_COLUMNS = (("id", "uuid"), ("n", "int8"), ("seen", "timestamptz"), ("chs", "text"))
+_PROFILE_COLUMNS = (("id", "uuid"), ("attrs", "text"), ("name", "text"), ("verified", "bool"))
 
 
 class ProfileProjection:
@@ -47,49 +57,67 @@ class ProfileProjection:
     """
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
+        registered: list[tuple] = []
+        identities: dict[tuple, bool] = {}  # (customer, kind, value) → verified
+        profiles: list[tuple] = []  # (customer, attributes json, name, verified), in log order
         touches: dict = {}  # customer id → [count, last_seen, channels]
         live: list[dict] = []
 
         def flush() -> None:
-            if not touches:
-                return
-            ids = list(touches)
-            curs.execute(
-                "UPDATE proj_customers c SET interaction_count = c.interaction_count + u.n, "
-                "last_seen = GREATEST(c.last_seen, u.seen), "
-                "channels = ARRAY(SELECT DISTINCT x FROM unnest(c.channels || string_to_array(u.chs, ',')) x ORDER BY x) "
-                "FROM unnest(%s::uuid[], %s::bigint[], %s::timestamptz[], %s::text[]) AS u(id, n, seen, chs) "
-                "WHERE c.id = u.id",
-                (ids, [touches[i][0] for i in ids], [touches[i][1] for i in ids],
-                 [",".join(sorted(touches[i][2])) for i in ids]),
-            )
-            touches.clear()
+            if registered:
+                with bulk(curs, "stage_customers", (("i", "uuid"), ("s", "timestamptz")), registered) as (source, params):
+                    curs.execute(f"INSERT INTO proj_customers (id, first_seen, last_seen) SELECT u.i, u.s, u.s FROM {source} "
+                                 "ON CONFLICT (id) DO NOTHING", params)
+                registered.clear()
+            if identities:
+                rows = [(*k, v) for k, v in identities.items()]
+                with bulk(curs, "stage_identities", _IDENTITY_COLUMNS, rows) as (source, params):
+                    curs.execute(
+                        f"INSERT INTO proj_identities SELECT u.customer_id, u.kind, u.value, u.verified FROM {source} "
+                        "ON CONFLICT (customer_id, kind, value) DO UPDATE "
+                        "SET verified = proj_identities.verified OR EXCLUDED.verified", params)
+                identities.clear()
+            # One statement per round: a customer changed twice in a batch is changed twice, in order.
+            for round_ in rounds(profiles):
+                with bulk(curs, "stage_profiles", _PROFILE_COLUMNS, round_) as (source, params):
+                    curs.execute(
+                        "UPDATE proj_customers c SET attributes = c.attributes || u.attrs::jsonb, "
+                        "name = CASE WHEN u.name IS NOT NULL AND (u.verified OR c.name IS NULL OR NOT c.name_verified) "
+                        "THEN u.name ELSE c.name END, "
+                        "name_verified = c.name_verified OR (u.name IS NOT NULL AND u.verified) "
+                        f"FROM {source} WHERE c.id = u.id", params)
+            profiles.clear()
+            if touches:
+                rows = [(i, n, seen, ",".join(sorted(channels))) for i, (n, seen, channels) in touches.items()]
+                with bulk(curs, "stage_touches", _TOUCH_COLUMNS, rows) as (source, params):
+                    curs.execute(
+                        "UPDATE proj_customers c SET interaction_count = c.interaction_count + u.n, "
+                        "last_seen = GREATEST(c.last_seen, u.seen), "
+                        "channels = ARRAY(SELECT DISTINCT x FROM unnest(c.channels || string_to_array(u.chs, ',')) x "
+                        f"ORDER BY x) FROM {source} WHERE c.id = u.id", params)
+                touches.clear()
 
         for _position, event, _redacted in items:
-            if isinstance(event, InteractionRecorded):
-                entry = touches.setdefault(event.stream_id, [0, event.occurred_at, set()])
-                entry[0] += 1
-                entry[1] = max(entry[1], event.occurred_at)
-                entry[2].add(event.channel)
-                continue
-            flush()
-            if isinstance(event, CustomerRegistered):
-                curs.execute("INSERT INTO proj_customers (id, first_seen, last_seen) VALUES (%s, %s, %s) "
-                             "ON CONFLICT (id) DO NOTHING", (event.stream_id, event.occurred_at, event.occurred_at))
-            elif isinstance(event, IdentityLinked | IdentityClaimed):
-                verified = isinstance(event, IdentityLinked)
-                curs.execute("INSERT INTO proj_identities VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, kind, value) "
-                             "DO UPDATE SET verified = proj_identities.verified OR EXCLUDED.verified",
-                             (event.stream_id, event.kind, event.value, verified))
-            elif isinstance(event, ProfileUpdated):
-                name = event.attributes.get("name")
-                curs.execute(
-                    "UPDATE proj_customers SET attributes = attributes || %s::jsonb, "
-                    "name = CASE WHEN %s::text IS NOT NULL AND (%s OR name IS NULL OR NOT name_verified) THEN %s ELSE name END, "
-                    "name_verified = name_verified OR (%s::text IS NOT NULL AND %s) WHERE id = %s",
-                    (msgspec.json.encode(event.attributes).decode(), name, event.verified, name, name, event.verified,
-                     event.stream_id))
-            elif isinstance(event, CustomerMerged):
+            kind = type(event)
+            if kind is InteractionRecorded:
+                entry = touches.get(event.stream_id)
+                if entry is None:
+                    touches[event.stream_id] = [1, event.occurred_at, {event.channel}]
+                else:
+                    entry[0] += 1
+                    if event.occurred_at > entry[1]:
+                        entry[1] = event.occurred_at
+                    entry[2].add(event.channel)
+            elif kind is CustomerRegistered:
+                registered.append((event.stream_id, event.occurred_at))
+            elif kind is IdentityLinked or kind is IdentityClaimed:
+                key = (event.stream_id, event.kind, event.value)
+                identities[key] = identities.get(key, False) or kind is IdentityLinked
+            elif kind is ProfileUpdated:
+                profiles.append((event.stream_id, _encode(event.attributes).decode(), event.attributes.get("name"),
+                                 event.verified))
+            elif kind is CustomerMerged:
+                flush()
                 survivor, absorbed = event.stream_id, event.absorbed_id
                 curs.execute(
                     "UPDATE proj_customers s SET interaction_count = s.interaction_count + a.interaction_count, "
@@ -101,10 +129,12 @@ class ProfileProjection:
                 curs.execute("UPDATE proj_customers SET merged_into = %s WHERE id = %s OR merged_into = %s",
                              (survivor, absorbed, absorbed))
                 live.append({"type": "customer", "customer_id": str(survivor), "merged": str(absorbed)})
-            elif isinstance(event, CustomerAbsorbed):
+            elif kind is CustomerAbsorbed:
+                flush()
                 curs.execute("UPDATE proj_customers SET merged_into = %s WHERE id = %s", (event.survivor_id, event.stream_id))
-            elif isinstance(event, CustomerErased):
-                curs.execute("UPDATE proj_customers SET name = NULL, attributes = '{}', erased = true "
+            elif kind is CustomerErased:
+                flush()
+                curs.execute("UPDATE proj_customers SET name = NULL, name_verified = false, attributes = '{}', erased = true "
                              "WHERE id = %s OR merged_into = %s", (event.stream_id, event.stream_id))
                 curs.execute("DELETE FROM proj_identities WHERE customer_id = %s OR customer_id IN "
                              "(SELECT id FROM proj_customers WHERE merged_into = %s)", (event.stream_id, event.stream_id))

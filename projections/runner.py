@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from eventsourcing.persistence import Tracking
+from psycopg.sql import SQL, Identifier
 
 from projections.base import Projection
 from projections.cases import CasesProjection
@@ -22,6 +23,7 @@ from services.logs import get_logger
 log = get_logger(__name__)
 
 _LOCK_KEY = 0x5B_7072_6F6A  # "sb proj": one active projector per database
+_BATCH_LOCK_KEY = 0x5B_7072_6F62  # held while a batch (or a whole rebuild) is written
 
 
 def all_projections() -> list[Projection]:
@@ -29,7 +31,7 @@ def all_projections() -> list[Projection]:
 
 
 class ProjectionRunner:
-    def __init__(self, store: EventStore, projections: Sequence[Projection] | None = None, batch_size: int = 2000,
+    def __init__(self, store: EventStore, projections: Sequence[Projection] | None = None, batch_size: int = 5000,
                  on_live: Callable[[list[dict]], None] | None = None):
         self.store = store
         self.projections = list(projections or all_projections())
@@ -45,21 +47,39 @@ class ProjectionRunner:
             for p in self.projections:
                 curs.execute(p.schema)
 
-    def positions(self) -> dict[str, int]:
-        return {p.name: self.recorder.max_tracking_id(self.tracking_name(p)) or 0 for p in self.projections}
+    def positions(self, curs=None) -> dict[str, int]:
+        """Where each projection stands (0: nothing applied yet)."""
+        query = (f"SELECT application_name, max(notification_id) AS position FROM {self.recorder.tracking_table_name} "
+                 "WHERE application_name = ANY(%s) GROUP BY application_name")
+        names = [self.tracking_name(p) for p in self.projections]
+        if curs is None:
+            with self.store.datastore.transaction(commit=False) as own:
+                own.execute(query, (names,))
+                rows = own.fetchall()
+        else:
+            curs.execute(query, (names,))
+            rows = curs.fetchall()
+        found = {row["application_name"]: row["position"] for row in rows}
+        return {p.name: found.get(self.tracking_name(p)) or 0 for p in self.projections}
 
     def run_once(self) -> int:
-        """Applies the next batch to every projection that is behind; returns events applied."""
-        positions = self.positions()
-        start = min(positions.values())
-        items = self.store.read(start, self.batch_size)
-        if not items:
-            return 0
-        last = items[-1][0]
+        """Applies the next batch to every projection that is behind; returns events applied.
+
+        Positions are read under a transaction-level lock shared with `rebuild`, in the transaction
+        that writes the views, so a batch is never applied on top of a rebuild that moved them.
+        """
         live: list[dict] = []
         with self.store.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
+            positions = self.positions(curs)
+            start = min(positions.values())
+            items = self.store.read(start, self.batch_size)
+            if not items:
+                return 0
+            last = items[-1][0]
             for p in self.projections:
-                behind = [i for i in items if i[0] > positions[p.name]]
+                position = positions[p.name]
+                behind = items if position <= start else [i for i in items if i[0] > position]
                 if behind:
                     live.extend(p.apply(curs, behind))
                     self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), last))
@@ -78,14 +98,44 @@ class ProjectionRunner:
     def reset(self, names: Sequence[str]) -> None:
         """Empties the named read models and their positions (for a rebuild from the log)."""
         with self.store.datastore.transaction(commit=True) as curs:
-            for p in self.projections:
-                if p.name in names:
-                    curs.execute("TRUNCATE " + ", ".join(p.tables))
-                    curs.execute(f"DELETE FROM {self.recorder.tracking_table_name} WHERE application_name = %s",
-                                 (self.tracking_name(p),))
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
+            self._reset(curs, names)
+
+    def _reset(self, curs, names: Sequence[str]) -> None:
+        for p in self.projections:
+            if p.name in names:
+                curs.execute("TRUNCATE " + ", ".join(p.tables))
+                curs.execute(f"DELETE FROM {self.recorder.tracking_table_name} WHERE application_name = %s",
+                             (self.tracking_name(p),))
+
+    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuilds this runner's read models from the whole log, in one transaction.
+
+        A live projector waits meanwhile (the batch lock) and then carries on from where the rebuild
+        ended, so the views are never seen half-built and never get a batch applied twice.
+        """
+        total = 0
+        with self.store.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
+            self._reset(curs, [p.name for p in self.projections])
+            position = 0
+            while items := self.store.read(position, self.batch_size):
+                position = items[-1][0]
+                for p in self.projections:
+                    p.apply(curs, items)
+                total += len(items)
+                if progress:
+                    progress(len(items))
+            if position:
+                for p in self.projections:
+                    self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), position))
+        return total
 
     def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
+        from services.core.processor import relax_garbage_collector  # noqa: PLC0415
+
+        relax_garbage_collector()
         while not stop.is_set():
             try:
                 with self.store.datastore.get_connection() as lock_conn:
@@ -95,10 +145,14 @@ class ProjectionRunner:
                         continue
                     try:
                         log.info("projector_active")
+                        # Every append NOTIFYs the log's channel on commit: wake up then, from any process.
+                        lock_conn.execute(SQL("LISTEN {0}").format(Identifier(self.recorder.channel_name)))
                         while not stop.is_set():
                             if not self.run_once():
-                                stop.wait(idle_wait)
+                                for _ in lock_conn.notifies(timeout=idle_wait, stop_after=1):
+                                    pass
                     finally:
+                        lock_conn.execute("UNLISTEN *")
                         lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
             except Exception:  # noqa: BLE001 — a projector must survive a database restart
                 log.exception("projector_error")

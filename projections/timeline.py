@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from events.customer import CustomerErased, CustomerMerged, InteractionRecorded
-from projections.base import ALIAS_SCHEMA, Item
+from projections.base import ALIAS_SCHEMA, Item, bulk
 
 REDACTED = "[erased]"
+_STAGE_COLUMNS = (("i", "uuid"), ("c", "uuid"), ("p", "int8"), ("o", "timestamptz"), ("ch", "text"), ("d", "text"),
+                  ("k", "text"), ("t", "text"), ("cs", "uuid"), ("at", "text"))
 
 
 class TimelineProjection:
@@ -42,23 +46,21 @@ class TimelineProjection:
 
         def flush() -> None:
             if rows:
-                curs.execute(
-                    "INSERT INTO proj_timeline (interaction_id, customer_id, origin_customer_id, position, occurred_at, "
-                    "channel, direction, kind, text, case_id, attachments) "
-                    "SELECT i, COALESCE(a.survivor_id, c), c, p, o, ch, d, k, t, cs, at::jsonb FROM unnest("
-                    "%s::uuid[], %s::uuid[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], "
-                    "%s::text[], %s::uuid[], %s::text[]) AS u(i, c, p, o, ch, d, k, t, cs, at) "
-                    "LEFT JOIN proj_customer_alias a ON a.absorbed_id = u.c "
-                    "ON CONFLICT (interaction_id) DO NOTHING",
-                    [list(col) for col in zip(*rows, strict=True)],
-                )
+                with bulk(curs, "stage_timeline", _STAGE_COLUMNS, rows) as (source, params):
+                    curs.execute(
+                        "INSERT INTO proj_timeline (interaction_id, customer_id, origin_customer_id, position, occurred_at, "
+                        "channel, direction, kind, text, case_id, attachments) "
+                        "SELECT u.i, COALESCE(a.survivor_id, u.c), u.c, u.p, u.o, u.ch, u.d, u.k, u.t, u.cs, u.at::jsonb "
+                        f"FROM {source} LEFT JOIN proj_customer_alias a ON a.absorbed_id = u.c "
+                        "ON CONFLICT (interaction_id) DO NOTHING", params)
                 rows.clear()
 
         for position, event, _redacted in items:
             if isinstance(event, InteractionRecorded):
                 attachments = "[" + ",".join(
                     '{"name": %s, "content_type": %s, "size": %d, "sha256": "%s"}' % (
-                        _json_str(a.name), _json_str(a.content_type), a.size, a.sha256) for a in event.attachments) + "]"
+                        _json_str(a.name), _json_str(a.content_type), a.size, a.sha256) for a in event.attachments) + "]" \
+                    if event.attachments else "[]"
                 rows.append((event.interaction_id, event.stream_id, position, event.occurred_at, event.channel,
                              event.direction, event.kind, event.text, event.case_id, attachments))
                 live.append({"type": "timeline", "customer_id": str(event.stream_id),
@@ -80,6 +82,4 @@ class TimelineProjection:
 
 
 def _json_str(value: str) -> str:
-    import msgspec  # noqa: PLC0415
-
     return msgspec.json.encode(value).decode()

@@ -58,6 +58,7 @@ class Switchboard:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    core_consumer: object | None = None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -114,14 +115,13 @@ class Switchboard:
             await start_relay(self)
 
     async def _start_core(self) -> None:
-        from services.core.consumer import build_core_router  # noqa: PLC0415
+        from services.core.consumer import start_core_consumer  # noqa: PLC0415
         from services.core.processor import CoreProcessor  # noqa: PLC0415
 
         processor = CoreProcessor(self.open_store())
-        self.broker = NatsBroker(self.settings.nats_url.split(","), logger=None, graceful_timeout=10.0)
-        self.broker.include_router(build_core_router(processor, self.names, lambda: self.js,
-                                                     max_deliveries=self.settings.max_deliveries))
-        await self.broker.start()
+        self.core_consumer = await start_core_consumer(self.nc, self.js, processor, self.names,
+                                                       max_deliveries=self.settings.max_deliveries,
+                                                       ack_wait=self.settings.core_ack_wait_seconds)
 
     def _start_projector(self) -> None:
         from projections.runner import ProjectionRunner  # noqa: PLC0415
@@ -148,6 +148,8 @@ class Switchboard:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
+        if self.core_consumer is not None:
+            await self.core_consumer.stop()  # the batch being written is committed and acked
         if self.broker is not None:
             await self.broker.stop()
         for thread in self.threads:

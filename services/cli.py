@@ -243,10 +243,9 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
         selected = [p for p in all_projections() if not name or p.name == name]
         runner = ProjectionRunner(store, selected, batch_size=5000)
         total = store.max_position()
-        runner.reset([p.name for p in selected])
         t0 = time.perf_counter()
         with tqdm(total=total, unit="ev", disable=not sys.stderr.isatty(), desc="rebuild") as bar:
-            applied = runner.catch_up(bar.update)
+            applied = runner.rebuild(bar.update)
         elapsed = time.perf_counter() - t0
     rate = applied / elapsed if elapsed > 0 else 0.0
     click.echo(f"rebuilt {', '.join(p.name for p in selected)}: {applied} events in {elapsed:.2f}s "
@@ -389,13 +388,15 @@ def deadletters() -> None:
 @deadletters.command("list")
 @click.pass_context
 def deadletters_list(ctx: click.Context) -> None:
-    """One line per dead letter: sequence, subject, reason."""
+    """One line per dead letter: sequence, original subject, deliveries, reason."""
     from services.deadletters import list_dead_letters  # noqa: PLC0415
 
     settings = ensure_secrets(_settings(ctx))
     with embedded_servers(settings) as settings:
-        for seq, subject, reason in asyncio.run(list_dead_letters(settings)):
-            click.echo(f"{seq}\t{subject}\t{reason}")
+        letters = asyncio.run(list_dead_letters(settings))
+        for letter in letters:
+            click.echo(f"{letter.seq}\t{letter.subject}\t{letter.deliveries}\t{letter.reason}")
+    click.echo(f"{len(letters)} dead letter(s)", err=True)
 
 
 @deadletters.command("redrive")

@@ -1,57 +1,79 @@
-"""Dead letters: list them, and publish them again to the subject they came from."""
+"""Dead letters: interactions the core could not record, kept with their reason until re-driven.
+
+The core publishes them to `sb.deadletter.interactions` (stream SB_DEADLETTER) with headers
+`Sb-Reason`, `Sb-Original-Subject`, `Sb-Original-Sequence` and `Sb-Deliveries`. `list` shows them;
+`redrive` publishes each again to the subject it came from (with a fresh `Nats-Msg-Id`, since the
+original is still in the interactions stream's duplicate window) and removes it from the dead-letter
+stream. A re-driven interaction that was in fact recorded meanwhile is recognised and recorded once;
+one that still cannot be recorded comes back here with its reason.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import nats
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from services.settings import Settings
 from services.streams import Names
 
 
-async def _all(settings: Settings, names: Names):
-    nc = await nats.connect(settings.nats_url.split(","))
-    js = nc.jetstream()
-    out = []
+@dataclass(frozen=True)
+class DeadLetter:
+    seq: int  # in the dead-letter stream
+    subject: str  # where it came from
+    reason: str
+    deliveries: int
+    headers: dict
+    data: bytes
+
+
+async def _connect(settings: Settings):
+    if not settings.nats_url:
+        raise RuntimeError("no NATS: set SWITCHBOARD_NATS_URL or run `switchboard up`")
+    return await nats.connect(settings.nats_url.split(","))
+
+
+async def _read_all(js, names: Names) -> list[DeadLetter]:
+    out: list[DeadLetter] = []
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(names.deadletters, seq=seq, subject=names.deadletter_subject("interactions"),
+                                   next=True)
+        except NotFoundError:
+            return out
+        headers = dict(msg.headers or {})
+        out.append(DeadLetter(seq=msg.seq, subject=headers.get("Sb-Original-Subject", "?"),
+                              reason=headers.get("Sb-Reason", "?"), deliveries=int(headers.get("Sb-Deliveries", 0) or 0),
+                              headers=headers, data=msg.data or b""))
+        seq = msg.seq + 1
+
+
+async def list_dead_letters(settings: Settings, names: Names | None = None) -> list[DeadLetter]:
+    nc = await _connect(settings)
     try:
-        info = await js.stream_info(names.deadletters)
-        if info.state.messages:
-            sub = await js.pull_subscribe(names.deadletter_subject("interactions"), stream=names.deadletters,
-                                          config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL))
-            while len(out) < info.state.messages:
-                try:
-                    msgs = await sub.fetch(min(500, info.state.messages - len(out)), timeout=2.0)
-                except TimeoutError:
-                    break
-                out.extend(msgs)
-            await sub.unsubscribe()
+        return await _read_all(nc.jetstream(), names or Names())
     finally:
         await nc.close()
-    return out
-
-
-async def list_dead_letters(settings: Settings, names: Names | None = None) -> list[tuple[int, str, str]]:
-    msgs = await _all(settings, names or Names())
-    return [(m.metadata.sequence.stream, (m.headers or {}).get("Sb-Original-Subject", "?"),
-             (m.headers or {}).get("Sb-Reason", "?")) for m in msgs]
 
 
 async def redrive(settings: Settings, sequences: set[int] | None, names: Names | None = None) -> int:
+    """Re-publishes the named dead letters (all when `sequences` is None); returns how many."""
     names = names or Names()
-    msgs = await _all(settings, names)
-    nc = await nats.connect(settings.nats_url.split(","))
+    nc = await _connect(settings)
     js = nc.jetstream()
     n = 0
     try:
-        for m in msgs:
-            seq = m.metadata.sequence.stream
-            if sequences is not None and seq not in sequences:
+        for letter in await _read_all(js, names):
+            if sequences is not None and letter.seq not in sequences:
                 continue
-            headers = m.headers or {}
-            # A fresh message id: the original id is still in the duplicate window.
-            await js.publish(headers["Sb-Original-Subject"], m.data,
-                             headers={"Nats-Msg-Id": f"redrive:{seq}:{headers.get('Nats-Msg-Id', '')}"})
-            await js.delete_msg(names.deadletters, seq)
+            original_id = letter.headers.get("Nats-Msg-Id", "").removeprefix("dl:")
+            await js.publish(letter.subject, letter.data,
+                             headers={"Nats-Msg-Id": f"redrive:{letter.seq}:{original_id}",
+                                      "Sb-Redriven-From": str(letter.seq)})
+            await js.delete_msg(names.deadletters, letter.seq)
             n += 1
     finally:
         await nc.close()

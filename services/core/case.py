@@ -63,6 +63,8 @@ class Case(Aggregate):
     @classmethod
     def open(cls, id: UUID, customer_id: UUID, channel: str, thread_key: str | None, at: datetime,
              queue: str | None = None, priority: str = "normal", interaction_id: UUID | None = None) -> Case:
+        """Opens a case; `interaction_id` is the customer's inbound message that opened it, which is
+        then the case's first message (no separate MessageAdded: one event fewer per conversation)."""
         if priority not in PRIORITIES:
             raise DomainError(f"unknown priority {priority!r}")
         case = cls(id)
@@ -143,6 +145,8 @@ class Case(Aggregate):
         self.priority = e.priority
         self.opened_at = e.occurred_at
         self.status = "open"
+        if e.interaction_id is not None:
+            self.messages.add(e.interaction_id)
 
     def when_MessageAdded(self, e: CaseMessageAdded) -> None:
         self.messages.add(e.interaction_id)

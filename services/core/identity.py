@@ -1,6 +1,14 @@
-"""Identity normalisation: one spelling per identity, so that lookups and merges are exact."""
+"""Identity normalisation: one spelling per identity, so that lookups and merges are exact.
+
+Emails are lower-cased; phones become E.164 (a WhatsApp `wa_id` is a phone: digits without '+');
+every other kind is trimmed. The same few identities arrive again and again (a customer writes many
+times), and parsing a phone number is the costliest step of handling an interaction, so results are
+memoised.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import phonenumbers
 
@@ -36,14 +44,21 @@ def normalize_email(raw: str) -> str:
     return value
 
 
-def normalize(identity: Identity) -> Identity:
-    kind, value = identity.kind, identity.value
+@functools.lru_cache(maxsize=262_144)
+def normalized_value(kind: str, value: str) -> str:
+    """The one spelling of this identity's value; InvalidIdentity if it has none (not cached)."""
     if kind == "email":
-        value = normalize_email(value)
-    elif kind == "phone":
-        value = normalize_phone(value)
-    else:
-        value = value.strip()
-        if not value:
-            raise InvalidIdentity(f"empty {kind} identity")
-    return Identity(kind=kind, value=value, verified=identity.verified)
+        return normalize_email(value)
+    if kind == "phone":
+        return normalize_phone(value)
+    value = value.strip()
+    if not value:
+        raise InvalidIdentity(f"empty {kind} identity")
+    return value
+
+
+def normalize(identity: Identity) -> Identity:
+    value = normalized_value(identity.kind, identity.value)
+    if value == identity.value:
+        return identity
+    return Identity(kind=identity.kind, value=value, verified=identity.verified)

@@ -5,26 +5,50 @@ domain events (hash-chained), new identity-index rows, merges, and one `sb_proce
 interaction carrying the JetStream stream sequence it came from. A redelivered interaction finds its
 `sb_processed` row and changes nothing; a crash before commit leaves nothing behind and the
 redelivery does the work. Two core processes touching one customer collide on the event store's
-(stream, version) key or the identity index; the loser reloads and retries (optimistic concurrency).
+(stream, version) key, the identity index or `sb_processed`; the loser reloads and retries
+(optimistic concurrency), so nothing is lost and no stream forks.
 
 Aggregates are cached between batches (each is the state after the last commit); anything a failed
-attempt touched is evicted, so a retry always starts from the store.
+attempt touched is evicted, so a retry always starts from the store. A stale cache entry (another
+writer appended since) is caught where it matters: every interaction appends to its customer's
+stream, so acting on stale state is a version conflict; and where a decision could append nothing
+(a reply's outcome, a message for a case that looks resolved), the case is first read up to date.
+
+`prepare` + `Prepared.commit` split a batch at its commit, so that the consumer can decide batch
+N+1 while batch N commits (N+1 sees what N linked before it is committed, and is committed only
+after N); `process` does both, one batch at a time.
+
+Outcomes per interaction: recorded, duplicate (seen before), poison (can never be recorded as it is:
+dead-letter it now) or failed (an unexpected error: retry later, dead-letter after N deliveries). An
+unexpected error is pinned to one interaction by splitting the batch, so one bad message never holds
+back the rest.
 """
 
 from __future__ import annotations
 
+import functools
+import gc
+import random
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import InterfaceError as ESInterfaceError
+from eventsourcing.persistence import OperationalError as ESOperationalError
+from eventsourcing.persistence import StoredEvent
+from psycopg.errors import TransactionRollback
 
 from events.base import DomainEvent
 from events.interactions import Identity, Interaction
 from services.core.aggregate import Aggregate, DomainError
 from services.core.case import Case
 from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalize
+from services.core.identity import InvalidIdentity, normalized_value
+from services.eventstore.keys import KeyDestroyedError
 from services.eventstore.store import ConcurrencyError, EventStore, Transaction
 from services.logs import get_logger
 
@@ -58,6 +82,43 @@ CREATE TABLE IF NOT EXISTS sb_outbound (
 _CUSTOMER_NS = uuid.UUID("3d0c5f3e-6b0a-4a8e-8f55-0d9b7f0c2e10")
 _CASE_NS = uuid.UUID("9a6f1d2c-4e3b-4c5a-8d7e-1f2a3b4c5d6e")
 
+# Errors that say "the database is unreachable", not "this message is bad": the whole batch is
+# retried later and no message is blamed for them.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError, psycopg.InterfaceError, ESOperationalError, ESInterfaceError, ConnectionError)
+
+MERGE_HOPS = 16
+
+
+def relax_garbage_collector() -> None:
+    """Fewer cyclic garbage collections for a long-running worker.
+
+    The core keeps tens of thousands of aggregates cached and allocates a few dozen objects per
+    interaction; with the default thresholds the older generations, which hold that whole cache,
+    are walked every few hundred interactions: about a third of the core's CPU. Our objects rarely
+    form cycles, so collecting less often frees the same memory. The youngest generation stays
+    small enough that a collection pauses for milliseconds, not tens of them.
+    """
+    gc.freeze()  # what exists at start (modules, classes) is never garbage
+    gc.set_threshold(10_000, 20, 1_000)
+
+
+def _uuid_array(ids: Iterable[UUID]) -> str:
+    """A uuid[] literal: binding a list makes psycopg dump it element by element, far slower."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _bytea_array(values: Iterable[bytes]) -> str:
+    """A bytea[] literal (hex escapes)."""
+    return "{" + ",".join('"\\\\x%s"' % v.hex() for v in values) + "}"
+
+
+def _copy(tx: Transaction, target: str, types: Sequence[str], rows: Sequence[tuple]) -> None:
+    with tx.curs.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+
 
 class PoisonInteraction(Exception):
     """This interaction can never be processed as it is (bad data or a broken rule)."""
@@ -72,15 +133,62 @@ class PoisonInteraction(Exception):
 class Outcome:
     recorded: list[UUID] = field(default_factory=list)
     duplicates: list[UUID] = field(default_factory=list)
-    poison: dict[UUID, str] = field(default_factory=dict)
+    poison: dict[UUID, str] = field(default_factory=dict)  # rejected for good: dead-letter now
+    failed: dict[UUID, str] = field(default_factory=dict)  # unexpected error: retry, then dead-letter
     events: int = 0
     positions: list[int] = field(default_factory=list)
+    conflicts: int = 0
+
+    def add(self, other: Outcome) -> None:
+        self.recorded += other.recorded
+        self.duplicates += other.duplicates
+        self.poison.update(other.poison)
+        self.failed.update(other.failed)
+        self.events += other.events
+        self.positions += other.positions
+        self.conflicts += other.conflicts
+
+
+class _Aborted(Exception):
+    pass
+
+
+class Prepared:
+    """A batch whose events and records are written in a transaction that is still open."""
+
+    def __init__(self, outcome: Outcome, context, tx: Transaction, touched: list[UUID]):
+        self.outcome = outcome
+        self.tx = tx
+        self.touched = touched  # the aggregates it changed in memory: forget them if it never commits
+        self.changed_owners: dict[bytes, UUID] = {}
+        self._context = context
+
+    def commit(self) -> Outcome:
+        """Appends the events (under the log's lock) and commits; ConcurrencyError if another writer won."""
+        context, self._context = self._context, None
+        context.__exit__(None, None, None)
+        self.outcome.positions = self.tx.positions
+        return self.outcome
+
+    def abort(self) -> None:
+        context, self._context = self._context, None
+        if context is not None:
+            try:
+                context.__exit__(_Aborted, _Aborted(), None)
+            except _Aborted:
+                pass
 
 
 class _LRU(OrderedDict):
     def __init__(self, size: int):
         super().__init__()
         self.size = size
+
+    def get(self, key, default=None):
+        value = super().get(key, default)
+        if value is not default:
+            self.move_to_end(key)
+        return value
 
     def put(self, key, value) -> None:
         self[key] = value
@@ -95,17 +203,21 @@ class _Batch:
     def __init__(self, core: CoreProcessor, tx: Transaction):
         self.core = core
         self.tx = tx
-        self.owners: dict[bytes, UUID] = {}
+        self.owners: dict[bytes, UUID] = {}  # blind index → customer, as of this attempt
+        self.changed_owners: dict[bytes, UUID] = {}  # what this batch links or moves (by a merge)
         self.new_identities: dict[bytes, tuple[str, UUID]] = {}
         self.merges: list[tuple[UUID, UUID]] = []  # (absorbed, survivor)
         self.outbound: list[tuple[str, str, UUID, UUID | None]] = []
         self.touched: dict[UUID, Aggregate] = {}
+        self.current: dict[UUID, Aggregate] = {}  # touched by the interaction in hand
+        self.caught_up: set[UUID] = set()  # cases read back to the store's latest version in this attempt
         self.events: list[DomainEvent] = []
 
     def customer(self, customer_id: UUID) -> Customer:
+        """The customer, or the survivor it was merged into."""
         customer = self.core._load(Customer, customer_id, self)
         hops = 0
-        while customer.survivor_id is not None and hops < 16:
+        while customer.survivor_id is not None and hops < MERGE_HOPS:
             customer = self.core._load(Customer, customer.survivor_id, self)
             hops += 1
         return customer
@@ -113,19 +225,42 @@ class _Batch:
     def case(self, case_id: UUID) -> Case:
         return self.core._load(Case, case_id, self)
 
+    def current_case(self, case_id: UUID) -> Case:
+        """The case with every event other writers appended since it was cached.
+
+        A stale aggregate is caught by a version conflict whenever we append to it; but a reply's
+        outcome may append nothing when the case does not know the reply yet (the API appended
+        ReplyRequested), so cases are caught up before a reply's outcome is decided.
+        """
+        case = self.case(case_id)
+        if case_id not in self.caught_up and not case.pending:
+            for event in self.core.store.load(case_id, after_version=case.version):
+                case.apply(event)
+            self.caught_up.add(case_id)
+        return case
+
     def add(self, aggregate: Aggregate) -> None:
         self.touched[aggregate.id] = aggregate
+        self.current[aggregate.id] = aggregate
 
     def flush(self) -> None:
-        for aggregate in self.touched.values():
-            self.events.extend(aggregate.collect())
+        """Moves the interaction's new events to the batch, in the order they happened per stream."""
+        for aggregate in self.current.values():
+            if aggregate.pending:
+                self.events.extend(aggregate.collect())
+        self.current = {}
 
 
 class CoreProcessor:
-    def __init__(self, store: EventStore, cache_size: int = 50_000):
+    def __init__(self, store: EventStore, cache_size: int = 50_000, max_conflicts: int = 25):
         self.store = store
         self.master = store.master
+        self.max_conflicts = max_conflicts
         self._cache: _LRU = _LRU(cache_size)
+        # Identities the last prepared batch linked or moved: seen by the next batch before they commit.
+        self._uncommitted_owners: dict[bytes, UUID] = {}
+        # Keyed hashes of identities: deterministic, and the same identities come back all the time.
+        self._blind_index = functools.lru_cache(maxsize=262_144)(self.master.blind_index)
 
     def create_schema(self) -> None:
         with self.store.datastore.transaction(commit=True) as curs:
@@ -146,82 +281,190 @@ class CoreProcessor:
         batch.add(found)
         return found
 
+    def _preload(self, tx: Transaction, ids: Iterable[UUID]) -> list[Aggregate]:
+        """Loads the aggregates of these ids that are not cached, in one query (cold start, retries)."""
+        cache = self._cache
+        missing = [i for i in set(ids) if i not in cache]
+        if not missing:
+            return []
+        tx.execute("SELECT originator_id, originator_version, topic, state FROM sb_events "
+                   "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version",
+                   (_uuid_array(missing),))
+        rows = tx.curs.fetchall()
+        if not rows:
+            return []
+        stored = [StoredEvent(originator_id=r["originator_id"], originator_version=r["originator_version"],
+                              topic=r["topic"], state=bytes(r["state"])) for r in rows]
+        streams: dict[UUID, list[DomainEvent]] = {}
+        for s, (event, _redacted) in zip(stored, self.store.open_stored(stored), strict=True):
+            streams.setdefault(s.originator_id, []).append(event)
+        loaded = []
+        for stream_id, events in streams.items():
+            cls = Customer if events[0].NAME.startswith("customer.") else Case
+            aggregate = cls.replay(stream_id, events)
+            self._cache.put(stream_id, aggregate)
+            loaded.append(aggregate)
+        return loaded
+
     def forget(self, ids) -> None:
         for i in ids:
             self._cache.pop(i, None)
 
     # -- processing ----------------------------------------------------------------------------
 
-    def process(self, items: Sequence[tuple[Interaction, int | None]], max_attempts: int = 8) -> Outcome:
-        """Handles a batch; retries on concurrency conflicts; isolates poison interactions."""
+    def process(self, items: Sequence[tuple[Interaction, int | None]]) -> Outcome:
+        """Records a batch (interaction, JetStream stream sequence) and says what became of each.
+
+        Raises only for infrastructure errors (the database is unreachable) and for conflicts that
+        outlast every retry; the caller then retries the whole batch later.
+        """
+        self._uncommitted_owners = {}  # one batch at a time: the store is the whole truth
+        outcome = Outcome()
+        self._process_into(list(items), outcome)
+        return outcome
+
+    def prepare(self, items: Sequence[tuple[Interaction, int | None]]) -> Prepared:
+        """Writes a batch but leaves its transaction open: the caller commits it (or aborts it).
+
+        This lets a caller decide batch N+1 while batch N commits. Until N has committed, N+1 must
+        not be committed (it may build on N's state); if N fails, abort N+1 and `forget` what both
+        touched. Only one `prepare` or `process` may run at a time; `commit` may run alongside.
+        """
+        prepared = self._with_retries(list(items), commit=False)
+        self._uncommitted_owners = prepared.changed_owners  # type: ignore[union-attr]
+        return prepared  # type: ignore[return-value]
+
+    def _process_into(self, items: list[tuple[Interaction, int | None]], outcome: Outcome) -> None:
+        if not items:
+            return
+        try:
+            outcome.add(self._with_retries(items))  # type: ignore[arg-type]
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except ConcurrencyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — a bug or a bad message: find out which message
+            if len(items) == 1:
+                log.warning("interaction_failed", correlation_id=str(items[0][0].id), error=type(exc).__name__)
+                outcome.failed[items[0][0].id] = f"{type(exc).__name__}: {exc}"[:500]
+                return
+            middle = len(items) // 2
+            self._process_into(items[:middle], outcome)
+            self._process_into(items[middle:], outcome)
+
+    def _with_retries(self, items: list[tuple[Interaction, int | None]], commit: bool = True) -> Outcome | Prepared:
+        """One transaction for the batch; again without a poison interaction, or after a conflict."""
         poison: dict[UUID, str] = {}
-        for attempt in range(max_attempts):
+        conflicts = 0
+        while True:
             live = [(i, seq) for i, seq in items if i.id not in poison]
             try:
-                outcome = self._attempt(live)
+                prepared = self._prepare_attempt(live, poison)
+                prepared.outcome.poison.update(poison)
+                prepared.outcome.conflicts = conflicts
+                if not commit:
+                    return prepared
+                try:
+                    return prepared.commit()
+                except BaseException:
+                    self.forget(prepared.touched)
+                    raise
             except PoisonInteraction as exc:
                 poison[exc.interaction_id] = exc.reason
                 continue
-            except ConcurrencyError as exc:
-                log.info("core_batch_conflict", attempt=attempt, size=len(live), reason=str(exc)[:120])
-                continue
-            outcome.poison.update(poison)
-            return outcome
-        raise ConcurrencyError(f"batch still conflicting after {max_attempts} attempts")
+            except (ConcurrencyError, ESOperationalError) as exc:
+                if isinstance(exc, ESOperationalError) and not isinstance(exc.__cause__, TransactionRollback):
+                    raise  # the database is unreachable, not a conflict
+                conflicts += 1
+                if conflicts >= self.max_conflicts:
+                    raise ConcurrencyError(f"still conflicting after {conflicts} attempts: {exc}") from exc
+                log.info("core_batch_conflict", attempt=conflicts, size=len(live), reason=str(exc)[:120])
+                # A little jitter, so that two cores on one customer stop colliding in lock-step.
+                time.sleep(random.uniform(0, 0.002 * conflicts))
 
-    def _attempt(self, items: Sequence[tuple[Interaction, int | None]]) -> Outcome:
+    def _prepare_attempt(self, items: Sequence[tuple[Interaction, int | None]], poison: dict[UUID, str]) -> Prepared:
         outcome = Outcome()
         batch: _Batch | None = None
+        context = self.store.transaction()
+        tx = context.__enter__()
         try:
-            with self.store.transaction() as tx:
-                batch = _Batch(self, tx)
-                seen = self._already_processed(tx, [i.id for i, _ in items])
-                fresh: list[tuple[Interaction, int | None]] = []
-                for interaction, seq in items:
-                    if interaction.id in seen:
-                        outcome.duplicates.append(interaction.id)
-                    else:
-                        seen.add(interaction.id)
-                        fresh.append((interaction, seq))
-                self._prefetch_owners(batch, [i for i, _ in fresh])
-                for interaction, _ in fresh:
-                    try:
-                        self._handle(batch, interaction)
-                    except (DomainError, InvalidIdentity, LookupError, ValueError) as exc:
-                        raise PoisonInteraction(interaction.id, f"{type(exc).__name__}: {exc}") from exc
-                    batch.flush()
-                    outcome.recorded.append(interaction.id)
+            batch = _Batch(self, tx)
+            seen = self._already_processed(tx, [i.id for i, _ in items])
+            fresh: list[tuple[Interaction, int | None]] = []
+            for interaction, seq in items:
+                if interaction.id in seen:
+                    outcome.duplicates.append(interaction.id)
+                else:
+                    seen.add(interaction.id)
+                    fresh.append((interaction, seq))
+            self._prefetch(batch, [i for i, _ in fresh])
+            recorded: list[tuple[Interaction, int | None]] = []
+            for interaction, seq in fresh:
+                try:
+                    self._handle(batch, interaction)
+                except PoisonInteraction as exc:
+                    if any(a.pending for a in batch.current.values()):
+                        # It changed state before failing: start over without it.
+                        raise PoisonInteraction(interaction.id, exc.reason) from exc
+                    batch.current = {}  # rejected before it changed anything: carry on
+                    poison[interaction.id] = exc.reason
+                    continue
+                except (DomainError, InvalidIdentity, LookupError, KeyDestroyedError) as exc:
+                    raise PoisonInteraction(interaction.id, f"{type(exc).__name__}: {exc}") from exc
+                batch.flush()
+                recorded.append((interaction, seq))
+                outcome.recorded.append(interaction.id)
+            if batch.events:
                 tx.append(batch.events)
-                self._write_side_tables(batch, fresh)
+            self._write_side_tables(batch, recorded)
             outcome.events = len(batch.events)
-            outcome.positions = tx.positions
-            return outcome
-        except BaseException:
+            prepared = Prepared(outcome, context, tx, list(batch.touched))
+            prepared.changed_owners = batch.changed_owners
+            return prepared
+        except BaseException as exc:
             if batch is not None:
                 self.forget(batch.touched)
-            raise
+            # Leave the transaction as `with` would: rolled back, the store's own error mapping applied.
+            if not context.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+            raise AssertionError("unreachable: the transaction swallowed an error") from exc
 
     def _already_processed(self, tx: Transaction, ids: list[UUID]) -> set[UUID]:
-        tx.execute("SELECT interaction_id FROM sb_processed WHERE interaction_id = ANY(%s)", (ids,))
+        tx.execute("SELECT interaction_id FROM sb_processed WHERE interaction_id = ANY(%s::uuid[])", (_uuid_array(ids),))
         return {row["interaction_id"] for row in tx.curs.fetchall()}
 
     def _blind(self, identity: Identity) -> bytes:
-        return self.master.blind_index(identity.kind, identity.value)
+        return self._blind_index(identity.kind, identity.value)
 
-    def _prefetch_owners(self, batch: _Batch, interactions: list[Interaction]) -> None:
+    def _prefetch(self, batch: _Batch, interactions: list[Interaction]) -> None:
+        """The owners of every identity of the batch (one query), and their aggregates if not cached."""
         blinds = set()
+        case_ids = set()
         for interaction in interactions:
+            if interaction.case_id is not None:
+                case_ids.add(interaction.case_id)
             for identity in interaction.identities:
+                if not identity.verified:
+                    continue
                 try:
-                    blinds.add(self._blind(normalize(identity)))
+                    blinds.add(self._blind_index(identity.kind, normalized_value(identity.kind, identity.value)))
                 except InvalidIdentity:
                     continue
         if blinds:
-            batch.tx.execute("SELECT blind, customer_id FROM sb_identities WHERE blind = ANY(%s)", (list(blinds),))
+            batch.tx.execute("SELECT blind, customer_id FROM sb_identities WHERE blind = ANY(%s::bytea[])",
+                             (_bytea_array(blinds),))
             for row in batch.tx.curs.fetchall():
                 batch.owners[bytes(row["blind"])] = row["customer_id"]
+            # What the batch before this one linked or moved, in case it has not committed yet.
+            for blind in blinds & self._uncommitted_owners.keys():
+                batch.owners[blind] = self._uncommitted_owners[blind]
+        loaded = self._preload(batch.tx, [*batch.owners.values(), *case_ids])
+        # The cases of the customers that were not cached: their next message most likely joins one.
+        thread_cases = [case_id for c in loaded if isinstance(c, Customer) for case_id in c.threads.values()]
+        if thread_cases:
+            self._preload(batch.tx, thread_cases)
 
-    def _write_side_tables(self, batch: _Batch, fresh: list[tuple[Interaction, int | None]]) -> None:
+    def _write_side_tables(self, batch: _Batch, recorded: list[tuple[Interaction, int | None]]) -> None:
         tx = batch.tx
         for absorbed, survivor in batch.merges:
             tx.execute("UPDATE sb_identities SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
@@ -229,22 +472,16 @@ class CoreProcessor:
             tx.execute("INSERT INTO sb_customer_aliases VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
                        "SET survivor_id = EXCLUDED.survivor_id", (absorbed, survivor))
         if batch.new_identities:
-            blinds = list(batch.new_identities)
+            # Sorted: one order for every writer, so two of them wait on each other instead of deadlocking.
+            # An identity another writer took meanwhile is a unique violation: a conflict, retried.
+            _copy(tx, "sb_identities (blind, kind, customer_id)", ("bytea", "text", "uuid"),
+                  [(b, *batch.new_identities[b]) for b in sorted(batch.new_identities)])
+        if batch.outbound:
             tx.execute(
-                "INSERT INTO sb_identities (blind, kind, customer_id) SELECT * FROM unnest(%s::bytea[], %s::text[], %s::uuid[]) "
-                "ON CONFLICT (blind) DO NOTHING",
-                (blinds, [batch.new_identities[b][0] for b in blinds], [batch.new_identities[b][1] for b in blinds]),
-            )
-            if tx.curs.rowcount != len(blinds):
-                raise ConcurrencyError("an identity was linked by another writer")
-        for channel, provider_id, case_id, reply_id in batch.outbound:
-            tx.execute("INSERT INTO sb_outbound VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                       (channel, provider_id, case_id, reply_id))
-        if fresh:
-            tx.execute(
-                "INSERT INTO sb_processed (interaction_id, stream_seq) SELECT * FROM unnest(%s::uuid[], %s::bigint[])",
-                ([i.id for i, _ in fresh], [seq for _, seq in fresh]),
-            )
+                "INSERT INTO sb_outbound SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::uuid[]) "
+                "ON CONFLICT DO NOTHING", [list(col) for col in zip(*batch.outbound, strict=True)])
+        if recorded:
+            _copy(tx, "sb_processed (interaction_id, stream_seq)", ("uuid", "int8"), [(i.id, seq) for i, seq in recorded])
 
     # -- one interaction -----------------------------------------------------------------------
 
@@ -255,7 +492,7 @@ class CoreProcessor:
         if interaction.direction == "outbound" and interaction.case_id is not None:
             self._handle_outbound(batch, interaction)
             return
-        identities = [self._normalized(i) for i in interaction.identities]
+        identities = [self._normalized(i) for i in interaction.identities]  # may reject: nothing changed yet
         verified = [i for i in identities if i.verified]
         if not verified:
             raise PoisonInteraction(interaction.id, "no verified identity: nobody to record this for")
@@ -263,9 +500,13 @@ class CoreProcessor:
         customer = self._resolve(batch, interaction, verified)
         for identity in verified:
             blind = self._blind(identity)
-            if batch.owners.get(blind) != customer.id:
-                batch.owners[blind] = customer.id
+            owner = batch.owners.get(blind)
+            if owner is None:
+                batch.owners[blind] = batch.changed_owners[blind] = customer.id
                 batch.new_identities[blind] = (identity.kind, customer.id)
+            elif owner != customer.id:
+                # Held by a customer that could not be merged in (a suggested merge): it stays theirs.
+                continue
             customer.link(identity.kind, identity.value, at)
         for identity in identities:
             if not identity.verified:
@@ -273,18 +514,22 @@ class CoreProcessor:
         if interaction.profile:
             verified_profile = interaction.channel != "chat" or any(i.kind == "external" for i in verified)
             customer.update_profile(interaction.profile, verified_profile, at)
-        case_id = self._case_for(batch, customer, interaction)
+        thread_key = self._thread_key(customer, interaction)
+        case_id = self._case_for(batch, customer, interaction, thread_key)
         # Recorded under the effective thread key, so the next message of the conversation finds the case.
-        customer.record(interaction, case_id, self._thread_key(customer, interaction))
+        customer.record(interaction, case_id, thread_key)
 
     @staticmethod
     def _normalized(identity: Identity) -> Identity:
         try:
-            return normalize(identity)
-        except InvalidIdentity:
+            value = normalized_value(identity.kind, identity.value)
+        except InvalidIdentity as exc:
             if identity.verified:
-                raise
+                raise PoisonInteraction(None, f"invalid verified {identity.kind} identity: {exc}") from exc
             return identity  # a visitor's claim is kept as typed: it never links anyone
+        if value == identity.value:
+            return identity
+        return Identity(identity.kind, value, identity.verified)
 
     def _resolve(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
         owner_ids: list[UUID] = []
@@ -306,6 +551,7 @@ class CoreProcessor:
         primary = customers[0]
         if len(customers) == 1:
             return primary
+        # The oldest customer survives (ties by id, so that every core picks the same one).
         survivor = min(customers, key=lambda c: (c.registered_at is None, c.registered_at, str(c.id)))
         absorbed: set[UUID] = set()
         for other in customers:
@@ -317,29 +563,33 @@ class CoreProcessor:
                 batch.merges.append((other.id, survivor.id))
                 for blind, owner in list(batch.owners.items()):
                     if owner == other.id:
-                        batch.owners[blind] = survivor.id
+                        batch.owners[blind] = batch.changed_owners[blind] = survivor.id
             else:
                 # Two different company-side ids: a supervisor decides, the data stays apart.
                 survivor.suggest_merge(other.id, "different external ids", at, interaction.id)
                 other.suggest_merge(survivor.id, "different external ids", at, interaction.id)
         return survivor if primary is survivor or primary.id in absorbed else primary
 
-    def _case_for(self, batch: _Batch, customer: Customer, interaction: Interaction) -> UUID | None:
+    def _case_for(self, batch: _Batch, customer: Customer, interaction: Interaction, thread_key: str) -> UUID | None:
+        """The open case of this conversation, or a new one; None for machine-made mail."""
+        case_id = self._known_thread(customer, interaction, thread_key)
         if interaction.kind in ("auto_reply", "bounce"):
             # Machines answering machines: recorded on the timeline, never a case of their own.
-            known = self._known_thread(customer, interaction)
-            return known
-        thread_key = self._thread_key(customer, interaction)
+            return case_id
         at = interaction.occurred_at
-        case_id = self._known_thread(customer, interaction)
         if case_id is not None:
             case = batch.case(case_id)
+            if case.status == "resolved":  # an agent may have reopened it since: deciding on a new case writes
+                case = batch.current_case(case_id)  # nothing to this one, so no conflict would tell us
             if case.status != "resolved":
                 case.add_message(interaction.id, interaction.direction, interaction.channel, at)
                 return case.id
-        case = Case.open(uuid.uuid5(_CASE_NS, str(interaction.id)), customer.id, interaction.channel,
-                         thread_key, at, interaction_id=interaction.id)
-        case.add_message(interaction.id, interaction.direction, interaction.channel, at)
+        new_id = uuid.uuid5(_CASE_NS, str(interaction.id))
+        if interaction.direction == "inbound":
+            case = Case.open(new_id, customer.id, interaction.channel, thread_key, at, interaction_id=interaction.id)
+        else:  # we wrote first (an agent on the provider's own console): the case starts with our message
+            case = Case.open(new_id, customer.id, interaction.channel, thread_key, at)
+            case.add_message(interaction.id, interaction.direction, interaction.channel, at)
         batch.add(case)
         self._cache.put(case.id, case)
         return case.id
@@ -348,16 +598,19 @@ class CoreProcessor:
     def _thread_key(customer: Customer, interaction: Interaction) -> str:
         return interaction.thread_key or f"{interaction.channel}:{customer.id}"
 
-    def _known_thread(self, customer: Customer, interaction: Interaction) -> UUID | None:
-        keys = [self._thread_key(customer, interaction)]
-        keys += [k for k in interaction.meta.get("thread_ids", "").split() if k]
-        for key in keys:
-            if key in customer.threads:
-                return customer.threads[key]
+    @staticmethod
+    def _known_thread(customer: Customer, interaction: Interaction, thread_key: str) -> UUID | None:
+        found = customer.threads.get(thread_key)
+        if found is not None:
+            return found
+        for key in interaction.meta.get("thread_ids", "").split():
+            found = customer.threads.get(key)
+            if found is not None:
+                return found
         return None
 
     def _handle_outbound(self, batch: _Batch, interaction: Interaction) -> None:
-        case = batch.case(interaction.case_id)
+        case = batch.current_case(interaction.case_id)
         customer = batch.customer(case.customer_id)
         at = interaction.occurred_at
         case.add_message(interaction.id, "outbound", interaction.channel, at)
@@ -386,7 +639,7 @@ class CoreProcessor:
         case_id, reply_id = target
         if reply_id is None:
             return
-        case = batch.case(case_id)
+        case = batch.current_case(case_id)
         if interaction.status in ("delivered", "read"):
             case.reply_delivered(reply_id, interaction.occurred_at)
         elif interaction.status in ("failed", "undelivered"):

@@ -1,17 +1,26 @@
 """The relay: every stored domain event onto NATS (`sb.events.<aggregate>.<EventType>`), once, in order.
 
-It reads the event store from its own tracking position, publishes with `Nats-Msg-Id` = event id
-and `Sb-Position` = the event's position, and stores the new position after JetStream acked. A
-crash in between republishes a few events, which JetStream drops as duplicates of their ids. One
-relay is active at a time (an advisory lock); others stand by.
+It reads the event store from where it stopped and publishes each event with `Nats-Msg-Id` = the
+event id and `Sb-Position` = its position in the log, then stores its new position. Two guarantees:
+
+- once: a crash between publishing and storing the position republishes a few events, which
+  JetStream drops as duplicates of their ids; and on taking over, the relay starts after the last
+  event the stream already holds, so even beyond the duplicate window nothing is sent twice.
+- in order: every publish carries `Nats-Expected-Last-Msg-Id` = the id of the event before it, so
+  JetStream refuses an event that would land out of order (say, after an earlier one was lost in a
+  reconnect); the relay then starts again from the last event the stream holds.
+
+One relay is active at a time (a PostgreSQL advisory lock); others stand by.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import msgspec
 from eventsourcing.persistence import Tracking
+from nats.js.errors import NotFoundError
 
 from events.base import DomainEvent
 from services.logs import get_logger
@@ -22,6 +31,7 @@ SCHEMA = "SELECT 1"  # the relay keeps its position in the event store's trackin
 TRACKING_NAME = "relay:sb-events"
 _LOCK_KEY = 0x5B_72656C6179  # "sb relay"
 _encode = msgspec.json.Encoder().encode
+BATCH = 1000
 
 
 class PublishedEvent(msgspec.Struct, kw_only=True):
@@ -41,21 +51,62 @@ def event_message(position: int, event: DomainEvent, redacted: bool) -> tuple[st
     return aggregate, event_type, body
 
 
-async def relay_once(sb, batch: int = 1000) -> int:
+@dataclass
+class RelayState:
+    """Where the relay stands: the last position published and the id of that event."""
+
+    position: int = 0
+    last_id: str | None = None
+
+
+async def resume_state(sb) -> RelayState:
+    """Where to go on: the stored position, or the last event the stream holds if that is further on
+    (published, but the relay stopped before storing its position). The next publish is expected to
+    follow the stream's last message, whatever it is."""
     store = sb.open_store()
-    recorder = store.recorder
-    position = await asyncio.to_thread(recorder.max_tracking_id, TRACKING_NAME) or 0
-    items = await asyncio.to_thread(store.read, position, batch)
+    state = RelayState(position=await asyncio.to_thread(store.recorder.max_tracking_id, TRACKING_NAME) or 0)
+    info = await sb.js.stream_info(sb.names.events)
+    if not info.state.messages:
+        return state
+    try:
+        last = await sb.js.get_msg(sb.names.events, seq=info.state.last_seq)
+    except NotFoundError:
+        return state
+    headers = last.headers or {}
+    state.last_id = headers.get("Nats-Msg-Id")
+    position = int(headers.get("Sb-Position", 0) or 0)
+    if position > state.position:
+        # Only if that message is this log's event at that position (not a log that was since replaced).
+        found = await asyncio.to_thread(store.read, position - 1, 1)
+        if found and found[0][0] == position and str(found[0][1].id) == state.last_id:
+            state.position = position
+        else:
+            log.warning("relay_stream_ahead_of_log", stream_position=position, stored_position=state.position)
+    return state
+
+
+async def relay_once(sb, state: RelayState, batch: int = BATCH) -> int:
+    """Publishes the next batch after `state.position`; returns how many events were published."""
+    store = sb.open_store()
+    items = await asyncio.to_thread(store.read, state.position, batch)
     if not items:
         return 0
     acks = []
-    for pos, event, redacted in items:
-        aggregate, event_type, body = event_message(pos, event, redacted)
-        acks.append(asyncio.ensure_future(sb.js.publish(
-            sb.names.event_subject(aggregate, event_type), body,
-            headers={"Nats-Msg-Id": str(event.id), "Sb-Position": str(pos)})))
-    await asyncio.gather(*acks)
-    await asyncio.to_thread(recorder.insert_tracking, Tracking(TRACKING_NAME, items[-1][0]))
+    previous = state.last_id
+    for position, event, redacted in items:
+        aggregate, event_type, body = event_message(position, event, redacted)
+        headers = {"Nats-Msg-Id": str(event.id), "Sb-Position": str(position)}
+        if previous is not None:
+            headers["Nats-Expected-Last-Msg-Id"] = previous
+        previous = headers["Nats-Msg-Id"]
+        # Started in log order: the client writes them to the connection in the order they start.
+        acks.append(asyncio.ensure_future(sb.js.publish(sb.names.event_subject(aggregate, event_type), body,
+                                                        headers=headers)))
+    failures = [r for r in await asyncio.gather(*acks, return_exceptions=True) if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]  # resumed from what the stream holds: nothing is skipped or sent out of order
+    state.position, state.last_id = items[-1][0], previous
+    await asyncio.to_thread(store.recorder.insert_tracking, Tracking(TRACKING_NAME, state.position))
     return len(items)
 
 
@@ -69,15 +120,16 @@ async def run_relay(sb) -> None:
                     await asyncio.sleep(1.0)
                     continue
                 try:
-                    log.info("relay_active")
+                    state = await resume_state(sb)
+                    log.info("relay_active", position=state.position)
                     while not sb.stop_event.is_set():
-                        if not await relay_once(sb):
+                        if not await relay_once(sb, state):
                             await asyncio.sleep(0.05)
                 finally:
                     lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 — survive NATS or PostgreSQL restarts
+        except Exception:  # noqa: BLE001 — survive NATS or PostgreSQL restarts; resume from the stream
             log.exception("relay_error")
             await asyncio.sleep(1.0)
 

@@ -237,8 +237,6 @@ async def test_a_twilio_outage_is_retried_until_the_reply_goes_out_once(sms_serv
     assert not [e for e in await case_events(sms_server, case_id) if e.NAME == "case.ReplyFailed"]
 
 
-@pytest.mark.xfail(strict=False, reason="core: CoreProcessor serves the case from its cache, which misses the "
-                   "ReplyRequested the API appended, so Case.reply_failed finds no such reply and records nothing")
 async def test_a_refused_reply_is_recorded_as_failed_without_retrying(sms_server, api, twilio):
     twilio.script = [(400, {"code": 21211, "message": "The 'To' number is not a valid phone number.",
                             "status": 400})]

@@ -1,0 +1,412 @@
+"""Ingest throughput and latency: interactions on JetStream → customer and case events → timeline rows.
+
+What runs, on the same NATS and PostgreSQL, in one go:
+
+- **switchboard**: the real roles as their own processes, `switchboard serve core` and
+  `switchboard serve projector` (production's shape on one node), against SB_INTERACTIONS with the
+  contract's names. A backlog of interactions (a realistic mix, see `Traffic`) is published first;
+  the sustained rate is how fast the backlog becomes committed timeline rows (first row to last).
+  Then interactions are published at half that rate for a while, and each one's latency, from the
+  moment it was published to the moment the projector announced its committed timeline row on the
+  live feed (`sb.live`), gives p50 and p99. The same backlog is also run through a single
+  `switchboard serve core projector` process (the shape of `switchboard up`), on a fresh database
+  and fresh streams, and its sustained rate is printed alongside.
+- **raw NATS** baseline: the same messages published to a stream of their own, then pull-consumed
+  and acked one by one with nats-py, doing nothing else (what JetStream alone costs).
+- **naive** baseline: the textbook event-sourced consumer: eventsourcing's `Application` and
+  `Aggregate` on its PostgreSQL persistence, one `save()` (one transaction) per message, ack after
+  save. It only appends one event to a customer per message: no identity index, no cases, no
+  encryption, no hash chain, no timeline, so it is a generous baseline.
+
+The last line is the summary:
+`ingest: interactions_per_s=N naive_per_s=N raw_nats_per_s=N p50_ms=N p99_ms=N`
+(interactions_per_s and the latencies are the core + projector processes').
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import msgspec
+import nats
+import psycopg
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from events.interactions import ENCODER, Identity, Interaction, interaction_id
+from services.core.identity import InvalidIdentity, normalized_value
+from services.streams import Names, ensure_streams
+from tests.benchmarks._servers import servers
+
+CUSTOMERS = 2_000
+BACKLOG = 60_000  # 30 interactions per customer on average
+LATENCY_SECONDS = 10.0
+TARGET_RATE = 5_000  # interactions/s the ingest path is built for on a 2-core machine
+NAIVE_SECONDS = 8.0
+CHANNEL_MIX = {"email": 30, "sms": 18, "whatsapp": 20, "messenger": 10, "telegram": 8, "chat": 10, "instagram": 4}
+WORDS = ("order", "refund", "where", "is", "my", "parcel", "thanks", "help", "still", "waiting", "invoice", "café")
+
+
+class Traffic:
+    """A realistic mix: customers known by email, phone, social ids and chat sessions.
+
+    Every customer first arrives through a chat session of the company's website, logged in (user id,
+    email and phone verified), then writes on every channel: emails in a few threads, SMS and WhatsApp
+    from the same phone (one customer), Messenger, Telegram and Instagram (separate customers until
+    something links them), and more chats. About 1 in 40 chats is a visitor who is not logged in
+    (unverified claims).
+    """
+
+    def __init__(self, customers: int = CUSTOMERS, seed: int = 7):
+        self.rng = random.Random(seed)
+        self.customers = customers
+        self.start = datetime(2026, 1, 1, tzinfo=UTC)
+        self.n = 0
+        self.channels = list(CHANNEL_MIX)
+        self.weights = list(CHANNEL_MIX.values())
+
+    def next(self) -> Interaction:
+        rng, k = self.rng, self.n
+        self.n += 1
+        first = k < self.customers
+        i = k if first else rng.randrange(self.customers)
+        channel = "chat" if first else rng.choices(self.channels, self.weights)[0]
+        phone = f"+44 7700 9{i:05d}"
+        profile: dict[str, str] = {}
+        meta: dict[str, str] = {}
+        thread = None
+        if channel == "email":
+            identities = [Identity("email", f"Person{i}@Example.org")]
+            thread = f"email:<thread-{i}-{rng.randrange(3)}@example.org>"
+            meta = {"message_id": f"<{secrets.token_hex(6)}@mail.example.org>"}
+        elif channel == "sms":
+            identities = [Identity("phone", phone)]
+        elif channel == "whatsapp":
+            identities = [Identity("phone", f"4477009{i:05d}")]  # a wa_id: the same number, digits only
+            profile = {"name": f"Person {i}"}
+        elif channel in ("messenger", "telegram", "instagram"):
+            identities = [Identity(channel, f"{channel}-{i}")]
+            profile = {"name": f"Person {i}"}
+        else:
+            session = f"session-{i}-{0 if first else rng.randrange(3)}"
+            identities = [Identity("chat", session)]
+            if first or rng.random() > 0.025:
+                identities += [Identity("external", f"user-{i}"), Identity("email", f"person{i}@example.org"),
+                               Identity("phone", phone)]
+            else:
+                identities += [Identity("email", f"someone{i}@example.net", verified=False)]
+            thread = f"chat:{session}"
+            profile = {"name": f"Person {i}"}
+        provider_id = secrets.token_hex(10)
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 40)))
+        return Interaction(id=interaction_id(channel, provider_id), channel=channel, direction="inbound",
+                           occurred_at=self.start + timedelta(milliseconds=k * 10), identities=identities, text=text,
+                           profile=profile, thread_key=thread, provider_message_id=provider_id, meta=meta)
+
+
+async def run_backlog(js, names: Names, nats_url: str, database_url: str, backlog: list[Interaction],
+                      deployment: tuple[tuple[str, ...], ...], paced=None) -> tuple[float, list[float]]:
+    """Publishes the backlog to fresh streams, starts the deployment and times backlog → timeline rows;
+    then, if given, `paced(rate)` measures latencies against the same running deployment."""
+    await fresh_streams(js, names)
+    t0 = time.perf_counter()
+    await publish_interactions(js, names, backlog)
+    shape = " + ".join(f"`serve {' '.join(roles)}`" for roles in deployment)
+    print(f"   {shape}: backlog published to SB_INTERACTIONS in {time.perf_counter() - t0:.1f}s", flush=True)
+    procs = start_switchboard(nats_url, database_url, Path(tempfile.mkdtemp(prefix="sb-bench-ingest-")), deployment)
+    try:
+        rate = await sustained(database_url, len(backlog))
+        with psycopg.connect(database_url) as conn:
+            events = conn.execute("SELECT count(*) FROM sb_events").fetchone()[0]
+            processed = conn.execute("SELECT count(*) FROM sb_processed").fetchone()[0]
+        print(f"   {shape}: {rate:,.0f} interactions/s sustained, backlog → timeline rows; {events:,} events "
+              f"({events / len(backlog):.2f} per interaction), {processed:,} processed", flush=True)
+        latencies = await paced(rate) if paced is not None else []
+    finally:
+        stop_switchboard(procs)
+    return rate, latencies
+
+
+def paced_rate(sustained_rate: float) -> float:
+    """The latency is measured at half the target rate (or at half the sustained rate, if that is lower)."""
+    return min(sustained_rate, TARGET_RATE) / 2
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- raw JetStream ---------------------------------------------------------------------------------
+
+
+async def raw_nats(nats_url: str, bodies: list[bytes]) -> float:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["benchraw.>"]))
+    t0 = time.perf_counter()
+    for start in range(0, len(bodies), 1000):
+        await asyncio.gather(*(js.publish("benchraw.interactions", body, headers={"Nats-Msg-Id": f"raw-{start + j}"})
+                               for j, body in enumerate(bodies[start:start + 1000])))
+    publish_rate = len(bodies) / (time.perf_counter() - t0)
+    sub = await js.pull_subscribe("benchraw.>", durable="raw", stream="BENCH_RAW",
+                                  config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000))
+    got = 0
+    t0 = time.perf_counter()
+    while got < len(bodies):
+        for msg in await sub.fetch(500, timeout=5):
+            await msg.ack()
+            got += 1
+    await nc.flush()
+    rate = got / (time.perf_counter() - t0)
+    print(f"   raw JetStream: publish {publish_rate:,.0f} msgs/s; consume+ack {rate:,.0f} msgs/s", flush=True)
+    await js.delete_stream("BENCH_RAW")
+    await nc.close()
+    return rate
+
+
+# -- the naive event-sourced consumer --------------------------------------------------------------
+
+
+def naive_application(database_url: str):
+    from eventsourcing.application import AggregateNotFoundError, Application  # noqa: PLC0415
+    from eventsourcing.domain import Aggregate, event  # noqa: PLC0415
+
+    class NaiveCustomer(Aggregate):
+        @staticmethod
+        def create_id(identity: str) -> uuid.UUID:
+            return uuid.uuid5(uuid.NAMESPACE_URL, identity)
+
+        @event("Registered")
+        def __init__(self, identity: str):
+            self.identity = identity
+            self.touchpoints: list[str] = []
+
+        @event("InteractionRecorded")
+        def record(self, interaction_id: str, channel: str, direction: str, text: str, occurred_at: str) -> None:
+            self.touchpoints.append(interaction_id)
+
+    class NaiveIngest(Application):
+        def record(self, interaction: Interaction) -> None:
+            identity = next(i for i in interaction.identities if i.verified)
+            try:
+                value = normalized_value(identity.kind, identity.value)
+            except InvalidIdentity:
+                return
+            customer_id = NaiveCustomer.create_id(identity=f"{identity.kind}:{value}")
+            try:
+                customer = self.repository.get(customer_id)
+            except AggregateNotFoundError:
+                customer = NaiveCustomer(identity=f"{identity.kind}:{value}")
+            customer.record(str(interaction.id), interaction.channel, interaction.direction, interaction.text,
+                            interaction.occurred_at.isoformat())
+            self.save(customer)
+
+    url = urlparse(database_url)
+    env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": url.path.lstrip("/"),
+           "POSTGRES_HOST": url.hostname, "POSTGRES_PORT": str(url.port), "POSTGRES_USER": url.username or "postgres",
+           "POSTGRES_PASSWORD": url.password or "", "CREATE_TABLE": "y"}
+    return NaiveIngest(env=env)
+
+
+async def naive(nats_url: str, database_url: str, bodies: list[bytes]) -> float:
+    app = naive_application(database_url)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="BENCH_NAIVE", subjects=["benchnaive.>"]))
+    for start in range(0, len(bodies), 1000):
+        await asyncio.gather(*(js.publish("benchnaive.interactions", body) for body in bodies[start:start + 1000]))
+    sub = await js.pull_subscribe("benchnaive.>", durable="naive", stream="BENCH_NAIVE",
+                                  config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+    decode = msgspec.json.Decoder(Interaction).decode
+    got = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < NAIVE_SECONDS and got < len(bodies):
+        for msg in await sub.fetch(100, timeout=5):
+            app.record(decode(msg.data))  # one save(), one transaction, per message
+            await msg.ack()
+            got += 1
+    rate = got / (time.perf_counter() - t0)
+    print(f"   naive (eventsourcing Application, one save() per message): {got:,} in {NAIVE_SECONDS:.0f}s, "
+          f"{rate:,.0f} interactions/s", flush=True)
+    await js.delete_stream("BENCH_NAIVE")
+    await nc.close()
+    app.close()
+    return rate
+
+
+# -- switchboard ----------------------------------------------------------------------------------
+
+
+async def publish_interactions(js, names: Names, interactions: list[Interaction]) -> None:
+    for start in range(0, len(interactions), 1000):
+        await asyncio.gather(*(js.publish(names.interaction_subject(i.channel, i.direction), ENCODER.encode(i),
+                                          headers={"Nats-Msg-Id": str(i.id)})
+                               for i in interactions[start:start + 1000]))
+
+
+def start_switchboard(nats_url: str, database_url: str, workdir: Path, deployment: tuple[tuple[str, ...], ...]
+                      ) -> list[subprocess.Popen]:
+    """One `switchboard serve ROLES…` process per entry of `deployment`."""
+    env = {**os.environ, "SWITCHBOARD_NATS_URL": nats_url, "SWITCHBOARD_DATABASE_URL": database_url,
+           "SWITCHBOARD_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(), "SWITCHBOARD_DATA_DIR": str(workdir),
+           "SWITCHBOARD_LOG_FORMAT": "json"}
+    procs = []
+    for roles in deployment:
+        log = open(workdir / f"{'-'.join(roles)}.log", "wb")  # JSON logs, one line per interaction: kept, as in production
+        procs.append(subprocess.Popen([str(Path(sys.executable).with_name("switchboard")), "serve", *roles],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir))
+    return procs
+
+
+def stop_switchboard(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def fresh_database(database_url: str) -> str:
+    """Another empty database on the same server, for a second deployment on a clean slate."""
+    name = "bench_" + secrets.token_hex(4)
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return database_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def fresh_streams(js, names: Names) -> None:
+    for stream in (names.interactions, names.events, names.deadletters, names.chat_outbox):
+        try:
+            await js.delete_stream(stream)
+        except Exception:  # noqa: BLE001 — not there yet
+            pass
+    await ensure_streams(js, names, 3600)
+
+
+def timeline_rows(conn) -> int:
+    try:
+        return conn.execute("SELECT count(*) FROM proj_timeline").fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        conn.rollback() if not conn.autocommit else None
+        return 0
+
+
+async def sustained(database_url: str, expected: int) -> float:
+    """How fast the backlog turns into timeline rows, from the first row to the last."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 300
+        first_at, first_count = None, 0
+        while True:
+            n = timeline_rows(conn)
+            now = time.perf_counter()
+            if n and first_at is None:
+                first_at, first_count = now, n
+            if n >= expected:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {n} of {expected} timeline rows after 300 s")
+            await asyncio.sleep(0.05)
+    return (expected - first_count) / (now - first_at)
+
+
+async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: float) -> list[float]:
+    published: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    decode = msgspec.json.Decoder(list[dict]).decode
+
+    async def on_live(msg) -> None:
+        now = time.perf_counter()
+        for item in decode(msg.data):
+            if item.get("type") == "timeline":
+                seen.setdefault(item["interaction_id"], now)
+
+    await nc.subscribe(names.live_subject, cb=on_live)
+    tick = 0.01
+    per_tick = rate * tick
+    owed = 0.0
+    t0 = time.perf_counter()
+    pending = []
+    while time.perf_counter() - t0 < seconds:
+        owed += per_tick
+        batch = []
+        while owed >= 1:
+            batch.append(traffic.next())
+            owed -= 1
+        for interaction in batch:
+            published[str(interaction.id)] = time.perf_counter()
+            pending.append(asyncio.ensure_future(js.publish(
+                names.interaction_subject(interaction.channel, interaction.direction), ENCODER.encode(interaction),
+                headers={"Nats-Msg-Id": str(interaction.id)})))
+        next_tick = t0 + tick * (round((time.perf_counter() - t0) / tick) + 1)
+        await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+    await asyncio.gather(*pending)
+    deadline = time.monotonic() + 30
+    while len(seen.keys() & published.keys()) < len(published) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    missing = published.keys() - seen.keys()
+    if missing:
+        raise AssertionError(f"{len(missing)} interactions never reached the timeline, e.g. {sorted(missing)[:3]}")
+    return [(seen[i] - t) * 1000 for i, t in published.items()]
+
+
+async def run(nats_url: str, database_url: str) -> str:
+    traffic = Traffic()
+    backlog = [traffic.next() for _ in range(BACKLOG)]
+    bodies = [ENCODER.encode(i) for i in backlog]
+    channels = {c: 0 for c in CHANNEL_MIX}
+    for i in backlog:
+        channels[i.channel] += 1
+    print(f"   traffic: {BACKLOG:,} interactions of {CUSTOMERS:,} customers; "
+          + ", ".join(f"{c} {n * 100 // BACKLOG}%" for c, n in channels.items()), flush=True)
+
+    raw_rate = await raw_nats(nats_url, bodies)
+    naive_rate = await naive(nats_url, database_url, bodies)
+
+    names = Names()
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    try:
+        # `switchboard up`'s shape: core and projector in one process (the projector takes the core's
+        # events from memory). Sustained rate only.
+        single, _ = await run_backlog(js, names, nats_url, await fresh_database(database_url), backlog,
+                                      (("core", "projector"),))
+        # Production's shape on one node: a core process and a projector process. Sustained, then latency
+        # at half the sustained rate, on the same running processes.
+        rate, latencies = await run_backlog(
+            js, names, nats_url, database_url, backlog, (("core",), ("projector",)),
+            paced=lambda sustained_rate: latency(js, nc, names, traffic, paced_rate(sustained_rate), LATENCY_SECONDS))
+    finally:
+        await nc.close()
+    p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
+    print(f"   latency publish → timeline row, core and projector processes, at {paced_rate(rate):,.0f} interactions/s "
+          f"(half the {TARGET_RATE:,} interactions/s target, or of the sustained rate if lower) for "
+          f"{LATENCY_SECONDS:.0f}s, {len(latencies):,} interactions: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+          f"max {max(latencies):.1f} ms", flush=True)
+    print(f"   sustained: {rate / naive_rate:.1f}× naive; {rate / raw_rate:.2f}× raw JetStream consume+ack; "
+          f"one process for both roles: {single:,.0f} interactions/s", flush=True)
+    return (f"ingest: interactions_per_s={rate:.0f} naive_per_s={naive_rate:.0f} raw_nats_per_s={raw_rate:.0f} "
+            f"p50_ms={p50:.0f} p99_ms={p99:.0f}")
+
+
+def main() -> str:
+    with servers() as (nats_url, database_url):
+        return asyncio.run(run(nats_url, database_url))
+
+
+if __name__ == "__main__":
+    print(main())
