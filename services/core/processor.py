@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
+import msgspec
 import psycopg
 from eventsourcing.persistence import InterfaceError as ESInterfaceError
 from eventsourcing.persistence import OperationalError as ESOperationalError
@@ -489,6 +490,10 @@ class CoreProcessor:
         if interaction.kind == "status":
             self._handle_status(batch, interaction)
             return
+        if interaction.kind == "bounce":
+            # A bounce is written by a mail server, not a customer: it reports on a message we sent.
+            self._handle_bounce(batch, interaction)
+            return
         if interaction.direction == "outbound" and interaction.case_id is not None:
             self._handle_outbound(batch, interaction)
             return
@@ -619,6 +624,17 @@ class CoreProcessor:
         customer.record(interaction, case.id, case.thread_key)
         if interaction.provider_message_id:
             batch.outbound.append((interaction.channel, interaction.provider_message_id, case.id, interaction.reply_id))
+
+    def _handle_bounce(self, batch: _Batch, interaction: Interaction) -> None:
+        """The reply the bounce returns failed; a bounce of a message we cannot identify changes nothing
+        (and never registers the mailer daemon as a customer)."""
+        bounced = interaction.meta.get("bounced_message_id", "").strip().strip("<>")
+        if not bounced:
+            return
+        reason = "bounced" + (f" ({interaction.meta['bounce_status']})" if interaction.meta.get("bounce_status") else "")
+        status = msgspec.structs.replace(interaction, kind="status", status="failed", provider_message_id=bounced,
+                                         meta={"error": reason})
+        self._handle_status(batch, status)
 
     def _handle_status(self, batch: _Batch, interaction: Interaction) -> None:
         target = None

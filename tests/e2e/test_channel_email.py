@@ -12,6 +12,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from services.server import Server
@@ -131,15 +132,77 @@ async def test_the_same_message_delivered_twice_is_recorded_once(mail_server, ap
     assert await _published(mail_server) == 1
 
 
-async def test_auto_replies_and_bounces_are_recorded_without_opening_a_case(mail_server, api, settings):
+async def test_auto_replies_are_recorded_without_a_case_and_bounces_register_nobody(mail_server, api, settings):
     for name in ("08_out_of_office.eml", "09_dsn_bounce.eml"):
         response = await _webhook(mail_server, (FIXTURES / name).read_bytes(), token=settings.ingest_token)
         assert response.status_code == 200, response.text
-    for name, kind in (("08_out_of_office.eml", "auto_reply"), ("09_dsn_bounce.eml", "bounce")):
-        customer = await _customer(api, EXPECTED[name]["sender"])
-        [item] = await _timeline_until(api, customer["id"], 1)
-        assert item["kind"] == kind and item["case_id"] is None
+    customer = await _customer(api, EXPECTED["08_out_of_office.eml"]["sender"])
+    [item] = await _timeline_until(api, customer["id"], 1)
+    assert item["kind"] == "auto_reply" and item["case_id"] is None
+    # The bounce is the mail server's, about a message we never sent: it changes nothing.
+    await asyncio.sleep(0.5)
+    missing = await api.get("/api/v1/customers/lookup",
+                            params={"kind": "email", "value": EXPECTED["09_dsn_bounce.eml"]["sender"]})
+    assert missing.status_code == 404
     assert (await api.get("/api/v1/cases")).json()["items"] == []
+
+
+def _bounce_of(message_id: str, recipient: str) -> bytes:
+    """A delivery status notification (RFC 3464) as a receiving MTA writes it, returning our message."""
+    boundary = "dsn-boundary"
+    return "\r\n".join([
+        "From: Mail Delivery Subsystem <mailer-daemon@mx.example.org>",
+        "To: support@shop.test",
+        "Subject: Undelivered Mail Returned to Sender",
+        "Message-ID: <bounce-1@mx.example.org>",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        "Your message could not be delivered.",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "",
+        "Reporting-MTA: dns; mx.example.org",
+        "",
+        f"Final-Recipient: rfc822; {recipient}",
+        "Action: failed",
+        "Status: 5.1.1",
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        "",
+        f"Message-ID: <{message_id}>",
+        f"To: {recipient}",
+        "Subject: Re: Order 7781",
+        f"--{boundary}--",
+        "",
+    ]).encode()
+
+
+async def test_a_bounce_of_our_reply_marks_the_reply_failed(mail_server, api, relay, settings):
+    customer, case_id = await _open_case(mail_server, api, "gone@example.org", "b1@example.org")
+    response = await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Here you go."})
+    reply_id = response.json()["reply_id"]
+
+    async def received():
+        return relay.messages()
+
+    [sent] = await eventually(received, lambda m: len(m) == 1)
+    await _timeline_until(api, customer["id"], 2)  # our reply is recorded (and its Message-ID with it)
+    bounce = _bounce_of(sent["Message-ID"].strip("<>"), "gone@example.org")
+    assert (await _webhook(mail_server, bounce, token=settings.ingest_token)).status_code == 200
+
+    async def reply_status():
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+            cur = await conn.execute("SELECT status, reason FROM proj_replies WHERE reply_id = %s", (reply_id,))
+            return await cur.fetchone()
+
+    status, reason = await eventually(reply_status, lambda row: row is not None and row[0] == "failed")
+    assert reason.startswith("bounced")
+    lookup = await api.get("/api/v1/customers/lookup", params={"kind": "email", "value": "mailer-daemon@mx.example.org"})
+    assert lookup.status_code == 404
 
 
 async def test_attachments_are_kept_and_served_by_sha256(mail_server, api, settings):
