@@ -4,43 +4,20 @@ resolve to the same `phone` identity.
 
 from __future__ import annotations
 
-import phonenumbers
-
 from channels.errors import Malformed
-
-# Twilio writes WhatsApp addresses as `whatsapp:+14155238886`; the number is what identifies.
-_ADDRESS_PREFIXES = ("whatsapp:", "tel:")
+from services.core.identity import InvalidIdentity
+from services.core.identity import normalize_phone as _normalize
 
 
 def normalize_phone(raw: str, default_region: str | None = None) -> str:
-    """The E.164 form of `raw` (`+14155550100`), or `Malformed`.
-
-    Without `default_region` a number must be international: with a leading `+`, or all digits
-    (a WhatsApp `wa_id`, an international number without its `+`). With a region (`"GB"`),
-    national spellings of that region are accepted too.
-
-    Plausibility, not validity, is checked: fictional ranges that providers and their docs use
-    (`+1 555 867 5310`, `+44 7700 900123`) are rejected by `is_valid_number` yet are real traffic
-    in tests and sandboxes, and a number range opened after our metadata was built must not bounce.
-    """
+    """The E.164 form of `raw`, or `Malformed`: the domain's normalisation (see
+    `services.core.identity.normalize_phone`), answered as a bad request at a channel's edge."""
     if not isinstance(raw, str):
         raise Malformed("phone number is not text")
-    text = raw.strip()
-    for prefix in _ADDRESS_PREFIXES:
-        if text.lower().startswith(prefix):
-            text = text[len(prefix):].strip()
-            break
-    if not text:
-        raise Malformed("phone number is empty")
-    if default_region is None and not text.startswith("+") and text.isascii() and text.isdigit():
-        text = "+" + text
     try:
-        number = phonenumbers.parse(text, default_region)
-    except phonenumbers.NumberParseException as exc:
-        raise Malformed("not a phone number") from exc
-    if not phonenumbers.is_possible_number(number):
-        raise Malformed("not a possible phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return _normalize(raw, default_region)
+    except InvalidIdentity as exc:
+        raise Malformed(str(exc)) from None
 
 
 def phone_from_wa_id(wa_id: str) -> str:

@@ -26,10 +26,10 @@ class Projection(Protocol):
         """Writes the view; returns live notifications ({"type": ..., ...}) for the agent console."""
         ...
 
-
-def resolve_alias_sql(param: str = "%s") -> str:
-    """SQL for 'the survivor of this customer id, or itself'."""
-    return f"COALESCE((SELECT survivor_id FROM proj_customer_alias WHERE absorbed_id = {param}), {param})"
+    def erase(self, curs, customer_ids: Sequence) -> None:
+        """Removes these customers' personal data from the view: on CustomerErased, and at once by
+        `customer erase` (which must not wait for a projector)."""
+        ...
 
 
 ALIAS_SCHEMA = """

@@ -22,6 +22,7 @@ from events.case import (
 )
 from events.customer import CustomerErased, CustomerMerged
 from projections.base import ALIAS_SCHEMA, Item, bulk
+from services.eventstore.codec import REDACTED
 
 
 class CasesProjection:
@@ -149,13 +150,17 @@ class CasesProjection:
                 curs.execute("UPDATE proj_cases SET customer_id = %s WHERE customer_id = %s", (event.stream_id, event.absorbed_id))
                 continue
             elif kind is CustomerErased:
-                curs.execute("UPDATE proj_case_notes SET text = '[erased]' WHERE case_id IN "
-                             "(SELECT id FROM proj_cases WHERE customer_id = %s OR origin_customer_id = %s)",
-                             (event.stream_id, event.stream_id))
+                self.erase(curs, [event.stream_id])
                 continue
             changed[str(case_id)] = None
         flush()
         return [{"type": "case", "case_id": case_id} for case_id in changed]
+
+    def erase(self, curs, customer_ids: Sequence) -> None:
+        ids = list(customer_ids)
+        curs.execute("UPDATE proj_case_notes SET text = %s WHERE case_id IN "
+                     "(SELECT id FROM proj_cases WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s))",
+                     (REDACTED, ids, ids))
 
     @staticmethod
     def _set(curs, case_id, at, assignment: str, *values) -> None:

@@ -134,9 +134,13 @@ class ProfileProjection:
                 curs.execute("UPDATE proj_customers SET merged_into = %s WHERE id = %s", (event.survivor_id, event.stream_id))
             elif kind is CustomerErased:
                 flush()
-                curs.execute("UPDATE proj_customers SET name = NULL, name_verified = false, attributes = '{}', erased = true "
-                             "WHERE id = %s OR merged_into = %s", (event.stream_id, event.stream_id))
-                curs.execute("DELETE FROM proj_identities WHERE customer_id = %s OR customer_id IN "
-                             "(SELECT id FROM proj_customers WHERE merged_into = %s)", (event.stream_id, event.stream_id))
+                self.erase(curs, [event.stream_id])
         flush()
         return live
+
+    def erase(self, curs, customer_ids: Sequence) -> None:
+        ids = list(customer_ids)
+        curs.execute("UPDATE proj_customers SET name = NULL, name_verified = false, attributes = '{}', erased = true "
+                     "WHERE id = ANY(%s) OR merged_into = ANY(%s)", (ids, ids))
+        curs.execute("DELETE FROM proj_identities WHERE customer_id = ANY(%s) OR customer_id IN "
+                     "(SELECT id FROM proj_customers WHERE merged_into = ANY(%s))", (ids, ids))

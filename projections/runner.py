@@ -7,7 +7,6 @@ Many projector processes may run; a PostgreSQL advisory lock makes exactly one o
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 from eventsourcing.persistence import Tracking
@@ -158,8 +157,3 @@ class ProjectionRunner:
                 log.exception("projector_error")
                 stop.wait(1.0)
 
-
-def timed(fn: Callable[[], int]) -> tuple[int, float]:
-    t0 = time.perf_counter()
-    n = fn()
-    return n, time.perf_counter() - t0

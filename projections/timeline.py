@@ -12,8 +12,7 @@ import msgspec
 
 from events.customer import CustomerErased, CustomerMerged, InteractionRecorded
 from projections.base import ALIAS_SCHEMA, Item, bulk
-
-REDACTED = "[erased]"
+from services.eventstore.codec import REDACTED
 _STAGE_COLUMNS = (("i", "uuid"), ("c", "uuid"), ("p", "int8"), ("o", "timestamptz"), ("ch", "text"), ("d", "text"),
                   ("k", "text"), ("t", "text"), ("cs", "uuid"), ("at", "text"))
 
@@ -74,11 +73,14 @@ class TimelineProjection:
                 curs.execute("UPDATE proj_timeline SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
             elif isinstance(event, CustomerErased):
                 flush()
-                curs.execute(
-                    "UPDATE proj_timeline SET text = %s, attachments = '[]' WHERE customer_id = %s OR origin_customer_id = %s",
-                    (REDACTED, event.stream_id, event.stream_id))
+                self.erase(curs, [event.stream_id])
         flush()
         return live
+
+    def erase(self, curs, customer_ids: Sequence) -> None:
+        ids = list(customer_ids)
+        curs.execute("UPDATE proj_timeline SET text = %s, attachments = '[]' "
+                     "WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s)", (REDACTED, ids, ids))
 
 
 def _json_str(value: str) -> str:

@@ -75,7 +75,6 @@ class Switchboard:
         from projections.runner import ProjectionRunner  # noqa: PLC0415
         from services.api.auth import SCHEMA as AUTH_SCHEMA  # noqa: PLC0415
         from services.core.processor import CoreProcessor  # noqa: PLC0415
-        from services.relay.relay import SCHEMA as RELAY_SCHEMA  # noqa: PLC0415
 
         store = self.open_store()
         with store.datastore.get_connection() as conn:
@@ -86,7 +85,6 @@ class Switchboard:
                 CoreProcessor(store).create_schema()
                 ProjectionRunner(store).create_schema()
                 conn.execute(AUTH_SCHEMA)
-                conn.execute(RELAY_SCHEMA)
 
     async def connect_nats(self) -> None:
         if self.nc is not None:

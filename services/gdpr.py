@@ -53,7 +53,6 @@ from services.streams import Names
 
 log = get_logger(__name__)
 
-REDACTED = "[erased]"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sb_erasures (
@@ -235,15 +234,11 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
 def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
     """What the projections do on CustomerErased, done now: erasure must not wait for a projector."""
+    from projections.runner import all_projections  # noqa: PLC0415
+
     with store.datastore.transaction(commit=True) as curs:
-        curs.execute("UPDATE proj_timeline SET text = %s, attachments = '[]' "
-                     "WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s)", (REDACTED, ids, ids))
-        curs.execute("UPDATE proj_case_notes SET text = %s WHERE case_id IN "
-                     "(SELECT id FROM proj_cases WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s))",
-                     (REDACTED, ids, ids))
-        curs.execute("UPDATE proj_customers SET name = NULL, attributes = '{}', erased = true "
-                     "WHERE id = ANY(%s) OR merged_into = ANY(%s)", (ids, ids))
-        curs.execute("DELETE FROM proj_identities WHERE customer_id = ANY(%s)", (ids,))
+        for projection in all_projections():
+            projection.erase(curs, ids)
 
 
 # -- NATS ------------------------------------------------------------------------------------------

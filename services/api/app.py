@@ -7,8 +7,6 @@ serves the groups of the roles it runs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +27,7 @@ from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
 from channels.errors import ChannelError, Malformed, UnsupportedMediaType
 from channels.publish import Publisher
 from services.api import queries
-from services.api.auth import AUDIT, READ, SUPERVISE, WRITE, Principal, authenticate
+from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
 from services.api.commands import NotFound, case_state, run_case_command
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
@@ -253,10 +251,6 @@ async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
 
 
 # -- agent API -------------------------------------------------------------------------------------
-
-
-async def _conn(request: Request):
-    return svc(request).pool.connection()
 
 
 @get("/api/v1/customers/lookup", summary="The customer holding an identity")

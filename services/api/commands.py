@@ -5,7 +5,6 @@ Synchronous (the event store is): the HTTP layer calls these in a worker thread.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
@@ -71,6 +70,3 @@ def erase_customer(store: EventStore, customer_id: UUID, requested_by: str, now:
         tx.execute("DELETE FROM sb_identities WHERE customer_id = ANY(%s)", (ids,))
     return ids
 
-
-def new_id() -> UUID:
-    return uuid.uuid4()

@@ -19,16 +19,34 @@ class InvalidIdentity(ValueError):
     pass
 
 
-def normalize_phone(raw: str) -> str:
+# Twilio writes WhatsApp addresses as `whatsapp:+14155238886`; the number is what identifies.
+_ADDRESS_PREFIXES = ("whatsapp:", "tel:")
+
+
+def normalize_phone(raw: str, default_region: str | None = None) -> str:
+    """The E.164 form of `raw` (`+14155550100`), or InvalidIdentity.
+
+    Without `default_region` a number must be international: with a leading `+`, or all digits
+    (a WhatsApp `wa_id`, an international number without its `+`). With a region (`"GB"`),
+    national spellings of that region are accepted too.
+
+    Plausibility, not validity, is checked: fictional ranges that providers and their docs use
+    (`+1 555 867 5310`, `+44 7700 900123`) are rejected by `is_valid_number` yet are real traffic
+    in tests and sandboxes, and a number range opened after our metadata was built must not bounce.
+    """
     text = raw.strip()
-    if text.startswith("whatsapp:"):
-        text = text[len("whatsapp:"):]
-    if not text.startswith("+") and text.isdigit():
-        text = "+" + text  # a WhatsApp wa_id, or a number already in international form without '+'
+    for prefix in _ADDRESS_PREFIXES:
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):].strip()
+            break
+    if not text:
+        raise InvalidIdentity("phone number is empty")
+    if default_region is None and not text.startswith("+") and text.isascii() and text.isdigit():
+        text = "+" + text
     try:
-        number = phonenumbers.parse(text, None)
+        number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidIdentity("not an international phone number") from exc
+        raise InvalidIdentity("not a phone number") from exc
     if not phonenumbers.is_possible_number(number):
         raise InvalidIdentity("not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -192,11 +192,3 @@ def _verify_chain(conn, chain_key: bytes, table: str, batch: int, progress) -> i
                          "newest rows deleted" if position > last_position else "rows appended out of band")
     return count
 
-
-def iter_rows(conn, after: int = 0, table: str = EVENTS_TABLE) -> Iterator[tuple]:
-    with conn.cursor(name="sb_iter_rows", row_factory=None) as curs:
-        curs.itersize = 5000
-        curs.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state, recorded_at "
-                         "FROM {0} WHERE notification_id > %s ORDER BY notification_id").format(Identifier(table)),
-                     (after,))
-        yield from curs

@@ -18,13 +18,12 @@ from eventsourcing.persistence import IntegrityError as ESIntegrityError
 from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import errors as pg_errors
-from psycopg.sql import SQL, Identifier
 
 from events.base import DomainEvent
 from services.eventstore.codec import EventCodec, as_uuid
 from services.eventstore.keys import SCHEMA as KEYS_SCHEMA
 from services.eventstore.keys import KeyRing, KeyScope, MasterKey
-from services.eventstore.recorder import EVENTS_TABLE, ChainedRecorder
+from services.eventstore.recorder import ChainedRecorder
 
 
 class ConcurrencyError(Exception):
@@ -162,9 +161,3 @@ class EventStore:
     def erase_keys(self, customer_ids: list[UUID]) -> None:
         with self.datastore.transaction(commit=True) as curs:
             self.keyring.destroy(curs, customer_ids)
-
-    def table(self) -> Identifier:
-        return Identifier(EVENTS_TABLE)
-
-    def sql(self, text: str) -> SQL:
-        return SQL(text)

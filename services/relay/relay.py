@@ -27,7 +27,6 @@ from services.logs import get_logger
 
 log = get_logger(__name__)
 
-SCHEMA = "SELECT 1"  # the relay keeps its position in the event store's tracking table
 TRACKING_NAME = "relay:sb-events"
 _LOCK_KEY = 0x5B_72656C6179  # "sb relay"
 _encode = msgspec.json.Encoder().encode

@@ -9,31 +9,18 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from events.interactions import Identity, Interaction
+from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
 
 CUSTOMERS = 12
-
-
-def switchboard(settings, *args: str) -> subprocess.CompletedProcess:
-    """The console script in a subprocess, configured only through the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_DATA_DIR=str(settings.data_dir), SWITCHBOARD_DATABASE_URL=settings.database_url,
-               SWITCHBOARD_NATS_URL=settings.nats_url, SWITCHBOARD_MASTER_KEY=settings.master_key,
-               SWITCHBOARD_LOG_FORMAT="json")
-    script = Path(sys.executable).with_name("switchboard")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "services.cli"]
-    return subprocess.run([*command, *args], env=env, cwd=settings.data_dir, capture_output=True, timeout=60)
 
 
 @pytest.fixture

@@ -6,13 +6,9 @@ so `--customer` has absorbed customers and cases of both to find.
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 import psycopg
@@ -20,22 +16,12 @@ import pytest
 
 from events.interactions import Identity, Interaction
 from services.settings import ensure_secrets, load_settings
+from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
 
 FIELDS = ["position", "stream_id", "stream_version", "type", "timestamp", "payload", "redacted"]
 T0 = datetime(2024, 6, 1, 9, 0, tzinfo=UTC)
-
-
-def switchboard(settings, *args: str) -> subprocess.CompletedProcess:
-    """The console script in a subprocess, configured only through the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_DATA_DIR=str(settings.data_dir), SWITCHBOARD_DATABASE_URL=settings.database_url,
-               SWITCHBOARD_NATS_URL=settings.nats_url, SWITCHBOARD_MASTER_KEY=settings.master_key,
-               SWITCHBOARD_LOG_FORMAT="json")
-    script = Path(sys.executable).with_name("switchboard")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "services.cli"]
-    return subprocess.run([*command, *args], env=env, cwd=settings.data_dir, capture_output=True, timeout=60)
 
 
 def _message(channel: str, identities: list[Identity], text: str, minutes: int) -> Interaction:

@@ -23,6 +23,7 @@ from channels.social.meta import (
     verify_meta_signature,
 )
 from events.interactions import ENCODER, INTERACTION_DECODER, Interaction, interaction_id
+from tests.fixtures.fuzz import json_paths, json_values
 
 pytestmark = pytest.mark.unit
 
@@ -262,34 +263,12 @@ def test_handshake_returns_the_challenge_for_our_token():
 
 # -- fuzzing -----------------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=15,
-)
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _paths(value, (*prefix, index))
-
-
 @st.composite
 def mutated_fixtures(draw, names):
     """A real payload with one to three of its subtrees replaced by arbitrary JSON or removed."""
     document = copy.deepcopy(json.loads(load(draw(st.sampled_from(names)))))
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(list(_paths(document))))
+        path = draw(st.sampled_from(list(json_paths(document))))
         replacement = draw(json_values)
         if not path:
             document = replacement

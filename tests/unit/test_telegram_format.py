@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from channels.errors import Malformed, Unauthorized
 from channels.social.telegram import parse_telegram_update, verify_telegram_secret
 from events.interactions import ENCODER, INTERACTION_DECODER, Interaction, interaction_id
+from tests.fixtures.fuzz import json_paths, json_values
 
 pytestmark = pytest.mark.unit
 
@@ -169,33 +170,11 @@ def test_secret_token():
 
 # -- fuzzing -----------------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=15,
-)
-
-
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _paths(value, (*prefix, index))
-
-
 @st.composite
 def mutated_fixtures(draw):
     document = copy.deepcopy(json.loads(load(draw(st.sampled_from(TELEGRAM_FIXTURES)))))
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(list(_paths(document))))
+        path = draw(st.sampled_from(list(json_paths(document))))
         replacement = draw(json_values)
         if not path:
             document = replacement
