@@ -36,6 +36,7 @@ from services.logs import get_logger
 from services.settings import Settings
 from services.streams import Names
 from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
+from events.sanitize import sanitize
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -375,10 +376,12 @@ class SnoozeBody(msgspec.Struct):
 
 
 async def _decode(request: Request, cls):
+    """A command's JSON body as `cls`, every string in it through the one sanitiser (`events.sanitize`)."""
     try:
-        return msgspec.json.decode(await request.body(), type=cls)
+        body = msgspec.json.decode(await request.body(), type=cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise HTTPException(status_code=400, detail=f"invalid body: {exc}") from None
+    return sanitize(body)
 
 
 async def _case_command(request: Request, case_id: UUID, command) -> dict:
