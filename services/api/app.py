@@ -142,7 +142,21 @@ async def prometheus(request: Request) -> str:
     for name, value in sorted(svc(request).counters.items()):
         metric = f"switchboard_{name}_total"
         lines.append(f"# TYPE {metric} counter\n{metric} {value}")
+    lines += await _quarantine_gauge(svc(request))
     return "\n".join(lines) + "\n"
+
+
+async def _quarantine_gauge(services: Services) -> list[str]:
+    """`switchboard_quarantined_events{consumer=...}`: events a projection or the relay set aside."""
+    if services.pool is None:
+        return []
+    try:
+        async with services.pool.connection(timeout=2.0) as conn:
+            rows = await (await conn.execute("SELECT consumer, count(*) FROM sb_quarantine GROUP BY consumer")).fetchall()
+    except Exception:  # noqa: BLE001 — metrics must answer even when PostgreSQL does not
+        return []
+    metric = "switchboard_quarantined_events"
+    return [f"# TYPE {metric} gauge", *(f'{metric}{{consumer="{consumer}"}} {n}' for consumer, n in sorted(rows))]
 
 
 @get("/asyncapi.json", media_type=MediaType.JSON, summary="AsyncAPI document for every NATS subject")

@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 import smtplib
+import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -214,3 +215,24 @@ async def test_control_characters_on_every_channel_are_stored_clean_and_nothing_
     assert strings and all(is_clean(s) for s in strings), [s for s in strings if not is_clean(s)][:5]
     async with await psycopg.AsyncConnection.connect(srv.settings.database_url) as conn:
         assert await (await conn.execute("SELECT count(*) FROM sb_quarantine")).fetchone() == (0,)
+
+
+async def test_the_live_projector_quarantines_an_old_poisonous_event_and_metrics_count_it(srv, api):
+    """A log written before the sanitiser may hold NUL: the running projector sets that event aside."""
+    from services.core.processor import CoreProcessor  # noqa: PLC0415
+
+    old = Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=datetime.now(UTC),
+                      identities=[Identity("phone", "+14155550170")], text="from an old log\x00",
+                      provider_message_id=secrets.token_hex(6))
+    store = srv.sb.open_store()
+    await asyncio.to_thread(CoreProcessor(store).process, [(old, None)])
+    assert (await _twilio(srv, "+14155550171", "after the old one")).status_code == 200
+
+    _, item = await _first_item(api, "phone", "+14155550171")
+    assert item["text"] == "after the old one"
+
+    async def metrics() -> str:
+        return (await api.get("/metrics")).text
+
+    text = await eventually(metrics, lambda t: 'switchboard_quarantined_events{consumer="projection:timeline"} 1' in t)
+    assert "from an old log" not in text
