@@ -29,6 +29,7 @@ from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
 from services.api.commands import NotFound, case_state, run_case_command
+from services.api.hygiene import RejectControlCharacters
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
 from services.eventstore.store import EventStore
@@ -554,7 +555,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
                             DomainError: domain_error_handler, NotFound: not_found_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[ChatTokenMiddleware] if "gateway" in roles else [],
+        middleware=[RejectControlCharacters, *([ChatTokenMiddleware] if "gateway" in roles else [])],
         debug=False,
     )
     app.state.services = services
