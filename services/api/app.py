@@ -29,6 +29,7 @@ from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
 from services.api.commands import NotFound, case_state, run_case_command
+from services.api.hygiene import RejectControlCharacters
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
 from services.eventstore.store import EventStore
@@ -36,6 +37,7 @@ from services.logs import get_logger
 from services.settings import Settings
 from services.streams import Names
 from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
+from events.sanitize import sanitize
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -141,7 +143,21 @@ async def prometheus(request: Request) -> str:
     for name, value in sorted(svc(request).counters.items()):
         metric = f"switchboard_{name}_total"
         lines.append(f"# TYPE {metric} counter\n{metric} {value}")
+    lines += await _quarantine_gauge(svc(request))
     return "\n".join(lines) + "\n"
+
+
+async def _quarantine_gauge(services: Services) -> list[str]:
+    """`switchboard_quarantined_events{consumer=...}`: events a projection or the relay set aside."""
+    if services.pool is None:
+        return []
+    try:
+        async with services.pool.connection(timeout=2.0) as conn:
+            rows = await (await conn.execute("SELECT consumer, count(*) FROM sb_quarantine GROUP BY consumer")).fetchall()
+    except Exception:  # noqa: BLE001 — metrics must answer even when PostgreSQL does not
+        return []
+    metric = "switchboard_quarantined_events"
+    return [f"# TYPE {metric} gauge", *(f'{metric}{{consumer="{consumer}"}} {n}' for consumer, n in sorted(rows))]
 
 
 @get("/asyncapi.json", media_type=MediaType.JSON, summary="AsyncAPI document for every NATS subject")
@@ -375,10 +391,12 @@ class SnoozeBody(msgspec.Struct):
 
 
 async def _decode(request: Request, cls):
+    """A command's JSON body as `cls`, every string in it through the one sanitiser (`events.sanitize`)."""
     try:
-        return msgspec.json.decode(await request.body(), type=cls)
+        body = msgspec.json.decode(await request.body(), type=cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise HTTPException(status_code=400, detail=f"invalid body: {exc}") from None
+    return sanitize(body)
 
 
 async def _case_command(request: Request, case_id: UUID, command) -> dict:
@@ -537,7 +555,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
                             DomainError: domain_error_handler, NotFound: not_found_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[ChatTokenMiddleware] if "gateway" in roles else [],
+        middleware=[RejectControlCharacters, *([ChatTokenMiddleware] if "gateway" in roles else [])],
         debug=False,
     )
     app.state.services = services
