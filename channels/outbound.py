@@ -41,7 +41,7 @@ from channels.phone import normalize_phone
 from channels.sms.twilio import TwilioClient
 from channels.social.meta import MetaClient
 from channels.social.telegram import TelegramClient
-from services.settings import Settings
+from services.platform.settings import Settings
 
 if TYPE_CHECKING:
     from services.relay.outbound import Delivery

@@ -14,7 +14,7 @@ from faststream.specification import AsyncAPI
 from events.interactions import CHANNELS, Interaction
 from events.registry import REGISTRY
 from services.relay.relay import PublishedEvent
-from services.streams import Names
+from services.platform.streams import Names
 
 
 def asyncapi_document(names: Names) -> bytes:

@@ -21,11 +21,11 @@ import nats
 from eventsourcing.postgres import PostgresDatastore
 from faststream.nats import NatsBroker
 
-from services.eventstore.keys import MasterKey
-from services.eventstore.store import EventStore
-from services.logs import get_logger
-from services.settings import Settings
-from services.streams import Names, ensure_streams
+from services.platform.eventstore.keys import MasterKey
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names, ensure_streams
 
 log = get_logger(__name__)
 

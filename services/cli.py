@@ -17,7 +17,7 @@ from uuid import UUID
 
 import click
 
-from services.settings import Settings, ensure_secrets, load_settings
+from services.platform.settings import Settings, ensure_secrets, load_settings
 
 ROLE_CHOICES = ("gateway", "core", "projector", "api", "relay")
 
@@ -32,7 +32,7 @@ def _hostport(text: str, option: str) -> tuple[str, int]:
 @contextlib.contextmanager
 def embedded_servers(settings: Settings, *, own: bool = False) -> Iterator[Settings]:
     """Settings with NATS and PostgreSQL URLs: external, a running `up`'s, or started here."""
-    from services.embedded import EmbeddedNats, EmbeddedPostgres, clear_run_info, read_run_info, write_run_info  # noqa: PLC0415
+    from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, clear_run_info, read_run_info, write_run_info  # noqa: PLC0415
 
     data_dir = settings.data_dir.resolve()
     started = []
@@ -83,7 +83,7 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     Every touchpoint of every customer, on every channel, recorded once, forever, replayable.
     Start with `switchboard up`, then open the printed URL.
     """
-    from services.logs import configure_logging  # noqa: PLC0415
+    from services.platform.logs import configure_logging  # noqa: PLC0415
 
     settings = load_settings(**({"data_dir": data_dir} if data_dir else {}))
     configure_logging(settings.log_format, settings.log_level)
@@ -261,7 +261,7 @@ def quarantine() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context) -> None:
     """One line per quarantined event: consumer, position, type, event id, attempts, last failure, reason."""
-    from services import quarantine as quarantined  # noqa: PLC0415
+    from services.platform import quarantine as quarantined  # noqa: PLC0415
 
     with _store(ctx) as sb, sb.open_store().datastore.transaction(commit=False) as curs:
         entries = quarantined.listing(curs)
@@ -320,7 +320,7 @@ def audit_verify(ctx: click.Context) -> None:
     import psycopg  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from services.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415
+    from services.platform.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415
 
     with _store(ctx) as sb:
         store = sb.open_store()
@@ -445,7 +445,7 @@ def deadletters() -> None:
 @click.pass_context
 def deadletters_list(ctx: click.Context) -> None:
     """One line per dead letter: sequence, original subject, deliveries, reason."""
-    from services.deadletters import list_dead_letters  # noqa: PLC0415
+    from services.platform.deadletters import list_dead_letters  # noqa: PLC0415
 
     settings = ensure_secrets(_settings(ctx))
     with embedded_servers(settings) as settings:
@@ -461,7 +461,7 @@ def deadletters_list(ctx: click.Context) -> None:
 @click.pass_context
 def deadletters_redrive(ctx: click.Context, sequences: tuple[int, ...], all_: bool) -> None:
     """Publish dead letters again to their original subjects (after fixing the cause)."""
-    from services.deadletters import redrive  # noqa: PLC0415
+    from services.platform.deadletters import redrive  # noqa: PLC0415
 
     if not sequences and not all_:
         raise click.UsageError("name SEQUENCES or use --all")

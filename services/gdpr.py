@@ -44,12 +44,12 @@ from channels.blobs import BLOB_PREFIX
 from channels.blobs import BUCKET as BLOB_BUCKET
 from events.customer import IdentityClaimed, IdentityLinked, InteractionRecorded
 from events.interactions import INTERACTION_DECODER, Identity
-from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalize
-from services.eventstore.store import EventStore
-from services.logs import get_logger
+from services.domain.customer import Customer
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
 from services.replay import replay_events
-from services.streams import Names
+from services.platform.streams import Names
 
 log = get_logger(__name__)
 
@@ -187,7 +187,7 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
     Running it again on an erased customer finishes a clean-up that was interrupted.
     """
-    from services.api.commands import erase_customer as erase_in_log  # noqa: PLC0415
+    from services.core.commands import erase_customer as erase_in_log  # noqa: PLC0415
 
     store: EventStore = sb.open_store()
     ids = erasure_scope(store, customer_id)

@@ -13,9 +13,9 @@ from channels.chat import ChatSessions
 from channels.publish import Publisher
 from services.api.app import Services, build_app
 from services.bootstrap import Switchboard
-from services.logs import configure_library_loggers, get_logger
-from services.settings import Settings
-from services.streams import Names
+from services.platform.logs import configure_library_loggers, get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names
 
 log = get_logger(__name__)
 

@@ -19,9 +19,9 @@ from urllib.parse import urlparse, urlunparse
 import psycopg
 import pytest
 
-from services.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-from services.settings import ensure_secrets, load_settings
-from services.streams import Names
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.platform.settings import ensure_secrets, load_settings
+from services.platform.streams import Names
 
 
 def _docker_available() -> bool:

@@ -16,7 +16,7 @@ import weakref
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from channels.email.inbound import MalformedEmail, receive_email
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

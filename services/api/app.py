@@ -28,14 +28,14 @@ from channels.errors import ChannelError, Malformed, UnsupportedMediaType
 from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
-from services.api.commands import NotFound, case_state, run_case_command
+from services.core.commands import NotFound, case_state, run_case_command
 from services.api.hygiene import RejectControlCharacters
-from services.core.aggregate import DomainError
-from services.core.identity import InvalidIdentity, normalize
-from services.eventstore.store import EventStore
-from services.logs import get_logger
-from services.settings import Settings
-from services.streams import Names
+from services.domain.aggregate import DomainError
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names
 from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
 from events.sanitize import sanitize
 

@@ -45,13 +45,13 @@ from psycopg.errors import TransactionRollback
 
 from events.base import DomainEvent
 from events.interactions import Identity, Interaction
-from services.core.aggregate import Aggregate, DomainError
-from services.core.case import Case
-from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalized_value
-from services.eventstore.keys import KeyDestroyedError
-from services.eventstore.store import ConcurrencyError, EventStore, Transaction
-from services.logs import get_logger
+from services.domain.aggregate import Aggregate, DomainError
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.domain.identity import InvalidIdentity, normalized_value
+from services.platform.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.store import ConcurrencyError, EventStore, Transaction
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

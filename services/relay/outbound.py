@@ -22,9 +22,9 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from channels.errors import ProviderError
 from events.customer import InteractionRecorded
 from events.interactions import Interaction
-from services.api.commands import load_case
-from services.core.customer import Customer
-from services.logs import get_logger
+from services.core.commands import load_case
+from services.domain.customer import Customer
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

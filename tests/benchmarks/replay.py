@@ -33,9 +33,9 @@ import psycopg
 
 from events.base import DomainEvent
 from events.interactions import Attachment, Interaction
-from services.core.case import Case
-from services.core.customer import Customer
-from services.settings import Settings
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.platform.settings import Settings
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 4_000

@@ -55,10 +55,10 @@ def _serve(config: dict) -> None:
     from litestar import Request, post  # noqa: PLC0415
 
     import channels.routes  # noqa: PLC0415
-    from services.logs import configure_logging  # noqa: PLC0415
+    from services.platform.logs import configure_logging  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
-    from services.settings import ensure_secrets, load_settings  # noqa: PLC0415
-    from services.streams import Names  # noqa: PLC0415
+    from services.platform.settings import ensure_secrets, load_settings  # noqa: PLC0415
+    from services.platform.streams import Names  # noqa: PLC0415
 
     class Ping(msgspec.Struct):
         id: str
@@ -207,7 +207,7 @@ def _pin(pid: int, cpu: int) -> bool:
 
 
 def main() -> str:
-    from services.embedded import free_port  # noqa: PLC0415
+    from services.platform.embedded import free_port  # noqa: PLC0415
     from tests.benchmarks._servers import servers  # noqa: PLC0415
 
     with servers() as (nats_url, database_url), tempfile.TemporaryDirectory() as data_dir:

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import websockets
 
-from services.embedded import EmbeddedNats, free_port
+from services.platform.embedded import EmbeddedNats, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 
 from events.interactions import Identity, Interaction
-from services.embedded import free_port
-from services.streams import ensure_streams
+from services.platform.embedded import free_port
+from services.platform.streams import ensure_streams
 
 pytestmark = pytest.mark.integration
 

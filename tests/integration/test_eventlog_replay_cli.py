@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from events.interactions import Identity, Interaction
-from services.settings import ensure_secrets, load_settings
+from services.platform.settings import ensure_secrets, load_settings
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration

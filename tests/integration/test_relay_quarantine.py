@@ -21,9 +21,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events.interactions import Identity, Interaction
 from services.bootstrap import Switchboard
-from services.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
+from services.platform.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
 from services.relay.relay import TRACKING_NAME, relay_once, resume_state
-from services.streams import Names
+from services.platform.streams import Names
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
