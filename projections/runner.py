@@ -23,6 +23,7 @@ from projections.timeline import TimelineProjection
 from services.platform import quarantine
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
+from services.platform.tuning import relax_garbage_collector
 
 log = get_logger(__name__)
 
@@ -194,8 +195,6 @@ class ProjectionRunner:
 
     def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
-        from services.core.processor import relax_garbage_collector  # noqa: PLC0415
-
         relax_garbage_collector()
         while not stop.is_set():
             try:

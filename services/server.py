@@ -10,7 +10,10 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from channels.chat import ChatSessions
+from channels.email.smtp import start_smtp
 from channels.publish import Publisher
+from channels.routes import channel_handlers
+from services.asyncapi import asyncapi_document
 from services.api.app import Services, build_app
 from services.bootstrap import Switchboard
 from services.platform.logs import configure_library_loggers, get_logger
@@ -43,12 +46,7 @@ class Server:
         if self.http and ({"gateway", "api"} & set(self.roles)):
             await self._start_http()
         if self.smtp and "gateway" in self.roles and self.services is not None:
-            try:
-                from channels.email.smtp import start_smtp  # noqa: PLC0415
-            except ImportError:
-                log.warning("smtp_listener_unavailable")
-            else:
-                self.smtp_server = await start_smtp(self.services, *self.smtp)
+            self.smtp_server = await start_smtp(self.services, *self.smtp)
 
     async def _start_http(self) -> None:
         settings = self.settings
@@ -64,14 +62,7 @@ class Server:
             chat=ChatSessions(kv, token_key, settings.chat_identity_secret or ""),
             asyncapi=self._asyncapi(),
         )
-        extra = []
-        try:
-            from channels.routes import channel_handlers  # noqa: PLC0415
-
-            extra = channel_handlers()
-        except ImportError:
-            pass
-        app = build_app(self.services, self.roles, extra)
+        app = build_app(self.services, self.roles, channel_handlers())
         host, port = self.http
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
                                 ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5)
@@ -85,8 +76,6 @@ class Server:
             await asyncio.sleep(0.01)
 
     def _asyncapi(self) -> bytes:
-        from services.asyncapi import asyncapi_document  # noqa: PLC0415
-
         return asyncapi_document(self.sb.names)
 
     async def stop(self) -> None:
