@@ -18,6 +18,9 @@ from uuid import UUID
 import click
 
 from services.platform.settings import Settings, ensure_secrets, load_settings
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, clear_run_info, read_run_info, write_run_info
+from services.platform.logs import configure_logging
+from services.api.auth import create_token, revoke_token
 
 ROLE_CHOICES = ("gateway", "core", "projector", "api", "relay")
 
@@ -32,8 +35,6 @@ def _hostport(text: str, option: str) -> tuple[str, int]:
 @contextlib.contextmanager
 def embedded_servers(settings: Settings, *, own: bool = False) -> Iterator[Settings]:
     """Settings with NATS and PostgreSQL URLs: external, a running `up`'s, or started here."""
-    from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, clear_run_info, read_run_info, write_run_info  # noqa: PLC0415
-
     data_dir = settings.data_dir.resolve()
     started = []
     urls: dict[str, str] = {}
@@ -83,8 +84,6 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     Every touchpoint of every customer, on every channel, recorded once, forever, replayable.
     Start with `switchboard up`, then open the printed URL.
     """
-    from services.platform.logs import configure_logging  # noqa: PLC0415
-
     settings = load_settings(**({"data_dir": data_dir} if data_dir else {}))
     configure_logging(settings.log_format, settings.log_level)
     ctx.obj = {"settings": settings}
@@ -140,7 +139,7 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
 
 
 async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) -> None:
-    from services.server import Server  # noqa: PLC0415
+    from services.server import Server  # noqa: PLC0415 -- lazy: litestar, uvicorn and every role (~2 s)
 
     server = Server(settings, roles, http=http, smtp=smtp)
     stop = asyncio.Event()
@@ -171,7 +170,7 @@ async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) 
 def _store(ctx: click.Context):
     settings = ensure_secrets(_settings(ctx))
     with embedded_servers(settings) as settings:
-        from services.bootstrap import Switchboard  # noqa: PLC0415
+        from services.bootstrap import Switchboard  # noqa: PLC0415 -- lazy: the event store and every worker
 
         sb = Switchboard(settings)
         sb.create_schema()
@@ -212,7 +211,7 @@ def replay(ctx: click.Context, customer: UUID | None, from_position: int, until)
     Each line: position, stream_id, stream_version, type, timestamp (recorded at, UTC), payload
     (personal fields decrypted), redacted (true once the customer was erased).
     """
-    from services.replay import replay_events  # noqa: PLC0415
+    from services.replay import replay_events  # noqa: PLC0415 -- lazy: event store and crypto
 
     with _store(ctx) as sb:
         count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position - 1,
@@ -232,7 +231,7 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
     """Rebuild read models (all, or NAME) from the event store; prints events/s."""
     import time  # noqa: PLC0415
 
-    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415
+    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415 -- lazy: event store
     from tqdm import tqdm  # noqa: PLC0415
 
     known = [p.name for p in all_projections()]
@@ -261,7 +260,7 @@ def quarantine() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context) -> None:
     """One line per quarantined event: consumer, position, type, event id, attempts, last failure, reason."""
-    from services.platform import quarantine as quarantined  # noqa: PLC0415
+    from services.platform import quarantine as quarantined  # noqa: PLC0415 -- lazy: psycopg
 
     with _store(ctx) as sb, sb.open_store().datastore.transaction(commit=False) as curs:
         entries = quarantined.listing(curs)
@@ -282,8 +281,8 @@ def quarantine_retry(ctx: click.Context, projection_names: tuple[str, ...], rela
 
     Without --projection and --relay: every projection's and the relay's. Exit 1 while some still fail.
     """
-    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415
-    from services.relay.relay import retry_quarantined  # noqa: PLC0415
+    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415 -- lazy: event store
+    from services.relay.relay import retry_quarantined  # noqa: PLC0415 -- lazy: NATS relay
 
     known = [p.name for p in all_projections()]
     for name in projection_names:
@@ -320,7 +319,7 @@ def audit_verify(ctx: click.Context) -> None:
     import psycopg  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from services.platform.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415
+    from services.platform.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415 -- lazy: psycopg
 
     with _store(ctx) as sb:
         store = sb.open_store()
@@ -351,7 +350,6 @@ def token_create(ctx: click.Context, role: str, name: str | None) -> None:
     """Print a new token (only its hash is stored)."""
     import psycopg  # noqa: PLC0415
 
-    from services.api.auth import create_token  # noqa: PLC0415
 
     with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
         try:
@@ -369,7 +367,6 @@ def token_revoke(ctx: click.Context, name: str) -> None:
     """End the token NAME."""
     import psycopg  # noqa: PLC0415
 
-    from services.api.auth import revoke_token  # noqa: PLC0415
 
     with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
         if not revoke_token(conn, name):
@@ -392,7 +389,7 @@ def customer_export(ctx: click.Context, customer_id: UUID) -> None:
     """Everything held about a customer, as JSON on stdout."""
     import msgspec  # noqa: PLC0415
 
-    from services.gdpr import export_customer  # noqa: PLC0415
+    from services.gdpr import export_customer  # noqa: PLC0415 -- lazy: ~1.5 s of imports
 
     with _store(ctx) as sb:
         try:
@@ -416,7 +413,7 @@ def customer_erase(ctx: click.Context, customer_id: UUID, yes: bool, relay_wait:
     """
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from services.gdpr import CustomerNotFound, erase_customer  # noqa: PLC0415
+    from services.gdpr import CustomerNotFound, erase_customer  # noqa: PLC0415 -- lazy: ~1.5 s of imports
 
     # Asked only on a terminal: scripts (and the contract's `customer erase ID`) run unattended.
     if not yes and sys.stdin.isatty():
@@ -445,7 +442,7 @@ def deadletters() -> None:
 @click.pass_context
 def deadletters_list(ctx: click.Context) -> None:
     """One line per dead letter: sequence, original subject, deliveries, reason."""
-    from services.platform.deadletters import list_dead_letters  # noqa: PLC0415
+    from services.platform.deadletters import list_dead_letters  # noqa: PLC0415 -- lazy: nats-py
 
     settings = ensure_secrets(_settings(ctx))
     with embedded_servers(settings) as settings:
@@ -461,7 +458,7 @@ def deadletters_list(ctx: click.Context) -> None:
 @click.pass_context
 def deadletters_redrive(ctx: click.Context, sequences: tuple[int, ...], all_: bool) -> None:
     """Publish dead letters again to their original subjects (after fixing the cause)."""
-    from services.platform.deadletters import redrive  # noqa: PLC0415
+    from services.platform.deadletters import redrive  # noqa: PLC0415 -- lazy: nats-py
 
     if not sequences and not all_:
         raise click.UsageError("name SEQUENCES or use --all")
@@ -482,7 +479,7 @@ def deadletters_redrive(ctx: click.Context, sequences: tuple[int, ...], all_: bo
 @click.pass_context
 def demo(ctx: click.Context, customers: int, interactions: int, url: str, smtp: str) -> None:
     """Drive realistic multi-channel traffic through the real channel endpoints of a running instance."""
-    from services.demo import run_demo  # noqa: PLC0415
+    from services.demo import run_demo  # noqa: PLC0415 -- lazy: httpx and websockets
 
     settings = ensure_secrets(_settings(ctx))
     sent = asyncio.run(run_demo(settings, url, _hostport(smtp, "--smtp"), customers, interactions))

@@ -50,6 +50,8 @@ from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
 from services.replay import replay_events
 from services.platform.streams import Names
+from services.core.commands import erase_customer as erase_in_log
+from projections.runner import all_projections
 
 log = get_logger(__name__)
 
@@ -187,8 +189,6 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
     Running it again on an erased customer finishes a clean-up that was interrupted.
     """
-    from services.core.commands import erase_customer as erase_in_log  # noqa: PLC0415
-
     store: EventStore = sb.open_store()
     ids = erasure_scope(store, customer_id)
     found = _footprint(store, ids)
@@ -234,8 +234,6 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
 def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
     """What the projections do on CustomerErased, done now: erasure must not wait for a projector."""
-    from projections.runner import all_projections  # noqa: PLC0415
-
     with store.datastore.transaction(commit=True) as curs:
         for projection in all_projections():
             projection.erase(curs, ids)

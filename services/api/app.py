@@ -38,6 +38,7 @@ from services.platform.settings import Settings
 from services.platform.streams import Names
 from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
 from events.sanitize import sanitize
+from channels.blobs import blobs_of
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -334,8 +335,6 @@ def _limit(limit: int) -> int:
 @get("/api/v1/attachments/{sha256:str}", summary="The bytes of an attachment, by its SHA-256",
      media_type="application/octet-stream")
 async def get_attachment(request: Request) -> Response:
-    from channels.blobs import blobs_of  # noqa: PLC0415
-
     await require(request, READ)
     sha256 = request.path_params["sha256"].lower()
     data = await (await blobs_of(svc(request))).get(sha256)

@@ -32,6 +32,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from events.base import DomainEvent
 from services.platform import quarantine
 from services.platform.logs import get_logger
+from services.relay.outbound import start_outbound
 
 log = get_logger(__name__)
 
@@ -232,7 +233,5 @@ async def run_relay(sb) -> None:
 
 
 async def start_relay(sb) -> None:
-    from services.relay.outbound import start_outbound  # noqa: PLC0415
-
     sb.tasks.append(asyncio.create_task(run_relay(sb), name="relay"))
     await start_outbound(sb)
