@@ -179,7 +179,7 @@ class EmbeddedPostgres:
                 mode = parent.stat().st_mode
                 if mode & 0o005 != 0o005:
                     parent.chmod(mode | 0o005)
-        for root, dirs, files in os.walk(self.pgdata):
+        for root, _dirs, files in os.walk(self.pgdata):
             os.chown(root, nobody.pw_uid, nobody.pw_gid)
             for name in files:
                 os.chown(os.path.join(root, name), nobody.pw_uid, nobody.pw_gid)
