@@ -138,7 +138,7 @@ def settings(nats_url, database_url, data_dir):
 
 @pytest.fixture
 def store(settings):
-    from services.bootstrap import Switchboard  # noqa: PLC0415
+    from services.bootstrap import Switchboard  # noqa: PLC0415 -- lazy: unit runs skip the workers
 
     sb = Switchboard(settings)
     sb.create_schema()
@@ -149,8 +149,8 @@ def store(settings):
 @pytest.fixture
 async def server(settings, names):
     """Every role in this process, against the session's servers, on a random HTTP port."""
-    from services.bootstrap import ROLES  # noqa: PLC0415
-    from services.server import Server  # noqa: PLC0415
+    from services.bootstrap import ROLES  # noqa: PLC0415 -- lazy: unit runs skip the workers
+    from services.server import Server  # noqa: PLC0415 -- lazy: unit runs skip the server (~2 s)
 
     srv = Server(settings, ROLES, http=("127.0.0.1", free_port()), smtp=("127.0.0.1", free_port()), names=names)
     await srv.start()
