@@ -160,6 +160,7 @@ async def blobs_of(services) -> BlobStore:
 
 
 def _is_full(exc: APIError) -> bool:
-    # JetStream: 10047 insufficient resources, "maximum bytes exceeded" from a discard-new stream.
+    # JetStream answers a discard-new stream past max_bytes with 503 "maximum bytes exceeded"
+    # (err_code 10077); 10047 is the server's own storage running out.
     text = (exc.description or "").lower()
-    return exc.err_code in (10047, 10028) or "maximum bytes" in text or "insufficient" in text
+    return exc.err_code in (10077, 10047) or "maximum bytes" in text or "insufficient" in text
