@@ -65,19 +65,37 @@ class EmailParser:
         return self._executor
 
     async def parse(self, raw: bytes, received_at: datetime, budget: EmailBudget, trust: SenderTrust) -> ParsedEmail:
-        """Parses in a worker; raises what `parse_email` raises, `ParserBusy` or `ParserFailed`."""
+        """Parses in a worker; raises what `parse_email` raises, `ParserBusy` or `ParserFailed`.
+
+        A message holds its slot until its worker is done with it, not until its caller stops
+        waiting: a sender that hangs up mid-parse must not free room for more work than the bound.
+        """
         if self.in_flight >= self.capacity:
             raise ParserBusy(f"{self.in_flight} messages are being parsed")
-        self.in_flight += 1
+        loop = asyncio.get_running_loop()
+        pool = self._pool()
         try:
-            pool = self._pool()
-            return await asyncio.get_running_loop().run_in_executor(pool, _parse, raw, received_at, budget, trust)
+            future = pool.submit(_parse, raw, received_at, budget, trust)
+        except BrokenProcessPool:
+            self._discard(pool)
+            raise ParserFailed("the parser processes are gone") from None
+        self.in_flight += 1
+        future.add_done_callback(lambda _: self._release_from_any_thread(loop))
+        try:
+            return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             log.error("email_parser_worker_died")
             self._discard(pool)
             raise ParserFailed("a parser process died") from None
-        finally:
-            self.in_flight -= 1
+
+    def _release_from_any_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.call_soon_threadsafe(self._release)
+        except RuntimeError:  # the loop is closed: nobody counts any more
+            pass
+
+    def _release(self) -> None:
+        self.in_flight -= 1
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
         if self._executor is pool:

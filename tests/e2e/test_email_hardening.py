@@ -146,8 +146,12 @@ async def test_parsing_never_blocks_the_loop_and_a_full_parser_is_a_temporary_re
                               max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
                               email_webhook_trusted=True)
     async with running_server(settings, names) as server:
-        # Pathological but within budget: a few seconds of BeautifulSoup.
-        slow = _mail("slow@example.org", "slow@example.org", "<p>w</p>" * 150_000, content_type="text/html")
+        # Pathological but within budget: seconds of BeautifulSoup (each part stays under the tag
+        # count past which HTML is read by a cheap regex instead).
+        html_part = "Content-Type: text/html; charset=utf-8\r\n\r\n" + "<p>w</p>" * 24_000
+        slow = ("From: slow@example.org\r\nMessage-ID: <slow@example.org>\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+                + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6)) + "--b--\r\n").encode()
         parser = parser_of(server.services)
         big = asyncio.create_task(_webhook(server, slow))
         await eventually(lambda: asyncio.sleep(0, parser.in_flight), lambda n: n == 1)
@@ -254,3 +258,33 @@ async def test_from_is_only_a_claim_unless_a_trusted_upstream_vouches_for_it(set
         await _customers_matching(api, "carol@example.org", 1)
         missing = await api.get("/api/v1/customers/lookup", params={"kind": "email", "value": "carol@example.org"})
         assert missing.status_code == 404
+
+
+async def test_a_sender_hanging_up_mid_parse_keeps_its_slot_until_the_parse_ends(settings, names):
+    """Otherwise SMTP clients that send and hang up would queue unbounded work on the parsers."""
+    settings = settings.with_(email_parse_workers=1, email_parse_queue=0, email_max_html_tags=1_000_000,
+                              max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
+                              email_webhook_trusted=True)
+    async with running_server(settings, names) as server:
+        html_part = "Content-Type: text/html; charset=utf-8\r\n\r\n" + "\r\n".join(["<p>w</p>" * 100] * 240)
+        slow = ("From: slow@example.org\r\nMessage-ID: <slow2@example.org>\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+                + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6)) + "--b--\r\n").encode()
+        parser = parser_of(server.services)
+        reader, writer = await asyncio.open_connection(*server.smtp)
+        await reader.readline()  # greeting
+        for command in (b"HELO mx.example.org", b"MAIL FROM:<relay@example.org>", b"RCPT TO:<support@shop.test>",
+                        b"DATA"):
+            writer.write(command + b"\r\n")
+            await writer.drain()
+            await reader.readline()
+        writer.write(slow + b".\r\n")
+        await writer.drain()
+        await eventually(lambda: asyncio.sleep(0, parser.in_flight), lambda n: n == 1)
+        writer.close()  # hang up without waiting for the answer
+        await writer.wait_closed()
+
+        refused = await _webhook(server, _mail("small@example.org", "small2@example.org"))
+        assert refused.status_code == 503  # the abandoned parse still holds the only slot
+        await eventually(lambda: asyncio.sleep(0, parser.in_flight), lambda n: n == 0)
+        assert (await _webhook(server, _mail("small@example.org", "small2@example.org"))).status_code == 200
