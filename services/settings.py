@@ -62,6 +62,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     email_parse_workers: int = 2
     # Messages that may wait for a parser beyond those being parsed; past that: SMTP 451 / HTTP 503.
     email_parse_queue: int = 8
+    # Seconds one message may take to parse; past that it is refused permanently like any over budget.
+    email_parse_seconds: float = 20.0
     # A message over any of these is refused permanently (SMTP 552 5.3.4, HTTP 413 or 422).
     email_max_parts: int = 100
     email_max_attachments: int = 50

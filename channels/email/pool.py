@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
-from channels.email.parse import EmailBudget, ParsedEmail, parse_email
+from channels.email.parse import EmailBudget, OverBudget, ParsedEmail, parse_email
 from channels.email.trust import SenderTrust
 from services.logs import get_logger
 
@@ -46,13 +46,38 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _parse(raw: bytes, received_at: datetime, budget: EmailBudget, trust: SenderTrust) -> ParsedEmail:
-    return parse_email(raw, received_at=received_at, budget=budget, trust=trust)
+class _OutOfTime(BaseException):
+    # A BaseException: the parser's lenient `except Exception` fallbacks must not swallow it.
+    pass
+
+
+def _out_of_time(signum, frame) -> None:
+    raise _OutOfTime
+
+
+def _parse(raw: bytes, received_at: datetime, budget: EmailBudget, trust: SenderTrust,
+           seconds: float | None = None) -> ParsedEmail:
+    """Runs in a worker's main thread, where a timer signal can interrupt a parse that overruns its
+    time budget (pure-Python work is interruptible; that is where a hostile message spends time)."""
+    timed = bool(seconds) and hasattr(signal, "setitimer")
+    if timed:
+        previous = signal.signal(signal.SIGALRM, _out_of_time)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return parse_email(raw, received_at=received_at, budget=budget, trust=trust)
+    except _OutOfTime:
+        raise OverBudget("parse_seconds", f"more than {seconds:g} seconds to read", structural=True) from None
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 class EmailParser:
-    def __init__(self, workers: int, queue: int):
+    def __init__(self, workers: int, queue: int, seconds: float | None = None):
         self.workers = max(1, workers)
+        # The time budget of one parse, counted in the worker (not while queued or spawning).
+        self.seconds = seconds
         self.capacity = self.workers + max(0, queue)
         self.in_flight = 0
         self._executor: ProcessPoolExecutor | None = None
@@ -75,7 +100,7 @@ class EmailParser:
         loop = asyncio.get_running_loop()
         pool = self._pool()
         try:
-            future = pool.submit(_parse, raw, received_at, budget, trust)
+            future = pool.submit(_parse, raw, received_at, budget, trust, self.seconds)
         except BrokenProcessPool:
             self._discard(pool)
             raise ParserFailed("the parser processes are gone") from None
@@ -113,7 +138,8 @@ def parser_of(services) -> EmailParser:
     parser = services.extra.get(_KEY)
     if parser is None:
         settings = services.settings
-        parser = services.extra[_KEY] = EmailParser(settings.email_parse_workers, settings.email_parse_queue)
+        parser = services.extra[_KEY] = EmailParser(settings.email_parse_workers, settings.email_parse_queue,
+                                                    settings.email_parse_seconds)
     return parser
 
 

@@ -143,7 +143,7 @@ async def test_smtp_advertises_its_size_limit_and_refuses_a_larger_declared_size
 
 async def test_parsing_never_blocks_the_loop_and_a_full_parser_is_a_temporary_refusal(settings, names):
     settings = settings.with_(email_parse_workers=1, email_parse_queue=0, email_max_html_tags=1_000_000,
-                              max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
+                              email_parse_seconds=300.0, max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
                               email_webhook_trusted=True)
     async with running_server(settings, names) as server:
         # Pathological but within budget: seconds of BeautifulSoup (each part stays under the tag
@@ -263,7 +263,7 @@ async def test_from_is_only_a_claim_unless_a_trusted_upstream_vouches_for_it(set
 async def test_a_sender_hanging_up_mid_parse_keeps_its_slot_until_the_parse_ends(settings, names):
     """Otherwise SMTP clients that send and hang up would queue unbounded work on the parsers."""
     settings = settings.with_(email_parse_workers=1, email_parse_queue=0, email_max_html_tags=1_000_000,
-                              max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
+                              email_parse_seconds=300.0, max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
                               email_webhook_trusted=True)
     async with running_server(settings, names) as server:
         html_part = "Content-Type: text/html; charset=utf-8\r\n\r\n" + "\r\n".join(["<p>w</p>" * 100] * 240)
@@ -288,3 +288,21 @@ async def test_a_sender_hanging_up_mid_parse_keeps_its_slot_until_the_parse_ends
         assert refused.status_code == 503  # the abandoned parse still holds the only slot
         await eventually(lambda: asyncio.sleep(0, parser.in_flight), lambda n: n == 0)
         assert (await _webhook(server, _mail("small@example.org", "small2@example.org"))).status_code == 200
+
+
+async def test_a_message_that_takes_too_long_to_read_is_refused_and_the_parser_carries_on(settings, names):
+    settings = settings.with_(email_parse_workers=1, email_parse_seconds=1.0, email_max_html_tags=1_000_000,
+                              max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
+                              email_webhook_trusted=True)
+    async with running_server(settings, names) as server:
+        html_part = "Content-Type: text/html; charset=utf-8\r\n\r\n" + "\r\n".join(["<p>w</p>" * 100] * 240)
+        # Six parts of 48,000 tags: seconds of BeautifulSoup, several times the budget.
+        slow = ("From: slow@example.org\r\nMessage-ID: <slow3@example.org>\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+                + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6)) + "--b--\r\n").encode()
+        response = await _webhook(server, slow)
+        assert response.status_code == 422
+        assert response.json() == {"error": "too_complex", "detail": "more than 1 seconds to read"}
+        assert await _smtp(server, slow) == 552
+        assert (await _webhook(server, _mail("a@example.org", "quick@example.org"))).status_code == 200
+        assert await published(server) == 1
