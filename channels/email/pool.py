@@ -108,6 +108,8 @@ class EmailParser:
         future.add_done_callback(lambda _: self._release_from_any_thread(loop))
         try:
             return await asyncio.wrap_future(future)
+        except _OutOfTime:  # the timer fired between the parse's end and its cancellation
+            raise OverBudget("parse_seconds", f"more than {self.seconds:g} seconds to read", structural=True) from None
         except BrokenProcessPool:
             log.error("email_parser_worker_died")
             self._discard(pool)
