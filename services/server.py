@@ -98,6 +98,10 @@ class Server:
                 await asyncio.wait_for(self.http_task, 10)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+        if self.services is not None:
+            from channels.email.pool import close_parser  # noqa: PLC0415
+
+            await close_parser(self.services)
         await self.sb.stop()
         if self.pool is not None:
             await self.pool.close()
