@@ -188,3 +188,9 @@ async def _wait_for_health(url: str, proc: subprocess.Popen) -> None:
             return None
 
     await eventually(health, lambda status: status == 200, timeout=60)
+
+
+async def test_a_non_ascii_identity_hash_is_a_401_not_a_server_error(server):
+    async with httpx.AsyncClient(base_url=server.http_url) as client:
+        response = await client.post("/channels/chat/sessions", json={"user_id": "u1", "identity_hash": "ü" * 64})
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized"

@@ -109,3 +109,9 @@ def test_a_customer_with_an_external_id_would_not_take_a_second_one():
     assert not customer.would_hold_two_external_ids(set())
     assert not customer.would_hold_two_external_ids({"u1"})
     assert customer.would_hold_two_external_ids({"u2"})
+
+
+def test_a_non_ascii_hash_is_refused_not_an_error():
+    request = SessionRequest(user_id="u1", identity_hash="é" * 64)
+    with pytest.raises(Unauthorized):
+        verify_identity(SECRET, request)
