@@ -256,10 +256,18 @@ async def chat_socket(socket: WebSocket) -> None:
     services = _services(socket)
     gateway = _gateway(socket)
     session_id = socket.scope["sb_chat_session_id"]  # verified by ChatTokenMiddleware
-    session = await services.chat.get(session_id)
+    # Registered before the session is read: an erasure purges the session and then orders its
+    # sockets closed, so a socket that still read it is already listening for that order. And
+    # before the backlog is read: no reply falls between the backlog and the live feed.
+    listener = gateway.register(session_id)
+    try:
+        session = await services.chat.get(session_id)
+    except ChannelError:
+        gateway.unregister(listener)
+        await socket.close(code=CLOSE_SESSION_ENDED, reason="session ended")
+        return
     await socket.accept()
     after = socket.query_params.get("after")
-    listener = gateway.register(session_id)  # before the backlog is read: nothing falls in between
     pusher = asyncio.create_task(gateway.push_replies(socket, listener, int(after) if after and after.isdigit() else 0))
     try:
         while listener.closing is None:
