@@ -83,6 +83,22 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # SB_BLOBS (attachment bytes): total size of the bucket and largest single object, in bytes.
     blobs_max_bytes: int = 4 * 1024 * 1024 * 1024
     blobs_max_object_bytes: int = 10 * 1024 * 1024
+    # Chat abuse limits. Connections and rates are counted per gateway process.
+    # Largest WebSocket message a chat visitor may send, in bytes; a larger one closes the socket (1009).
+    chat_max_frame_bytes: int = 128 * 1024
+    # Open chat WebSockets at most, in all and per client address; more are refused (503 / 429).
+    chat_max_connections: int = 10_000
+    chat_max_connections_per_ip: int = 50
+    # New chat sessions per client address: a token bucket of `burst`, refilled at `per_minute`.
+    chat_sessions_per_minute_per_ip: float = 60.0
+    chat_session_burst: int = 30
+    # Chat messages per session: a token bucket of `burst`, refilled at `per_minute`.
+    chat_messages_per_minute: float = 60.0
+    chat_message_burst: int = 20
+    # The chat session store (a JetStream key-value bucket): its size and how long a session lives
+    # (never longer than the streams' retention).
+    chat_session_store_max_bytes: int = 256 * 1024 * 1024
+    chat_session_ttl_seconds: int = 7 * 24 * 3600
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
 

@@ -540,6 +540,25 @@ class CoreProcessor:
         return Identity(identity.kind, value, identity.verified)
 
     def _resolve(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
+        """The customer this touchpoint belongs to, merging the verified owners where allowed.
+
+        An `external` id nobody holds yet is never linked to a customer who has another one: the
+        touchpoint starts a customer of its own, and the two are suggested for a supervisor to merge.
+        """
+        unheld_external = {i.value for i in verified
+                           if i.kind == "external" and batch.owners.get(self._blind(i)) is None}
+        customer = self._resolve_owners(batch, interaction, verified)
+        if not customer.would_hold_two_external_ids(unheld_external):
+            return customer
+        at = interaction.occurred_at
+        separate = Customer.register(uuid.uuid5(_CUSTOMER_NS, str(interaction.id)), at)
+        batch.add(separate)
+        self._cache.put(separate.id, separate)
+        separate.suggest_merge(customer.id, "different external ids", at, interaction.id)
+        customer.suggest_merge(separate.id, "different external ids", at, interaction.id)
+        return separate
+
+    def _resolve_owners(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
         owner_ids: list[UUID] = []
         for identity in verified:
             owner = batch.owners.get(self._blind(identity))
