@@ -118,7 +118,9 @@ def _add_data_dir_to_verbs(group: click.Group) -> None:
 @click.pass_context
 def up(ctx: click.Context, http: str, smtp: str) -> None:
     """Single-node mode: embedded NATS and PostgreSQL under the data dir, every role in one process."""
-    settings = ensure_secrets(_settings(ctx))
+    from channels.email.trust import single_node_trust  # noqa: PLC0415 -- lazy: the email parser (bs4), only for up
+
+    settings = single_node_trust(ensure_secrets(_settings(ctx)))
     http_addr, smtp_addr = _hostport(http, "--http"), _hostport(smtp, "--smtp")
     with embedded_servers(settings, own=True) as settings:
         asyncio.run(_serve(settings, ROLE_CHOICES, http_addr, smtp_addr, announce=True))
