@@ -132,8 +132,12 @@ def data_dir(tmp_path):
 
 @pytest.fixture
 def settings(nats_url, database_url, data_dir):
-    return ensure_secrets(load_settings(environ={}, data_dir=data_dir, nats_url=nats_url, database_url=database_url,
-                                        log_format="json"))
+    """The settings `switchboard up` would run with: generated secrets, and the single-node email trust
+    (loopback relays and the ingest webhook vouch for From; tests of the untrusted path say so)."""
+    from channels.email.trust import single_node_trust  # noqa: PLC0415
+
+    return single_node_trust(ensure_secrets(load_settings(environ={}, data_dir=data_dir, nats_url=nats_url,
+                                                          database_url=database_url, log_format="json")))
 
 
 @pytest.fixture
