@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_body_bytes: int = 10 * 1024 * 1024
     # Largest chat message text, in characters.
     max_chat_text: int = 16 * 1024
+    # Seconds between refreshes of the audit anchor in NATS KV by the relay role (0: never).
+    audit_anchor_seconds: float = 60.0
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
 
