@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS sb_processed (
     stream_seq bigint,
     processed_at timestamptz NOT NULL DEFAULT now()
 );
+-- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
+-- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
+-- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
 CREATE TABLE IF NOT EXISTS sb_outbound (
     channel text NOT NULL,
     provider_message_id text NOT NULL,
@@ -266,6 +269,24 @@ class CoreProcessor:
     def create_schema(self) -> None:
         with self.store.datastore.transaction(commit=True) as curs:
             curs.execute(SCHEMA)
+            self._blind_outbound_rows(curs)
+
+    def _blind_outbound_rows(self, curs) -> None:
+        """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log)."""
+        curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+        clear = [(row["channel"], row["provider_message_id"]) for row in curs.fetchall()]
+        if not clear:
+            return
+        curs.execute(
+            "INSERT INTO sb_outbound SELECT o.channel, b.blind, o.case_id, o.reply_id FROM sb_outbound o "
+            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS b(channel, clear, blind) "
+            "ON o.channel = b.channel AND o.provider_message_id = b.clear ON CONFLICT DO NOTHING",
+            ([c for c, _ in clear], [p for _, p in clear], [self.outbound_blind(c, p) for c, p in clear]))
+        curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+
+    def outbound_blind(self, channel: str, provider_message_id: str) -> str:
+        """The keyed hash `sb_outbound` keeps instead of a provider's message id."""
+        return self.master.blind_index(f"outbound:{channel}", provider_message_id).hex()
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -478,9 +499,11 @@ class CoreProcessor:
             _copy(tx, "sb_identities (blind, kind, customer_id)", ("bytea", "text", "uuid"),
                   [(b, *batch.new_identities[b]) for b in sorted(batch.new_identities)])
         if batch.outbound:
+            rows = [(channel, self.outbound_blind(channel, provider_id), case_id, reply_id)
+                    for channel, provider_id, case_id, reply_id in batch.outbound]
             tx.execute(
                 "INSERT INTO sb_outbound SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::uuid[]) "
-                "ON CONFLICT DO NOTHING", [list(col) for col in zip(*batch.outbound, strict=True)])
+                "ON CONFLICT DO NOTHING", [list(col) for col in zip(*rows, strict=True)])
         if recorded:
             _copy(tx, "sb_processed (interaction_id, stream_seq)", ("uuid", "int8"), [(i.id, seq) for i, seq in recorded])
 
@@ -646,8 +669,10 @@ class CoreProcessor:
             if (channel, provider_id) == (interaction.channel, interaction.provider_message_id):
                 target = (case_id, reply_id)
         if target is None and interaction.provider_message_id:
-            batch.tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = %s",
-                             (interaction.channel, interaction.provider_message_id))
+            # The clear id too: a row an older core wrote during a rolling upgrade (hashed at next start).
+            batch.tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = ANY(%s)",
+                             (interaction.channel, [self.outbound_blind(interaction.channel, interaction.provider_message_id),
+                                                    interaction.provider_message_id]))
             row = batch.tx.curs.fetchone()
             if row is None:
                 return  # a status for a message we did not send (or sent before records began)
