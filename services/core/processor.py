@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS sb_processed (
     stream_seq bigint,
     processed_at timestamptz NOT NULL DEFAULT now()
 );
+-- Set for delivery statuses and bounces: the case whose reply they report on. They record no
+-- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
+-- WhatsApp status carries the recipient's number): erasure finds them by it.
+ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid;
+CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) WHERE case_id IS NOT NULL;
 -- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
 -- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
 -- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
@@ -212,6 +217,7 @@ class _Batch:
         self.new_identities: dict[bytes, tuple[str, UUID]] = {}
         self.merges: list[tuple[UUID, UUID]] = []  # (absorbed, survivor)
         self.outbound: list[tuple[str, str, UUID, UUID | None]] = []
+        self.status_cases: dict[UUID, UUID] = {}  # status interaction → the case it reports on
         self.touched: dict[UUID, Aggregate] = {}
         self.current: dict[UUID, Aggregate] = {}  # touched by the interaction in hand
         self.caught_up: set[UUID] = set()  # cases read back to the store's latest version in this attempt
@@ -505,7 +511,9 @@ class CoreProcessor:
                 "INSERT INTO sb_outbound SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::uuid[]) "
                 "ON CONFLICT DO NOTHING", [list(col) for col in zip(*rows, strict=True)])
         if recorded:
-            _copy(tx, "sb_processed (interaction_id, stream_seq)", ("uuid", "int8"), [(i.id, seq) for i, seq in recorded])
+            cases = batch.status_cases
+            _copy(tx, "sb_processed (interaction_id, stream_seq, case_id)", ("uuid", "int8", "uuid"),
+                  [(i.id, seq, cases.get(i.id)) for i, seq in recorded])
 
     # -- one interaction -----------------------------------------------------------------------
 
@@ -678,6 +686,7 @@ class CoreProcessor:
                 return  # a status for a message we did not send (or sent before records began)
             target = (row["case_id"], row["reply_id"])
         case_id, reply_id = target
+        batch.status_cases[interaction.id] = case_id
         if reply_id is None:
             return
         case = batch.current_case(case_id)
