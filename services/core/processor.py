@@ -69,13 +69,16 @@ CREATE TABLE IF NOT EXISTS sb_customer_aliases (
 CREATE TABLE IF NOT EXISTS sb_processed (
     interaction_id uuid PRIMARY KEY,
     stream_seq bigint,
-    processed_at timestamptz NOT NULL DEFAULT now()
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    -- Set for delivery statuses and bounces: the case whose reply they report on. They record no
+    -- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
+    -- WhatsApp status carries the recipient's number): erasure finds them by it.
+    case_id uuid
 );
--- Set for delivery statuses and bounces: the case whose reply they report on. They record no
--- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
--- WhatsApp status carries the recipient's number): erasure finds them by it.
-ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid;
-CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) WHERE case_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sb_schema_migrations (
+    name text PRIMARY KEY,
+    done_at timestamptz NOT NULL DEFAULT now()
+);
 -- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
 -- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
 -- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
@@ -275,10 +278,33 @@ class CoreProcessor:
     def create_schema(self) -> None:
         with self.store.datastore.transaction(commit=True) as curs:
             curs.execute(SCHEMA)
+            self._migrate(curs)
+
+    def _migrate(self, curs) -> None:
+        """Brings a database an older release created up to date; does nothing (and locks nothing) after.
+
+        Every process runs this at start while cores are writing, and ALTER TABLE or CREATE INDEX lock
+        the table even when there is nothing to do: so each step looks first.
+        """
+        curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                     "AND table_name = 'sb_processed' AND column_name = 'case_id'")
+        if curs.fetchone() is None:
+            curs.execute("ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid")
+        curs.execute("SELECT to_regclass('sb_processed_case_idx') IS NULL AS missing")
+        if curs.fetchone()["missing"]:
+            curs.execute("CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) "
+                         "WHERE case_id IS NOT NULL")
+        curs.execute("INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') "
+                     "ON CONFLICT DO NOTHING")
+        if curs.rowcount:
             self._blind_outbound_rows(curs)
 
     def _blind_outbound_rows(self, curs) -> None:
-        """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log)."""
+        """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log).
+
+        Once per database. A row an older core writes during a rolling upgrade stays as it is: status
+        lookups try its clear id too, and erasing the customer deletes it with the rest.
+        """
         curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
         clear = [(row["channel"], row["provider_message_id"]) for row in curs.fetchall()]
         if not clear:
@@ -677,7 +703,7 @@ class CoreProcessor:
             if (channel, provider_id) == (interaction.channel, interaction.provider_message_id):
                 target = (case_id, reply_id)
         if target is None and interaction.provider_message_id:
-            # The clear id too: a row an older core wrote during a rolling upgrade (hashed at next start).
+            # The clear id too: a row an older core wrote during a rolling upgrade.
             batch.tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = ANY(%s)",
                              (interaction.channel, [self.outbound_blind(interaction.channel, interaction.provider_message_id),
                                                     interaction.provider_message_id]))

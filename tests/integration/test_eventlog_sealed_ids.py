@@ -87,11 +87,15 @@ def test_provider_ids_and_tags_are_sealed_and_statuses_still_find_their_reply(st
     assert rows(database_url, "SELECT tags FROM proj_cases WHERE id = %s", case_id) == [([TAG],)]
 
 
-def test_outbound_rows_an_older_release_wrote_in_clear_are_hashed_at_start(store, database_url) -> None:
+def test_a_database_an_older_release_wrote_is_brought_up_to_date_at_start(store, database_url) -> None:
     customer_id, case_id, reply_id = _whatsapp_conversation(store)
     with psycopg.connect(database_url, autocommit=True) as conn:  # as the older release stored it
         conn.execute("UPDATE sb_outbound SET provider_message_id = %s", (WAMID_OUT,))
+        conn.execute("ALTER TABLE sb_processed DROP COLUMN case_id")
+        conn.execute("DROP TABLE sb_schema_migrations")
     CoreProcessor(store).create_schema()
+    assert rows(database_url, "SELECT column_name FROM information_schema.columns "
+                              "WHERE table_name = 'sb_processed' AND column_name = 'case_id'") == [("case_id",)]
     (held,), = rows(database_url, "SELECT provider_message_id FROM sb_outbound")
     assert held == CoreProcessor(store).outbound_blind("whatsapp", WAMID_OUT)
     status = Interaction(id=uuid.uuid4(), channel="whatsapp", direction="outbound", kind="status", status="read",
