@@ -168,6 +168,11 @@ def test_a_forged_anchor_file_exits_1(settings, log: Log, tmp_path: Path, forger
     assert result.returncode == 1
     expected = "anchor unreadable" if forgery == "garbage" else "anchor forged: its signature does not verify"
     assert expected in _out(result)
+    # Nor is a forged anchor replaced by a fresh one: it is evidence too.
+    forged = anchor_file.read_bytes()
+    again = switchboard(settings, "audit", "anchor", "--file", str(anchor_file))
+    assert again.returncode == 1 and expected in _out(again)
+    assert anchor_file.read_bytes() == forged
 
 
 def test_a_missing_anchor_file_exits_1(settings, log: Log, tmp_path: Path) -> None:
