@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -152,7 +152,7 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
     asyncio.run(_serve(settings, tuple(dict.fromkeys(roles)), _hostport(http, "--http"), _hostport(smtp, "--smtp")))
 
 
-async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: list[str] = ()) -> None:
+async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: Sequence[str] = ()) -> None:
     from services.embedded import redact_url  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 

