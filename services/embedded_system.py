@@ -169,6 +169,8 @@ def claim_cluster(requested: Path, user: ServiceUser, postmaster_alive) -> Path:
             shutil.rmtree(home)
 
     if legacy:
+        if postmaster_alive(requested):
+            raise RuntimeError(f"a PostgreSQL server still runs on {requested}; stop it first")
         if cluster.exists():
             raise RuntimeError(f"{requested} holds a PostgreSQL cluster and so does {cluster}; keep one of them")
         home.mkdir(mode=0o700, exist_ok=True)
@@ -178,10 +180,11 @@ def claim_cluster(requested: Path, user: ServiceUser, postmaster_alive) -> Path:
     home.mkdir(mode=0o700, exist_ok=True)
     cluster.mkdir(mode=0o700, exist_ok=True)
     os.chown(home, user.uid, user.gid)
-    for dirpath, _dirnames, filenames in os.walk(cluster):
-        os.chown(dirpath, user.uid, user.gid)
-        for name in filenames:
-            os.chown(os.path.join(dirpath, name), user.uid, user.gid, follow_symlinks=False)
+    if cluster.stat().st_uid != user.uid:  # new, moved here, or made by another user (nobody) before
+        for dirpath, _dirnames, filenames in os.walk(cluster):
+            os.chown(dirpath, user.uid, user.gid)
+            for name in filenames:
+                os.chown(os.path.join(dirpath, name), user.uid, user.gid, follow_symlinks=False)
 
     requested.mkdir(mode=0o700, parents=True, exist_ok=True)
     pointer = _read_pointer(pointer_path)
