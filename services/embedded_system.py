@@ -9,9 +9,10 @@ gave us: a data dir inside a 0700 home directory stays exactly as it was. So, as
   (world-readable, like any system package's files);
 - the cluster lives in `/var/lib/switchboard/HASH/pg`, owned by the service user, where HASH names the
   real path of the data dir's `postgres` directory. That directory (owned by root, 0700) keeps only
-  `cluster.json`, which names the cluster and carries an id also written beside the cluster: a
-  cluster whose data dir was deleted and made anew (ids differ) is an orphan, and is removed rather
-  than met with a password the new data dir never had.
+  `cluster.json`, which names the cluster and carries an id also written beside the cluster: a data
+  dir moved elsewhere finds its cluster through it, and a cluster whose data dir was deleted and
+  made anew at the same path (ids differ) is an orphan, removed rather than met with a password
+  the new data dir never had.
 
 Non-root users keep everything under the data dir; nothing here runs for them.
 """
@@ -153,7 +154,7 @@ def claim_cluster(requested: Path, user: ServiceUser, postmaster_alive) -> Path:
     removed when none does). Moves a cluster an older Switchboard made inside the data dir (as
     `nobody`, after opening every parent to others) to the system location.
     """
-    home = cluster_home(requested)
+    home = _pointed_home(requested) or cluster_home(requested)
     cluster = home / "pg"
     pointer_path, owner_path = requested / "cluster.json", home / "owner"
     legacy = (requested / "PG_VERSION").exists()
@@ -191,14 +192,31 @@ def claim_cluster(requested: Path, user: ServiceUser, postmaster_alive) -> Path:
     if pointer is None or not owner_path.exists():
         pointer = _Pointer(cluster=str(cluster), id=secrets.token_hex(16))
         owner_path.write_text(pointer.id + "\n")
-        (home / "data-dir").write_text(str(requested.parent) + "\n")  # for whoever looks around /var/lib
         pointer_path.write_bytes(msgspec.json.encode(pointer))
+    (home / "data-dir").write_text(str(requested.parent) + "\n")  # for whoever looks around /var/lib
     return cluster
+
+
+def _pointed_home(requested: Path) -> Path | None:
+    """The system home the data dir's pointer names, if that home still carries the pointer's id.
+
+    So a data dir moved (or renamed) after its cluster was made keeps its cluster.
+    """
+    pointer = _read_pointer(requested / "cluster.json")
+    if pointer is None:
+        return None
+    home = Path(pointer.cluster).parent
+    if home.parent != STATE_ROOT:
+        return None
+    try:
+        return home if (home / "owner").read_text().strip() == pointer.id else None
+    except FileNotFoundError:
+        return None
 
 
 def release_cluster(requested: Path) -> None:
     """Removes the system cluster of `requested` and its pointer (for throw-away clusters of tests)."""
-    shutil.rmtree(cluster_home(requested), ignore_errors=True)
+    shutil.rmtree(_pointed_home(requested) or cluster_home(requested), ignore_errors=True)
     (requested / "cluster.json").unlink(missing_ok=True)
 
 

@@ -227,3 +227,23 @@ def test_as_root_a_cluster_left_by_a_deleted_data_dir_is_not_reused(tmp_path):
     finally:
         server.stop()
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="system clusters exist only for root")
+def test_as_root_a_moved_data_dir_keeps_its_cluster(tmp_path):
+    credentials = embedded_credentials(tmp_path / "before")
+    server = EmbeddedPostgres(tmp_path / "before" / "postgres", password=credentials.postgres_password).start()
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+        conn.execute("INSERT INTO kept VALUES ('moved along')")
+    server.stop()
+    (tmp_path / "before").rename(tmp_path / "after")
+
+    server = EmbeddedPostgres(tmp_path / "after" / "postgres", password=credentials.postgres_password,
+                              ephemeral=True).start()
+    try:
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchall() == [("moved along",)]
+    finally:
+        server.stop()
+    assert not server.location.exists()
