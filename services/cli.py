@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -30,37 +30,49 @@ def _hostport(text: str, option: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def embedded_servers(settings: Settings, *, own: bool = False) -> Iterator[Settings]:
-    """Settings with NATS and PostgreSQL URLs: external, a running `up`'s, or started here."""
-    from services.embedded import EmbeddedNats, EmbeddedPostgres, clear_run_info, read_run_info, write_run_info  # noqa: PLC0415
+def embedded_servers(settings: Settings, *, own: bool = False, notes: list[str] | None = None) -> Iterator[Settings]:
+    """Settings with NATS and PostgreSQL URLs: external, a running `up`'s, or started here.
+
+    The embedded servers of a data dir ask for the passwords kept in its secrets.json; the URLs
+    handed on carry them. `notes` (if given) gets a line naming where PostgreSQL keeps its files.
+    """
+    from services.embedded import (  # noqa: PLC0415
+        EmbeddedNats, EmbeddedPostgres, clear_run_info, embedded_credentials, read_run_info, with_credentials,
+        write_run_info)
 
     data_dir = settings.data_dir.resolve()
     started = []
     urls: dict[str, str] = {}
+    credentials = None if settings.nats_url and settings.database_url else embedded_credentials(data_dir)
     try:
         if not settings.nats_url:
             running = None if own else read_run_info(data_dir, "nats")
             if running:
-                urls["nats_url"] = running.url
+                urls["nats_url"] = with_credentials(running.url, credentials.nats_user, credentials.nats_password)
             else:
                 if own and read_run_info(data_dir, "nats"):
                     raise click.ClickException(f"a switchboard is already running on {data_dir}")
-                nats_server = EmbeddedNats(data_dir / "nats").start()
+                nats_server = EmbeddedNats(data_dir / "nats", user=credentials.nats_user,
+                                           password=credentials.nats_password).start()
                 started.append(("nats", nats_server))
                 urls["nats_url"] = nats_server.url
         if not settings.database_url:
             running = None if own else read_run_info(data_dir, "postgres")
             if running:
-                urls["database_url"] = running.url
+                urls["database_url"] = with_credentials(running.url, "postgres", credentials.postgres_password)
             else:
-                pg = EmbeddedPostgres(data_dir / "postgres").start()
+                pg = EmbeddedPostgres(data_dir / "postgres", password=credentials.postgres_password).start()
                 started.append(("postgres", pg))
                 urls["database_url"] = pg.url
+                if notes is not None:
+                    notes.append(f"  PostgreSQL data  {pg.location}")
+        if credentials is not None and notes is not None:
+            notes.append(f"  server passwords {data_dir / 'secrets.json'}")
         if own:
             import os  # noqa: PLC0415
 
             for name, server in started:
-                write_run_info(data_dir, name, server.url, os.getpid())
+                write_run_info(data_dir, name, server.address, os.getpid())
         yield settings.with_(**urls)
     finally:
         for name, server in reversed(started):
@@ -123,8 +135,9 @@ def up(ctx: click.Context, http: str, smtp: str) -> None:
 
     settings = single_node_trust(ensure_secrets(_settings(ctx)))
     http_addr, smtp_addr = _hostport(http, "--http"), _hostport(smtp, "--smtp")
-    with embedded_servers(settings, own=True) as settings:
-        asyncio.run(_serve(settings, ROLE_CHOICES, http_addr, smtp_addr, announce=True))
+    notes: list[str] = []
+    with embedded_servers(settings, own=True, notes=notes) as settings:
+        asyncio.run(_serve(settings, ROLE_CHOICES, http_addr, smtp_addr, announce=True, notes=notes))
 
 
 @main.command()
@@ -141,7 +154,8 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
     asyncio.run(_serve(settings, tuple(dict.fromkeys(roles)), _hostport(http, "--http"), _hostport(smtp, "--smtp")))
 
 
-async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) -> None:
+async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: Sequence[str] = ()) -> None:
+    from services.embedded import redact_url  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 
     server = Server(settings, roles, http=http, smtp=smtp)
@@ -157,8 +171,10 @@ async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) 
         click.echo(f"  API schema       {server.http_url}/schema/openapi.json", err=True)
         click.echo(f"  chat WebSocket   ws://{http[0]}:{http[1]}/channels/chat/ws", err=True)
         click.echo(f"  SMTP             smtp://{smtp[0]}:{smtp[1]}", err=True)
-        click.echo(f"  NATS             {settings.nats_url}", err=True)
-        click.echo(f"  PostgreSQL       {settings.database_url}", err=True)
+        click.echo(f"  NATS             {redact_url(settings.nats_url)}", err=True)
+        click.echo(f"  PostgreSQL       {redact_url(settings.database_url)}", err=True)
+        for note in notes:
+            click.echo(note, err=True)
         click.echo(f"  admin token      {data_dir / 'admin.token'}", err=True)
         click.echo("Ctrl-C stops it; data stays in the data dir.", err=True)
     await stop.wait()
