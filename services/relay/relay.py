@@ -33,6 +33,7 @@ from events.base import DomainEvent
 from services.platform import quarantine
 from services.platform.logs import get_logger
 from services.relay.outbound import start_outbound
+from services.relay.anchor import start_anchor_refresh
 
 log = get_logger(__name__)
 
@@ -234,4 +235,5 @@ async def run_relay(sb) -> None:
 
 async def start_relay(sb) -> None:
     sb.tasks.append(asyncio.create_task(run_relay(sb), name="relay"))
+    start_anchor_refresh(sb)
     await start_outbound(sb)
