@@ -32,8 +32,8 @@ from channels.chat import chat_interaction, parse_frame, utcnow
 from channels.errors import ChannelError, Malformed, UnsupportedMediaType
 from channels.limits import ConnectionSlots, TokenBuckets, retry_after_header
 from events.interactions import Identity
-from services.core.identity import InvalidIdentity, normalize
-from services.logs import get_logger
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

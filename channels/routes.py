@@ -32,7 +32,7 @@ from channels.social.meta import parse_meta_webhook, verify_handshake, verify_me
 from channels.social.telegram import SECRET_HEADER as TELEGRAM_SECRET_HEADER
 from channels.social.telegram import parse_telegram_update, verify_telegram_secret
 from events.interactions import Interaction
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

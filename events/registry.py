@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from events.base import DomainEvent
@@ -49,7 +49,7 @@ class EventRegistry:
     def names(self) -> list[str]:
         return sorted(self._classes)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[type[DomainEvent]]:
         return iter(self._classes.values())
 
 

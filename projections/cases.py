@@ -22,7 +22,7 @@ from events.case import (
 )
 from events.customer import CustomerErased, CustomerMerged
 from projections.base import ALIAS_SCHEMA, Item, bulk
-from services.eventstore.codec import REDACTED
+from services.platform.eventstore.codec import REDACTED
 
 
 class CasesProjection:

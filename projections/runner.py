@@ -4,7 +4,7 @@ Many projector processes may run; a PostgreSQL advisory lock makes exactly one o
 (the others wait to take over), so views are written in log order by one writer.
 
 One event a projection cannot apply does not stop it: the batch is applied again in halves, each in
-a savepoint, down to that event, which is quarantined (`services.quarantine`) in the transaction
+a savepoint, down to that event, which is quarantined (`services.platform.quarantine`) in the transaction
 that moves the position past it; everything else is applied. See `apply_guarded`.
 """
 
@@ -20,9 +20,10 @@ from projections.base import Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.profile import ProfileProjection
 from projections.timeline import TimelineProjection
-from services import quarantine
-from services.eventstore.store import EventStore
-from services.logs import get_logger
+from services.platform import quarantine
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.tuning import relax_garbage_collector
 
 log = get_logger(__name__)
 
@@ -194,8 +195,6 @@ class ProjectionRunner:
 
     def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
-        from services.core.processor import relax_garbage_collector  # noqa: PLC0415
-
         relax_garbage_collector()
         while not stop.is_set():
             try:

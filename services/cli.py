@@ -17,7 +17,12 @@ from uuid import UUID
 
 import click
 
-from services.settings import Settings, ensure_secrets, load_settings
+from services.platform.settings import Settings, ensure_secrets, load_settings
+from services.platform.embedded import (
+    EmbeddedNats, EmbeddedPostgres, clear_run_info, embedded_credentials, read_run_info, redact_url, with_credentials,
+    write_run_info)
+from services.platform.logs import configure_logging
+from services.api.auth import create_token, revoke_token
 
 ROLE_CHOICES = ("gateway", "core", "projector", "api", "relay")
 
@@ -36,10 +41,6 @@ def embedded_servers(settings: Settings, *, own: bool = False, notes: list[str] 
     The embedded servers of a data dir ask for the passwords kept in its secrets.json; the URLs
     handed on carry them. `notes` (if given) gets a line naming where PostgreSQL keeps its files.
     """
-    from services.embedded import (  # noqa: PLC0415
-        EmbeddedNats, EmbeddedPostgres, clear_run_info, embedded_credentials, read_run_info, with_credentials,
-        write_run_info)
-
     data_dir = settings.data_dir.resolve()
     started = []
     urls: dict[str, str] = {}
@@ -95,8 +96,6 @@ def main(ctx: click.Context, data_dir: Path | None) -> None:
     Every touchpoint of every customer, on every channel, recorded once, forever, replayable.
     Start with `switchboard up`, then open the printed URL.
     """
-    from services.logs import configure_logging  # noqa: PLC0415
-
     settings = load_settings(**({"data_dir": data_dir} if data_dir else {}))
     configure_logging(settings.log_format, settings.log_level)
     ctx.obj = {"settings": settings}
@@ -131,7 +130,7 @@ def _add_data_dir_to_verbs(group: click.Group) -> None:
 @click.pass_context
 def up(ctx: click.Context, http: str, smtp: str) -> None:
     """Single-node mode: embedded NATS and PostgreSQL under the data dir, every role in one process."""
-    from channels.email.trust import single_node_trust  # noqa: PLC0415
+    from channels.email.trust import single_node_trust  # noqa: PLC0415 -- lazy: the email parser (bs4), only for up
 
     settings = single_node_trust(ensure_secrets(_settings(ctx)))
     http_addr, smtp_addr = _hostport(http, "--http"), _hostport(smtp, "--smtp")
@@ -155,8 +154,7 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
 
 
 async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: Sequence[str] = ()) -> None:
-    from services.embedded import redact_url  # noqa: PLC0415
-    from services.server import Server  # noqa: PLC0415
+    from services.server import Server  # noqa: PLC0415 -- lazy: litestar, uvicorn and every role (~2 s)
 
     server = Server(settings, roles, http=http, smtp=smtp)
     stop = asyncio.Event()
@@ -189,7 +187,7 @@ async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, 
 def _store(ctx: click.Context):
     settings = ensure_secrets(_settings(ctx))
     with embedded_servers(settings) as settings:
-        from services.bootstrap import Switchboard  # noqa: PLC0415
+        from services.bootstrap import Switchboard  # noqa: PLC0415 -- lazy: the event store and every worker
 
         sb = Switchboard(settings)
         sb.create_schema()
@@ -230,7 +228,7 @@ def replay(ctx: click.Context, customer: UUID | None, from_position: int, until)
     Each line: position, stream_id, stream_version, type, timestamp (recorded at, UTC), payload
     (personal fields decrypted), redacted (true once the customer was erased).
     """
-    from services.replay import replay_events  # noqa: PLC0415
+    from services.replay import replay_events  # noqa: PLC0415 -- lazy: event store and crypto
 
     with _store(ctx) as sb:
         count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position - 1,
@@ -250,7 +248,7 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
     """Rebuild read models (all, or NAME) from the event store; prints events/s."""
     import time  # noqa: PLC0415
 
-    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415
+    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415 -- lazy: event store
     from tqdm import tqdm  # noqa: PLC0415
 
     known = [p.name for p in all_projections()]
@@ -279,7 +277,7 @@ def quarantine() -> None:
 @click.pass_context
 def quarantine_list(ctx: click.Context) -> None:
     """One line per quarantined event: consumer, position, type, event id, attempts, last failure, reason."""
-    from services import quarantine as quarantined  # noqa: PLC0415
+    from services.platform import quarantine as quarantined  # noqa: PLC0415 -- lazy: psycopg
 
     with _store(ctx) as sb, sb.open_store().datastore.transaction(commit=False) as curs:
         entries = quarantined.listing(curs)
@@ -300,8 +298,8 @@ def quarantine_retry(ctx: click.Context, projection_names: tuple[str, ...], rela
 
     Without --projection and --relay: every projection's and the relay's. Exit 1 while some still fail.
     """
-    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415
-    from services.relay.relay import retry_quarantined  # noqa: PLC0415
+    from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415 -- lazy: event store
+    from services.relay.relay import retry_quarantined  # noqa: PLC0415 -- lazy: NATS relay
 
     known = [p.name for p in all_projections()]
     for name in projection_names:
@@ -346,8 +344,8 @@ def audit_verify(ctx: click.Context, anchor_path: Path | None, anchor_kv: bool, 
     import psycopg  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from services.eventstore import anchor as anchors  # noqa: PLC0415
-    from services.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415
+    from services.platform.eventstore import anchor as anchors  # noqa: PLC0415 -- lazy: psycopg
+    from services.platform.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415 -- lazy: psycopg
 
     if anchor_path and anchor_kv:
         raise click.UsageError("give --anchor PATH or --anchor-kv, not both")
@@ -398,7 +396,7 @@ def audit_anchor(ctx: click.Context, path: Path | None, kv: bool, kv_bucket: str
 
     import psycopg  # noqa: PLC0415
 
-    from services.eventstore import anchor as anchors  # noqa: PLC0415
+    from services.platform.eventstore import anchor as anchors  # noqa: PLC0415 -- lazy: psycopg
 
     if bool(path) == kv:
         raise click.UsageError("give --file PATH or --kv")
@@ -425,7 +423,7 @@ def audit_anchor(ctx: click.Context, path: Path | None, kv: bool, kv_bucket: str
 
 
 def _kv_bucket(sb, bucket: str | None) -> str:
-    from services.eventstore.anchor import ANCHOR_BUCKET  # noqa: PLC0415
+    from services.platform.eventstore.anchor import ANCHOR_BUCKET  # noqa: PLC0415 -- lazy: psycopg
 
     return bucket or sb.names.stream(ANCHOR_BUCKET)
 
@@ -440,7 +438,7 @@ async def _connect_nats_only(sb) -> None:
 
 
 async def _read_kv_anchor(sb, bucket: str | None, key: bytes):
-    from services.eventstore import anchor as anchors  # noqa: PLC0415
+    from services.platform.eventstore import anchor as anchors  # noqa: PLC0415 -- lazy: psycopg
 
     await _connect_nats_only(sb)
     try:
@@ -456,7 +454,7 @@ async def _read_kv_anchor(sb, bucket: str | None, key: bytes):
 async def _write_kv_anchor(sb, bucket: str | None):
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from services.relay.anchor import refresh_kv_anchor  # noqa: PLC0415
+    from services.relay.anchor import refresh_kv_anchor  # noqa: PLC0415 -- lazy: NATS relay
 
     await _connect_nats_only(sb)
     try:
@@ -481,7 +479,6 @@ def token_create(ctx: click.Context, role: str, name: str | None) -> None:
     """Print a new token (only its hash is stored)."""
     import psycopg  # noqa: PLC0415
 
-    from services.api.auth import create_token  # noqa: PLC0415
 
     with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
         try:
@@ -499,7 +496,6 @@ def token_revoke(ctx: click.Context, name: str) -> None:
     """End the token NAME."""
     import psycopg  # noqa: PLC0415
 
-    from services.api.auth import revoke_token  # noqa: PLC0415
 
     with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
         if not revoke_token(conn, name):
@@ -522,7 +518,7 @@ def customer_export(ctx: click.Context, customer_id: UUID) -> None:
     """Everything held about a customer, as JSON on stdout."""
     import msgspec  # noqa: PLC0415
 
-    from services.gdpr import export_customer  # noqa: PLC0415
+    from services.gdpr import export_customer  # noqa: PLC0415 -- lazy: ~1.5 s of imports
 
     with _store(ctx) as sb:
         try:
@@ -546,7 +542,7 @@ def customer_erase(ctx: click.Context, customer_id: UUID, yes: bool, relay_wait:
     """
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from services.gdpr import CustomerNotFound, erase_customer  # noqa: PLC0415
+    from services.gdpr import CustomerNotFound, erase_customer  # noqa: PLC0415 -- lazy: ~1.5 s of imports
 
     # Asked only on a terminal: scripts (and the contract's `customer erase ID`) run unattended.
     if not yes and sys.stdin.isatty():
@@ -575,7 +571,7 @@ def deadletters() -> None:
 @click.pass_context
 def deadletters_list(ctx: click.Context) -> None:
     """One line per dead letter: sequence, original subject, deliveries, reason."""
-    from services.deadletters import list_dead_letters  # noqa: PLC0415
+    from services.platform.deadletters import list_dead_letters  # noqa: PLC0415 -- lazy: nats-py
 
     settings = ensure_secrets(_settings(ctx))
     with embedded_servers(settings) as settings:
@@ -591,7 +587,7 @@ def deadletters_list(ctx: click.Context) -> None:
 @click.pass_context
 def deadletters_redrive(ctx: click.Context, sequences: tuple[int, ...], all_: bool) -> None:
     """Publish dead letters again to their original subjects (after fixing the cause)."""
-    from services.deadletters import redrive  # noqa: PLC0415
+    from services.platform.deadletters import redrive  # noqa: PLC0415 -- lazy: nats-py
 
     if not sequences and not all_:
         raise click.UsageError("name SEQUENCES or use --all")
@@ -612,7 +608,7 @@ def deadletters_redrive(ctx: click.Context, sequences: tuple[int, ...], all_: bo
 @click.pass_context
 def demo(ctx: click.Context, customers: int, interactions: int, url: str, smtp: str) -> None:
     """Drive realistic multi-channel traffic through the real channel endpoints of a running instance."""
-    from services.demo import run_demo  # noqa: PLC0415
+    from services.demo import run_demo  # noqa: PLC0415 -- lazy: httpx and websockets
 
     settings = ensure_secrets(_settings(ctx))
     sent = asyncio.run(run_demo(settings, url, _hostport(smtp, "--smtp"), customers, interactions))

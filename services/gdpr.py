@@ -55,12 +55,14 @@ from channels.blobs import BUCKET as BLOB_BUCKET
 from channels.chat_gateway import close_chat_sessions
 from events.customer import IdentityClaimed, IdentityLinked, InteractionRecorded
 from events.interactions import INTERACTION_DECODER, Identity
-from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalize
-from services.eventstore.store import EventStore
-from services.logs import get_logger
+from services.domain.customer import Customer
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
 from services.replay import replay_events
-from services.streams import Names
+from services.platform.streams import Names
+from services.core.commands import erase_customer as erase_in_log
+from projections.runner import all_projections
 
 log = get_logger(__name__)
 
@@ -200,8 +202,6 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
     Running it again on an erased customer finishes a clean-up that was interrupted.
     """
-    from services.api.commands import erase_customer as erase_in_log  # noqa: PLC0415
-
     store: EventStore = sb.open_store()
     ids = erasure_scope(store, customer_id)
     found = _footprint(store, ids)
@@ -251,8 +251,6 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
 def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
     """What the projections do on CustomerErased, done now: erasure must not wait for a projector."""
-    from projections.runner import all_projections  # noqa: PLC0415
-
     with store.datastore.transaction(commit=True) as curs:
         for projection in all_projections():
             projection.erase(curs, ids)

@@ -23,8 +23,8 @@ import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tqdm import tqdm
 
-from services.eventstore.keys import MissingKeyError
-from services.eventstore.store import NOT_ERASED, EventStore
+from services.platform.eventstore.keys import MissingKeyError
+from services.platform.eventstore.store import NOT_ERASED, EventStore
 
 # Keys kept between batches; beyond this many customers the map starts again (memory stays bounded).
 _KEY_MAP_LIMIT = 200_000

@@ -20,10 +20,10 @@ from urllib.parse import urlparse, urlunparse
 import psycopg
 import pytest
 
-from services import embedded_system
-from services.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-from services.settings import ensure_secrets, load_settings
-from services.streams import Names
+from services.platform import embedded_system
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.platform.settings import ensure_secrets, load_settings
+from services.platform.streams import Names
 
 
 def _docker_available() -> bool:
@@ -153,7 +153,7 @@ def data_dir(tmp_path):
 def settings(nats_url, database_url, data_dir):
     """The settings `switchboard up` would run with: generated secrets, and the single-node email trust
     (loopback relays and the ingest webhook vouch for From; tests of the untrusted path say so)."""
-    from channels.email.trust import single_node_trust  # noqa: PLC0415
+    from channels.email.trust import single_node_trust  # noqa: PLC0415 -- lazy: the email parser (bs4)
 
     return single_node_trust(ensure_secrets(load_settings(environ={}, data_dir=data_dir, nats_url=nats_url,
                                                           database_url=database_url, log_format="json")))
@@ -161,7 +161,7 @@ def settings(nats_url, database_url, data_dir):
 
 @pytest.fixture
 def store(settings):
-    from services.bootstrap import Switchboard  # noqa: PLC0415
+    from services.bootstrap import Switchboard  # noqa: PLC0415 -- lazy: unit runs skip the workers
 
     sb = Switchboard(settings)
     sb.create_schema()
@@ -172,8 +172,8 @@ def store(settings):
 @pytest.fixture
 async def server(settings, names):
     """Every role in this process, against the session's servers, on a random HTTP port."""
-    from services.bootstrap import ROLES  # noqa: PLC0415
-    from services.server import Server  # noqa: PLC0415
+    from services.bootstrap import ROLES  # noqa: PLC0415 -- lazy: unit runs skip the workers
+    from services.server import Server  # noqa: PLC0415 -- lazy: unit runs skip the server (~2 s)
 
     srv = Server(settings, ROLES, http=("127.0.0.1", free_port()), smtp=("127.0.0.1", free_port()), names=names)
     await srv.start()

@@ -29,16 +29,17 @@ from channels.errors import ChannelError
 from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
-from services.api.commands import NotFound, case_state, run_case_command
+from services.core.commands import NotFound, case_state, run_case_command
 from services.api.hygiene import RejectControlCharacters
-from services.core.aggregate import DomainError
-from services.core.identity import InvalidIdentity, normalize
-from services.eventstore.store import EventStore
-from services.logs import get_logger
-from services.settings import Settings
-from services.streams import Names
+from services.domain.aggregate import DomainError
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names
 from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
 from events.sanitize import sanitize
+from channels.blobs import blobs_of
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -237,8 +238,6 @@ def _limit(limit: int) -> int:
 @get("/api/v1/attachments/{sha256:str}", summary="The bytes of an attachment, by its SHA-256",
      media_type="application/octet-stream")
 async def get_attachment(request: Request) -> Response:
-    from channels.blobs import blobs_of  # noqa: PLC0415
-
     await require(request, READ)
     sha256 = request.path_params["sha256"].lower()
     data = await (await blobs_of(svc(request))).get(sha256)

@@ -27,7 +27,6 @@ back the rest.
 from __future__ import annotations
 
 import functools
-import gc
 import random
 import time
 import uuid
@@ -45,13 +44,13 @@ from psycopg.errors import TransactionRollback
 
 from events.base import DomainEvent
 from events.interactions import Identity, Interaction
-from services.core.aggregate import Aggregate, DomainError
-from services.core.case import Case
-from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalized_value, registers_on_claims_alone
-from services.eventstore.keys import KeyDestroyedError
-from services.eventstore.store import ConcurrencyError, EventStore, Transaction
-from services.logs import get_logger
+from services.domain.aggregate import Aggregate, DomainError
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.domain.identity import InvalidIdentity, normalized_value, registers_on_claims_alone
+from services.platform.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.store import ConcurrencyError, EventStore, Transaction
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -100,19 +99,6 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError, psycopg.InterfaceError, ESOperationalError, ESInterfaceError, ConnectionError)
 
 MERGE_HOPS = 16
-
-
-def relax_garbage_collector() -> None:
-    """Fewer cyclic garbage collections for a long-running worker.
-
-    The core keeps tens of thousands of aggregates cached and allocates a few dozen objects per
-    interaction; with the default thresholds the older generations, which hold that whole cache,
-    are walked every few hundred interactions: about a third of the core's CPU. Our objects rarely
-    form cycles, so collecting less often frees the same memory. The youngest generation stays
-    small enough that a collection pauses for milliseconds, not tens of them.
-    """
-    gc.freeze()  # what exists at start (modules, classes) is never garbage
-    gc.set_threshold(10_000, 20, 1_000)
 
 
 def _uuid_array(ids: Iterable[UUID]) -> str:

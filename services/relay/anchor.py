@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from services.eventstore import anchor as anchors
-from services.logs import get_logger
+from services.platform.eventstore import anchor as anchors
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from services.embedded import EmbeddedNats, EmbeddedPostgres
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
 
 
 @contextlib.contextmanager

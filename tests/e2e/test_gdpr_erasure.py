@@ -37,7 +37,7 @@ from nats.js.api import ObjectMeta
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from events.interactions import Attachment, Identity, Interaction, interaction_id
-from services.embedded import EmbeddedNats, free_port
+from services.platform.embedded import EmbeddedNats, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,11 @@ import psycopg
 import pytest
 
 from events.interactions import Identity, Interaction
-from services.eventstore import anchor as anchors
+from services.platform.eventstore import anchor as anchors
+from services.core.processor import CoreProcessor
+from services.platform.eventstore.keys import MasterKey
+from services.bootstrap import Switchboard
+from services.relay.anchor import refresh_kv_anchor
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
@@ -39,8 +43,6 @@ class Log:
     """The event log of one test: written by the real core, tampered with by plain SQL."""
 
     def __init__(self, store, settings):
-        from services.core.processor import CoreProcessor  # noqa: PLC0415
-
         self.core = CoreProcessor(store)
         self.settings = settings
         self.written = 0
@@ -199,8 +201,6 @@ def test_an_anchor_in_nats_kv(settings, log: Log) -> None:
 
 
 async def _kv_anchor(settings, bucket: str) -> anchors.Anchor:
-    from services.eventstore.keys import MasterKey  # noqa: PLC0415
-
     nc = await nats.connect(settings.nats_url)
     try:
         kv = await nc.jetstream().key_value(bucket)
@@ -221,10 +221,6 @@ async def _delete_bucket(settings, bucket: str) -> None:
 
 async def test_the_relay_role_keeps_the_kv_anchor_fresh(settings, names, log: Log) -> None:
     """With the relay running, the KV anchor follows the head; after a rollback it stays where it was."""
-    from services.bootstrap import Switchboard  # noqa: PLC0415
-    from services.eventstore.keys import MasterKey  # noqa: PLC0415
-    from services.relay.anchor import refresh_kv_anchor  # noqa: PLC0415
-
     key = MasterKey(settings.master_key_bytes).anchor_key
     sb = Switchboard(settings.with_(audit_anchor_seconds=0.1), names)
     await sb.start(("relay",))

@@ -22,8 +22,8 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
-from services.embedded import EmbeddedPostgres
-from services.eventstore.recorder import ChainBreak, ChainedRecorder, link, verify_chain
+from services.platform.embedded import EmbeddedPostgres
+from services.platform.eventstore.recorder import ChainBreak, ChainedRecorder, link, verify_chain
 
 pytestmark = pytest.mark.integration
 

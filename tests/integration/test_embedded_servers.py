@@ -21,8 +21,8 @@ import psutil
 import psycopg
 import pytest
 
-from services import embedded_system
-from services.embedded import EmbeddedNats, EmbeddedPostgres, embedded_credentials, free_port
+from services.platform import embedded_system
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, embedded_credentials, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -24,11 +24,11 @@ from events.customer import InteractionRecorded
 from events.interactions import Attachment, Identity, Interaction, interaction_id
 from events.registry import REGISTRY, EventRegistry
 from projections.runner import ProjectionRunner
-from services.api.commands import run_case_command
-from services.core.case import Case
+from services.core.commands import run_case_command
+from services.domain.case import Case
 from services.core.processor import CoreProcessor
-from services.eventstore.codec import EventCodec
-from services.eventstore.store import EventStore
+from services.platform.eventstore.codec import EventCodec
+from services.platform.eventstore.store import EventStore
 from services.replay import replay_events
 
 pytestmark = pytest.mark.integration

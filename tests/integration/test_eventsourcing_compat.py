@@ -55,9 +55,9 @@ from eventsourcing.tests.persistence import (
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
-from services.embedded import EmbeddedPostgres
-from services.eventstore.recorder import ChainedRecorder, verify_chain
-from services.eventstore.transcoder import MsgspecTranscoder
+from services.platform.embedded import EmbeddedPostgres
+from services.platform.eventstore.recorder import ChainedRecorder, verify_chain
+from services.platform.eventstore.transcoder import MsgspecTranscoder
 
 pytestmark = pytest.mark.integration
 

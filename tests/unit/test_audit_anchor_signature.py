@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from services.eventstore import anchor as anchors
+from services.platform.eventstore import anchor as anchors
 
 pytestmark = pytest.mark.unit
 

@@ -49,8 +49,8 @@ from events.customer import (
 )
 from events.interactions import Attachment
 from events.registry import REGISTRY
-from services.eventstore.codec import REDACTED, EventCodec, TamperedEventError
-from services.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.codec import REDACTED, EventCodec, TamperedEventError
+from services.platform.eventstore.keys import KeyDestroyedError
 
 pytestmark = pytest.mark.unit
 

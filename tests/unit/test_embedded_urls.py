@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.embedded import EmbeddedNats, EmbeddedPostgres, redact_url, scram_hba, with_credentials
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, redact_url, scram_hba, with_credentials
 
 pytestmark = pytest.mark.unit
 

@@ -20,10 +20,10 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import errors as pg_errors
 
 from events.base import DomainEvent
-from services.eventstore.codec import EventCodec, as_uuid
-from services.eventstore.keys import SCHEMA as KEYS_SCHEMA
-from services.eventstore.keys import KeyRing, KeyScope, MasterKey
-from services.eventstore.recorder import ChainedRecorder
+from services.platform.eventstore.codec import EventCodec, as_uuid
+from services.platform.eventstore.keys import SCHEMA as KEYS_SCHEMA
+from services.platform.eventstore.keys import KeyRing, KeyScope, MasterKey
+from services.platform.eventstore.recorder import ChainedRecorder
 
 
 # Stands for "this customer was not erased" where there is no key to hand (an event with nothing sealed).

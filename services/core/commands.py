@@ -9,9 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
-from services.core.case import Case
-from services.core.customer import Customer
-from services.eventstore.store import ConcurrencyError, EventStore
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.platform.eventstore.store import ConcurrencyError, EventStore
 
 
 class NotFound(LookupError):

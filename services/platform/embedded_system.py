@@ -32,7 +32,7 @@ from pathlib import Path
 
 import msgspec
 
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -27,7 +27,7 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from services.eventstore.recorder import EVENTS_TABLE
+from services.platform.eventstore.recorder import EVENTS_TABLE
 
 ANCHOR_BUCKET = "SB_AUDIT_ANCHOR"
 ANCHOR_KEY = "head"

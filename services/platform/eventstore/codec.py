@@ -29,7 +29,7 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from events.base import DomainEvent
 from events.registry import REGISTRY, EventRegistry
-from services.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.keys import KeyDestroyedError
 
 REDACTED = "[erased]"
 

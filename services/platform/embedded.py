@@ -32,7 +32,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
-from services.logs import get_logger
+from services.platform.logs import get_logger
+from services.platform import embedded_system as system
 
 log = get_logger(__name__)
 
@@ -324,8 +325,6 @@ class EmbeddedPostgres:
 
     def _place(self) -> None:
         """Decides who runs PostgreSQL, from which binaries, on which directory."""
-        from services import embedded_system as system  # noqa: PLC0415
-
         if not system.running_as_root():
             self.pgdata.mkdir(parents=True, exist_ok=True)
             self.pgdata.chmod(0o700)
@@ -439,8 +438,6 @@ class EmbeddedPostgres:
         _stop(self.proc, signal.SIGINT, timeout, "postgres")
         self.proc = None
         if self.ephemeral:
-            from services import embedded_system as system  # noqa: PLC0415
-
             if self.pgdata != self.requested:
                 system.release_cluster(self.requested)
             shutil.rmtree(self.pgdata, ignore_errors=True)
