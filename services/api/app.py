@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -27,7 +27,9 @@ from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
 from channels.errors import ChannelError, Malformed, UnsupportedMediaType
 from channels.publish import Publisher
 from services.api import queries
-from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
+from services.api.auth import (READ, SUPERVISE, TICKET_TTL_SECONDS, WRITE, Principal, authenticate,
+                               authenticate_hash, issue_ticket, redeem_ticket)
+from services.api.headers import SecurityHeadersMiddleware
 from services.api.commands import NotFound, case_state, run_case_command
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
@@ -35,10 +37,12 @@ from services.eventstore.store import EventStore
 from services.logs import get_logger
 from services.settings import Settings
 from services.streams import Names
-from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
+from events.interactions import CHANNELS, IDENTITY_KINDS, Channel, Identity, IdentityKind
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
+CaseStatus = Literal["open", "pending", "snoozed", "resolved"]
+CASE_STATUSES = get_args(CaseStatus)
 
 
 @dataclass
@@ -93,18 +97,33 @@ def not_found_handler(request: Request, exc: NotFound) -> Response:
     return Response(error_body("not_found", str(exc)), status_code=404, media_type=MediaType.JSON)
 
 
-async def require(request: Request, roles: tuple[str, ...]) -> Principal:
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("access_token")
-    if not token:
-        raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    services = svc(request)
-    principal = await authenticate(services.pool, services.settings.admin_token, token)
+def invalid_cursor_handler(request: Request, exc: queries.InvalidCursor) -> Response:
+    return Response(error_body("malformed", "invalid cursor"), status_code=400, media_type=MediaType.JSON)
+
+
+def bearer_token(request: Request | WebSocket) -> str | None:
+    """The token of an `Authorization: Bearer` header. Tokens are read from nowhere else: a token in
+    a URL ends up in logs, proxies and browser history (SSE uses single-use tickets instead)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def _allowed(principal: Principal | None, roles: tuple[str, ...]) -> Principal:
     if principal is None:
         raise NotAuthorizedException("invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
     if principal.role not in roles:
         raise PermissionDeniedException(f"role {principal.role} may not do this")
     return principal
+
+
+async def require(request: Request, roles: tuple[str, ...]) -> Principal:
+    token = bearer_token(request)
+    if not token:
+        raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    services = svc(request)
+    return _allowed(await authenticate(services.pool, services.settings.admin_token, token), roles)
 
 
 # -- health ----------------------------------------------------------------------------------------
@@ -180,8 +199,8 @@ async def chat_socket(socket: WebSocket) -> None:
     session_id = socket.scope["sb_chat_session_id"]  # verified by ChatTokenMiddleware
     session = await services.chat.get(session_id)
     await socket.accept()
-    after = socket.query_params.get("after")
-    pusher = asyncio.create_task(_push_replies(services, socket, session_id, int(after) if after and after.isdigit() else 0))
+    after = socket.scope["sb_chat_after"]  # validated by ChatTokenMiddleware
+    pusher = asyncio.create_task(_push_replies(services, socket, session_id, after))
     try:
         while True:
             raw = await socket.receive_data(mode="text")
@@ -227,16 +246,29 @@ class ChatTokenMiddleware:
         if scope["type"] == "websocket" and scope["path"] == "/channels/chat/ws":
             from urllib.parse import parse_qs  # noqa: PLC0415
 
-            token = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            token = query.get("token", [None])[0]
             services: Services = scope["app"].state.services if "app" in scope else self.app.state.services
             try:
+                after = chat_after(query.get("after", [None])[0])
                 session_id = services.chat.verify_token(token)
                 await services.chat.get(session_id)
             except ChannelError as exc:
                 await _deny_websocket(scope, receive, send, exc)
                 return
             scope["sb_chat_session_id"] = session_id
+            scope["sb_chat_after"] = after
         await self.app(scope, receive, send)
+
+
+def chat_after(text: str | None) -> int:
+    """`after=N` of the chat WebSocket: the outbox sequence the visitor already has. ASCII digits
+    only (`str.isdigit` also takes `²`, which `int` refuses) and within JetStream's range."""
+    if text is None or text == "":
+        return 0
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
+        raise Malformed("after must be a non-negative stream sequence number")
+    return int(text)
 
 
 async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
@@ -254,7 +286,7 @@ async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
 
 
 @get("/api/v1/customers/lookup", summary="The customer holding an identity")
-async def lookup_customer(request: Request, kind: FromQuery[str], value: FromQuery[str]) -> dict:
+async def lookup_customer(request: Request, kind: FromQuery[IdentityKind], value: FromQuery[str]) -> dict:
     await require(request, READ)
     if kind not in IDENTITY_KINDS:
         raise HTTPException(status_code=400, detail=f"kind must be one of {', '.join(IDENTITY_KINDS)}")
@@ -295,7 +327,7 @@ async def get_customer(request: Request, customer_id: FromPath[UUID]) -> dict:
 
 @get("/api/v1/customers/{customer_id:uuid}/timeline", summary="Every touchpoint, newest first")
 async def get_timeline(request: Request, customer_id: FromPath[UUID], limit: FromQuery[int] = 50,
-                       cursor: FromQuery[str | None] = None, channel: FromQuery[str | None] = None) -> dict:
+                       cursor: FromQuery[str | None] = None, channel: FromQuery[Channel | None] = None) -> dict:
     await require(request, READ)
     if channel is not None and channel not in CHANNELS:
         raise HTTPException(status_code=400, detail=f"channel must be one of {', '.join(CHANNELS)}")
@@ -303,10 +335,7 @@ async def get_timeline(request: Request, customer_id: FromPath[UUID], limit: Fro
         survivor = await queries.survivor_of(conn, customer_id)
         if survivor is None:
             raise NotFound(f"customer {customer_id} not found")
-        try:
-            return await queries.timeline(conn, survivor, _limit(limit), cursor, channel)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-            raise HTTPException(status_code=400, detail="invalid cursor") from None
+        return await queries.timeline(conn, survivor, _limit(limit), cursor, channel)
 
 
 def _limit(limit: int) -> int:
@@ -332,10 +361,12 @@ async def get_attachment(request: Request) -> Response:
 
 
 @get("/api/v1/cases", summary="Case queues")
-async def get_cases(request: Request, queue: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
+async def get_cases(request: Request, queue: FromQuery[str | None] = None, status: FromQuery[CaseStatus | None] = None,
                     assignee: FromQuery[str | None] = None, limit: FromQuery[int] = 50,
                     cursor: FromQuery[str | None] = None) -> dict:
     await require(request, READ)
+    if status is not None and status not in CASE_STATUSES:
+        raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(CASE_STATUSES)}")
     async with svc(request).pool.connection() as conn:
         return await queries.list_cases(conn, queue, status, assignee, _limit(limit), cursor)
 
@@ -461,10 +492,35 @@ async def snooze(request: Request, case_id: FromPath[UUID]) -> dict:
     return await _case_command(request, case_id, lambda c: c.snooze(body.until, principal.name, _now()))
 
 
-@get("/api/v1/events", summary="Server-Sent Events: timeline items and case changes, live")
-async def live_events(request: Request) -> ServerSentEvent:
-    await require(request, READ)
+class EventsTicket(msgspec.Struct):
+    ticket: str
+    expires_in: int
+
+
+@post("/api/v1/events/ticket", status_code=201, summary="A single-use ticket to open the event stream with",
+      description="For clients that cannot send headers (a browser's EventSource): pass it as "
+                  "`GET /api/v1/events?ticket=...` within `expires_in` seconds; it works once.")
+async def events_ticket(request: Request) -> Response[EventsTicket]:
+    principal = await require(request, READ)
+    ticket = await issue_ticket(svc(request).pool, principal)
+    return Response(EventsTicket(ticket, TICKET_TTL_SECONDS), status_code=201, headers={"Cache-Control": "no-store"})
+
+
+HEARTBEAT_SECONDS = 15.0
+
+
+@get("/api/v1/events", summary="Server-Sent Events: timeline items and case changes, live",
+     description="Authorization: Bearer, or `ticket` from POST /api/v1/events/ticket. The stream ends "
+                 "(after a `revoked` event) soon after its token is revoked.")
+async def live_events(request: Request, ticket: FromQuery[str | None] = None) -> ServerSentEvent:
     services = svc(request)
+    if bearer_token(request) is None and ticket is not None:
+        principal = await redeem_ticket(services.pool, services.settings.admin_token, ticket)
+        if principal is None:
+            raise NotAuthorizedException("invalid, used or expired ticket")
+        _allowed(principal, READ)
+    else:
+        principal = await require(request, READ)
     queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
 
     async def on_msg(msg) -> None:
@@ -473,21 +529,42 @@ async def live_events(request: Request) -> ServerSentEvent:
                 queue.put_nowait(item)
 
     sub = await services.nc.subscribe(services.names.live_subject, cb=on_msg)
+    recheck = max(0.05, services.settings.sse_recheck_seconds)
+    loop = asyncio.get_running_loop()
+
+    async def still_valid() -> bool:
+        try:
+            return await authenticate_hash(services.pool, services.settings.admin_token, principal.token_hash) is not None
+        except Exception:  # noqa: BLE001 — cannot tell: end the stream, the client reconnects and is checked anew
+            log.warning("sse_token_check_failed", principal=principal.name)
+            return False
 
     async def stream():
         try:
             yield {"event": "ready", "data": "{}"}
+            next_check = loop.time() + recheck
+            next_beat = loop.time() + HEARTBEAT_SECONDS
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=15.0)
-                except TimeoutError:
+                now = loop.time()
+                if now >= next_check:
+                    if not await still_valid():
+                        log.info("sse_stream_ended_revoked", principal=principal.name)
+                        yield {"event": "revoked", "data": msgspec.json.encode(
+                            error_body("unauthorized", "token revoked")).decode()}
+                        return
+                    next_check = loop.time() + recheck
+                if now >= next_beat:
                     yield {"comment": "keep-alive"}
+                    next_beat = now + HEARTBEAT_SECONDS
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=max(0.01, min(next_check, next_beat) - now))
+                except TimeoutError:
                     continue
                 yield {"event": item["type"], "data": msgspec.json.encode(item).decode()}
         finally:
             await sub.unsubscribe()
 
-    return ServerSentEvent(stream())
+    return ServerSentEvent(stream(), headers={"Cache-Control": "no-store"})
 
 
 @get("/api/v1/metrics", summary="Contact-centre metrics over a period")
@@ -519,9 +596,22 @@ async def console() -> Response:
     return Response((STATIC / "console.html").read_bytes(), media_type=MediaType.HTML)
 
 
+# The console's script and style are files of their own, so its Content-Security-Policy can forbid
+# every inline script and style (see services/api/headers.py).
+@get("/console.js", include_in_schema=False)
+async def console_js() -> Response:
+    return Response((STATIC / "console.js").read_bytes(), media_type="text/javascript; charset=utf-8")
+
+
+@get("/console.css", include_in_schema=False)
+async def console_css() -> Response:
+    return Response((STATIC / "console.css").read_bytes(), media_type="text/css; charset=utf-8")
+
+
 GATEWAY_HANDLERS = [create_chat_session, chat_socket]
 API_HANDLERS = [lookup_customer, search_customers, get_customer, get_timeline, get_cases, get_case, reply, assign,
-                get_attachment, resolve, reopen, add_note, add_tags, prioritize, snooze, live_events, cc_metrics, console]
+                get_attachment, resolve, reopen, add_note, add_tags, prioritize, snooze, events_ticket, live_events,
+                cc_metrics, console, console_js, console_css]
 COMMON_HANDLERS = [health, ready, prometheus, asyncapi]
 
 
@@ -534,10 +624,11 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
     app = Litestar(
         route_handlers=handlers,
         exception_handlers={ChannelError: channel_error_handler, HTTPException: http_error_handler,
-                            DomainError: domain_error_handler, NotFound: not_found_handler},
+                            DomainError: domain_error_handler, NotFound: not_found_handler,
+                            queries.InvalidCursor: invalid_cursor_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[ChatTokenMiddleware] if "gateway" in roles else [],
+        middleware=[SecurityHeadersMiddleware] + ([ChatTokenMiddleware] if "gateway" in roles else []),
         debug=False,
     )
     app.state.services = services
