@@ -18,6 +18,7 @@ from litestar import MediaType, Request, Response, get, post
 
 from channels.email.inbound import MalformedEmail, receive_email
 from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMediaType
+from channels.proxies import request_url, trusted_networks
 from channels.sms.twilio import (
     SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER as TWILIO_SETTINGS_HEADER,
@@ -60,27 +61,12 @@ def _require_media_type(request: Request, expected: str) -> None:
         raise UnsupportedMediaType(f"expected Content-Type {expected}")
 
 
-def _first(header: str | None) -> str:
-    """The client-side value of a proxy header: proxies append theirs after a comma."""
-    return (header or "").split(",", 1)[0].strip()
-
-
 def public_url(request: Request) -> str:
-    """The URL the provider requested, as it saw it: behind a TLS-terminating proxy the scheme and
-    host come from `X-Forwarded-Proto` / `X-Forwarded-Host`. Path and query stay as sent (raw), the
-    way the provider signed them."""
-    scope = request.scope
-    scheme = _first(request.headers.get("x-forwarded-proto")) or scope.get("scheme", "http")
-    host = _first(request.headers.get("x-forwarded-host")) or request.headers.get("host", "")
-    if not host and scope.get("server"):
-        server_host, server_port = scope["server"]
-        host = f"{server_host}:{server_port}"
-    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-    url = f"{scheme}://{host}{raw_path.decode('latin-1')}"
-    query = scope.get("query_string") or b""
-    if query:
-        url += "?" + query.decode("latin-1")
-    return url
+    """The URL the provider requested, as it saw it: `SWITCHBOARD_PUBLIC_URL` + path + query when
+    set; otherwise from the request, `X-Forwarded-Proto`/`-Host` believed only from a trusted proxy."""
+    settings = _services(request).settings
+    return request_url(request.scope, request.headers, public_url=settings.public_url,
+                       networks=trusted_networks(settings.trusted_proxies))
 
 
 async def _publish_all(request: Request, interactions: Iterable[Interaction]) -> int:

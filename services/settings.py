@@ -39,7 +39,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     smtp_relay: str | None = None
     email_from: str | None = None
     # The gateway's public base URL (https://switchboard.example.com); when set, outbound SMS asks
-    # Twilio for status callbacks at its /channels/sms/twilio/status.
+    # Twilio for status callbacks at its /channels/sms/twilio/status, and X-Twilio-Signature is
+    # checked against it + path + query (never against the Host a request came with).
     public_url: str | None = None
     # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For/-Proto/-Host are
     # believed; from any other peer those headers are ignored.
