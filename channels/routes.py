@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from litestar import MediaType, Request, Response, get, post
 
+from channels import openapi
 from channels.email.inbound import MalformedEmail, receive_email
 from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMediaType
 from channels.proxies import request_url, trusted_networks
@@ -86,7 +87,8 @@ async def _publish_all(request: Request, interactions: Iterable[Interaction]) ->
 # -- email -----------------------------------------------------------------------------------------
 
 
-@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe")
+@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe",
+      operation_class=openapi.RAW_EMAIL)
 async def email_inbound(request: Request) -> Response:
     services = _services(request)
     header = request.headers.get("authorization", "")
@@ -127,14 +129,16 @@ async def _twilio_form(request: Request) -> dict[str, list[str]]:
     return form
 
 
-@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)")
+@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)",
+      operation_class=openapi.TWILIO_MESSAGE)
 async def twilio_message(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_message(form, received_at=_now())])
     return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
 
 
-@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback")
+@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback",
+      operation_class=openapi.TWILIO_STATUS)
 async def twilio_status(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_status(form, received_at=_now())])
@@ -144,14 +148,15 @@ async def twilio_status(request: Request) -> Response:
 # -- Meta: WhatsApp Cloud API, Messenger, Instagram ------------------------------------------------
 
 
-@get("/channels/social/meta", summary="Meta's webhook verification handshake")
+@get("/channels/social/meta", summary="Meta's webhook verification handshake", operation_class=openapi.META_HANDSHAKE)
 async def meta_handshake(request: Request) -> Response:
     challenge = verify_handshake(request.query_params, _services(request).settings.meta_verify_token or "")
     return Response(challenge, status_code=200, media_type=MediaType.TEXT,
                     headers={"X-Content-Type-Options": "nosniff"})
 
 
-@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks")
+@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks",
+      operation_class=openapi.META_WEBHOOK)
 async def meta_webhook(request: Request) -> Response:
     _require_media_type(request, _JSON)
     body = await request.body()
@@ -165,7 +170,8 @@ async def meta_webhook(request: Request) -> Response:
 # -- Telegram --------------------------------------------------------------------------------------
 
 
-@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update")
+@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update",
+      operation_class=openapi.TELEGRAM_UPDATE)
 async def telegram_webhook(request: Request) -> Response:
     verify_telegram_secret(_services(request).settings.telegram_secret_token or "",
                            request.headers.get(TELEGRAM_SECRET_HEADER))

@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -18,13 +18,14 @@ from litestar import Litestar, MediaType, Request, Response, get, post, websocke
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_200_OK
 from psycopg_pool import AsyncConnectionPool
 
 from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
 from channels.errors import ChannelError, Malformed, UnsupportedMediaType
+from channels.openapi import CHAT_SESSION
 from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import (READ, SUPERVISE, TICKET_TTL_SECONDS, WRITE, Principal, authenticate,
@@ -37,6 +38,7 @@ from services.eventstore.store import EventStore
 from services.logs import get_logger
 from services.settings import Settings
 from services.streams import Names
+from events.case import Priority
 from events.interactions import CHANNELS, IDENTITY_KINDS, Channel, Identity, IdentityKind
 
 log = get_logger(__name__)
@@ -171,7 +173,7 @@ async def asyncapi(request: Request) -> Response:
 # -- chat channel ----------------------------------------------------------------------------------
 
 
-@post("/channels/chat/sessions", status_code=201, summary="Start a chat session")
+@post("/channels/chat/sessions", status_code=201, summary="Start a chat session", operation_class=CHAT_SESSION)
 async def create_chat_session(request: Request) -> dict:
     services = svc(request)
     if "json" not in request.headers.get("content-type", "application/json"):
@@ -381,6 +383,8 @@ async def get_case(request: Request, case_id: FromPath[UUID]) -> dict:
     return view
 
 
+# Command bodies are typed parameters: Litestar decodes and validates them (400 otherwise) before
+# the handler runs, and the OpenAPI document describes them.
 class ReplyBody(msgspec.Struct, forbid_unknown_fields=True):
     text: str
 
@@ -398,18 +402,11 @@ class TagsBody(msgspec.Struct):
 
 
 class PriorityBody(msgspec.Struct):
-    priority: str
+    priority: Priority
 
 
 class SnoozeBody(msgspec.Struct):
-    until: datetime
-
-
-async def _decode(request: Request, cls):
-    try:
-        return msgspec.json.decode(await request.body(), type=cls)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise HTTPException(status_code=400, detail=f"invalid body: {exc}") from None
+    until: Annotated[datetime, msgspec.Meta(tz=True)]  # a wall-clock time without a zone is ambiguous
 
 
 async def _case_command(request: Request, case_id: UUID, command) -> dict:
@@ -424,13 +421,12 @@ async def _case_command(request: Request, case_id: UUID, command) -> dict:
 
 
 @post("/api/v1/cases/{case_id:uuid}/reply", status_code=HTTP_200_OK, summary="Reply through the case's channel")
-async def reply(request: Request, case_id: FromPath[UUID]) -> dict:
+async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, ReplyBody)
-    if len(body.text) > 64 * 1024:
+    if len(data.text) > 64 * 1024:
         raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
     reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
-    result = await _case_command(request, case_id, lambda c: c.request_reply(reply_id, body.text, principal.name, _now()))
+    result = await _case_command(request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, _now()))
     result["reply_id"] = str(reply_id)
     return result
 
@@ -444,10 +440,9 @@ def _reply_id(case_id: FromPath[UUID], idempotency_key: str | None) -> UUID:
 
 
 @post("/api/v1/cases/{case_id:uuid}/assign", status_code=HTTP_200_OK)
-async def assign(request: Request, case_id: FromPath[UUID]) -> dict:
+async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[AssignBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, AssignBody)
-    return await _case_command(request, case_id, lambda c: c.assign(body.assignee, principal.name, _now()))
+    return await _case_command(request, case_id, lambda c: c.assign(data.assignee, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)
@@ -463,33 +458,29 @@ async def reopen(request: Request, case_id: FromPath[UUID]) -> dict:
 
 
 @post("/api/v1/cases/{case_id:uuid}/notes", status_code=HTTP_200_OK)
-async def add_note(request: Request, case_id: FromPath[UUID]) -> dict:
+async def add_note(request: Request, case_id: FromPath[UUID], data: JSONBody[NoteBody]) -> dict:
     import uuid  # noqa: PLC0415
 
     principal = await require(request, WRITE)
-    body = await _decode(request, NoteBody)
-    return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), body.text, principal.name, _now()))
+    return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
-async def add_tags(request: Request, case_id: FromPath[UUID]) -> dict:
+async def add_tags(request: Request, case_id: FromPath[UUID], data: JSONBody[TagsBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, TagsBody)
-    return await _case_command(request, case_id, lambda c: c.tag(body.tags, principal.name, _now()))
+    return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
-async def prioritize(request: Request, case_id: FromPath[UUID]) -> dict:
+async def prioritize(request: Request, case_id: FromPath[UUID], data: JSONBody[PriorityBody]) -> dict:
     principal = await require(request, SUPERVISE + ("agent",))
-    body = await _decode(request, PriorityBody)
-    return await _case_command(request, case_id, lambda c: c.prioritize(body.priority, principal.name, _now()))
+    return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
-async def snooze(request: Request, case_id: FromPath[UUID]) -> dict:
+async def snooze(request: Request, case_id: FromPath[UUID], data: JSONBody[SnoozeBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, SnoozeBody)
-    return await _case_command(request, case_id, lambda c: c.snooze(body.until, principal.name, _now()))
+    return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, _now()))
 
 
 class EventsTicket(msgspec.Struct):
@@ -568,11 +559,11 @@ async def live_events(request: Request, ticket: FromQuery[str | None] = None) ->
 
 
 @get("/api/v1/metrics", summary="Contact-centre metrics over a period")
-async def cc_metrics(request: Request) -> dict:
+async def cc_metrics(request: Request, from_: Annotated[str | None, QueryParameter(name="from")] = None,
+                     to: FromQuery[str | None] = None) -> dict:
     await require(request, READ)
-    params = request.query_params
-    end = _parse_time(params.get("to")) or _now()
-    start = _parse_time(params.get("from")) or end - timedelta(days=7)
+    end = _parse_time(to) or _now()
+    start = _parse_time(from_) or end - timedelta(days=7)
     async with svc(request).pool.connection() as conn:
         return await queries.metrics(conn, start, end)
 
