@@ -128,3 +128,40 @@ async def test_the_console_and_the_api_carry_security_headers(server, admin_head
         assert api.headers["referrer-policy"] == "no-referrer"
         denied = await client.get("/api/v1/cases")
         assert denied.status_code == 401 and denied.headers["x-frame-options"] == "DENY"
+
+
+async def test_case_commands_refuse_odd_bodies_and_record_nothing(server, settings, admin_headers):
+    import json  # noqa: PLC0415
+
+    from tests.fixtures.providers import eventually  # noqa: PLC0415
+
+    async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers) as client:
+        session = (await client.post("/channels/chat/sessions", json={})).json()
+        url = server.http_url.replace("http", "ws") + f"/channels/chat/ws?token={session['token']}"
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "message", "text": "hi", "client_id": "1"}))
+            await ws.recv()
+
+        async def lookup():
+            return await client.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]})
+
+        found = (await eventually(lookup, lambda r: r.status_code == 200)).json()
+
+        async def items():
+            return (await client.get(f"/api/v1/customers/{found['id']}/timeline")).json()["items"]
+
+        case_id = (await eventually(items, lambda i: i and i[0]["case_id"]))[0]["case_id"]
+        before = await stored_events(settings.database_url)
+        odd = [("snooze", {"until": "2026-12-01T09:00:00"}), ("snooze", {"until": "soon"}), ("snooze", {}),
+               ("priority", {"priority": "bogus"}), ("priority", {"priority": 3}), ("tags", {"tags": "vip"}),
+               ("notes", {"text": None}), ("assign", []), ("reply", {"text": "x", "extra": 1}), ("reply", "²")]
+        for command, body in odd:
+            response = await client.post(f"/api/v1/cases/{case_id}/{command}", json=body)
+            _assert_contract_4xx(response)
+        for command in ("reply", "notes", "tags"):
+            response = await client.post(f"/api/v1/cases/{case_id}/{command}", content=b"\xff\xfe{",
+                                         headers={"content-type": "application/json"})
+            _assert_contract_4xx(response)
+        assert await stored_events(settings.database_url) == before
+        snoozed = await client.post(f"/api/v1/cases/{case_id}/snooze", json={"until": "2026-12-01T09:00:00+01:00"})
+        assert snoozed.status_code == 200
