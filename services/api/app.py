@@ -30,7 +30,7 @@ from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import (READ, SUPERVISE, TICKET_TTL_SECONDS, WRITE, Principal, authenticate,
                                authenticate_hash, issue_ticket, redeem_ticket)
-from services.api.headers import SecurityHeadersMiddleware
+from services.api.headers import RejectNulMiddleware, SecurityHeadersMiddleware
 from services.api.commands import NotFound, case_state, run_case_command
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
@@ -384,21 +384,25 @@ async def get_case(request: Request, case_id: FromPath[UUID]) -> dict:
 
 
 # Command bodies are typed parameters: Litestar decodes and validates them (400 otherwise) before
-# the handler runs, and the OpenAPI document describes them.
+# the handler runs, and the OpenAPI document describes them. Text never holds NUL: PostgreSQL text
+# cannot, and a read model must not choke on what an agent typed.
+Text = Annotated[str, msgspec.Meta(pattern="^[^\\x00]*$")]
+
+
 class ReplyBody(msgspec.Struct, forbid_unknown_fields=True):
-    text: str
+    text: Text
 
 
 class AssignBody(msgspec.Struct):
-    assignee: str | None = None
+    assignee: Text | None = None
 
 
 class NoteBody(msgspec.Struct):
-    text: str
+    text: Text
 
 
 class TagsBody(msgspec.Struct):
-    tags: list[str]
+    tags: list[Text]
 
 
 class PriorityBody(msgspec.Struct):
@@ -619,7 +623,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
                             queries.InvalidCursor: invalid_cursor_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[SecurityHeadersMiddleware] + ([ChatTokenMiddleware] if "gateway" in roles else []),
+        middleware=[SecurityHeadersMiddleware, RejectNulMiddleware] + ([ChatTokenMiddleware] if "gateway" in roles else []),
         debug=False,
     )
     app.state.services = services
