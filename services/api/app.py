@@ -34,7 +34,7 @@ from services.api.headers import RejectNulMiddleware, SecurityHeadersMiddleware
 from services.api.commands import NotFound, case_state, run_case_command
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
-from services.eventstore.store import EventStore
+from services.eventstore.store import ConcurrencyError, EventStore
 from services.logs import get_logger
 from services.settings import Settings
 from services.streams import Names
@@ -97,6 +97,12 @@ def domain_error_handler(request: Request, exc: DomainError) -> Response:
 
 def not_found_handler(request: Request, exc: NotFound) -> Response:
     return Response(error_body("not_found", str(exc)), status_code=404, media_type=MediaType.JSON)
+
+
+def conflict_handler(request: Request, exc: ConcurrencyError) -> Response:
+    """Writers kept racing on one aggregate through every retry: the client may try again."""
+    return Response(error_body("conflict", "the case changed while the command ran; retry"), status_code=409,
+                    media_type=MediaType.JSON, headers={"Retry-After": "1"})
 
 
 def invalid_cursor_handler(request: Request, exc: queries.InvalidCursor) -> Response:
@@ -620,7 +626,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
         route_handlers=handlers,
         exception_handlers={ChannelError: channel_error_handler, HTTPException: http_error_handler,
                             DomainError: domain_error_handler, NotFound: not_found_handler,
-                            queries.InvalidCursor: invalid_cursor_handler},
+                            queries.InvalidCursor: invalid_cursor_handler, ConcurrencyError: conflict_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
         middleware=[SecurityHeadersMiddleware, RejectNulMiddleware] + ([ChatTokenMiddleware] if "gateway" in roles else []),
