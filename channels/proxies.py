@@ -23,7 +23,10 @@ def _parse(entries: tuple[str, ...]) -> tuple[Network, ...]:
     for entry in entries:
         entry = entry.strip()
         if entry:
-            networks.append(ipaddress.ip_network(entry, strict=False))
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ValueError(f"SWITCHBOARD_TRUSTED_PROXIES: {entry!r} is not an IP address or network") from None
     return tuple(networks)
 
 

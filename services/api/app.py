@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
 from channels.errors import ChannelError, Malformed, UnsupportedMediaType
 from channels.openapi import CHAT_SESSION
+from channels.proxies import trusted_networks
 from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import (READ, SUPERVISE, TICKET_TTL_SECONDS, WRITE, Principal, authenticate,
@@ -617,6 +618,7 @@ COMMON_HANDLERS = [health, ready, prometheus, asyncapi]
 
 
 def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list | None = None) -> Litestar:
+    trusted_networks(services.settings.trusted_proxies)  # a malformed setting stops the start, not a request
     handlers = list(COMMON_HANDLERS)
     if "gateway" in roles:
         handlers += GATEWAY_HANDLERS + list(extra_handlers or [])

@@ -26,3 +26,8 @@ def test_a_write_that_lost_every_retry_is_a_409_to_retry():
     assert response.status_code == 409
     assert response.json() == {"error": "conflict", "detail": "the case changed while the command ran; retry"}
     assert response.headers["retry-after"] == "1"
+
+
+def test_a_malformed_trusted_proxies_setting_stops_the_start():
+    with pytest.raises(ValueError, match="SWITCHBOARD_TRUSTED_PROXIES: 'proxy.internal'"):
+        build_app(Services(settings=Settings(trusted_proxies="10.0.0.0/8,proxy.internal"), names=Names()), ("gateway",))
