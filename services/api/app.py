@@ -538,7 +538,7 @@ async def live_events(request: Request, ticket: FromQuery[str | None] = None) ->
         try:
             return await authenticate_hash(services.pool, services.settings.admin_token, principal.token_hash) is not None
         except Exception:  # noqa: BLE001 — cannot tell: end the stream, the client reconnects and is checked anew
-            log.warning("sse_token_check_failed", principal=principal.name)
+            log.warning("sse_token_check_failed", role=principal.role)
             return False
 
     async def stream():
@@ -550,7 +550,7 @@ async def live_events(request: Request, ticket: FromQuery[str | None] = None) ->
                 now = loop.time()
                 if now >= next_check:
                     if not await still_valid():
-                        log.info("sse_stream_ended_revoked", principal=principal.name)
+                        log.info("sse_stream_ended_revoked", role=principal.role)
                         yield {"event": "revoked", "data": msgspec.json.encode(
                             error_body("unauthorized", "token revoked")).decode()}
                         return
