@@ -14,25 +14,26 @@ from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post, websocket
+from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.connection import WebSocket
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_200_OK
 from psycopg_pool import AsyncConnectionPool
 
-from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
-from channels.errors import ChannelError, Malformed, UnsupportedMediaType
-from channels.openapi import CHAT_SESSION
+from channels.chat import ChatSessions
+from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
+from channels.errors import ChannelError
 from channels.proxies import trusted_networks
 from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import (READ, SUPERVISE, TICKET_TTL_SECONDS, WRITE, Principal, authenticate,
                                authenticate_hash, issue_ticket, redeem_ticket)
-from services.api.headers import RejectNulMiddleware, SecurityHeadersMiddleware
+from services.api.headers import SecurityHeadersMiddleware
 from services.api.commands import NotFound, case_state, run_case_command
+from services.api.hygiene import RejectControlCharacters
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
 from services.eventstore.store import ConcurrencyError, EventStore
@@ -41,6 +42,7 @@ from services.settings import Settings
 from services.streams import Names
 from events.case import Priority
 from events.interactions import CHANNELS, IDENTITY_KINDS, Channel, Identity, IdentityKind
+from events.sanitize import sanitize
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -169,7 +171,21 @@ async def prometheus(request: Request) -> str:
     for name, value in sorted(svc(request).counters.items()):
         metric = f"switchboard_{name}_total"
         lines.append(f"# TYPE {metric} counter\n{metric} {value}")
+    lines += await _quarantine_gauge(svc(request))
     return "\n".join(lines) + "\n"
+
+
+async def _quarantine_gauge(services: Services) -> list[str]:
+    """`switchboard_quarantined_events{consumer=...}`: events a projection or the relay set aside."""
+    if services.pool is None:
+        return []
+    try:
+        async with services.pool.connection(timeout=2.0) as conn:
+            rows = await (await conn.execute("SELECT consumer, count(*) FROM sb_quarantine GROUP BY consumer")).fetchall()
+    except Exception:  # noqa: BLE001 — metrics must answer even when PostgreSQL does not
+        return []
+    metric = "switchboard_quarantined_events"
+    return [f"# TYPE {metric} gauge", *(f'{metric}{{consumer="{consumer}"}} {n}' for consumer, n in sorted(rows))]
 
 
 @get("/asyncapi.json", media_type=MediaType.JSON, summary="AsyncAPI document for every NATS subject")
@@ -177,118 +193,7 @@ async def asyncapi(request: Request) -> Response:
     return Response(svc(request).asyncapi or b"{}", media_type=MediaType.JSON)
 
 
-# -- chat channel ----------------------------------------------------------------------------------
-
-
-@post("/channels/chat/sessions", status_code=201, summary="Start a chat session", operation_class=CHAT_SESSION)
-async def create_chat_session(request: Request) -> dict:
-    services = svc(request)
-    if "json" not in request.headers.get("content-type", "application/json"):
-        raise UnsupportedMediaType("expected application/json")
-    body = await request.body()
-    chat = services.chat
-    session_request = chat.parse_request(body)
-    if session_request.user_id and session_request.identity_hash:
-        for kind in ("email", "phone"):
-            value = getattr(session_request, kind)
-            if value:
-                try:
-                    normalize(Identity(kind, value))
-                except InvalidIdentity as exc:
-                    raise Malformed(f"{kind}: {exc}") from None
-    session, token = await chat.create(session_request, utcnow())
-    services.count("chat_sessions")
-    log.info("chat_session_created", session_id=session.session_id, verified=session.verified)
-    return {"session_id": session.session_id, "token": token}
-
-
-@websocket("/channels/chat/ws")
-async def chat_socket(socket: WebSocket) -> None:
-    services = svc(socket)
-    session_id = socket.scope["sb_chat_session_id"]  # verified by ChatTokenMiddleware
-    session = await services.chat.get(session_id)
-    await socket.accept()
-    after = socket.scope["sb_chat_after"]  # validated by ChatTokenMiddleware
-    pusher = asyncio.create_task(_push_replies(services, socket, session_id, after))
-    try:
-        while True:
-            raw = await socket.receive_data(mode="text")
-            try:
-                frame = parse_frame(raw, services.settings.max_chat_text)
-            except ChannelError as exc:
-                await socket.send_json({"type": "error", "error": exc.code, "detail": exc.detail})
-                continue
-            interaction = chat_interaction(session, frame, utcnow())
-            await services.publisher.publish(interaction)
-            services.count("interactions_chat")
-            await socket.send_json({"type": "ack", "client_id": frame.client_id, "id": str(interaction.id)})
-    except WebSocketDisconnect:
-        pass
-    finally:
-        pusher.cancel()
-
-
-async def _push_replies(services: Services, socket: WebSocket, session_id: str, after: int) -> None:
-    from nats.js.api import DeliverPolicy  # noqa: PLC0415
-
-    subject = services.names.chat_outbox_subject(session_id)
-    kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1} if after else {}
-    sub = await services.js.subscribe(subject, ordered_consumer=True, stream=services.names.chat_outbox, **kwargs)
-    try:
-        async for msg in sub.messages:
-            frame = msgspec.json.decode(msg.data)
-            frame["seq"] = msg.metadata.sequence.stream
-            await socket.send_json(frame)
-    except asyncio.CancelledError:
-        pass
-    finally:
-        await sub.unsubscribe()
-
-
-class ChatTokenMiddleware:
-    """Checks the chat token before the WebSocket handshake, so a bad token gets an HTTP 401."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket" and scope["path"] == "/channels/chat/ws":
-            from urllib.parse import parse_qs  # noqa: PLC0415
-
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            token = query.get("token", [None])[0]
-            services: Services = scope["app"].state.services if "app" in scope else self.app.state.services
-            try:
-                after = chat_after(query.get("after", [None])[0])
-                session_id = services.chat.verify_token(token)
-                await services.chat.get(session_id)
-            except ChannelError as exc:
-                await _deny_websocket(scope, receive, send, exc)
-                return
-            scope["sb_chat_session_id"] = session_id
-            scope["sb_chat_after"] = after
-        await self.app(scope, receive, send)
-
-
-def chat_after(text: str | None) -> int:
-    """`after=N` of the chat WebSocket: the outbox sequence the visitor already has. ASCII digits
-    only (`str.isdigit` also takes `²`, which `int` refuses) and within JetStream's range."""
-    if text is None or text == "":
-        return 0
-    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
-        raise Malformed("after must be a non-negative stream sequence number")
-    return int(text)
-
-
-async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
-    await receive()  # websocket.connect
-    body = msgspec.json.encode(error_body(exc.code, exc.detail))
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": exc.status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 4000 + exc.status, "reason": exc.code})
+# -- chat channel: channels/chat_gateway.py ------------------------------------------------------
 
 
 # -- agent API -------------------------------------------------------------------------------------
@@ -391,25 +296,22 @@ async def get_case(request: Request, case_id: FromPath[UUID]) -> dict:
 
 
 # Command bodies are typed parameters: Litestar decodes and validates them (400 otherwise) before
-# the handler runs, and the OpenAPI document describes them. Text never holds NUL: PostgreSQL text
-# cannot, and a read model must not choke on what an agent typed.
-Text = Annotated[str, msgspec.Meta(pattern="^[^\\x00]*$")]
-
-
+# the handler runs, and the OpenAPI document describes them. Every string in them then goes through
+# the one sanitiser (`events.sanitize`), as every text entering Switchboard does.
 class ReplyBody(msgspec.Struct, forbid_unknown_fields=True):
-    text: Text
+    text: str
 
 
 class AssignBody(msgspec.Struct):
-    assignee: Text | None = None
+    assignee: str | None = None
 
 
 class NoteBody(msgspec.Struct):
-    text: Text
+    text: str
 
 
 class TagsBody(msgspec.Struct):
-    tags: list[Text]
+    tags: list[str]
 
 
 class PriorityBody(msgspec.Struct):
@@ -434,6 +336,7 @@ async def _case_command(request: Request, case_id: UUID, command) -> dict:
 @post("/api/v1/cases/{case_id:uuid}/reply", status_code=HTTP_200_OK, summary="Reply through the case's channel")
 async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyBody]) -> dict:
     principal = await require(request, WRITE)
+    data = sanitize(data)
     if len(data.text) > 64 * 1024:
         raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
     reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
@@ -453,6 +356,7 @@ def _reply_id(case_id: FromPath[UUID], idempotency_key: str | None) -> UUID:
 @post("/api/v1/cases/{case_id:uuid}/assign", status_code=HTTP_200_OK)
 async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[AssignBody]) -> dict:
     principal = await require(request, WRITE)
+    data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.assign(data.assignee, principal.name, _now()))
 
 
@@ -473,24 +377,28 @@ async def add_note(request: Request, case_id: FromPath[UUID], data: JSONBody[Not
     import uuid  # noqa: PLC0415
 
     principal = await require(request, WRITE)
+    data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
 async def add_tags(request: Request, case_id: FromPath[UUID], data: JSONBody[TagsBody]) -> dict:
     principal = await require(request, WRITE)
+    data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
 async def prioritize(request: Request, case_id: FromPath[UUID], data: JSONBody[PriorityBody]) -> dict:
     principal = await require(request, SUPERVISE + ("agent",))
+    data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
 async def snooze(request: Request, case_id: FromPath[UUID], data: JSONBody[SnoozeBody]) -> dict:
     principal = await require(request, WRITE)
+    data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, _now()))
 
 
@@ -610,7 +518,7 @@ async def console_css() -> Response:
     return Response((STATIC / "console.css").read_bytes(), media_type="text/css; charset=utf-8")
 
 
-GATEWAY_HANDLERS = [create_chat_session, chat_socket]
+GATEWAY_HANDLERS = list(CHAT_HANDLERS)
 API_HANDLERS = [lookup_customer, search_customers, get_customer, get_timeline, get_cases, get_case, reply, assign,
                 get_attachment, resolve, reopen, add_note, add_tags, prioritize, snooze, events_ticket, live_events,
                 cc_metrics, console, console_js, console_css]
@@ -631,7 +539,8 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
                             queries.InvalidCursor: invalid_cursor_handler, ConcurrencyError: conflict_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[SecurityHeadersMiddleware, RejectNulMiddleware] + ([ChatTokenMiddleware] if "gateway" in roles else []),
+        middleware=[SecurityHeadersMiddleware, RejectControlCharacters,
+                    *([ChatTokenMiddleware] if "gateway" in roles else [])],
         debug=False,
     )
     app.state.services = services

@@ -52,23 +52,3 @@ class SecurityHeadersMiddleware:
 
         await self.app(scope, receive, send_with_headers)
 
-
-class RejectNulMiddleware:
-    """Refuses a URL carrying a NUL character (`%00` in the path or query) with the contract's 400.
-
-    PostgreSQL text cannot hold NUL; a query parameter with one would otherwise reach a query and
-    fail there as a 500. No identifier, search term or cursor of ours contains one.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and ("\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")):
-            body = b'{"error":"malformed","detail":"NUL characters are not accepted in the URL"}'
-            await send({"type": "http.response.start", "status": 400,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)

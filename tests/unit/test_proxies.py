@@ -50,3 +50,13 @@ def test_client_ip_walks_forwarded_for_from_the_right_past_trusted_hops():
     assert client_ip(_scope(peer="10.0.0.1"), {}, nets) == "10.0.0.1"
     assert client_ip(_scope(peer="10.0.0.1"), {"x-forwarded-for": "garbage, 10.0.0.9"}, nets) == "10.0.0.1"
     assert client_ip(_scope(peer="10.0.0.1"), {"x-forwarded-for": "[2001:db8::1]:443"}, nets) == "2001:db8::1"
+
+
+def test_the_chat_limits_count_the_client_behind_a_trusted_proxy_only():
+    from channels.chat_gateway import client_address  # noqa: PLC0415
+
+    scope = {**_scope(peer="10.0.0.1"), "headers": [(b"x-forwarded-for", b"203.0.113.5")]}
+    assert client_address(scope, "10.0.0.0/8") == "203.0.113.5"
+    assert client_address(scope, None) == "10.0.0.1"
+    assert client_address({**scope, "client": ("198.51.100.1", 1)}, "10.0.0.0/8") == "198.51.100.1"
+    assert client_address({"type": "http", "headers": []}, "10.0.0.0/8") == "unknown"
