@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from uuid import UUID
 
@@ -30,37 +30,49 @@ def _hostport(text: str, option: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def embedded_servers(settings: Settings, *, own: bool = False) -> Iterator[Settings]:
-    """Settings with NATS and PostgreSQL URLs: external, a running `up`'s, or started here."""
-    from services.embedded import EmbeddedNats, EmbeddedPostgres, clear_run_info, read_run_info, write_run_info  # noqa: PLC0415
+def embedded_servers(settings: Settings, *, own: bool = False, notes: list[str] | None = None) -> Iterator[Settings]:
+    """Settings with NATS and PostgreSQL URLs: external, a running `up`'s, or started here.
+
+    The embedded servers of a data dir ask for the passwords kept in its secrets.json; the URLs
+    handed on carry them. `notes` (if given) gets a line naming where PostgreSQL keeps its files.
+    """
+    from services.embedded import (  # noqa: PLC0415
+        EmbeddedNats, EmbeddedPostgres, clear_run_info, embedded_credentials, read_run_info, with_credentials,
+        write_run_info)
 
     data_dir = settings.data_dir.resolve()
     started = []
     urls: dict[str, str] = {}
+    credentials = None if settings.nats_url and settings.database_url else embedded_credentials(data_dir)
     try:
         if not settings.nats_url:
             running = None if own else read_run_info(data_dir, "nats")
             if running:
-                urls["nats_url"] = running.url
+                urls["nats_url"] = with_credentials(running.url, credentials.nats_user, credentials.nats_password)
             else:
                 if own and read_run_info(data_dir, "nats"):
                     raise click.ClickException(f"a switchboard is already running on {data_dir}")
-                nats_server = EmbeddedNats(data_dir / "nats").start()
+                nats_server = EmbeddedNats(data_dir / "nats", user=credentials.nats_user,
+                                           password=credentials.nats_password).start()
                 started.append(("nats", nats_server))
                 urls["nats_url"] = nats_server.url
         if not settings.database_url:
             running = None if own else read_run_info(data_dir, "postgres")
             if running:
-                urls["database_url"] = running.url
+                urls["database_url"] = with_credentials(running.url, "postgres", credentials.postgres_password)
             else:
-                pg = EmbeddedPostgres(data_dir / "postgres").start()
+                pg = EmbeddedPostgres(data_dir / "postgres", password=credentials.postgres_password).start()
                 started.append(("postgres", pg))
                 urls["database_url"] = pg.url
+                if notes is not None:
+                    notes.append(f"  PostgreSQL data  {pg.location}")
+        if credentials is not None and notes is not None:
+            notes.append(f"  server passwords {data_dir / 'secrets.json'}")
         if own:
             import os  # noqa: PLC0415
 
             for name, server in started:
-                write_run_info(data_dir, name, server.url, os.getpid())
+                write_run_info(data_dir, name, server.address, os.getpid())
         yield settings.with_(**urls)
     finally:
         for name, server in reversed(started):
@@ -123,8 +135,9 @@ def up(ctx: click.Context, http: str, smtp: str) -> None:
 
     settings = single_node_trust(ensure_secrets(_settings(ctx)))
     http_addr, smtp_addr = _hostport(http, "--http"), _hostport(smtp, "--smtp")
-    with embedded_servers(settings, own=True) as settings:
-        asyncio.run(_serve(settings, ROLE_CHOICES, http_addr, smtp_addr, announce=True))
+    notes: list[str] = []
+    with embedded_servers(settings, own=True, notes=notes) as settings:
+        asyncio.run(_serve(settings, ROLE_CHOICES, http_addr, smtp_addr, announce=True, notes=notes))
 
 
 @main.command()
@@ -141,7 +154,8 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
     asyncio.run(_serve(settings, tuple(dict.fromkeys(roles)), _hostport(http, "--http"), _hostport(smtp, "--smtp")))
 
 
-async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) -> None:
+async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: Sequence[str] = ()) -> None:
+    from services.embedded import redact_url  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 
     server = Server(settings, roles, http=http, smtp=smtp)
@@ -157,8 +171,10 @@ async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) 
         click.echo(f"  API schema       {server.http_url}/schema/openapi.json", err=True)
         click.echo(f"  chat WebSocket   ws://{http[0]}:{http[1]}/channels/chat/ws", err=True)
         click.echo(f"  SMTP             smtp://{smtp[0]}:{smtp[1]}", err=True)
-        click.echo(f"  NATS             {settings.nats_url}", err=True)
-        click.echo(f"  PostgreSQL       {settings.database_url}", err=True)
+        click.echo(f"  NATS             {redact_url(settings.nats_url)}", err=True)
+        click.echo(f"  PostgreSQL       {redact_url(settings.database_url)}", err=True)
+        for note in notes:
+            click.echo(note, err=True)
         click.echo(f"  admin token      {data_dir / 'admin.token'}", err=True)
         click.echo("Ctrl-C stops it; data stays in the data dir.", err=True)
     await stop.wait()
@@ -312,18 +328,30 @@ def quarantine_retry(ctx: click.Context, projection_names: tuple[str, ...], rela
 
 @main.group()
 def audit() -> None:
-    """Check that the event log was not altered."""
+    """Check that the event log was not altered; anchor its head outside the database."""
 
 
 @audit.command("verify")
+@click.option("--anchor", "anchor_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also check the log against the anchor in this file (written by `audit anchor --file`).")
+@click.option("--anchor-kv", is_flag=True, help="Also check the log against the anchor in the NATS KV bucket.")
+@click.option("--kv-bucket", default=None, help="The KV bucket of --anchor-kv [SB_AUDIT_ANCHOR].")
 @click.pass_context
-def audit_verify(ctx: click.Context) -> None:
-    """Recompute the hash chain of the whole log: exit 0 with a count, or 1 naming the first bad position."""
+def audit_verify(ctx: click.Context, anchor_path: Path | None, anchor_kv: bool, kv_bucket: str | None) -> None:
+    """Recompute the hash chain of the whole log: exit 0 with a count, or 1 naming the first bad position.
+
+    With an anchor (kept outside the database), also find a log that was truncated or rolled back to an
+    older state: it must still hold the anchored position with the anchored link.
+    """
     import psycopg  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
+    from services.eventstore import anchor as anchors  # noqa: PLC0415
     from services.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415
 
+    if anchor_path and anchor_kv:
+        raise click.UsageError("give --anchor PATH or --anchor-kv, not both")
+    failed = False
     with _store(ctx) as sb:
         store = sb.open_store()
         with psycopg.connect(sb.settings.database_url) as conn, tqdm(
@@ -333,8 +361,108 @@ def audit_verify(ctx: click.Context) -> None:
             except ChainBreak as exc:
                 click.echo(f"TAMPERED: first bad position {exc.position}: {exc.reason}", err=True)
                 click.echo(f"bad position {exc.position}")
-                ctx.exit(1)
+                failed = True
+            if anchor_path or anchor_kv:
+                try:
+                    if anchor_path:
+                        anchor = anchors.read_file(anchor_path, store.master.anchor_key)
+                        if anchor is None:
+                            raise anchors.AnchorError(f"anchor not found: no file {anchor_path}")
+                    else:
+                        anchor = asyncio.run(_read_kv_anchor(sb, kv_bucket, store.master.anchor_key))
+                    anchors.check(conn, anchor)
+                except anchors.AnchorError as exc:
+                    click.echo(f"TAMPERED: {exc}", err=True)
+                    click.echo(str(exc))
+                    failed = True
+                else:
+                    click.echo(f"anchor: position {anchor.position} of {anchor.at.isoformat()} still in the log")
+    if failed:
+        ctx.exit(1)
     click.echo(f"intact: {count} events")
+
+
+@audit.command("anchor")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the signed head to this file (atomically; keep it off the database's machine).")
+@click.option("--kv", is_flag=True, help="Write the signed head to the NATS KV bucket.")
+@click.option("--kv-bucket", default=None, help="The KV bucket of --kv [SB_AUDIT_ANCHOR].")
+@click.pass_context
+def audit_anchor(ctx: click.Context, path: Path | None, kv: bool, kv_bucket: str | None) -> None:
+    """Write the chain's current head (position, link, time), signed, outside the database.
+
+    The anchor only moves forward: if the log no longer holds the previous anchor (truncated or rolled
+    back), nothing is written and the exit status is 1.
+    """
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    from services.eventstore import anchor as anchors  # noqa: PLC0415
+
+    if bool(path) == kv:
+        raise click.UsageError("give --file PATH or --kv")
+    with _store(ctx) as sb:
+        master = sb.open_store().master
+        try:
+            if path:
+                previous = anchors.read_file(path, master.anchor_key)
+                with psycopg.connect(sb.settings.database_url) as conn:
+                    new = anchors.next_anchor(conn, master.chain_key, master.anchor_key, previous, datetime.now(UTC))
+                if new is not None:
+                    anchors.write_file(path, new)
+            else:
+                new, previous = asyncio.run(_write_kv_anchor(sb, kv_bucket))
+        except anchors.AnchorError as exc:
+            click.echo(f"TAMPERED: {exc}", err=True)
+            click.echo(str(exc))
+            ctx.exit(1)
+    if new is None:
+        held = f"position {previous.position}" if previous is not None else "an empty log"
+        click.echo(f"anchor unchanged: {held}")
+    else:
+        click.echo(f"anchored position {new.position} ({new.chain[:16]}…) at {new.at.isoformat()}")
+
+
+def _kv_bucket(sb, bucket: str | None) -> str:
+    from services.eventstore.anchor import ANCHOR_BUCKET  # noqa: PLC0415
+
+    return bucket or sb.names.stream(ANCHOR_BUCKET)
+
+
+async def _connect_nats_only(sb) -> None:
+    """NATS for a one-off command: no streams created or updated (that is the service's business)."""
+    import nats  # noqa: PLC0415
+
+    sb.nc = await nats.connect(servers=[s.strip() for s in sb.settings.nats_url.split(",") if s.strip()],
+                               name="switchboard-audit", connect_timeout=5, allow_reconnect=False)
+    sb.js = sb.nc.jetstream()
+
+
+async def _read_kv_anchor(sb, bucket: str | None, key: bytes):
+    from services.eventstore import anchor as anchors  # noqa: PLC0415
+
+    await _connect_nats_only(sb)
+    try:
+        kv = await anchors.open_bucket(sb.js, _kv_bucket(sb, bucket), create=False)
+        found = (await anchors.read_kv(kv, key))[0] if kv is not None else None
+        if found is None:
+            raise anchors.AnchorError(f"anchor not found: nothing in KV bucket {_kv_bucket(sb, bucket)}")
+        return found
+    finally:
+        await sb.nc.close()
+
+
+async def _write_kv_anchor(sb, bucket: str | None):
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from services.relay.anchor import refresh_kv_anchor  # noqa: PLC0415
+
+    await _connect_nats_only(sb)
+    try:
+        return await refresh_kv_anchor(sb, _kv_bucket(sb, bucket), datetime.now(UTC))
+    finally:
+        await sb.nc.close()
 
 
 # -- tokens ----------------------------------------------------------------------------------------

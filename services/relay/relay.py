@@ -232,7 +232,9 @@ async def run_relay(sb) -> None:
 
 
 async def start_relay(sb) -> None:
+    from services.relay.anchor import start_anchor_refresh  # noqa: PLC0415
     from services.relay.outbound import start_outbound  # noqa: PLC0415
 
     sb.tasks.append(asyncio.create_task(run_relay(sb), name="relay"))
+    start_anchor_refresh(sb)
     await start_outbound(sb)

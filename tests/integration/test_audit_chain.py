@@ -57,9 +57,9 @@ def server() -> Iterator[PostgresServer]:
                              str(params.get("dbname") or "postgres"))
         return
     tmp = Path(tempfile.mkdtemp(prefix="sb-audit-"))
-    embedded = EmbeddedPostgres(tmp / "pgdata").start()
+    embedded = EmbeddedPostgres(tmp / "pgdata", ephemeral=True).start()
     try:
-        yield PostgresServer(embedded.host, embedded.port, embedded.user, "", "postgres")
+        yield PostgresServer(embedded.host, embedded.port, embedded.user, embedded.password, "postgres")
     finally:
         embedded.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -83,9 +83,9 @@ class PostgresServer:
             self._admin_db = str(params.get("dbname") or "postgres")
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix="sb-es-compat-"))
-            self._embedded = EmbeddedPostgres(self._tmp / "pgdata").start()
+            self._embedded = EmbeddedPostgres(self._tmp / "pgdata", ephemeral=True).start()
             self.host, self.port, self.user, self.password = (
-                self._embedded.host, self._embedded.port, self._embedded.user, "")
+                self._embedded.host, self._embedded.port, self._embedded.user, self._embedded.password)
             self._admin_db = "postgres"
 
     def conninfo(self, dbname: str) -> str:
