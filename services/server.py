@@ -69,9 +69,11 @@ class Server:
             await self._start_chat()
         app = build_app(self.services, self.roles, channel_handlers())
         host, port = self.http
+        # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; which
+        # proxies to believe is SWITCHBOARD_TRUSTED_PROXIES' call (channels/proxies.py).
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
                                 ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5,
-                                ws_max_size=settings.chat_max_frame_bytes)
+                                ws_max_size=settings.chat_max_frame_bytes, proxy_headers=False)
         self.uvicorn = uvicorn.Server(config)
         configure_library_loggers()
         self.uvicorn.install_signal_handlers = lambda: None  # the CLI owns SIGINT/SIGTERM

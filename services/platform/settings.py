@@ -39,8 +39,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     smtp_relay: str | None = None
     email_from: str | None = None
     # The gateway's public base URL (https://switchboard.example.com); when set, outbound SMS asks
-    # Twilio for status callbacks at its /channels/sms/twilio/status.
+    # Twilio for status callbacks at its /channels/sms/twilio/status, and X-Twilio-Signature is
+    # checked against it + path + query (never against the Host a request came with).
     public_url: str | None = None
+    # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For/-Proto/-Host are
+    # believed; from any other peer those headers are ignored.
+    trusted_proxies: str | list[str] | None = None
+    # How often an open Server-Sent Events stream re-checks its token; a revoked one ends it.
+    sse_recheck_seconds: float = 5.0
     # First delay, in seconds, before an outbound reply a provider could not take is tried again;
     # doubled on every attempt, at most 60 s.
     outbound_retry_base_seconds: float = 1.0
