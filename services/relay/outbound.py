@@ -18,7 +18,7 @@ import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from channels.errors import ProviderError
-from channels.outbound import Delivery, Sender, provider_senders
+from channels.outbound import Delivery, Sender, channel_senders
 from events.customer import InteractionRecorded
 from events.interactions import Interaction
 from services.core.commands import load_case
@@ -36,28 +36,8 @@ def outbound_interaction_id(reply_id: UUID) -> UUID:
     return uuid.uuid5(_REPLY_NS, str(reply_id))
 
 
-class ChatSender:
-    """Chat replies go to the session's outbox; the visitor's WebSocket (now or on reconnect) reads it."""
-
-    def __init__(self, js, names):
-        self.js = js
-        self.names = names
-
-    async def __call__(self, d: Delivery) -> str | None:
-        if not d.thread_key or not d.thread_key.startswith("chat:"):
-            raise ProviderError(False, "chat case without a session")
-        session_id = d.thread_key.split(":", 1)[1]
-        frame = {"type": "message", "id": str(d.reply_id), "text": d.text, "from": "agent",
-                 "sent_at": datetime.now(UTC).isoformat()}
-        await self.js.publish(self.names.chat_outbox_subject(session_id), msgspec.json.encode(frame),
-                              headers={"Nats-Msg-Id": str(d.reply_id)})
-        return f"chat:{d.reply_id}"
-
-
 def build_senders(sb) -> dict[str, Sender]:
-    senders: dict[str, Sender] = {"chat": ChatSender(sb.js, sb.names)}
-    senders.update(provider_senders(sb.settings))
-    return senders
+    return channel_senders(sb.settings, sb.js, sb.names)
 
 
 def _customer_and_thread(store, customer_id: UUID, case_id: UUID) -> tuple[Customer, dict]:

@@ -7,13 +7,17 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
+import nats
 import pytest
 from aiosmtpd.smtp import SMTP
 
 from channels.errors import ProviderError
-from channels.outbound import Delivery, EmailSender, provider_senders
+from channels.outbound import ChatSender, Delivery, EmailSender, channel_senders, provider_senders
+from events.interactions import CHANNELS
 from services.platform.embedded import free_port
 from services.platform.settings import Settings
+from services.platform.streams import ensure_streams
 from tests.fixtures.providers import FakeHTTPProvider, FakeSMTPRelay
 
 pytestmark = pytest.mark.integration
@@ -134,3 +138,41 @@ async def test_a_thread_of_an_unconfigured_provider_is_refused_not_retried():
     with pytest.raises(ProviderError) as refused:
         await senders["whatsapp"](_delivery("whatsapp", "whatsapp:+14155238886:+14155550100"))
     assert refused.value.retryable is False
+
+
+@pytest.fixture
+async def jetstream(nats_url, names):
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js, names, 3600)
+    yield js
+    await nc.close()
+
+
+async def test_the_channels_own_a_sender_for_every_channel(jetstream, names):
+    everything = Settings(smtp_relay="127.0.0.1:25", email_from="s@shop.test", twilio_account_sid="AC1",
+                          twilio_auth_token="t", twilio_from="+15005550006", meta_access_token="m",
+                          telegram_bot_token="1:b")
+    assert set(channel_senders(everything, jetstream, names)) == set(CHANNELS)
+    only_chat = channel_senders(Settings(), jetstream, names)
+    assert set(only_chat) == {"chat"} and isinstance(only_chat["chat"], ChatSender)
+
+
+async def test_a_chat_reply_lands_once_in_its_sessions_outbox(jetstream, names):
+    sender = channel_senders(Settings(), jetstream, names)["chat"]
+    reply = _delivery("chat", "chat:s-1", text="Your parcel left today")
+    assert await sender(reply) == f"chat:{reply.reply_id}"
+    assert await sender(reply) == f"chat:{reply.reply_id}"  # a retried delivery: the same message id
+    stored = await jetstream.get_msg(names.chat_outbox, subject=names.chat_outbox_subject("s-1"), next=True, seq=1)
+    frame = msgspec.json.decode(stored.data)
+    assert (frame["type"], frame["id"], frame["text"], frame["from"]) == (
+        "message", str(reply.reply_id), "Your parcel left today", "agent")
+    assert stored.headers["Nats-Msg-Id"] == str(reply.reply_id)
+    assert (await jetstream.stream_info(names.chat_outbox)).state.messages == 1
+
+
+async def test_a_chat_case_without_a_session_is_refused_not_retried(jetstream, names):
+    with pytest.raises(ProviderError) as refused:
+        await ChatSender(jetstream, names)(_delivery("chat", "telegram:42"))
+    assert refused.value.retryable is False
+    assert (await jetstream.stream_info(names.chat_outbox)).state.messages == 0

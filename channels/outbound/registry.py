@@ -1,0 +1,42 @@
+"""Which senders a process has: one per channel it can reply on."""
+
+from __future__ import annotations
+
+from channels.outbound.chat import ChatSender
+from channels.outbound.email import EmailSender
+from channels.outbound.meta import MetaSender
+from channels.outbound.port import Sender
+from channels.outbound.telegram import TelegramSender
+from channels.outbound.twilio import TwilioSender
+from channels.outbound.whatsapp import WhatsAppSender
+from services.platform.settings import Settings
+from services.platform.streams import Names
+
+
+def provider_senders(settings: Settings) -> dict[str, Sender]:
+    """One sender per provider channel whose credentials are configured; a channel without gets none
+    (the relay records such a reply as failed: "not configured")."""
+    senders: dict[str, Sender] = {}
+    if settings.smtp_relay and settings.email_from:
+        senders["email"] = EmailSender(settings.smtp_relay, settings.email_from)
+    twilio = TwilioSender(settings) if (
+        settings.twilio_account_sid and settings.twilio_from and settings.twilio_auth_token) else None
+    meta = MetaSender(settings) if settings.meta_access_token else None
+    if twilio is not None:
+        senders["sms"] = twilio.send_sms
+    if twilio is not None or meta is not None:
+        senders["whatsapp"] = WhatsAppSender(twilio, meta)
+    if meta is not None:
+        senders["messenger"] = meta.send_messenger
+        senders["instagram"] = meta.send_instagram
+    if settings.telegram_bot_token:
+        senders["telegram"] = TelegramSender(settings)
+    return senders
+
+
+def channel_senders(settings: Settings, js, names: Names) -> dict[str, Sender]:
+    """Every sender of a relay process: chat always (its outbox is a stream of ours, reached through
+    `js`), each provider when its credentials are configured."""
+    senders: dict[str, Sender] = {"chat": ChatSender(js, names)}
+    senders.update(provider_senders(settings))
+    return senders
