@@ -107,28 +107,17 @@ class ProjectionRunner:
                 curs.execute(f"DELETE FROM {self.recorder.tracking_table_name} WHERE application_name = %s",
                              (self.tracking_name(p),))
 
-    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
-        """Rebuilds this runner's read models from the whole log, in one transaction.
+    def rebuild(self, progress: Callable[[int], None] | None = None, on_failure=None) -> int:
+        """Rebuilds this runner's read models from the whole log; returns the events applied.
 
-        A live projector waits meanwhile (the batch lock) and then carries on from where the rebuild
-        ended, so the views are never seen half-built and never get a batch applied twice.
+        Built beside the live tables and swapped in at the end (projections/rebuild.py): the live
+        projector keeps serving and updating the old views meanwhile, then carries on from where the
+        rebuild ended. `on_failure(projection, item, error)` decides what an event that cannot be
+        applied does (by default: the rebuild stops with a RebuildError naming its position).
         """
-        total = 0
-        with self.store.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
-            self._reset(curs, [p.name for p in self.projections])
-            position = 0
-            while items := self.store.read(position, self.batch_size):
-                position = items[-1][0]
-                for p in self.projections:
-                    p.apply(curs, items)
-                total += len(items)
-                if progress:
-                    progress(len(items))
-            if position:
-                for p in self.projections:
-                    self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), position))
-        return total
+        from projections.rebuild import Rebuild, fail_on_event  # noqa: PLC0415 — it imports this module
+
+        return Rebuild(self, progress, on_failure or fail_on_event, batch_size=self.batch_size).run()
 
     def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
