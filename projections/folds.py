@@ -10,8 +10,9 @@ Each fold mirrors the SQL of its projection event by event: the same guards (an 
 does not exist changes nothing; an INSERT of a key already there is ignored) and the same order. Two
 things are left to PostgreSQL so that they come out exactly as live processing makes them: the order
 of text arrays (`ORDER BY` under the database's collation) and the customer a row belongs to after
-merges (the alias table, applied at the end). The folds do no I/O: `rows()` gives
-`{table: (columns, rows)}` and `corrections()` the SQL to run afterwards.
+merges (the alias table, applied at the end). The folds do no I/O: `rows(order)` gives
+`{table: (columns, rows)}`, with text arrays put in order by `order` (which asks the database how it
+sorts the few distinct values `array_values()` names), and `corrections()` the SQL to run after.
 
 This relies on what the domain guarantees for merges (services/core/customer.py): an absorbed
 customer is never absorbed again nor absorbs anyone, so where a row's customer ends up depends only
@@ -66,10 +67,7 @@ class RawJson(bytes):
     """JSON text already encoded, for a jsonb column of a binary COPY."""
 
 
-def _sorted_arrays(table: str, column: str) -> str:
-    # Live processing sorts these arrays in SQL (`ORDER BY x`, the database's collation): same here.
-    return (f"UPDATE {table} SET {column} = ARRAY(SELECT DISTINCT x FROM unnest({column}) x ORDER BY x) "
-            f"WHERE cardinality({column}) > 1")
+Order = Callable[[set[str]], list[str]]  # text values sorted as the database's `ORDER BY` sorts them
 
 
 class Aliases:
@@ -143,7 +141,10 @@ class TimelineFold:
             # erase(): rows WHERE customer_id = X (whoever is aliased to X) OR origin_customer_id = X.
             self.redactions.extend((origin, position) for origin in self.aliases.owned_by(event.stream_id))
 
-    def rows(self) -> Rows:
+    def array_values(self) -> set[str]:
+        return set()
+
+    def rows(self, order: Order) -> Rows:
         return {"proj_customer_alias": (ALIAS_COLUMNS, list(self.aliases.survivor.items()))}
 
     def corrections(self) -> list[Correction]:
@@ -252,15 +253,18 @@ class ProfileFold:
                     c.name, c.name_verified, c.attributes, c.erased = None, False, {}, True
                 self.identities.pop(customer_id, None)
 
-    def rows(self) -> Rows:
+    def array_values(self) -> set[str]:
+        return set().union(*(c.channels for c in self.customers.values()))
+
+    def rows(self, order: Order) -> Rows:
         customers = [(i, c.name, c.name_verified, RawJson(_encode(c.attributes)), c.first_seen, c.last_seen, c.count,
-                      list(c.channels), c.merged_into, c.erased) for i, c in self.customers.items()]
+                      order(c.channels), c.merged_into, c.erased) for i, c in self.customers.items()]
         identities = [(i, kind, value, verified) for i, held in self.identities.items()
                       for (kind, value), verified in held.items()]
         return {"proj_customers": (CUSTOMER_COLUMNS, customers), "proj_identities": (IDENTITY_COLUMNS, identities)}
 
     def corrections(self) -> list[Correction]:
-        return [(_sorted_arrays("proj_customers", "channels"), (), None)]
+        return []
 
 
 # -- cases --------------------------------------------------------------------------------------
@@ -402,9 +406,12 @@ class CasesFold:
                 for note in self.case_notes.get(c.id, ()):
                     note[1] = REDACTED
 
-    def rows(self) -> Rows:
+    def array_values(self) -> set[str]:
+        return set().union(*(c.tags for c in self.cases.values()))
+
+    def rows(self, order: Order) -> Rows:
         resolve = self.aliases.resolve
-        cases = [(i, resolve(c.origin), c.origin, c.channel, c.status, c.priority, c.assignee, c.queue, list(c.tags),
+        cases = [(i, resolve(c.origin), c.origin, c.channel, c.status, c.priority, c.assignee, c.queue, order(c.tags),
                   c.sla_due_at, c.opened_at, c.updated_at, c.first_response_at, c.resolved_at, c.snoozed_until,
                   c.message_count, c.csat, c.position) for i, c in self.cases.items()]
         notes = [(i, *note) for i, note in self.notes.items()]
@@ -413,7 +420,7 @@ class CasesFold:
                 "proj_replies": (REPLY_COLUMNS, replies)}
 
     def corrections(self) -> list[Correction]:
-        return [(_sorted_arrays("proj_cases", "tags"), (), None)]
+        return []
 
 
 _REPLY_STATUS = {ReplySent: "sent", ReplyDelivered: "delivered", ReplyFailed: "failed"}

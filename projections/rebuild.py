@@ -225,8 +225,9 @@ class Rebuild:
         # The streamed rows are committed; now the rest of the rows, corrections and indexes.
         with conn.transaction():
             self._search_shadow(conn)
+            order = self._collation_order(conn, set().union(*(f.array_values() for f in folds)))
             for fold in folds:
-                for table, (columns, rows) in fold.rows().items():
+                for table, (columns, rows) in fold.rows(order).items():
                     with self._copy(conn.cursor(), table, columns) as copy:
                         for row in rows:
                             copy.write_row(row)
@@ -324,6 +325,14 @@ class Rebuild:
         return tail
 
     # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _collation_order(conn, values: set[str]):
+        """A function sorting a set of these values as `ORDER BY` does in this database (live
+        processing sorts tags and channels in SQL; the collation decides, not Python's `sorted`)."""
+        ranked = [r["x"] for r in conn.execute("SELECT x FROM unnest(%s::text[]) x ORDER BY x", (list(values),))]
+        rank = {value: i for i, value in enumerate(ranked)}
+        return lambda chosen: sorted(chosen, key=rank.__getitem__)
 
     def _search_shadow(self, conn) -> None:
         """Unqualified table names mean the new tables (for the rest, the live schema) until commit."""

@@ -145,7 +145,8 @@ def events(*, customers: int, target: int, heavy: int = 0, heavy_events: int = 1
     per_customer = max(8, (target - heavy * heavy_events) // max(customers, 1))
     heavies = [_new_life(rng, customers + h, heavy_events) for h in range(heavy)]
     groups = iter(range(0, customers, GROUP))
-    heavy_queue: list[list[DomainEvent]] = [life.collect() for life in heavies]
+    # Each heavy customer's events of the current group, in their own order (one stream each).
+    heavy_streams: list[list[DomainEvent]] = [life.collect() for life in heavies]
 
     def next_group() -> list[DomainEvent] | None:
         first = next(groups, None)
@@ -153,8 +154,6 @@ def events(*, customers: int, target: int, heavy: int = 0, heavy_events: int = 1
             return None
         lives = [_new_life(rng, i, per_customer) for i in range(first, min(first + GROUP, customers))]
         streams: list[list[DomainEvent]] = [life.collect() for life in lives]
-        streams.extend(heavy_queue)
-        heavy_queue.clear()
         n_groups = -(-customers // GROUP)
         heavy_steps = [max(1, (life.budget - life.produced) // max(1, n_groups - first // GROUP) // 3) for life in heavies]
         active = list(range(len(lives)))
@@ -182,9 +181,9 @@ def events(*, customers: int, target: int, heavy: int = 0, heavy_events: int = 1
             for h, life in enumerate(heavies):
                 if heavy_steps[h]:
                     heavy_steps[h] -= 1
-                    heavy_queue.append(life.step(rng))
-        streams.extend(heavy_queue)
-        heavy_queue.clear()
+                    heavy_streams[h].extend(life.step(rng))
+        streams.extend(heavy_streams)
+        heavy_streams[:] = [[] for _ in heavies]
         return _interleave(rng, streams)
 
     return next_group
