@@ -28,6 +28,7 @@ record the event there and return, and the rebuild goes on without it.
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -170,6 +171,19 @@ class Rebuild:
     # -- the whole run --------------------------------------------------------------------------
 
     def run(self) -> int:
+        # The folds hold hundreds of thousands of long-lived objects and make no reference cycles;
+        # every full cyclic collection walks all of them, so with the default thresholds collecting
+        # cost more than the rebuild's own work, and more the bigger the log (measured: 35 us of CPU
+        # per event at 300,000 events with it, 15 without). Reference counting frees the rest.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._locked_run()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _locked_run(self) -> int:
         datastore = self.store.datastore
         with datastore.get_connection() as lock_conn:
             got = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (REBUILD_LOCK_KEY,), prepare=False).fetchone()
