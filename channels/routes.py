@@ -16,7 +16,8 @@ from urllib.parse import parse_qs
 
 from litestar import MediaType, Request, Response, get, post
 
-from channels.email.inbound import MalformedEmail, receive_email
+from channels.email.inbound import EmailRefused, MalformedEmail, receive_email
+from channels.email.trust import SenderTrust, parse_authserv_ids
 from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMediaType
 from channels.sms.twilio import (
     SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER,
@@ -110,10 +111,20 @@ async def email_inbound(request: Request) -> Response:
         raise Unauthorized("missing or wrong ingest token")
     _require_media_type(request, _RFC822)
     raw = await request.body()
+    settings = services.settings
+    # The bearer token authenticates the relay that posts: the Authentication-Results it adds are
+    # its own. Whether it also vouches for From outright is the operator's call.
+    trust = SenderTrust(upstream_vouches=settings.email_webhook_trusted is True, upstream_authenticated=True,
+                        authserv_ids=parse_authserv_ids(settings.email_trust_auth_results))
     try:
-        interaction, is_new = await receive_email(services, raw, _now())
+        interaction, is_new = await receive_email(services, raw, _now(), trust)
     except MalformedEmail as exc:
         raise Malformed(str(exc)) from None
+    except EmailRefused as exc:
+        services.count(f"channel_rejected_{exc.code}")
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response({"error": exc.code, "detail": exc.detail}, status_code=exc.http_status,
+                        media_type=MediaType.JSON, headers=headers)
     except Exception:  # noqa: BLE001 — blob store or NATS failing: the sender retries
         log.exception("email_not_stored")
         raise ChannelError("could not store the message, retry later", status=503, code="unavailable") from None

@@ -70,6 +70,24 @@ class RawJson(bytes):
 Order = Callable[[set[str]], list[str]]  # text values sorted as the database's `ORDER BY` sorts them
 
 
+class Unstorable(ValueError):
+    """A value PostgreSQL refuses (a NUL character in text or jsonb): live processing gets a DataError
+    for the event and quarantines it; a fold raises this before changing anything, to the same end."""
+
+
+def storable(*values: Any) -> None:
+    """Raises Unstorable if any text among these values (in lists, maps and keys too) holds a NUL.
+    Checked in the folds because their rows reach PostgreSQL only at the end, in one COPY."""
+    for value in values:
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise Unstorable("text with a NUL character, which PostgreSQL cannot store")
+        elif isinstance(value, dict):
+            storable(*value.keys(), *value.values())
+        elif isinstance(value, (list, tuple, set)):
+            storable(*value)
+
+
 class Aliases:
     """proj_customer_alias as live processing keeps it: every absorbed customer → its survivor now."""
 
@@ -132,6 +150,8 @@ class TimelineFold:
         kind = type(event)
         if kind is InteractionRecorded:
             origin = event.stream_id
+            storable(event.channel, event.direction, event.kind, event.text,
+                     *((a.name, a.content_type, a.sha256) for a in event.attachments))
             self.sink((event.interaction_id, self.aliases.resolve(origin), origin, position, event.occurred_at,
                        event.channel, event.direction, event.kind, event.text, event.case_id,
                        attachments_json(event.attachments)))
@@ -205,6 +225,7 @@ class ProfileFold:
         kind = type(event)
         customers = self.customers
         if kind is InteractionRecorded:
+            storable(event.channel)  # what the database is sent fails, whether a row matches or not
             c = customers.get(event.stream_id)
             if c is not None:
                 c.count += 1
@@ -215,10 +236,12 @@ class ProfileFold:
             if event.stream_id not in customers:
                 customers[event.stream_id] = _Customer(event.occurred_at)
         elif kind is IdentityLinked or kind is IdentityClaimed:
+            storable(event.kind, event.value)
             held = self.identities.setdefault(event.stream_id, {})
             key = (event.kind, event.value)
             held[key] = held.get(key, False) or kind is IdentityLinked
         elif kind is ProfileUpdated:
+            storable(event.attributes)
             c = customers.get(event.stream_id)
             if c is not None:
                 c.attributes.update(event.attributes)
@@ -333,6 +356,7 @@ class CasesFold:
                     c.first_response_at = event.occurred_at
             return
         if kind is CaseOpened:
+            storable(event.channel, event.priority, event.queue)
             if event.stream_id not in self.cases:
                 c = self.cases[event.stream_id] = _Case(event, position)
                 self.by_origin.setdefault(c.origin, []).append(c)
@@ -349,18 +373,22 @@ class CasesFold:
         return c
 
     def _assigned(self, event: CaseAssigned) -> None:
+        storable(event.assignee)
         if (c := self._touch(event)) is not None:
             c.assignee = event.assignee
 
     def _prioritized(self, event: CasePrioritized) -> None:
+        storable(event.priority)
         if (c := self._touch(event)) is not None:
             c.priority = event.priority
 
     def _tagged(self, event: CaseTagged) -> None:
+        storable(event.tags)
         if (c := self._touch(event)) is not None:
             c.tags.update(event.tags)
 
     def _note(self, event: CaseNoteAdded) -> None:
+        storable(event.text, event.by)
         if event.note_id not in self.notes:
             note = self.notes[event.note_id] = [event.stream_id, event.text, event.by, event.occurred_at]
             self.case_notes.setdefault(event.stream_id, []).append(note)
@@ -376,6 +404,7 @@ class CasesFold:
                 c.first_response_at = event.occurred_at
 
     def _reply_status(self, event: ReplySent | ReplyDelivered | ReplyFailed) -> None:
+        storable(getattr(event, "reason", None))
         reply = self.replies.get(event.reply_id)
         if reply is not None:
             reply[1:] = [_REPLY_STATUS[type(event)], getattr(event, "reason", None), event.occurred_at]

@@ -20,9 +20,11 @@ cost of one UPDATE per event, and readers would meanwhile see half-built views. 
    set. The live projector keeps serving (and updating) the old tables until then and carries on
    from the new position afterwards; readers see either the old views or the new ones.
 
-An event that a projection cannot apply goes to one seam, `on_failure(projection, item, error)`:
-by default it stops the rebuild (nothing is swapped) naming the event's position; a quarantine can
-record the event there and return, and the rebuild goes on without it.
+An event that a projection cannot apply goes to one seam, `on_failure(projection, item, error)`.
+By default the event is set aside and the rebuild goes on without it, as the live projector does;
+at the swap, in the same transaction, the rebuilt projections' quarantine (services/quarantine.py)
+is replaced by what this rebuild set aside. `fail_on_event` instead stops the rebuild (nothing is
+swapped), naming the event's position.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ from psycopg.pq import Format
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from projections.base import Item, Projection
+from projections.base import Item, Projection, forget_staging
 from projections.folds import FOLDS, Columns, RawJson
+from services import quarantine
 from services.logs import get_logger
 
 log = get_logger(__name__)
@@ -57,7 +60,7 @@ _unpack = msgspec.msgpack.Decoder().decode
 REBUILD_LOCK_KEY = 0x5B_7072_6F72  # "sb pror": one rebuild at a time per database
 READ_BATCH = 5000
 
-OnFailure = Callable[[str, Item, Exception], None]
+OnFailure = Callable[[str, Item, Exception], None]  # (projection name, the event, what it raised)
 
 
 class RebuildError(Exception):
@@ -154,13 +157,14 @@ class LogReader:
 
 
 class Rebuild:
-    def __init__(self, runner, progress: Callable[[int], None] | None = None, on_failure: OnFailure = fail_on_event,
+    def __init__(self, runner, progress: Callable[[int], None] | None = None, on_failure: OnFailure | None = None,
                  batch_size: int = READ_BATCH, folds: dict[str, Callable[..., Any]] | None = None):
         self.runner = runner
         self.store = runner.store
         self.projections: list[Projection] = list(runner.projections)
         self.progress = progress
-        self.on_failure = on_failure
+        self.on_failure = on_failure or self._set_aside
+        self.set_aside: list[tuple[str, int, Any, Exception]] = []  # quarantined at the swap
         self.batch_size = batch_size
         self.folds = FOLDS if folds is None else folds
         self.live_schema = "public"
@@ -324,21 +328,34 @@ class Rebuild:
 
     def _apply(self, conn, projections: Sequence[Projection], items: Sequence[Item]) -> None:
         """Applies a batch with the projections' own `apply` (in the caller's transaction); if the
-        batch fails, event by event, so that `on_failure` learns which event it was."""
+        batch fails, event by event, so that `on_failure` learns which event it was. The database
+        being unreachable is nobody's event: that stops the rebuild."""
         curs = conn.cursor()
         for p in projections:
             try:
                 with conn.transaction():  # a savepoint
                     p.apply(curs, items)
                 continue
+            except quarantine.INFRASTRUCTURE_ERRORS:
+                raise
             except Exception:  # noqa: BLE001 — narrowed down to the event just below
-                pass
+                forget_staging(conn)  # staging tables made in the savepoint went with it
             for item in items:
                 try:
                     with conn.transaction():
                         p.apply(curs, [item])
-                except Exception as exc:  # noqa: BLE001
+                except quarantine.INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 — handed to on_failure, which raises or records it
+                    forget_staging(conn)
                     self.on_failure(p.name, item, exc)
+
+    def _set_aside(self, projection: str, item: Item, error: Exception) -> None:
+        """The default `on_failure`: the event is left out, and quarantined at the swap."""
+        position, event, _redacted = item
+        self.set_aside.append((projection, position, event, error))
+        log.warning("rebuild_event_set_aside", projection=projection, position=position, event_type=type(event).NAME,
+                    error=type(error).__name__)
 
     @staticmethod
     def _correct(conn, statement: str, params: tuple, staged: tuple[Columns, list[tuple]] | None) -> None:
@@ -382,6 +399,10 @@ class Rebuild:
                              (self.runner.tracking_name(p),))
                 if position:
                     recorder._insert_tracking(curs, Tracking(self.runner.tracking_name(p), position))
+            # What the old views had set aside is replaced by what this rebuild set aside.
+            quarantine.clear(curs, [self.runner.tracking_name(p) for p in self.projections])
+            for name, at, event, error in self.set_aside:
+                quarantine.record(curs, f"projection:{name}", at, event, error)
         log.info("projections_rebuilt", projections=[p.name for p in self.projections], position=position)
         return tail
 

@@ -95,7 +95,9 @@ class Switchboard:
         self.nc = await nats.connect(servers=servers, name="switchboard", max_reconnect_attempts=-1,
                                      reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas)
+        await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas,
+                             chat_sessions={"max_bytes": self.settings.chat_session_store_max_bytes,
+                                            "ttl_seconds": self.settings.chat_session_ttl_seconds})
 
     async def start(self, roles: tuple[str, ...]) -> None:
         unknown = set(roles) - set(ROLES)

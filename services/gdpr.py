@@ -42,6 +42,7 @@ from psycopg.rows import dict_row
 
 from channels.blobs import BLOB_PREFIX
 from channels.blobs import BUCKET as BLOB_BUCKET
+from channels.chat_gateway import close_chat_sessions
 from events.customer import IdentityClaimed, IdentityLinked, InteractionRecorded
 from events.interactions import INTERACTION_DECODER, Identity
 from services.core.customer import Customer
@@ -259,6 +260,8 @@ async def _clean_nats(sb, store: EventStore, ids: list[UUID], found: _Footprint,
     try:
         js = nc.jetstream()
         report.chat_sessions = await _purge_chat_sessions(js, names, found.sessions)
+        # Every gateway closes the erased customer's open chat sockets (their sessions are gone now).
+        await close_chat_sessions(nc, names, found.sessions)
         report.outbox_subjects = await _purge_outboxes(js, names, found.sessions)
         report.blobs_deleted = await _delete_blobs(js, names, found.blobs)
         interaction_ids = await asyncio.to_thread(_interaction_ids, store, ids)

@@ -33,6 +33,7 @@ class Server:
         self.smtp_server = None
         self.services: Services | None = None
         self.pool: AsyncConnectionPool | None = None
+        self.chat_gateway = None
 
     @property
     def http_url(self) -> str | None:
@@ -64,6 +65,8 @@ class Server:
             chat=ChatSessions(kv, token_key, settings.chat_identity_secret or ""),
             asyncapi=self._asyncapi(),
         )
+        if "gateway" in self.roles:
+            await self._start_chat()
         extra = []
         try:
             from channels.routes import channel_handlers  # noqa: PLC0415
@@ -74,7 +77,8 @@ class Server:
         app = build_app(self.services, self.roles, extra)
         host, port = self.http
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5)
+                                ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5,
+                                ws_max_size=settings.chat_max_frame_bytes)
         self.uvicorn = uvicorn.Server(config)
         configure_library_loggers()
         self.uvicorn.install_signal_handlers = lambda: None  # the CLI owns SIGINT/SIGTERM
@@ -83,6 +87,17 @@ class Server:
             if self.http_task.done():
                 self.http_task.result()
             await asyncio.sleep(0.01)
+
+    async def _start_chat(self) -> None:
+        from channels.chat_gateway import ChatGateway  # noqa: PLC0415
+
+        if not self.settings.chat_identity_secret:
+            # `serve` generates no secrets: without this one every identity_hash is refused (401).
+            log.warning("chat_identity_secret_missing",
+                        detail="SWITCHBOARD_CHAT_IDENTITY_SECRET is not set: no chat visitor can be verified")
+        self.chat_gateway = ChatGateway(self.settings, self.sb.names)
+        await self.chat_gateway.start(self.sb.nc, self.sb.js)
+        self.services.extra["chat_gateway"] = self.chat_gateway
 
     def _asyncapi(self) -> bytes:
         from services.asyncapi import asyncapi_document  # noqa: PLC0415
@@ -98,6 +113,12 @@ class Server:
                 await asyncio.wait_for(self.http_task, 10)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+        if self.services is not None:
+            from channels.email.pool import close_parser  # noqa: PLC0415
+
+            await close_parser(self.services)
+        if self.chat_gateway is not None:
+            await self.chat_gateway.stop()
         await self.sb.stop()
         if self.pool is not None:
             await self.pool.close()

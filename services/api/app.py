@@ -14,21 +14,23 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post, websocket
+from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.connection import WebSocket
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery
 from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_200_OK
 from psycopg_pool import AsyncConnectionPool
 
-from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
-from channels.errors import ChannelError, Malformed, UnsupportedMediaType
+from channels.chat import ChatSessions
+from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
+from channels.errors import ChannelError
 from channels.publish import Publisher
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
 from services.api.commands import NotFound, case_state, run_case_command
+from services.api.hygiene import RejectControlCharacters
 from services.core.aggregate import DomainError
 from services.core.identity import InvalidIdentity, normalize
 from services.eventstore.store import EventStore
@@ -36,6 +38,7 @@ from services.logs import get_logger
 from services.settings import Settings
 from services.streams import Names
 from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
+from events.sanitize import sanitize
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -141,7 +144,21 @@ async def prometheus(request: Request) -> str:
     for name, value in sorted(svc(request).counters.items()):
         metric = f"switchboard_{name}_total"
         lines.append(f"# TYPE {metric} counter\n{metric} {value}")
+    lines += await _quarantine_gauge(svc(request))
     return "\n".join(lines) + "\n"
+
+
+async def _quarantine_gauge(services: Services) -> list[str]:
+    """`switchboard_quarantined_events{consumer=...}`: events a projection or the relay set aside."""
+    if services.pool is None:
+        return []
+    try:
+        async with services.pool.connection(timeout=2.0) as conn:
+            rows = await (await conn.execute("SELECT consumer, count(*) FROM sb_quarantine GROUP BY consumer")).fetchall()
+    except Exception:  # noqa: BLE001 — metrics must answer even when PostgreSQL does not
+        return []
+    metric = "switchboard_quarantined_events"
+    return [f"# TYPE {metric} gauge", *(f'{metric}{{consumer="{consumer}"}} {n}' for consumer, n in sorted(rows))]
 
 
 @get("/asyncapi.json", media_type=MediaType.JSON, summary="AsyncAPI document for every NATS subject")
@@ -149,105 +166,7 @@ async def asyncapi(request: Request) -> Response:
     return Response(svc(request).asyncapi or b"{}", media_type=MediaType.JSON)
 
 
-# -- chat channel ----------------------------------------------------------------------------------
-
-
-@post("/channels/chat/sessions", status_code=201, summary="Start a chat session")
-async def create_chat_session(request: Request) -> dict:
-    services = svc(request)
-    if "json" not in request.headers.get("content-type", "application/json"):
-        raise UnsupportedMediaType("expected application/json")
-    body = await request.body()
-    chat = services.chat
-    session_request = chat.parse_request(body)
-    if session_request.user_id and session_request.identity_hash:
-        for kind in ("email", "phone"):
-            value = getattr(session_request, kind)
-            if value:
-                try:
-                    normalize(Identity(kind, value))
-                except InvalidIdentity as exc:
-                    raise Malformed(f"{kind}: {exc}") from None
-    session, token = await chat.create(session_request, utcnow())
-    services.count("chat_sessions")
-    log.info("chat_session_created", session_id=session.session_id, verified=session.verified)
-    return {"session_id": session.session_id, "token": token}
-
-
-@websocket("/channels/chat/ws")
-async def chat_socket(socket: WebSocket) -> None:
-    services = svc(socket)
-    session_id = socket.scope["sb_chat_session_id"]  # verified by ChatTokenMiddleware
-    session = await services.chat.get(session_id)
-    await socket.accept()
-    after = socket.query_params.get("after")
-    pusher = asyncio.create_task(_push_replies(services, socket, session_id, int(after) if after and after.isdigit() else 0))
-    try:
-        while True:
-            raw = await socket.receive_data(mode="text")
-            try:
-                frame = parse_frame(raw, services.settings.max_chat_text)
-            except ChannelError as exc:
-                await socket.send_json({"type": "error", "error": exc.code, "detail": exc.detail})
-                continue
-            interaction = chat_interaction(session, frame, utcnow())
-            await services.publisher.publish(interaction)
-            services.count("interactions_chat")
-            await socket.send_json({"type": "ack", "client_id": frame.client_id, "id": str(interaction.id)})
-    except WebSocketDisconnect:
-        pass
-    finally:
-        pusher.cancel()
-
-
-async def _push_replies(services: Services, socket: WebSocket, session_id: str, after: int) -> None:
-    from nats.js.api import DeliverPolicy  # noqa: PLC0415
-
-    subject = services.names.chat_outbox_subject(session_id)
-    kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1} if after else {}
-    sub = await services.js.subscribe(subject, ordered_consumer=True, stream=services.names.chat_outbox, **kwargs)
-    try:
-        async for msg in sub.messages:
-            frame = msgspec.json.decode(msg.data)
-            frame["seq"] = msg.metadata.sequence.stream
-            await socket.send_json(frame)
-    except asyncio.CancelledError:
-        pass
-    finally:
-        await sub.unsubscribe()
-
-
-class ChatTokenMiddleware:
-    """Checks the chat token before the WebSocket handshake, so a bad token gets an HTTP 401."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket" and scope["path"] == "/channels/chat/ws":
-            from urllib.parse import parse_qs  # noqa: PLC0415
-
-            token = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
-            services: Services = scope["app"].state.services if "app" in scope else self.app.state.services
-            try:
-                session_id = services.chat.verify_token(token)
-                await services.chat.get(session_id)
-            except ChannelError as exc:
-                await _deny_websocket(scope, receive, send, exc)
-                return
-            scope["sb_chat_session_id"] = session_id
-        await self.app(scope, receive, send)
-
-
-async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
-    await receive()  # websocket.connect
-    body = msgspec.json.encode(error_body(exc.code, exc.detail))
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": exc.status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 4000 + exc.status, "reason": exc.code})
+# -- chat channel: channels/chat_gateway.py ------------------------------------------------------
 
 
 # -- agent API -------------------------------------------------------------------------------------
@@ -375,10 +294,12 @@ class SnoozeBody(msgspec.Struct):
 
 
 async def _decode(request: Request, cls):
+    """A command's JSON body as `cls`, every string in it through the one sanitiser (`events.sanitize`)."""
     try:
-        return msgspec.json.decode(await request.body(), type=cls)
+        body = msgspec.json.decode(await request.body(), type=cls)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise HTTPException(status_code=400, detail=f"invalid body: {exc}") from None
+    return sanitize(body)
 
 
 async def _case_command(request: Request, case_id: UUID, command) -> dict:
@@ -519,7 +440,7 @@ async def console() -> Response:
     return Response((STATIC / "console.html").read_bytes(), media_type=MediaType.HTML)
 
 
-GATEWAY_HANDLERS = [create_chat_session, chat_socket]
+GATEWAY_HANDLERS = list(CHAT_HANDLERS)
 API_HANDLERS = [lookup_customer, search_customers, get_customer, get_timeline, get_cases, get_case, reply, assign,
                 get_attachment, resolve, reopen, add_note, add_tags, prioritize, snooze, live_events, cc_metrics, console]
 COMMON_HANDLERS = [health, ready, prometheus, asyncapi]
@@ -537,7 +458,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
                             DomainError: domain_error_handler, NotFound: not_found_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[ChatTokenMiddleware] if "gateway" in roles else [],
+        middleware=[RejectControlCharacters, *([ChatTokenMiddleware] if "gateway" in roles else [])],
         debug=False,
     )
     app.state.services = services

@@ -48,7 +48,7 @@ from events.interactions import Identity, Interaction
 from services.core.aggregate import Aggregate, DomainError
 from services.core.case import Case
 from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalized_value
+from services.core.identity import InvalidIdentity, normalized_value, registers_on_claims_alone
 from services.eventstore.keys import KeyDestroyedError
 from services.eventstore.store import ConcurrencyError, EventStore, Transaction
 from services.logs import get_logger
@@ -499,7 +499,7 @@ class CoreProcessor:
             return
         identities = [self._normalized(i) for i in interaction.identities]  # may reject: nothing changed yet
         verified = [i for i in identities if i.verified]
-        if not verified:
+        if not verified and not registers_on_claims_alone(interaction.channel, interaction.direction, identities):
             raise PoisonInteraction(interaction.id, "no verified identity: nobody to record this for")
         at = interaction.occurred_at
         customer = self._resolve(batch, interaction, verified)
@@ -517,7 +517,10 @@ class CoreProcessor:
             if not identity.verified:
                 customer.claim(identity.kind, identity.value, at)
         if interaction.profile:
-            verified_profile = interaction.channel != "chat" or any(i.kind == "external" for i in verified)
+            # What the sender calls themselves is as verified as the sender: an unverified From's
+            # display name is a claim too.
+            verified_profile = ((interaction.channel != "chat" and bool(verified))
+                                or any(i.kind == "external" for i in verified))
             customer.update_profile(interaction.profile, verified_profile, at)
         thread_key = self._thread_key(customer, interaction)
         case_id = self._case_for(batch, customer, interaction, thread_key)
@@ -537,6 +540,25 @@ class CoreProcessor:
         return Identity(identity.kind, value, identity.verified)
 
     def _resolve(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
+        """The customer this touchpoint belongs to, merging the verified owners where allowed.
+
+        An `external` id nobody holds yet is never linked to a customer who has another one: the
+        touchpoint starts a customer of its own, and the two are suggested for a supervisor to merge.
+        """
+        unheld_external = {i.value for i in verified
+                           if i.kind == "external" and batch.owners.get(self._blind(i)) is None}
+        customer = self._resolve_owners(batch, interaction, verified)
+        if not customer.would_hold_two_external_ids(unheld_external):
+            return customer
+        at = interaction.occurred_at
+        separate = Customer.register(uuid.uuid5(_CUSTOMER_NS, str(interaction.id)), at)
+        batch.add(separate)
+        self._cache.put(separate.id, separate)
+        separate.suggest_merge(customer.id, "different external ids", at, interaction.id)
+        customer.suggest_merge(separate.id, "different external ids", at, interaction.id)
+        return separate
+
+    def _resolve_owners(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
         owner_ids: list[UUID] = []
         for identity in verified:
             owner = batch.owners.get(self._blind(identity))

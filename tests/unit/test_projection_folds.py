@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events.interactions import Interaction
-from projections.folds import Aliases, CasesFold, ProfileFold, TimelineFold
+from projections.folds import Aliases, CasesFold, ProfileFold, TimelineFold, Unstorable, storable
 from services.core.case import Case
 from services.core.customer import Customer
 from services.eventstore.codec import REDACTED
@@ -158,3 +158,18 @@ def test_timeline_fold_streams_rows_and_marks_erasures_by_position():
     statements = [sql for sql, _params, _staged in fold.corrections()]
     assert any("customer_id = a.survivor_id" in sql for sql in statements)
     assert any("position < s.before" in sql for sql in statements)
+
+
+def test_a_value_postgresql_cannot_store_is_refused_before_the_fold_changes_anything():
+    storable("fine", ["also", {"key": "value"}], None, 3)
+    for bad in ("a\x00b", ["ok", "a\x00"], {"k\x00": "v"}, {"k": ["\x00"]}):
+        with pytest.raises(Unstorable):
+            storable(bad)
+    fold = ProfileFold()
+    ada = Customer.register(uuid.uuid4(), at(0))
+    ada.update_profile({"name": "Ada"}, True, at(1))
+    feed(fold, ada)
+    ada.update_profile({"name": "Ada\x00Lovelace", "locale": "en"}, True, at(2))
+    with pytest.raises(Unstorable):
+        feed(fold, ada)
+    assert fold.customers[ada.id].attributes == {"name": "Ada"}
