@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from events.customer import InteractionRecorded
+from events.interactions import Interaction
 from projections.cases import CasesProjection
 from projections.folds import FOLDS, TimelineFold
 from projections.rebuild import SHADOW, Rebuild, RebuildError, fail_on_event
@@ -72,8 +73,6 @@ def write_log(store, database_url: str, live: ProjectionRunner) -> dict:
     # The same interaction recorded for a second customer (a redelivery after a merge, say).
     one, other = (Customer.replay(c, store.load(c)) for c in first_two)
     recorded = next(e for e in store.load(one.id) if isinstance(e, InteractionRecorded))
-    from events.interactions import Interaction  # noqa: PLC0415
-
     other.record(Interaction(id=recorded.interaction_id, channel=recorded.channel, direction=recorded.direction,
                              occurred_at=recorded.occurred_at, text="again"), None)
     with store.transaction() as tx:
