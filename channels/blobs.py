@@ -24,7 +24,7 @@ import re
 from nats.js.api import ObjectMeta, ObjectStoreConfig, StorageType
 from nats.js.errors import APIError, BadRequestError, BucketNotFoundError, NotFoundError, ObjectNotFoundError
 
-from services.streams import Names
+from services.platform.streams import Names
 
 BLOB_PREFIX = "blob:"
 BUCKET = "SB_BLOBS"

@@ -31,9 +31,11 @@ from litestar.exceptions import WebSocketDisconnect
 from channels.chat import chat_interaction, parse_frame, utcnow
 from channels.errors import ChannelError, Malformed, UnsupportedMediaType
 from channels.limits import ConnectionSlots, TokenBuckets, retry_after_header
+from channels.openapi import CHAT_SESSION
+from channels.proxies import client_ip, trusted_networks
 from events.interactions import Identity
-from services.core.identity import InvalidIdentity, normalize
-from services.logs import get_logger
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -56,10 +58,22 @@ def _error(code: str, detail: str) -> dict:
     return {"error": code, "detail": detail}
 
 
-def client_address(scope) -> str:
-    """The peer's address as the ASGI server saw it (a proxy in front counts as one client)."""
-    client = scope.get("client")
-    return client[0] if client else "unknown"
+def client_address(scope, trusted_proxies=None) -> str:
+    """The client's address: the peer's, or, when the peer is one of `SWITCHBOARD_TRUSTED_PROXIES`,
+    the address it forwarded for (`X-Forwarded-For`); an untrusted peer's header counts for nothing."""
+    forwarded = ", ".join(v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == b"x-forwarded-for")
+    address = client_ip(scope, {"x-forwarded-for": forwarded} if forwarded else {}, trusted_networks(trusted_proxies))
+    return address or "unknown"
+
+
+def chat_after(text: str | None) -> int:
+    """`after=N` of the chat WebSocket: the outbox sequence the visitor already has. ASCII digits
+    only (`str.isdigit` also takes `²`, which `int` refuses) and within JetStream's range."""
+    if text is None or text == "":
+        return 0
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
+        raise Malformed("after must be a non-negative stream sequence number")
+    return int(text)
 
 
 @dataclass(eq=False)
@@ -217,11 +231,11 @@ def _services(connection: Request | WebSocket):
 # -- HTTP ------------------------------------------------------------------------------------------
 
 
-@post("/channels/chat/sessions", status_code=201, summary="Start a chat session")
+@post("/channels/chat/sessions", status_code=201, summary="Start a chat session", operation_class=CHAT_SESSION)
 async def create_chat_session(request: Request) -> Response:
     services = _services(request)
     gateway = _gateway(request)
-    wait = gateway.session_rate.take(client_address(request.scope), gateway.clock())
+    wait = gateway.session_rate.take(client_address(request.scope, services.settings.trusted_proxies), gateway.clock())
     if wait:
         services.count("channel_rejected_rate_limited")
         return Response(_error("rate_limited", "too many new chat sessions from this address; retry later"),
@@ -267,8 +281,8 @@ async def chat_socket(socket: WebSocket) -> None:
         await socket.close(code=CLOSE_SESSION_ENDED, reason="session ended")
         return
     await socket.accept()
-    after = socket.query_params.get("after")
-    pusher = asyncio.create_task(gateway.push_replies(socket, listener, int(after) if after and after.isdigit() else 0))
+    after = socket.scope["sb_chat_after"]  # validated by ChatTokenMiddleware
+    pusher = asyncio.create_task(gateway.push_replies(socket, listener, after))
     try:
         while listener.closing is None:
             raw = await socket.receive_data(mode="text")
@@ -311,15 +325,17 @@ class ChatTokenMiddleware:
             await self.app(scope, receive, send)
             return
         services = scope["app"].state.services if "app" in scope else self.app.state.services
-        token = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token = query.get("token", [None])[0]
         try:
+            after = chat_after(query.get("after", [None])[0])
             session_id = services.chat.verify_token(token)
             await services.chat.get(session_id)
         except ChannelError as exc:
             await _deny_websocket(scope, receive, send, exc)
             return
         gateway: ChatGateway = services.extra["chat_gateway"]
-        client = client_address(scope)
+        client = client_address(scope, services.settings.trusted_proxies)
         refused = gateway.slots.acquire(client)
         if refused is not None:
             services.count("channel_rejected_too_many_connections")
@@ -331,6 +347,7 @@ class ChatTokenMiddleware:
             await _deny_websocket(scope, receive, send, exc)
             return
         scope["sb_chat_session_id"] = session_id
+        scope["sb_chat_after"] = after
         try:
             await self.app(scope, receive, send)
         finally:

@@ -12,8 +12,8 @@ import structlog
 
 from events.interactions import Interaction
 from events.sanitize import sanitize
-from services.logs import get_logger
-from services.streams import Names
+from services.platform.logs import get_logger
+from services.platform.streams import Names
 
 log = get_logger(__name__)
 _encode = msgspec.json.Encoder().encode

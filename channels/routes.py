@@ -16,9 +16,11 @@ from urllib.parse import parse_qs
 
 from litestar import MediaType, Request, Response, get, post
 
+from channels import openapi
 from channels.email.inbound import EmailRefused, MalformedEmail, receive_email
 from channels.email.trust import SenderTrust, parse_authserv_ids
 from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMediaType
+from channels.proxies import request_url, trusted_networks
 from channels.sms.twilio import (
     SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER as TWILIO_SETTINGS_HEADER,
@@ -32,7 +34,7 @@ from channels.social.meta import parse_meta_webhook, verify_handshake, verify_me
 from channels.social.telegram import SECRET_HEADER as TELEGRAM_SECRET_HEADER
 from channels.social.telegram import parse_telegram_update, verify_telegram_secret
 from events.interactions import Interaction
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -61,27 +63,12 @@ def _require_media_type(request: Request, expected: str) -> None:
         raise UnsupportedMediaType(f"expected Content-Type {expected}")
 
 
-def _first(header: str | None) -> str:
-    """The client-side value of a proxy header: proxies append theirs after a comma."""
-    return (header or "").split(",", 1)[0].strip()
-
-
 def public_url(request: Request) -> str:
-    """The URL the provider requested, as it saw it: behind a TLS-terminating proxy the scheme and
-    host come from `X-Forwarded-Proto` / `X-Forwarded-Host`. Path and query stay as sent (raw), the
-    way the provider signed them."""
-    scope = request.scope
-    scheme = _first(request.headers.get("x-forwarded-proto")) or scope.get("scheme", "http")
-    host = _first(request.headers.get("x-forwarded-host")) or request.headers.get("host", "")
-    if not host and scope.get("server"):
-        server_host, server_port = scope["server"]
-        host = f"{server_host}:{server_port}"
-    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-    url = f"{scheme}://{host}{raw_path.decode('latin-1')}"
-    query = scope.get("query_string") or b""
-    if query:
-        url += "?" + query.decode("latin-1")
-    return url
+    """The URL the provider requested, as it saw it: `SWITCHBOARD_PUBLIC_URL` + path + query when
+    set; otherwise from the request, `X-Forwarded-Proto`/`-Host` believed only from a trusted proxy."""
+    settings = _services(request).settings
+    return request_url(request.scope, request.headers, public_url=settings.public_url,
+                       networks=trusted_networks(settings.trusted_proxies))
 
 
 async def _publish_all(request: Request, interactions: Iterable[Interaction]) -> int:
@@ -101,7 +88,8 @@ async def _publish_all(request: Request, interactions: Iterable[Interaction]) ->
 # -- email -----------------------------------------------------------------------------------------
 
 
-@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe")
+@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe",
+      operation_class=openapi.RAW_EMAIL)
 async def email_inbound(request: Request) -> Response:
     services = _services(request)
     header = request.headers.get("authorization", "")
@@ -152,14 +140,16 @@ async def _twilio_form(request: Request) -> dict[str, list[str]]:
     return form
 
 
-@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)")
+@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)",
+      operation_class=openapi.TWILIO_MESSAGE)
 async def twilio_message(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_message(form, received_at=_now())])
     return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
 
 
-@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback")
+@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback",
+      operation_class=openapi.TWILIO_STATUS)
 async def twilio_status(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_status(form, received_at=_now())])
@@ -169,14 +159,15 @@ async def twilio_status(request: Request) -> Response:
 # -- Meta: WhatsApp Cloud API, Messenger, Instagram ------------------------------------------------
 
 
-@get("/channels/social/meta", summary="Meta's webhook verification handshake")
+@get("/channels/social/meta", summary="Meta's webhook verification handshake", operation_class=openapi.META_HANDSHAKE)
 async def meta_handshake(request: Request) -> Response:
     challenge = verify_handshake(request.query_params, _services(request).settings.meta_verify_token or "")
     return Response(challenge, status_code=200, media_type=MediaType.TEXT,
                     headers={"X-Content-Type-Options": "nosniff"})
 
 
-@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks")
+@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks",
+      operation_class=openapi.META_WEBHOOK)
 async def meta_webhook(request: Request) -> Response:
     _require_media_type(request, _JSON)
     body = await request.body()
@@ -190,7 +181,8 @@ async def meta_webhook(request: Request) -> Response:
 # -- Telegram --------------------------------------------------------------------------------------
 
 
-@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update")
+@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update",
+      operation_class=openapi.TELEGRAM_UPDATE)
 async def telegram_webhook(request: Request) -> Response:
     verify_telegram_secret(_services(request).settings.telegram_secret_token or "",
                            request.headers.get(TELEGRAM_SECRET_HEADER))

@@ -18,7 +18,7 @@ when nothing needed cleaning, so clean input costs one regex scan per string and
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -52,7 +52,7 @@ def sanitize(value: T) -> T:
     """`value` with every string in it cleaned (see `clean_text`): strings, and recursively lists,
     tuples, dicts (keys and values) and msgspec Structs. Other values (ids, times, numbers) are
     returned as they are. Returns `value` itself when nothing changed."""
-    return _sanitize(value)
+    return cast(T, _sanitize(value))
 
 
 def _sanitize(value: Any) -> Any:

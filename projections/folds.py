@@ -14,7 +14,7 @@ merges (the alias table, applied at the end). The folds do no I/O: `rows(order)`
 `{table: (columns, rows)}`, with text arrays put in order by `order` (which asks the database how it
 sorts the few distinct values `array_values()` names), and `corrections()` the SQL to run after.
 
-This relies on what the domain guarantees for merges (services/core/customer.py): an absorbed
+This relies on what the domain guarantees for merges (services/domain/customer.py): an absorbed
 customer is never absorbed again nor absorbs anyone, so where a row's customer ends up depends only
 on the customer it was recorded for and the merges recorded after it.
 """
@@ -54,7 +54,7 @@ from events.customer import (
     InteractionRecorded,
     ProfileUpdated,
 )
-from services.eventstore.codec import REDACTED
+from services.platform.eventstore.codec import REDACTED
 
 Columns = tuple[tuple[str, str], ...]  # (column, PostgreSQL type) in COPY order
 Rows = dict[str, tuple[Columns, list[tuple]]]  # table → its columns and rows
@@ -429,9 +429,10 @@ class CasesFold:
         self.aliases.merge(event.stream_id, event.absorbed_id)
 
     def _erased(self, event: CustomerErased) -> None:
-        # erase(): the notes of cases WHERE customer_id = X OR origin_customer_id = X.
+        # erase(): the tags of the cases WHERE customer_id = X OR origin_customer_id = X, and their notes.
         for origin in self.aliases.owned_by(event.stream_id):
             for c in self.by_origin.get(origin, ()):
+                c.tags = set()
                 for note in self.case_notes.get(c.id, ()):
                     note[1] = REDACTED
 

@@ -47,10 +47,10 @@ from psycopg.pq import Format
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from projections.base import Item, Projection, forget_staging
+from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.folds import FOLDS, Columns, RawJson
-from services import quarantine
-from services.logs import get_logger
+from services.platform import quarantine
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -376,11 +376,9 @@ class Rebuild:
     # -- 3. swap --------------------------------------------------------------------------------
 
     def _swap(self, conn, reader: LogReader, position: int) -> int:
-        from projections.runner import _BATCH_LOCK_KEY  # noqa: PLC0415 — the runner imports this module
-
         tail = 0
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (BATCH_LOCK_KEY,))
             self._search_shadow(conn)
             while items := reader.read(position, self.batch_size):
                 self._apply(conn, self.projections, items)

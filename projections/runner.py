@@ -4,7 +4,7 @@ Many projector processes may run; a PostgreSQL advisory lock makes exactly one o
 (the others wait to take over), so views are written in log order by one writer.
 
 One event a projection cannot apply does not stop it: the batch is applied again in halves, each in
-a savepoint, down to that event, which is quarantined (`services.quarantine`) in the transaction
+a savepoint, down to that event, which is quarantined (`services.platform.quarantine`) in the transaction
 that moves the position past it; everything else is applied. See `apply_guarded`.
 """
 
@@ -16,18 +16,20 @@ from collections.abc import Callable, Sequence
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
-from projections.base import Item, Projection, forget_staging
+from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.profile import ProfileProjection
+from projections.rebuild import Rebuild
 from projections.timeline import TimelineProjection
-from services import quarantine
-from services.eventstore.store import EventStore
-from services.logs import get_logger
+from services.platform import quarantine
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.tuning import relax_garbage_collector
 
 log = get_logger(__name__)
 
 _LOCK_KEY = 0x5B_7072_6F6A  # "sb proj": one active projector per database
-_BATCH_LOCK_KEY = 0x5B_7072_6F62  # held while a batch (or a whole rebuild) is written
+_BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild's tables swapped in
 
 
 def all_projections() -> list[Projection]:
@@ -123,8 +125,6 @@ class ProjectionRunner:
         quarantine entries are replaced with the new ones at the swap), unless `on_failure(projection,
         item, error)` decides otherwise (`projections.rebuild.fail_on_event` stops the rebuild).
         """
-        from projections.rebuild import Rebuild  # noqa: PLC0415 — it imports this module
-
         return Rebuild(self, progress, on_failure, batch_size=self.batch_size).run()
 
     # -- quarantine: an event a projection cannot apply is set aside, the others are applied ------
@@ -184,8 +184,6 @@ class ProjectionRunner:
 
     def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
-        from services.core.processor import relax_garbage_collector  # noqa: PLC0415
-
         relax_garbage_collector()
         while not stop.is_set():
             try:

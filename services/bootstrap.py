@@ -21,11 +21,16 @@ import nats
 from eventsourcing.postgres import PostgresDatastore
 from faststream.nats import NatsBroker
 
-from services.eventstore.keys import MasterKey
-from services.eventstore.store import EventStore
-from services.logs import get_logger
-from services.settings import Settings
-from services.streams import Names, ensure_streams
+from services.platform.eventstore.keys import MasterKey
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names, ensure_streams
+from projections.runner import ProjectionRunner
+from services.api.auth import SCHEMA as AUTH_SCHEMA
+from services.core.processor import CoreProcessor
+from services.relay.relay import start_relay
+from services.core.consumer import start_core_consumer
 
 log = get_logger(__name__)
 
@@ -72,10 +77,6 @@ class Switchboard:
 
     def create_schema(self) -> None:
         """Creates every table the roles use; safe to run again and from many processes at once."""
-        from projections.runner import ProjectionRunner  # noqa: PLC0415
-        from services.api.auth import SCHEMA as AUTH_SCHEMA  # noqa: PLC0415
-        from services.core.processor import CoreProcessor  # noqa: PLC0415
-
         store = self.open_store()
         with store.datastore.get_connection() as conn:
             # Serialise schema creation across processes starting together.
@@ -110,22 +111,15 @@ class Switchboard:
         if "projector" in roles:
             self._start_projector()
         if "relay" in roles:
-            from services.relay.relay import start_relay  # noqa: PLC0415
-
             await start_relay(self)
 
     async def _start_core(self) -> None:
-        from services.core.consumer import start_core_consumer  # noqa: PLC0415
-        from services.core.processor import CoreProcessor  # noqa: PLC0415
-
         processor = CoreProcessor(self.open_store())
         self.core_consumer = await start_core_consumer(self.nc, self.js, processor, self.names,
                                                        max_deliveries=self.settings.max_deliveries,
                                                        ack_wait=self.settings.core_ack_wait_seconds)
 
     def _start_projector(self) -> None:
-        from projections.runner import ProjectionRunner  # noqa: PLC0415
-
         loop = asyncio.get_running_loop()
 
         def publish_live(items: list[dict]) -> None:

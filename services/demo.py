@@ -23,7 +23,7 @@ import httpx
 import websockets
 from tqdm import tqdm
 
-from services.settings import Settings
+from services.platform.settings import Settings
 
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Radia", "Tim", "Frances", "Linus"]
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Thompson", "Perlman", "Berners-Lee"]

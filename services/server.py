@@ -10,12 +10,17 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from channels.chat import ChatSessions
+from channels.email.smtp import start_smtp
 from channels.publish import Publisher
+from channels.routes import channel_handlers
+from services.asyncapi import asyncapi_document
 from services.api.app import Services, build_app
 from services.bootstrap import Switchboard
-from services.logs import configure_library_loggers, get_logger
-from services.settings import Settings
-from services.streams import Names
+from services.platform.logs import configure_library_loggers, get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names
+from channels.chat_gateway import ChatGateway
+from channels.email.pool import close_parser
 
 log = get_logger(__name__)
 
@@ -44,12 +49,7 @@ class Server:
         if self.http and ({"gateway", "api"} & set(self.roles)):
             await self._start_http()
         if self.smtp and "gateway" in self.roles and self.services is not None:
-            try:
-                from channels.email.smtp import start_smtp  # noqa: PLC0415
-            except ImportError:
-                log.warning("smtp_listener_unavailable")
-            else:
-                self.smtp_server = await start_smtp(self.services, *self.smtp)
+            self.smtp_server = await start_smtp(self.services, *self.smtp)
 
     async def _start_http(self) -> None:
         settings = self.settings
@@ -67,18 +67,13 @@ class Server:
         )
         if "gateway" in self.roles:
             await self._start_chat()
-        extra = []
-        try:
-            from channels.routes import channel_handlers  # noqa: PLC0415
-
-            extra = channel_handlers()
-        except ImportError:
-            pass
-        app = build_app(self.services, self.roles, extra)
+        app = build_app(self.services, self.roles, channel_handlers())
         host, port = self.http
+        # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; which
+        # proxies to believe is SWITCHBOARD_TRUSTED_PROXIES' call (channels/proxies.py).
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
                                 ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5,
-                                ws_max_size=settings.chat_max_frame_bytes)
+                                ws_max_size=settings.chat_max_frame_bytes, proxy_headers=False)
         self.uvicorn = uvicorn.Server(config)
         configure_library_loggers()
         self.uvicorn.install_signal_handlers = lambda: None  # the CLI owns SIGINT/SIGTERM
@@ -89,8 +84,6 @@ class Server:
             await asyncio.sleep(0.01)
 
     async def _start_chat(self) -> None:
-        from channels.chat_gateway import ChatGateway  # noqa: PLC0415
-
         if not self.settings.chat_identity_secret:
             # `serve` generates no secrets: without this one every identity_hash is refused (401).
             log.warning("chat_identity_secret_missing",
@@ -100,8 +93,6 @@ class Server:
         self.services.extra["chat_gateway"] = self.chat_gateway
 
     def _asyncapi(self) -> bytes:
-        from services.asyncapi import asyncapi_document  # noqa: PLC0415
-
         return asyncapi_document(self.sb.names)
 
     async def stop(self) -> None:
@@ -114,8 +105,6 @@ class Server:
             except (TimeoutError, asyncio.CancelledError):
                 pass
         if self.services is not None:
-            from channels.email.pool import close_parser  # noqa: PLC0415
-
             await close_parser(self.services)
         if self.chat_gateway is not None:
             await self.chat_gateway.stop()

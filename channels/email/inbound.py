@@ -20,7 +20,7 @@ from channels.email.parse import EmailBudget, MalformedEmail, OverBudget
 from channels.email.pool import ParserBusy, ParserFailed, parser_of
 from channels.email.trust import SenderTrust
 from events.interactions import Interaction
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 __all__ = ["EmailRefused", "MalformedEmail", "interaction_size", "receive_email"]
 

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from channels.email.parse import EmailBudget, OverBudget, ParsedEmail, parse_email
 from channels.email.trust import SenderTrust
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

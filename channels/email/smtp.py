@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from channels.email.inbound import EmailRefused, MalformedEmail, receive_email
 from channels.email.trust import SenderTrust, TrustedNetworks, parse_authserv_ids
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -43,9 +43,10 @@ from nats.js.errors import BadRequestError
 
 from events.interactions import INTERACTION_DECODER, Interaction
 from events.sanitize import json_may_need_cleaning, sanitize
-from services.core.processor import INFRASTRUCTURE_ERRORS, CoreProcessor, Outcome, Prepared, relax_garbage_collector
-from services.logs import get_logger
-from services.streams import Names
+from services.core.processor import INFRASTRUCTURE_ERRORS, CoreProcessor, Outcome, Prepared
+from services.platform.tuning import relax_garbage_collector
+from services.platform.logs import get_logger
+from services.platform.streams import Names
 
 log = get_logger(__name__)
 

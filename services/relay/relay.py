@@ -14,7 +14,7 @@ One relay is active at a time (a PostgreSQL advisory lock); others stand by.
 
 An event that can never be published as it is (it cannot be encoded, it is larger than the
 server's `max_payload`, JetStream refuses it with a 400) does not stop the relay: it is quarantined
-(`services.quarantine`, consumer `relay:sb-events`) in the transaction that stores the position past
+(`services.platform.quarantine`, consumer `relay:sb-events`) in the transaction that stores the position past
 it, and the events after it are published, chained to the one before it. `switchboard quarantine
 retry --relay` publishes it later (out of order, its `Sb-Position` telling where it belongs).
 """
@@ -30,8 +30,10 @@ from nats.errors import MaxPayloadError
 from nats.js.errors import BadRequestError, NotFoundError
 
 from events.base import DomainEvent
-from services import quarantine
-from services.logs import get_logger
+from services.platform import quarantine
+from services.platform.logs import get_logger
+from services.relay.outbound import start_outbound
+from services.relay.anchor import start_anchor_refresh
 
 log = get_logger(__name__)
 
@@ -232,7 +234,6 @@ async def run_relay(sb) -> None:
 
 
 async def start_relay(sb) -> None:
-    from services.relay.outbound import start_outbound  # noqa: PLC0415
-
     sb.tasks.append(asyncio.create_task(run_relay(sb), name="relay"))
+    start_anchor_refresh(sb)
     await start_outbound(sb)

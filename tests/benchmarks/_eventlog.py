@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 
 from events.base import DomainEvent
 from events.interactions import Attachment, Interaction
-from services.core.case import Case
-from services.core.customer import Customer
+from services.domain.case import Case
+from services.domain.customer import Customer
 
 CHANNELS = ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
 WORDS = ("order", "refund", "delivery", "parcel", "invoice", "password", "account", "broken", "thanks", "please",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
 import psycopg
 
-from services.embedded import EmbeddedNats, EmbeddedPostgres
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
 
 
 @contextlib.contextmanager
@@ -26,7 +27,7 @@ def servers():
             nats_url = n.url
         admin = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
         if not admin:
-            pg = EmbeddedPostgres(root / "pg").start()
+            pg = EmbeddedPostgres(root / "pg", ephemeral=True).start()
             started.append(pg)
             admin = pg.admin_url("postgres")
         name = "bench_" + secrets.token_hex(4)
@@ -36,3 +37,4 @@ def servers():
     finally:
         for server in reversed(started):
             server.stop()
+        shutil.rmtree(root, ignore_errors=True)

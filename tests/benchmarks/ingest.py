@@ -45,8 +45,8 @@ import psycopg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
-from services.core.identity import InvalidIdentity, normalized_value
-from services.streams import Names, ensure_streams
+from services.domain.identity import InvalidIdentity, normalized_value
+from services.platform.streams import Names, ensure_streams
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 2_000

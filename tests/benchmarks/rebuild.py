@@ -34,7 +34,7 @@ from tempfile import TemporaryDirectory
 
 import psycopg
 
-from services.settings import Settings
+from services.platform.settings import Settings
 from tests.benchmarks import _eventlog
 from tests.benchmarks._servers import servers
 
@@ -86,7 +86,7 @@ def _rebuild(settings: Settings) -> tuple[int, float, float]:
 
 def _live(store, sample: int) -> tuple[int, float]:
     from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415
-    from services.eventstore.store import RecentEvents  # noqa: PLC0415
+    from services.platform.eventstore.store import RecentEvents  # noqa: PLC0415
 
     store.recent = RecentEvents(size=0)  # a projector process of its own reads the table
     runner = ProjectionRunner(store, batch_size=5000)

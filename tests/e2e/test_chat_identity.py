@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import websockets
 
-from services.embedded import free_port
+from services.platform.embedded import free_port
 from tests.fixtures.providers import eventually
 from tests.fixtures.recorded import running_server, stored_events
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import websockets
 
-from services.embedded import EmbeddedNats, free_port
+from services.platform.embedded import EmbeddedNats, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -108,7 +108,7 @@ async def _send(gateway: str, sessions: dict, n_sessions: int, start: int, stop:
                 sessions[key] = (await client.post("/channels/chat/sessions", json={})).json()
             session = sessions[key]
             url = gateway.replace("http", "ws") + f"/channels/chat/ws?token={session['token']}"
-            for attempt in range(20):
+            for _attempt in range(20):
                 try:
                     async with websockets.connect(url, open_timeout=5) as ws:
                         for m in range(start, stop):

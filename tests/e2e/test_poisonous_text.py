@@ -26,6 +26,7 @@ from twilio.request_validator import RequestValidator
 
 from events.interactions import ENCODER, Attachment, Identity, Interaction, interaction_id
 from events.sanitize import is_clean
+from services.core.processor import CoreProcessor
 from tests.fixtures.providers import eventually
 from tests.fixtures.recorded import customer, running_server
 
@@ -219,8 +220,6 @@ async def test_control_characters_on_every_channel_are_stored_clean_and_nothing_
 
 async def test_the_live_projector_quarantines_an_old_poisonous_event_and_metrics_count_it(srv, api):
     """A log written before the sanitiser may hold NUL: the running projector sets that event aside."""
-    from services.core.processor import CoreProcessor  # noqa: PLC0415
-
     old = Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=datetime.now(UTC),
                       identities=[Identity("phone", "+14155550170")], text="from an old log\x00",
                       provider_message_id=secrets.token_hex(6))

@@ -16,6 +16,7 @@ from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from projections.runner import ProjectionRunner
 from services.bootstrap import Switchboard
 from services.core.processor import CoreProcessor
+from services.core.commands import run_case_command
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +256,6 @@ def test_an_outbound_reply_and_its_delivery_status_land_on_the_case(store, datab
     inbound = message("sms", Identity("phone", "+447700900200"), at=0)
     process(processor, inbound)
     case_id = rows(database_url, "SELECT originator_id FROM sb_events WHERE topic = 'case.Opened'")[0][0]
-    from services.api.commands import run_case_command  # noqa: PLC0415
 
     reply_id = uuid.uuid4()
     run_case_command(store, case_id, lambda c: c.request_reply(reply_id, "On its way", "agent-1", T0))
@@ -286,7 +286,6 @@ def test_a_refused_reply_is_recorded_as_failed_although_the_core_had_the_case_ca
     processor = CoreProcessor(store)
     process(processor, message("sms", Identity("phone", "+447700900201"), at=0))
     case_id = rows(database_url, "SELECT originator_id FROM sb_events WHERE topic = 'case.Opened'")[0][0]
-    from services.api.commands import run_case_command  # noqa: PLC0415
 
     reply_id = uuid.uuid4()  # the API appends ReplyRequested: the core's cached case does not know it
     run_case_command(store, case_id, lambda c: c.request_reply(reply_id, "Hi", "agent-1", T0))

@@ -16,6 +16,7 @@ import pytest
 
 from events.interactions import Identity, Interaction
 from projections.runner import ProjectionRunner
+from services.core.processor import CoreProcessor
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
@@ -30,8 +31,6 @@ def _sms(n: int, text: str) -> Interaction:
 
 
 def _record(store, interactions: list[Interaction]) -> None:
-    from services.core.processor import CoreProcessor  # noqa: PLC0415
-
     outcome = CoreProcessor(store).process([(i, None) for i in interactions])
     assert len(outcome.recorded) == len(interactions), outcome
 

@@ -17,9 +17,9 @@ from projections.folds import FOLDS, TimelineFold
 from projections.rebuild import SHADOW, Rebuild, RebuildError, fail_on_event
 from projections.runner import _BATCH_LOCK_KEY, ProjectionRunner, all_projections
 from projections.timeline import TimelineProjection
-from services.api.commands import erase_customer
-from services.core.customer import Customer
-from services.eventstore.codec import REDACTED
+from services.core.commands import erase_customer
+from services.domain.customer import Customer
+from services.platform.eventstore.codec import REDACTED
 from tests.benchmarks import _eventlog
 
 pytestmark = pytest.mark.integration
@@ -240,6 +240,8 @@ def test_one_rebuild_at_a_time(store, database_url):
         conn.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK_KEY,))
         with pytest.raises(RebuildError, match="another rebuild"):
             ProjectionRunner(store).rebuild()
+        # Released here, not by closing: a closed session's locks go when its backend has exited.
+        conn.execute("SELECT pg_advisory_unlock(%s)", (REBUILD_LOCK_KEY,))
     ProjectionRunner(store).rebuild()  # and once it is over, a rebuild runs
 
 

@@ -21,9 +21,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events.interactions import Identity, Interaction
 from services.bootstrap import Switchboard
-from services.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
+from services.platform.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
 from services.relay.relay import TRACKING_NAME, relay_once, resume_state
-from services.streams import Names
+from services.platform.streams import Names
+from services.core.processor import CoreProcessor
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
@@ -67,8 +68,6 @@ def _sms(n: int, text: str) -> Interaction:
 
 
 def _record(store, interactions: list[Interaction]) -> None:
-    from services.core.processor import CoreProcessor  # noqa: PLC0415
-
     outcome = CoreProcessor(store).process([(i, None) for i in interactions])
     assert len(outcome.recorded) == len(interactions)
 

@@ -11,7 +11,7 @@ import pytest
 
 from channels.chat import ChatSession, InboundFrame, SessionRequest, chat_interaction, identity_hash, verify_identity
 from channels.errors import Malformed, Unauthorized
-from services.core.customer import Customer
+from services.domain.customer import Customer
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ import pytest
 from channels.email.parse import EmailBudget, OverBudget, parse_email
 from channels.email.trust import SenderTrust, TrustedNetworks, parse_authserv_ids, single_node_trust
 from events.interactions import Identity
-from services.core.identity import registers_on_claims_alone
-from services.settings import load_settings
+from services.domain.identity import registers_on_claims_alone
+from services.platform.settings import load_settings
 
 RECEIVED_AT = datetime(2024, 6, 20, 12, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "email"

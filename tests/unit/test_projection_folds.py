@@ -9,9 +9,9 @@ import pytest
 
 from events.interactions import Interaction
 from projections.folds import Aliases, CasesFold, ProfileFold, TimelineFold, Unstorable, storable
-from services.core.case import Case
-from services.core.customer import Customer
-from services.eventstore.codec import REDACTED
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.platform.eventstore.codec import REDACTED
 
 pytestmark = pytest.mark.unit
 
@@ -127,6 +127,7 @@ def test_cases_fold_erasure_redacts_notes_of_the_customer_and_those_merged_into_
     other_case = Case.open(uuid.uuid4(), uuid.uuid4(), "chat", None, at(1))
     for case in (ada_case, bob_case, other_case):
         case.add_note(uuid.uuid4(), "private", "agent-7", at(2))
+        case.tag(["divorce"], "agent-7", at(2))
     ada.absorb(bob, at(3))
     feed(fold, ada, bob, ada_case, bob_case, other_case)
     ada.erase("gdpr", at(4))
@@ -138,6 +139,8 @@ def test_cases_fold_erasure_redacts_notes_of_the_customer_and_those_merged_into_
                      (ada_case.id, "written after")}
     rows = fold.rows(sorted)["proj_cases"][1]
     assert {r[0]: r[1] for r in rows}[bob_case.id] == ada.id  # the case follows its customer
+    # Tags are agents' words about the customer: erased with them.
+    assert {r[0]: r[8] for r in rows} == {ada_case.id: [], bob_case.id: [], other_case.id: ["divorce"]}
 
 
 def test_timeline_fold_streams_rows_and_marks_erasures_by_position():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.quarantine import failure_reason
+from services.platform.quarantine import failure_reason
 
 pytestmark = pytest.mark.unit
 

@@ -21,7 +21,7 @@ from events.customer import (
     ProfileUpdated,
 )
 from events.interactions import Interaction
-from services.core.aggregate import Aggregate, DomainError
+from services.domain.aggregate import Aggregate, DomainError
 
 
 class CustomerAbsorbedError(DomainError):

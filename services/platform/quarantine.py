@@ -25,7 +25,7 @@ from psycopg import errors as pg_errors
 
 from events.base import DomainEvent
 from events.sanitize import clean_text
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -39,8 +39,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     smtp_relay: str | None = None
     email_from: str | None = None
     # The gateway's public base URL (https://switchboard.example.com); when set, outbound SMS asks
-    # Twilio for status callbacks at its /channels/sms/twilio/status.
+    # Twilio for status callbacks at its /channels/sms/twilio/status, and X-Twilio-Signature is
+    # checked against it + path + query (never against the Host a request came with).
     public_url: str | None = None
+    # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For/-Proto/-Host are
+    # believed; from any other peer those headers are ignored.
+    trusted_proxies: str | list[str] | None = None
+    # How often an open Server-Sent Events stream re-checks its token; a revoked one ends it.
+    sse_recheck_seconds: float = 5.0
     # First delay, in seconds, before an outbound reply a provider could not take is tried again;
     # doubled on every attempt, at most 60 s.
     outbound_retry_base_seconds: float = 1.0
@@ -99,6 +105,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # (never longer than the streams' retention).
     chat_session_store_max_bytes: int = 256 * 1024 * 1024
     chat_session_ttl_seconds: int = 7 * 24 * 3600
+    # Seconds between refreshes of the audit anchor in NATS KV by the relay role (0: never).
+    audit_anchor_seconds: float = 60.0
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import nats
 from nats.js.errors import NotFoundError
 
-from services.settings import Settings
-from services.streams import Names
+from services.platform.settings import Settings
+from services.platform.streams import Names
 
 
 @dataclass(frozen=True)
