@@ -248,6 +248,7 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
     """Rebuild read models (all, or NAME) from the event store; prints events/s."""
     import time  # noqa: PLC0415
 
+    from projections.rebuild import RebuildError  # noqa: PLC0415 -- lazy: event store
     from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415 -- lazy: event store
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -261,7 +262,10 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
         total = store.max_position()
         t0 = time.perf_counter()
         with tqdm(total=total, unit="ev", disable=not sys.stderr.isatty(), desc="rebuild") as bar:
-            applied = runner.rebuild(bar.update)
+            try:
+                applied = runner.rebuild(bar.update)
+            except RebuildError as exc:
+                raise click.ClickException(str(exc)) from exc
         elapsed = time.perf_counter() - t0
     rate = applied / elapsed if elapsed > 0 else 0.0
     click.echo(f"rebuilt {', '.join(p.name for p in selected)}: {applied} events in {elapsed:.2f}s "
