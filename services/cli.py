@@ -73,7 +73,22 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.Group):
+    """Turns a database or NATS that cannot be used into one line on stderr and exit 1, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from services.database import DatabaseUnavailable, DatabaseUrlError  # noqa: PLC0415
+            from services.nats_client import NatsSettingsError  # noqa: PLC0415
+
+            if isinstance(exc, (DatabaseUnavailable, DatabaseUrlError, NatsSettingsError)):
+                raise click.ClickException(str(exc)) from None
+            raise
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SWITCHBOARD_DATA_DIR",
               default=None, help="Where embedded servers keep data, tokens and generated secrets [.switchboard].")
 @click.pass_context
@@ -140,6 +155,8 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
 
 
 async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) -> None:
+    from services.database import redact_database_url  # noqa: PLC0415
+    from services.nats_client import redact_nats_url  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 
     server = Server(settings, roles, http=http, smtp=smtp)
@@ -155,8 +172,8 @@ async def _serve(settings: Settings, roles, http, smtp, announce: bool = False) 
         click.echo(f"  API schema       {server.http_url}/schema/openapi.json", err=True)
         click.echo(f"  chat WebSocket   ws://{http[0]}:{http[1]}/channels/chat/ws", err=True)
         click.echo(f"  SMTP             smtp://{smtp[0]}:{smtp[1]}", err=True)
-        click.echo(f"  NATS             {settings.nats_url}", err=True)
-        click.echo(f"  PostgreSQL       {settings.database_url}", err=True)
+        click.echo(f"  NATS             {redact_nats_url(settings.nats_url)}", err=True)
+        click.echo(f"  PostgreSQL       {redact_database_url(settings.database_url)}", err=True)
         click.echo(f"  admin token      {data_dir / 'admin.token'}", err=True)
         click.echo("Ctrl-C stops it; data stays in the data dir.", err=True)
     await stop.wait()
@@ -216,7 +233,7 @@ def replay(ctx: click.Context, customer: UUID | None, from_position: int, until)
 
     with _store(ctx) as sb:
         count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position - 1,
-                              until=until, progress=sys.stderr.isatty(), conninfo=sb.settings.database_url)
+                              until=until, progress=sys.stderr.isatty(), conninfo=sb.database.conninfo)
     click.echo(f"{count} events", err=True)
 
 
@@ -261,14 +278,13 @@ def audit() -> None:
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:
     """Recompute the hash chain of the whole log: exit 0 with a count, or 1 naming the first bad position."""
-    import psycopg  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
     from services.eventstore.recorder import ChainBreak, verify_chain  # noqa: PLC0415
 
     with _store(ctx) as sb:
         store = sb.open_store()
-        with psycopg.connect(sb.settings.database_url) as conn, tqdm(
+        with sb.database.connect() as conn, tqdm(
                 total=store.max_position(), unit="ev", disable=not sys.stderr.isatty(), desc="verify") as bar:
             try:
                 count = verify_chain(conn, store.master.chain_key, progress=bar.update)
@@ -297,7 +313,7 @@ def token_create(ctx: click.Context, role: str, name: str | None) -> None:
 
     from services.api.auth import create_token  # noqa: PLC0415
 
-    with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
+    with _store(ctx) as sb, sb.database.connect(autocommit=True) as conn:
         try:
             name, value = create_token(conn, role, name)
         except psycopg.errors.UniqueViolation:
@@ -311,11 +327,9 @@ def token_create(ctx: click.Context, role: str, name: str | None) -> None:
 @click.pass_context
 def token_revoke(ctx: click.Context, name: str) -> None:
     """End the token NAME."""
-    import psycopg  # noqa: PLC0415
-
     from services.api.auth import revoke_token  # noqa: PLC0415
 
-    with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
+    with _store(ctx) as sb, sb.database.connect(autocommit=True) as conn:
         if not revoke_token(conn, name):
             raise click.ClickException(f"no active token named {name!r}")
     click.echo(f"revoked {name}")
@@ -340,7 +354,7 @@ def customer_export(ctx: click.Context, customer_id: UUID) -> None:
 
     with _store(ctx) as sb:
         try:
-            document = export_customer(sb.open_store(), sb.settings.database_url, customer_id)
+            document = export_customer(sb.open_store(), sb.database.conninfo, customer_id)
         except LookupError as exc:
             raise click.ClickException(str(exc)) from None
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")

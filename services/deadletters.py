@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import nats
 from nats.js.errors import NotFoundError
+
+from services import nats_client
 
 from services.settings import Settings
 from services.streams import Names
@@ -30,9 +31,7 @@ class DeadLetter:
 
 
 async def _connect(settings: Settings):
-    if not settings.nats_url:
-        raise RuntimeError("no NATS: set SWITCHBOARD_NATS_URL or run `switchboard up`")
-    return await nats.connect(settings.nats_url.split(","))
+    return await nats_client.connect(settings)
 
 
 async def _read_all(js, names: Names) -> list[DeadLetter]:

@@ -1,0 +1,76 @@
+"""How every Switchboard process connects to NATS: `SWITCHBOARD_NATS_URL` and `SWITCHBOARD_NATS_CREDS`.
+
+`SWITCHBOARD_NATS_URL` is one or more server URLs, comma-separated, each as nats-py and the `nats`
+CLI take them: `nats://HOST:PORT`, `tls://HOST:PORT` (TLS with the system's CA store), with
+credentials in the URL (`nats://USER:PASSWORD@HOST:PORT`, `nats://TOKEN@HOST:PORT`, percent-encoded
+where needed). Credentials stay in the URL handed to nats-py; only what is printed or logged goes
+through `redact_nats_url`.
+
+`SWITCHBOARD_NATS_CREDS` is the path of a credentials file: a `.creds` file (user JWT and nkey
+seed, as `nsc generate creds` writes for a server in operator mode) or a bare nkey seed file (`SU…`,
+for a server whose `authorization { users = [{nkey: U…}] }`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from services.settings import Settings
+
+
+class NatsSettingsError(ValueError):
+    """SWITCHBOARD_NATS_URL or SWITCHBOARD_NATS_CREDS cannot be used as given; one line."""
+
+
+def nats_servers(url: str | None) -> list[str]:
+    servers = [s.strip() for s in (url or "").split(",") if s.strip()]
+    if not servers:
+        raise NatsSettingsError("no NATS: set SWITCHBOARD_NATS_URL or run `switchboard up`")
+    return servers
+
+
+def redact_nats_url(url: str | None) -> str:
+    """The URL(s) with passwords and tokens replaced by `***`: safe to print and log."""
+    return ",".join(_redact_one(s) for s in (url or "").split(","))
+
+
+def _redact_one(server: str) -> str:
+    match = re.match(r"^(\s*(?:[\w+.-]+://)?)([^@/?#]*)@(.*)$", server)
+    if not match:
+        return server
+    scheme, userinfo, rest = match.groups()
+    user, sep, _ = userinfo.partition(":")
+    return f"{scheme}{user}:***@{rest}" if sep else f"{scheme}***@{rest}"
+
+
+def credentials_options(creds_path: str | None) -> dict[str, Any]:
+    """nats-py keyword arguments for SWITCHBOARD_NATS_CREDS (none when it is unset)."""
+    if not creds_path:
+        return {}
+    path = Path(creds_path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NatsSettingsError(f"SWITCHBOARD_NATS_CREDS: cannot read {path}: {exc.strerror or exc}") from None
+    if "BEGIN NATS USER JWT" in text and "BEGIN USER NKEY SEED" in text:
+        return {"user_credentials": str(path)}
+    if re.fullmatch(r"\s*SU[A-Z2-7]{56}\s*", text):
+        return {"nkeys_seed": str(path)}
+    # nats-py would loop forever looking for a JWT that is not there: say what is wrong instead.
+    raise NatsSettingsError(f"SWITCHBOARD_NATS_CREDS: {path} is neither a NATS .creds file (user JWT and "
+                            "nkey seed) nor an nkey user seed (SU…)")
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """`servers` and credentials for `nats.connect`, the same for every role and verb."""
+    return {"servers": nats_servers(settings.nats_url),
+            **credentials_options(getattr(settings, "nats_creds", None))}
+
+
+async def connect(settings: Settings, **options: Any):
+    """A nats-py connection with Switchboard's servers and credentials; `options` add to or override."""
+    import nats  # noqa: PLC0415
+
+    return await nats.connect(**{**connect_options(settings), **options})
