@@ -100,17 +100,31 @@ async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int
             delay = min(delay * 2, 3.0)
 
 
+def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
+    def seconds(value: float | None) -> float | None:
+        return None if value is None else round(float(value), 3)
+
+    return (sorted(current.subjects or []) == sorted(wanted.subjects or [])
+            and current.storage == wanted.storage and current.retention == wanted.retention
+            and current.discard == wanted.discard and (current.num_replicas or 1) == (wanted.num_replicas or 1)
+            and seconds(current.max_age) == seconds(wanted.max_age)
+            and (wanted.duplicate_window is None or seconds(current.duplicate_window) == seconds(wanted.duplicate_window)))
+
+
 async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int) -> None:
     for config in stream_configs(names, retention_seconds, replicas):
         try:
-            await js.stream_info(config.name)
+            info = await js.stream_info(config.name)
         except NotFoundError:
             try:
                 await js.add_stream(config)
             except BadRequestError:
                 pass  # another process created it between our look and our add
             continue
-        await js.update_stream(config)
+        if not _same_config(info.config, config):
+            # Only when something changed: roles whose NATS user may not update streams (see
+            # deploy/nats/auth.conf) start fine once the streams are as configured.
+            await js.update_stream(config)
     try:
         await js.key_value(names.chat_sessions_bucket)
     except Exception:  # noqa: BLE001 — nats-py raises BucketNotFoundError or NotFoundError by version

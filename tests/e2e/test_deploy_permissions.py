@@ -1,0 +1,199 @@
+"""deploy/nats/auth.conf on a real nats-server: each role works under its own user, and only there.
+
+Every role runs as `switchboard serve ROLE` with `SWITCHBOARD_NATS_URL=nats://USER:PASSWORD@…` (the
+password percent-encoded), one chat message goes through the gateway to the timeline, an agent's
+reply comes back over the WebSocket, and a downstream `reader` consumes the events; the server
+records no permission violation on the way. Then the limits: the gateway cannot publish events, the
+reader cannot publish interactions or read them, a wrong password is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+import websockets
+from nats.js.api import ConsumerConfig
+
+from services.embedded import free_port
+from services.streams import Names, ensure_streams
+from tests.fixtures.nats_auth import AuthorizedNats, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
+
+
+@pytest.fixture
+def auth_nats(tmp_path):
+    server = AuthorizedNats(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+def _serve(settings, server: AuthorizedNats, user: str, roles: list[str], tmp: Path, http_port: int | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(SWITCHBOARD_NATS_URL=server.url(user), SWITCHBOARD_DATABASE_URL=settings.database_url,
+               SWITCHBOARD_MASTER_KEY=settings.master_key, SWITCHBOARD_ADMIN_TOKEN=settings.admin_token,
+               SWITCHBOARD_CHAT_IDENTITY_SECRET=settings.chat_identity_secret, SWITCHBOARD_LOG_FORMAT="json")
+    args = [SWITCHBOARD, "serve", *roles]
+    if http_port:
+        args += ["--http", f"127.0.0.1:{http_port}", "--smtp", f"127.0.0.1:{free_port()}"]
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"{user}.log", "ab"), cwd=tmp)
+
+
+async def _ready(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(url + "/ready")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.timeout(180)
+async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path):
+    procs = [_serve(settings, auth_nats, "core", ["core"], tmp_path)]
+    gateway_port, api_port = free_port(), free_port()
+    admin = await nats.connect(auth_nats.url("admin"))
+    reader = await nats.connect(auth_nats.url("reader"))
+    try:
+        # The core creates the streams; the roles without that right start once they exist.
+        async def streams_exist():
+            try:
+                await admin.jetstream().stream_info("SB_INTERACTIONS")
+                return True
+            except Exception:  # noqa: BLE001 — not yet
+                return False
+
+        await wait_for(streams_exist, 60, "streams created by the core")
+        procs += [_serve(settings, auth_nats, "projector", ["projector"], tmp_path),
+                  _serve(settings, auth_nats, "relay", ["relay"], tmp_path),
+                  _serve(settings, auth_nats, "gateway", ["gateway"], tmp_path, gateway_port),
+                  _serve(settings, auth_nats, "api", ["api"], tmp_path, api_port)]
+        gateway, api = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{api_port}"
+        for url in (gateway, api):
+            await wait_for(lambda url=url: _ready(url), 60, f"{url}/ready")
+
+        headers = {"Authorization": f"Bearer {settings.admin_token}"}
+        async with httpx.AsyncClient(base_url=gateway) as visitor, \
+                httpx.AsyncClient(base_url=api, headers=headers) as agent:
+            session = (await visitor.post("/channels/chat/sessions", json={"name": "Ada"})).json()
+            ws_url = gateway.replace("http://", "ws://") + f"/channels/chat/ws?token={session['token']}"
+            async with websockets.connect(ws_url) as ws:
+                await ws.send(json.dumps({"type": "message", "text": "hello under permissions", "client_id": "1"}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 15))["type"] == "ack"
+
+                async def customer():
+                    r = await agent.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]})
+                    return r.json() if r.status_code == 200 else None
+
+                found = await wait_for(customer, 60, "the customer in the read model")
+                items = (await agent.get(f"/api/v1/customers/{found['id']}/timeline")).json()["items"]
+                assert [i["text"] for i in items] == ["hello under permissions"]
+                reply = await agent.post(f"/api/v1/cases/{items[0]['case_id']}/reply", json={"text": "hi Ada"})
+                assert reply.status_code == 200, reply.text
+                pushed = json.loads(await asyncio.wait_for(ws.recv(), 30))  # relay → outbox → gateway
+                assert pushed["text"] == "hi Ada"
+
+        # A downstream reader consumes SB_EVENTS through a durable consumer of its own.
+        js = reader.jetstream()
+        sub = await js.pull_subscribe("sb.events.>", durable="downstream", stream="SB_EVENTS",
+                                      config=ConsumerConfig(ack_wait=30))
+        seen: list[str] = []
+
+        async def read_events():
+            try:
+                for msg in await sub.fetch(50, timeout=1):
+                    seen.append(msg.subject)
+                    await msg.ack()
+            except nats.errors.TimeoutError:
+                pass
+            return "sb.events.case.ReplyRequested" in seen
+
+        await wait_for(read_events, 60, "the reader to see the events")
+        assert "sb.events.customer.Registered" in seen and "sb.events.case.Opened" in seen
+        assert all(p.poll() is None for p in procs), "every role still running"
+        assert "Permissions Violation" not in auth_nats.log_text(), auth_nats.log_text()[-3000:]
+    finally:
+        await reader.close()
+        await admin.close()
+        _stop_all(procs)
+
+
+async def _connect(server: AuthorizedNats, user: str, errors: list[str]):
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    return await nats.connect(server.url(user), error_cb=on_error, max_reconnect_attempts=1)
+
+
+async def test_the_gateway_cannot_publish_events_and_the_reader_only_reads_events(auth_nats):
+    admin = await nats.connect(auth_nats.url("admin"))
+    gateway_errors: list[str] = []
+    reader_errors: list[str] = []
+    gateway = await _connect(auth_nats, "gateway", gateway_errors)
+    reader = await _connect(auth_nats, "reader", reader_errors)
+    try:
+        admin_js = admin.jetstream()
+        await ensure_streams(admin_js, Names(), 3600)
+        body = json.dumps({"id": str(uuid.uuid4())}).encode()
+
+        # The gateway stores an interaction ...
+        ack = await gateway.jetstream().publish("sb.interactions.chat.inbound", body,
+                                                headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        assert ack.stream == "SB_INTERACTIONS"
+        # ... but cannot put anything into the events stream.
+        with pytest.raises(nats.errors.TimeoutError):
+            await gateway.jetstream().publish("sb.events.customer.Registered", body, timeout=1)
+        assert any('Permissions Violation for Publish to "sb.events.customer.Registered"' in e for e in gateway_errors)
+        assert (await admin_js.stream_info("SB_EVENTS")).state.messages == 0
+
+        # The reader sees events, live and through JetStream ...
+        live = await reader.subscribe("sb.events.>")
+        await reader.flush()
+        await admin_js.publish("sb.events.customer.Registered", body, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        assert (await live.next_msg(timeout=5)).subject == "sb.events.customer.Registered"
+        pulled = await reader.jetstream().pull_subscribe("sb.events.>", durable="reader-test", stream="SB_EVENTS")
+        assert [m.subject for m in await pulled.fetch(1, timeout=5)] == ["sb.events.customer.Registered"]
+
+        # ... but cannot publish an interaction, nor read the interactions stream.
+        with pytest.raises(nats.errors.TimeoutError):
+            await reader.jetstream().publish("sb.interactions.chat.inbound", body, timeout=1)
+        assert any('Permissions Violation for Publish to "sb.interactions.chat.inbound"' in e for e in reader_errors)
+        assert (await admin_js.stream_info("SB_INTERACTIONS")).state.messages == 1
+        spy = await reader.subscribe("sb.interactions.>")
+        await reader.flush()
+        await admin.publish("sb.interactions.chat.inbound", body)
+        with pytest.raises(nats.errors.TimeoutError):
+            await spy.next_msg(timeout=1)
+        assert any('Permissions Violation for Subscription to "sb.interactions.>"' in e for e in reader_errors)
+        with pytest.raises(nats.errors.TimeoutError):
+            await reader.jetstream().pull_subscribe("sb.interactions.>", durable="spy", stream="SB_INTERACTIONS")
+
+        # A wrong password is refused outright.
+        with pytest.raises(Exception, match="[Aa]uthorization"):
+            await nats.connect(auth_nats.url("gateway", password="wrong"), max_reconnect_attempts=0,
+                               allow_reconnect=False, connect_timeout=2)
+    finally:
+        for nc in (gateway, reader, admin):
+            await nc.close()
