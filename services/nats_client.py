@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from services.settings import Settings
 
@@ -63,10 +64,35 @@ def credentials_options(creds_path: str | None) -> dict[str, Any]:
                             "nkey seed) nor an nkey user seed (SU…)")
 
 
+def url_credentials(servers: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Moves credentials from the URLs into nats-py's `user`/`password` or `token` options.
+
+    nats-py reads `user:password@` from a URL without percent-decoding it, so a password with `@`,
+    `:` or `/` (written %40, %3A, %2F as URLs require) would be sent still encoded. Decoded and
+    given as options, they are also used for servers the cluster announces later. Servers with
+    different credentials each keep their own in the URL (nats-py's per-server behaviour).
+    """
+    found: set[tuple[str, str | None]] = set()
+    stripped = []
+    for server in servers:
+        parts = urlsplit(server if "://" in server else "nats://" + server)
+        if "@" not in parts.netloc:
+            stripped.append(server)
+            continue
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, sep, password = userinfo.partition(":")
+        found.add((unquote(user), unquote(password) if sep else None))
+        stripped.append(urlunsplit(parts._replace(netloc=hostport)))
+    if len(found) != 1:
+        return servers, {}
+    user, password = found.pop()
+    return stripped, ({"user": user, "password": password} if password is not None else {"token": user})
+
+
 def connect_options(settings: Settings) -> dict[str, Any]:
     """`servers` and credentials for `nats.connect`, the same for every role and verb."""
-    return {"servers": nats_servers(settings.nats_url),
-            **credentials_options(getattr(settings, "nats_creds", None))}
+    servers, auth = url_credentials(nats_servers(settings.nats_url))
+    return {"servers": servers, **auth, **credentials_options(getattr(settings, "nats_creds", None))}
 
 
 async def connect(settings: Settings, **options: Any):

@@ -108,7 +108,8 @@ def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
             and current.storage == wanted.storage and current.retention == wanted.retention
             and current.discard == wanted.discard and (current.num_replicas or 1) == (wanted.num_replicas or 1)
             and seconds(current.max_age) == seconds(wanted.max_age)
-            and (wanted.duplicate_window is None or seconds(current.duplicate_window) == seconds(wanted.duplicate_window)))
+            and (not wanted.duplicate_window  # unset: the server chose its default
+                 or seconds(current.duplicate_window) == seconds(wanted.duplicate_window)))
 
 
 async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int) -> None:

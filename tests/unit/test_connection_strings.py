@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.database import Database, DatabaseUrlError, redact_database_url, with_database
-from services.nats_client import NatsSettingsError, credentials_options, nats_servers, redact_nats_url
+from services.nats_client import NatsSettingsError, credentials_options, nats_servers, redact_nats_url, url_credentials
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +87,13 @@ def test_nats_creds_file_kinds(tmp_path):
         credentials_options(str(junk))
     with pytest.raises(NatsSettingsError, match="cannot read"):
         credentials_options(str(tmp_path / "missing.creds"))
+
+
+def test_url_credentials_are_decoded_for_nats_py():
+    servers, auth = url_credentials(["nats://gateway:p%40ss%3Aw%2F@n1:4222", "nats://gateway:p%40ss%3Aw%2F@n2:4222"])
+    assert servers == ["nats://n1:4222", "nats://n2:4222"] and auth == {"user": "gateway", "password": "p@ss:w/"}
+    assert url_credentials(["tls://s3cr3t@n1:4222"]) == (["tls://n1:4222"], {"token": "s3cr3t"})
+    assert url_credentials(["nats://n1:4222"]) == (["nats://n1:4222"], {})
+    # Different credentials per server: each URL keeps its own.
+    mixed = ["nats://a:1@n1:4222", "nats://b:2@n2:4222"]
+    assert url_credentials(mixed) == (mixed, {})
