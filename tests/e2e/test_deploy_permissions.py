@@ -72,24 +72,15 @@ def _stop_all(procs: list[subprocess.Popen]) -> None:
 
 @pytest.mark.timeout(180)
 async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path):
-    procs = [_serve(settings, auth_nats, "core", ["core"], tmp_path)]
     gateway_port, api_port = free_port(), free_port()
-    admin = await auth_nats.client("admin")
+    # All at once, on a server without streams yet: whichever role comes first creates them.
+    procs = [_serve(settings, auth_nats, "gateway", ["gateway"], tmp_path, gateway_port),
+             _serve(settings, auth_nats, "api", ["api"], tmp_path, api_port),
+             _serve(settings, auth_nats, "core", ["core"], tmp_path),
+             _serve(settings, auth_nats, "projector", ["projector"], tmp_path),
+             _serve(settings, auth_nats, "relay", ["relay"], tmp_path)]
     reader = await auth_nats.client("reader")
     try:
-        # The core creates the streams; the roles without that right start once they exist.
-        async def streams_exist():
-            try:
-                await admin.jetstream().stream_info("SB_INTERACTIONS")
-                return True
-            except Exception:  # noqa: BLE001 — not yet
-                return False
-
-        await wait_for(streams_exist, 60, "streams created by the core")
-        procs += [_serve(settings, auth_nats, "projector", ["projector"], tmp_path),
-                  _serve(settings, auth_nats, "relay", ["relay"], tmp_path),
-                  _serve(settings, auth_nats, "gateway", ["gateway"], tmp_path, gateway_port),
-                  _serve(settings, auth_nats, "api", ["api"], tmp_path, api_port)]
         gateway, api = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{api_port}"
         for url in (gateway, api):
             await wait_for(lambda url=url: _ready(url), 60, f"{url}/ready")
@@ -136,7 +127,6 @@ async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path
         assert "Permissions Violation" not in auth_nats.log_text(), auth_nats.log_text()[-3000:]
     finally:
         await reader.close()
-        await admin.close()
         _stop_all(procs)
 
 
