@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from services.logs import get_logger
 from services.settings import Settings
+
+log = get_logger(__name__)
 
 
 class NatsSettingsError(ValueError):
     """SWITCHBOARD_NATS_URL or SWITCHBOARD_NATS_CREDS cannot be used as given; one line."""
+
+
+class NatsRefused(NatsSettingsError):
+    """The NATS server refused the credentials; retrying would not help. One line, no secret."""
 
 
 def nats_servers(url: str | None) -> list[str]:
@@ -96,7 +103,36 @@ def connect_options(settings: Settings) -> dict[str, Any]:
 
 
 async def connect(settings: Settings, **options: Any):
-    """A nats-py connection with Switchboard's servers and credentials; `options` add to or override."""
+    """A nats-py connection with Switchboard's servers and credentials; `options` add to or override.
+
+    A server that refuses the credentials while connecting is NatsRefused at once (nats-py would
+    otherwise retry a wrong password for as long as it retries an unreachable server).
+    """
+    import asyncio  # noqa: PLC0415
+
     import nats  # noqa: PLC0415
 
-    return await nats.connect(**{**connect_options(settings), **options})
+    merged = {**connect_options(settings), **options}
+    forward = merged.pop("error_cb", None)
+    refused: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def error_cb(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower() and not refused.done():
+            refused.set_result(str(exc))
+        if forward is not None:
+            await forward(exc)
+        elif not refused.done():  # nats-py's default: log it (with no URL, so no secret)
+            log.warning("nats_error", error=str(exc) or type(exc).__name__)
+
+    connecting = asyncio.ensure_future(nats.connect(**merged, error_cb=error_cb))
+    await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    try:
+        await connecting
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001 — we report the refusal instead
+        pass
+    servers = ", ".join(redact_nats_url(s) for s in merged["servers"])
+    raise NatsRefused(f"NATS at {servers} refused the credentials (Authorization Violation): check the user and "
+                      "password in SWITCHBOARD_NATS_URL or SWITCHBOARD_NATS_CREDS")

@@ -203,3 +203,16 @@ async def test_the_gateway_cannot_publish_events_and_the_reader_only_reads_event
                                    connect_timeout=2, error_cb=_ignore)
     finally:
         await admin.close()
+
+
+@pytest.mark.parametrize("verb", [["serve", "core"], ["deadletters", "list"]])
+def test_a_wrong_nats_password_is_one_line_and_exit_1(settings, auth_nats, tmp_path, verb):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(SWITCHBOARD_NATS_URL=auth_nats.url("core", password="not-the-password"),
+               SWITCHBOARD_DATABASE_URL=settings.database_url, SWITCHBOARD_MASTER_KEY=settings.master_key,
+               SWITCHBOARD_DATA_DIR=str(settings.data_dir), SWITCHBOARD_LOG_FORMAT="json")
+    proc = subprocess.run([SWITCHBOARD, *verb], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert f"NATS at nats://127.0.0.1:{auth_nats.port} refused the credentials" in lines[0], lines[0]
+    assert "not-the-password" not in proc.stderr and "Traceback" not in proc.stderr
