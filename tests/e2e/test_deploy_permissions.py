@@ -2,7 +2,8 @@
 
 Every role runs as `switchboard serve ROLE` with `SWITCHBOARD_NATS_URL=nats://USER:PASSWORD@…` (the
 password percent-encoded), one chat message goes through the gateway to the timeline, an agent's
-reply comes back over the WebSocket, and a downstream `reader` consumes the events; the server
+reply comes back over the WebSocket, an email's attachment is stored by the gateway and served by
+the api, and a downstream `reader` consumes the events; the server
 records no permission violation on the way. Then the limits: the gateway cannot publish events, the
 reader cannot publish interactions or read them, a wrong password is refused.
 """
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -44,7 +46,8 @@ def _serve(settings, server: AuthorizedNats, user: str, roles: list[str], tmp: P
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update(SWITCHBOARD_NATS_URL=server.url(user), SWITCHBOARD_DATABASE_URL=settings.database_url,
                SWITCHBOARD_MASTER_KEY=settings.master_key, SWITCHBOARD_ADMIN_TOKEN=settings.admin_token,
-               SWITCHBOARD_CHAT_IDENTITY_SECRET=settings.chat_identity_secret, SWITCHBOARD_LOG_FORMAT="json")
+               SWITCHBOARD_CHAT_IDENTITY_SECRET=settings.chat_identity_secret, SWITCHBOARD_LOG_FORMAT="json",
+               SWITCHBOARD_INGEST_TOKEN=settings.ingest_token)
     args = [SWITCHBOARD, "serve", *roles]
     if http_port:
         args += ["--http", f"127.0.0.1:{http_port}", "--smtp", f"127.0.0.1:{free_port()}"]
@@ -105,6 +108,29 @@ async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path
                 assert reply.status_code == 200, reply.text
                 pushed = json.loads(await asyncio.wait_for(ws.recv(), 30))  # relay → outbox → gateway
                 assert pushed["text"] == "hi Ada"
+
+            # An email with an attachment: the gateway stores the bytes, the api serves them back.
+            mail = EmailMessage()
+            mail["From"], mail["To"], mail["Subject"] = "zoe@example.org", "support@shop.test", "invoice"
+            mail["Message-ID"] = f"<{uuid.uuid4()}@example.org>"
+            mail.set_content("see attached")
+            pdf = b"%PDF-1.4 " + uuid.uuid4().bytes * 64
+            mail.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice.pdf")
+            stored = await visitor.post("/channels/email/inbound", content=mail.as_bytes(),
+                                        headers={"content-type": "message/rfc822",
+                                                 "authorization": f"Bearer {settings.ingest_token}"})
+            assert stored.status_code < 300, stored.text
+
+            async def attachment():
+                r = await agent.get("/api/v1/customers/lookup", params={"kind": "email", "value": "zoe@example.org"})
+                if r.status_code != 200:
+                    return None
+                items = (await agent.get(f"/api/v1/customers/{r.json()['id']}/timeline")).json()["items"]
+                return items[0]["attachments"] if items and items[0]["attachments"] else None
+
+            [meta] = await wait_for(attachment, 60, "the email's attachment on the timeline")
+            served = await agent.get(f"/api/v1/attachments/{meta['sha256']}")
+            assert served.status_code == 200 and served.content == pdf
 
         # A downstream reader consumes SB_EVENTS through a durable consumer of its own.
         js = reader.jetstream()
