@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from nats.js.errors import NotFoundError
 
 from services import nats_client
-
 from services.settings import Settings
 from services.streams import Names
 

@@ -101,15 +101,23 @@ async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int
 
 
 def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
-    def seconds(value: float | None) -> float | None:
-        return None if value is None else round(float(value), 3)
+    """Whether the stream already has every setting we ask for (what we leave unset, the server chose)."""
+    import dataclasses  # noqa: PLC0415
 
-    return (sorted(current.subjects or []) == sorted(wanted.subjects or [])
-            and current.storage == wanted.storage and current.retention == wanted.retention
-            and current.discard == wanted.discard and (current.num_replicas or 1) == (wanted.num_replicas or 1)
-            and seconds(current.max_age) == seconds(wanted.max_age)
-            and (not wanted.duplicate_window  # unset: the server chose its default
-                 or seconds(current.duplicate_window) == seconds(wanted.duplicate_window)))
+    def norm(value):
+        if isinstance(value, float):
+            return round(value, 3)
+        if isinstance(value, list):
+            return sorted(value)
+        return value
+
+    for f in dataclasses.fields(wanted):
+        value = getattr(wanted, f.name)
+        if value is None or (f.name == "duplicate_window" and not value):  # 0: the server's default
+            continue
+        if norm(value) != norm(getattr(current, f.name)):
+            return False
+    return True
 
 
 async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int) -> None:
@@ -123,8 +131,8 @@ async def _ensure_streams_once(js, names: Names, retention_seconds: int, replica
                 pass  # another process created it between our look and our add
             continue
         if not _same_config(info.config, config):
-            # Only when something changed: roles whose NATS user may not update streams (see
-            # deploy/nats/auth.conf) start fine once the streams are as configured.
+            # Only when something changed: many processes start at once, and a stream that is
+            # already right needs no update permission (see deploy/nats/auth.conf).
             await js.update_stream(config)
     try:
         await js.key_value(names.chat_sessions_bucket)
