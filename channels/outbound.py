@@ -26,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import smtplib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, parseaddr
-from typing import TYPE_CHECKING
+from uuid import UUID
 
 import httpx
 
@@ -41,12 +42,25 @@ from channels.phone import normalize_phone
 from channels.sms.twilio import TwilioClient
 from channels.social.meta import MetaClient
 from channels.social.telegram import TelegramClient
-from services.settings import Settings
+from services.platform.settings import Settings
 
-if TYPE_CHECKING:
-    from services.relay.outbound import Delivery
 
-Sender = Callable[["Delivery"], Awaitable[str | None]]
+@dataclass(frozen=True)
+class Delivery:
+    """Everything a sender needs to know about one reply (the outbound port: the relay builds it,
+    a sender delivers it)."""
+
+    reply_id: UUID
+    case_id: UUID
+    customer_id: UUID
+    channel: str
+    thread_key: str | None
+    text: str
+    identities: frozenset[tuple[str, str]]
+    thread_meta: dict
+
+
+Sender = Callable[[Delivery], Awaitable[str | None]]
 
 HTTP_TIMEOUT = 15.0
 SMTP_TIMEOUT = 30.0

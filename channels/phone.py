@@ -5,13 +5,13 @@ resolve to the same `phone` identity.
 from __future__ import annotations
 
 from channels.errors import Malformed
-from services.core.identity import InvalidIdentity
-from services.core.identity import normalize_phone as _normalize
+from services.domain.identity import InvalidIdentity
+from services.domain.identity import normalize_phone as _normalize
 
 
 def normalize_phone(raw: str, default_region: str | None = None) -> str:
     """The E.164 form of `raw`, or `Malformed`: the domain's normalisation (see
-    `services.core.identity.normalize_phone`), answered as a bad request at a channel's edge."""
+    `services.domain.identity.normalize_phone`), answered as a bad request at a channel's edge."""
     if not isinstance(raw, str):
         raise Malformed("phone number is not text")
     try:

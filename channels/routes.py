@@ -16,8 +16,11 @@ from urllib.parse import parse_qs
 
 from litestar import MediaType, Request, Response, get, post
 
-from channels.email.inbound import MalformedEmail, receive_email
+from channels import openapi
+from channels.email.inbound import EmailRefused, MalformedEmail, receive_email
+from channels.email.trust import SenderTrust, parse_authserv_ids
 from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMediaType
+from channels.proxies import request_url, trusted_networks
 from channels.sms.twilio import (
     SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER,
     SIGNATURE_SETTINGS_HEADER as TWILIO_SETTINGS_HEADER,
@@ -31,7 +34,7 @@ from channels.social.meta import parse_meta_webhook, verify_handshake, verify_me
 from channels.social.telegram import SECRET_HEADER as TELEGRAM_SECRET_HEADER
 from channels.social.telegram import parse_telegram_update, verify_telegram_secret
 from events.interactions import Interaction
-from services.logs import get_logger
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -60,27 +63,12 @@ def _require_media_type(request: Request, expected: str) -> None:
         raise UnsupportedMediaType(f"expected Content-Type {expected}")
 
 
-def _first(header: str | None) -> str:
-    """The client-side value of a proxy header: proxies append theirs after a comma."""
-    return (header or "").split(",", 1)[0].strip()
-
-
 def public_url(request: Request) -> str:
-    """The URL the provider requested, as it saw it: behind a TLS-terminating proxy the scheme and
-    host come from `X-Forwarded-Proto` / `X-Forwarded-Host`. Path and query stay as sent (raw), the
-    way the provider signed them."""
-    scope = request.scope
-    scheme = _first(request.headers.get("x-forwarded-proto")) or scope.get("scheme", "http")
-    host = _first(request.headers.get("x-forwarded-host")) or request.headers.get("host", "")
-    if not host and scope.get("server"):
-        server_host, server_port = scope["server"]
-        host = f"{server_host}:{server_port}"
-    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-    url = f"{scheme}://{host}{raw_path.decode('latin-1')}"
-    query = scope.get("query_string") or b""
-    if query:
-        url += "?" + query.decode("latin-1")
-    return url
+    """The URL the provider requested, as it saw it: `SWITCHBOARD_PUBLIC_URL` + path + query when
+    set; otherwise from the request, `X-Forwarded-Proto`/`-Host` believed only from a trusted proxy."""
+    settings = _services(request).settings
+    return request_url(request.scope, request.headers, public_url=settings.public_url,
+                       networks=trusted_networks(settings.trusted_proxies))
 
 
 async def _publish_all(request: Request, interactions: Iterable[Interaction]) -> int:
@@ -100,7 +88,8 @@ async def _publish_all(request: Request, interactions: Iterable[Interaction]) ->
 # -- email -----------------------------------------------------------------------------------------
 
 
-@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe")
+@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe",
+      operation_class=openapi.RAW_EMAIL)
 async def email_inbound(request: Request) -> Response:
     services = _services(request)
     header = request.headers.get("authorization", "")
@@ -110,10 +99,20 @@ async def email_inbound(request: Request) -> Response:
         raise Unauthorized("missing or wrong ingest token")
     _require_media_type(request, _RFC822)
     raw = await request.body()
+    settings = services.settings
+    # The bearer token authenticates the relay that posts: the Authentication-Results it adds are
+    # its own. Whether it also vouches for From outright is the operator's call.
+    trust = SenderTrust(upstream_vouches=settings.email_webhook_trusted is True, upstream_authenticated=True,
+                        authserv_ids=parse_authserv_ids(settings.email_trust_auth_results))
     try:
-        interaction, is_new = await receive_email(services, raw, _now())
+        interaction, is_new = await receive_email(services, raw, _now(), trust)
     except MalformedEmail as exc:
         raise Malformed(str(exc)) from None
+    except EmailRefused as exc:
+        services.count(f"channel_rejected_{exc.code}")
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response({"error": exc.code, "detail": exc.detail}, status_code=exc.http_status,
+                        media_type=MediaType.JSON, headers=headers)
     except Exception:  # noqa: BLE001 — blob store or NATS failing: the sender retries
         log.exception("email_not_stored")
         raise ChannelError("could not store the message, retry later", status=503, code="unavailable") from None
@@ -141,14 +140,16 @@ async def _twilio_form(request: Request) -> dict[str, list[str]]:
     return form
 
 
-@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)")
+@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)",
+      operation_class=openapi.TWILIO_MESSAGE)
 async def twilio_message(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_message(form, received_at=_now())])
     return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
 
 
-@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback")
+@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback",
+      operation_class=openapi.TWILIO_STATUS)
 async def twilio_status(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_status(form, received_at=_now())])
@@ -158,14 +159,15 @@ async def twilio_status(request: Request) -> Response:
 # -- Meta: WhatsApp Cloud API, Messenger, Instagram ------------------------------------------------
 
 
-@get("/channels/social/meta", summary="Meta's webhook verification handshake")
+@get("/channels/social/meta", summary="Meta's webhook verification handshake", operation_class=openapi.META_HANDSHAKE)
 async def meta_handshake(request: Request) -> Response:
     challenge = verify_handshake(request.query_params, _services(request).settings.meta_verify_token or "")
     return Response(challenge, status_code=200, media_type=MediaType.TEXT,
                     headers={"X-Content-Type-Options": "nosniff"})
 
 
-@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks")
+@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks",
+      operation_class=openapi.META_WEBHOOK)
 async def meta_webhook(request: Request) -> Response:
     _require_media_type(request, _JSON)
     body = await request.body()
@@ -179,7 +181,8 @@ async def meta_webhook(request: Request) -> Response:
 # -- Telegram --------------------------------------------------------------------------------------
 
 
-@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update")
+@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update",
+      operation_class=openapi.TELEGRAM_UPDATE)
 async def telegram_webhook(request: Request) -> Response:
     verify_telegram_secret(_services(request).settings.telegram_secret_token or "",
                            request.headers.get(TELEGRAM_SECRET_HEADER))

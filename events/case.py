@@ -54,7 +54,12 @@ class CasePrioritized(DomainEvent, frozen=True, kw_only=True):
 
 
 class CaseTagged(DomainEvent, frozen=True, kw_only=True):
+    """Version 2: tags are sealed (agents write free text: "vip", "divorce", "wheelchair user").
+    Version 1 stored them in clear (same fields)."""
+
     NAME = "case.Tagged"
+    VERSION = 2
+    PERSONAL = personal("tags")
     tags: list[str]
     by: str
 
@@ -79,7 +84,12 @@ class ReplyRequested(DomainEvent, frozen=True, kw_only=True):
 
 
 class ReplySent(DomainEvent, frozen=True, kw_only=True):
+    """Version 2: the provider's id of the sent message is sealed (a wamid encodes the recipient's
+    number, a Telegram id the user's chat id). Version 1 stored it in clear (same fields)."""
+
     NAME = "case.ReplySent"
+    VERSION = 2
+    PERSONAL = personal("provider_message_id")
     reply_id: UUID
     provider_message_id: str | None
 

@@ -38,10 +38,17 @@ class ProfileUpdated(DomainEvent, frozen=True, kw_only=True):
 
 
 class InteractionRecorded(DomainEvent, frozen=True, kw_only=True):
-    """A touchpoint: one message (or status) on one channel, in or out."""
+    """A touchpoint: one message (or status) on one channel, in or out.
+
+    Version 2: `provider_message_id` is sealed too. Provider ids embed the person: a WhatsApp wamid
+    encodes the phone number, a Telegram id starts with the user's chat id, a chat id carries the
+    session and the visitor's `client_id`, an email Message-ID names the sender's host. Version 1
+    stored it in clear (same fields; see `events.registry`).
+    """
 
     NAME = "customer.InteractionRecorded"
-    PERSONAL = personal("text", "attachments", "thread_key", "meta")
+    VERSION = 2
+    PERSONAL = personal("text", "attachments", "thread_key", "meta", "provider_message_id")
     interaction_id: UUID
     channel: str
     direction: str

@@ -59,6 +59,11 @@ STAGE_FROM_ROWS = 64
 _staged: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection → staging tables it has
 
 
+def forget_staging(connection) -> None:
+    """After a rollback (to a savepoint): staging tables created in it are gone, create them again."""
+    _staged.pop(connection, None)
+
+
 @contextlib.contextmanager
 def bulk(curs, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[tuple]) -> Iterator[tuple[str, list]]:
     """Rows to read in one set-based statement, as `(FROM clause aliased u, params)`.

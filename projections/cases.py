@@ -22,7 +22,7 @@ from events.case import (
 )
 from events.customer import CustomerErased, CustomerMerged
 from projections.base import ALIAS_SCHEMA, Item, bulk
-from services.eventstore.codec import REDACTED
+from services.platform.eventstore.codec import REDACTED
 
 
 class CasesProjection:
@@ -158,6 +158,9 @@ class CasesProjection:
 
     def erase(self, curs, customer_ids: Sequence) -> None:
         ids = list(customer_ids)
+        # Tags are agents' free text about the customer ("vip", "divorce"): they go with the rest.
+        curs.execute("UPDATE proj_cases SET tags = '{}' WHERE (customer_id = ANY(%s) OR origin_customer_id = ANY(%s)) "
+                     "AND tags <> '{}'", (ids, ids))
         curs.execute("UPDATE proj_case_notes SET text = %s WHERE case_id IN "
                      "(SELECT id FROM proj_cases WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s))",
                      (REDACTED, ids, ids))

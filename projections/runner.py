@@ -2,6 +2,10 @@
 
 Many projector processes may run; a PostgreSQL advisory lock makes exactly one of them active
 (the others wait to take over), so views are written in log order by one writer.
+
+One event a projection cannot apply does not stop it: the batch is applied again in halves, each in
+a savepoint, down to that event, which is quarantined (`services.platform.quarantine`) in the transaction
+that moves the position past it; everything else is applied. See `apply_guarded`.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from collections.abc import Callable, Sequence
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
-from projections.base import Projection
+from projections.base import Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.profile import ProfileProjection
 from projections.timeline import TimelineProjection
-from services.eventstore.store import EventStore
-from services.logs import get_logger
+from services.platform import quarantine
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.tuning import relax_garbage_collector
 
 log = get_logger(__name__)
 
@@ -45,6 +51,7 @@ class ProjectionRunner:
         with self.store.datastore.transaction(commit=True) as curs:
             for p in self.projections:
                 curs.execute(p.schema)
+            curs.execute(quarantine.SCHEMA)
 
     def positions(self, curs=None) -> dict[str, int]:
         """Where each projection stands (0: nothing applied yet)."""
@@ -80,7 +87,7 @@ class ProjectionRunner:
                 position = positions[p.name]
                 behind = items if position <= start else [i for i in items if i[0] > position]
                 if behind:
-                    live.extend(p.apply(curs, behind))
+                    live.extend(self.apply_guarded(curs, p, behind))
                     self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), last))
         if live and self.on_live is not None:
             self.on_live(live)
@@ -106,6 +113,7 @@ class ProjectionRunner:
                 curs.execute("TRUNCATE " + ", ".join(p.tables))
                 curs.execute(f"DELETE FROM {self.recorder.tracking_table_name} WHERE application_name = %s",
                              (self.tracking_name(p),))
+                quarantine.clear(curs, [self.tracking_name(p)])
 
     def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuilds this runner's read models from the whole log, in one transaction.
@@ -121,7 +129,7 @@ class ProjectionRunner:
             while items := self.store.read(position, self.batch_size):
                 position = items[-1][0]
                 for p in self.projections:
-                    p.apply(curs, items)
+                    self.apply_guarded(curs, p, items)
                 total += len(items)
                 if progress:
                     progress(len(items))
@@ -130,10 +138,63 @@ class ProjectionRunner:
                     self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), position))
         return total
 
+    # -- quarantine: an event a projection cannot apply is set aside, the others are applied ------
+
+    def apply_guarded(self, curs, projection: Projection, items: Sequence[Item]) -> list[dict]:
+        """`projection.apply(curs, items)` in a savepoint; if it fails, the halves again, down to the
+        single events that fail, which are quarantined. Returns the live notifications of what applied.
+
+        Applying a run of events in two parts gives the same view as in one (projections resume from
+        any position), so the split changes nothing but the savepoints. Database outages are not the
+        events' fault: they propagate, and the whole batch is tried again later.
+        """
+        try:
+            with curs.connection.transaction():
+                return projection.apply(curs, items)
+        except quarantine.INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 — any failure of the handler: find the event(s)
+            forget_staging(curs.connection)  # staging tables created in the savepoint are gone with it
+            if len(items) == 1:
+                position, event, _redacted = items[0]
+                quarantine.record(curs, self.tracking_name(projection), position, event, exc)
+                return []
+        middle = len(items) // 2
+        return self.apply_guarded(curs, projection, items[:middle]) + self.apply_guarded(curs, projection, items[middle:])
+
+    def quarantined(self, position: int | None = None) -> list[quarantine.Quarantined]:
+        with self.store.datastore.transaction(commit=False) as curs:
+            return quarantine.listing(curs, [self.tracking_name(p) for p in self.projections], position)
+
+    def retry_quarantined(self, position: int | None = None) -> tuple[int, int]:
+        """Applies this runner's quarantined events again, oldest first, each to its projection (late,
+        and so out of order: fine for the rows an event adds or counts, which is what was missing);
+        each that applies leaves quarantine. Returns (applied, still failing)."""
+        by_name = {self.tracking_name(p): p for p in self.projections}
+        applied = failing = 0
+        with self.store.datastore.transaction(commit=True) as curs:
+            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
+            for entry in quarantine.listing(curs, list(by_name), position):
+                found = self.store.read(entry.position - 1, 1)
+                if not found or found[0][0] != entry.position:
+                    continue
+                projection = by_name[entry.consumer]
+                try:
+                    with curs.connection.transaction():
+                        projection.apply(curs, found)
+                except quarantine.INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as exc:  # noqa: BLE001 — still failing: stays, one attempt more
+                    forget_staging(curs.connection)
+                    quarantine.record(curs, entry.consumer, entry.position, found[0][1], exc)
+                    failing += 1
+                else:
+                    quarantine.release(curs, entry.consumer, entry.position)
+                    applied += 1
+        return applied, failing
+
     def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
         """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
-        from services.core.processor import relax_garbage_collector  # noqa: PLC0415
-
         relax_garbage_collector()
         while not stop.is_set():
             try:

@@ -12,7 +12,7 @@ import msgspec
 
 from events.customer import CustomerErased, CustomerMerged, InteractionRecorded
 from projections.base import ALIAS_SCHEMA, Item, bulk
-from services.eventstore.codec import REDACTED
+from services.platform.eventstore.codec import REDACTED
 _STAGE_COLUMNS = (("i", "uuid"), ("c", "uuid"), ("p", "int8"), ("o", "timestamptz"), ("ch", "text"), ("d", "text"),
                   ("k", "text"), ("t", "text"), ("cs", "uuid"), ("at", "text"))
 

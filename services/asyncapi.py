@@ -14,12 +14,11 @@ from faststream.specification import AsyncAPI
 from events.interactions import CHANNELS, Interaction
 from events.registry import REGISTRY
 from services.relay.relay import PublishedEvent
-from services.streams import Names
+from services.platform.streams import Names
+from services.core.consumer import build_core_router
 
 
 def asyncapi_document(names: Names) -> bytes:
-    from services.core.consumer import build_core_router  # noqa: PLC0415
-
     broker = NatsBroker(description="Switchboard NATS JetStream surface", serializer=MsgSpecSerializer())
     broker.include_router(build_core_router(None, names, lambda: None))  # type: ignore[arg-type]
     stream = JStream(names.interactions, declare=False)

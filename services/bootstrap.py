@@ -20,12 +20,17 @@ import nats
 from eventsourcing.postgres import PostgresDatastore
 from faststream.nats import NatsBroker
 
-from services.database import Database, parse_database_url
-from services.eventstore.keys import MasterKey
-from services.eventstore.store import EventStore
-from services.logs import get_logger
-from services.settings import Settings
-from services.streams import Names, ensure_streams
+from services.platform.eventstore.keys import MasterKey
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names, ensure_streams
+from projections.runner import ProjectionRunner
+from services.api.auth import SCHEMA as AUTH_SCHEMA
+from services.core.processor import CoreProcessor
+from services.relay.relay import start_relay
+from services.core.consumer import start_core_consumer
+from services.platform.database import Database, parse_database_url
 
 log = get_logger(__name__)
 
@@ -73,10 +78,6 @@ class Switchboard:
 
     def create_schema(self) -> None:
         """Creates every table the roles use; safe to run again and from many processes at once."""
-        from projections.runner import ProjectionRunner  # noqa: PLC0415
-        from services.api.auth import SCHEMA as AUTH_SCHEMA  # noqa: PLC0415
-        from services.core.processor import CoreProcessor  # noqa: PLC0415
-
         store = self.open_store()
         with store.datastore.get_connection() as conn:
             # Serialise schema creation across processes starting together.
@@ -90,12 +91,14 @@ class Switchboard:
     async def connect_nats(self) -> None:
         if self.nc is not None:
             return
-        from services.nats_client import connect  # noqa: PLC0415
+        from services.platform.nats_client import connect  # noqa: PLC0415
 
         # Credentials in the URL (user:password@, token@) and SWITCHBOARD_NATS_CREDS go to nats-py as is.
         self.nc = await connect(self.settings, name="switchboard", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas)
+        await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas,
+                             chat_sessions={"max_bytes": self.settings.chat_session_store_max_bytes,
+                                            "ttl_seconds": self.settings.chat_session_ttl_seconds})
 
     async def start(self, roles: tuple[str, ...]) -> None:
         unknown = set(roles) - set(ROLES)
@@ -108,22 +111,15 @@ class Switchboard:
         if "projector" in roles:
             self._start_projector()
         if "relay" in roles:
-            from services.relay.relay import start_relay  # noqa: PLC0415
-
             await start_relay(self)
 
     async def _start_core(self) -> None:
-        from services.core.consumer import start_core_consumer  # noqa: PLC0415
-        from services.core.processor import CoreProcessor  # noqa: PLC0415
-
         processor = CoreProcessor(self.open_store())
         self.core_consumer = await start_core_consumer(self.nc, self.js, processor, self.names,
                                                        max_deliveries=self.settings.max_deliveries,
                                                        ack_wait=self.settings.core_ack_wait_seconds)
 
     def _start_projector(self) -> None:
-        from projections.runner import ProjectionRunner  # noqa: PLC0415
-
         loop = asyncio.get_running_loop()
 
         def publish_live(items: list[dict]) -> None:

@@ -23,7 +23,7 @@ import httpx
 import websockets
 from tqdm import tqdm
 
-from services.settings import Settings
+from services.platform.settings import Settings
 
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Radia", "Tim", "Frances", "Linus"]
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Thompson", "Perlman", "Berners-Lee"]
@@ -50,6 +50,9 @@ def _twilio_signature(token: str, url: str, params: dict[str, str]) -> str:
 async def _chat(client: httpx.AsyncClient, ws_base: str, c: DemoCustomer, text: str) -> None:
     if c.chat_token is None:
         response = await client.post("/channels/chat/sessions", json={"name": c.name, "email": c.email})
+        while response.status_code == 429:  # the gateway's per-address limit on new sessions: wait our turn
+            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+            response = await client.post("/channels/chat/sessions", json={"name": c.name, "email": c.email})
         response.raise_for_status()
         c.chat_token = response.json()["token"]
     async with websockets.connect(f"{ws_base}/channels/chat/ws?token={c.chat_token}") as ws:

@@ -6,15 +6,25 @@ merged into them are destroyed, so every personal field of every event they ever
 redacted, forever, in every copy and backup of the log. What was derived from those fields outside
 the log is removed in the same command:
 
-- PostgreSQL: the identity index (`sb_identities`) and the read models (timeline text and
-  attachments, profile name and attributes, identities, case notes) — here and now, and again by the
+- PostgreSQL: the identity index (`sb_identities`), the keyed hashes of the provider ids of the
+  replies sent to them (`sb_outbound`), and the read models (timeline text and attachments, profile
+  name and attributes, identities, case notes and tags) — here and now, and again by the
   projections when they reach `CustomerErased` (so a rebuild or a lagging projector stays clean);
 - NATS: the chat sessions in the KV bucket, the agent replies waiting in each session's outbox, the
   attachment bytes in the object store (unless another customer sent the same file), the
-  customer's messages in SB_INTERACTIONS (found by the stream sequence the core recorded), the
-  customer's events in SB_EVENTS (found by the `Sb-Position` header; the relay published them with
-  the fields decrypted), and dead letters carrying the customer's identities. Deleted JetStream
-  messages are erased (overwritten) by the server.
+  customer's messages in SB_INTERACTIONS (found by the stream sequence the core recorded) and the
+  delivery statuses and bounces about their replies (found by case), the customer's events in
+  SB_EVENTS (found by the `Sb-Position` header; the relay published them with the fields
+  decrypted), dead letters carrying the customer's identities and their attachments. Deleted
+  JetStream messages are erased (overwritten) by the server. Attachments nobody's timeline refers
+  to and older than the NATS retention (left by interactions never recorded) are swept as well.
+
+Provider message ids (a wamid encodes the phone number, a Telegram id the user's chat id, a chat id
+the visitor's `client_id`, an email Message-ID the sender's host) and tags are sealed in the log like
+any personal field (events stored before they were, at version 1, keep them in clear in their bytes:
+the log is never rewritten; they read redacted). Interaction ids stay in clear: they are uuid5
+hashes of the provider id, one-way, but not keyed, so someone who already suspects a Telegram chat
+id can confirm it by hashing it with likely message numbers.
 
 What only the keys can tell (the chat session ids, the identities) is read before the keys go and
 kept in `sb_erasures` until the NATS clean-up is done, so an interrupted erasure completes when the
@@ -42,14 +52,17 @@ from psycopg.rows import dict_row
 
 from channels.blobs import BLOB_PREFIX
 from channels.blobs import BUCKET as BLOB_BUCKET
+from channels.chat_gateway import close_chat_sessions
 from events.customer import IdentityClaimed, IdentityLinked, InteractionRecorded
 from events.interactions import INTERACTION_DECODER, Identity
-from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalize
-from services.eventstore.store import EventStore
-from services.logs import get_logger
+from services.domain.customer import Customer
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.eventstore.store import EventStore
+from services.platform.logs import get_logger
 from services.replay import replay_events
-from services.streams import Names
+from services.platform.streams import Names
+from services.core.commands import erase_customer as erase_in_log
+from projections.runner import all_projections
 
 log = get_logger(__name__)
 
@@ -123,6 +136,7 @@ class ErasureReport:
     events_deleted: int = 0
     dead_letters_deleted: int = 0
     blobs_deleted: int = 0
+    orphan_blobs_deleted: int = 0
     warnings: list[str] = field(default_factory=list)
     complete: bool = True  # False: the NATS clean-up did not finish (run the erasure again)
 
@@ -130,7 +144,8 @@ class ErasureReport:
         return (f"erased {self.customer_id} ({len(self.customer_ids)} customer record(s); keys destroyed); "
                 f"NATS: {self.chat_sessions} chat session(s), {self.outbox_subjects} outbox(es), "
                 f"{self.interactions_deleted} interaction(s), {self.events_deleted} event(s), "
-                f"{self.dead_letters_deleted} dead letter(s), {self.blobs_deleted} attachment(s) deleted")
+                f"{self.dead_letters_deleted} dead letter(s), {self.blobs_deleted} attachment(s) deleted; "
+                f"{self.orphan_blobs_deleted} orphan attachment(s) swept")
 
 
 def erasure_scope(store: EventStore, customer_id: UUID) -> list[UUID]:
@@ -187,8 +202,6 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
     Running it again on an erased customer finishes a clean-up that was interrupted.
     """
-    from services.api.commands import erase_customer as erase_in_log  # noqa: PLC0415
-
     store: EventStore = sb.open_store()
     ids = erasure_scope(store, customer_id)
     found = _footprint(store, ids)
@@ -206,6 +219,10 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
     erased = erase_in_log(store, customer_id, requested_by, now)
     ids = list(dict.fromkeys([*ids, *erased]))
     scrub_read_models(store, ids)
+    case_ids = _recorded(store, ids)[1]
+    with store.datastore.transaction(commit=True) as curs:
+        # Keyed hashes of the ids of the replies we sent them: no status about those matters any more.
+        curs.execute("DELETE FROM sb_outbound WHERE case_id = ANY(%s)", (sorted(case_ids),))
     with store.datastore.transaction(commit=True) as curs:
         curs.execute("SELECT chat_sessions, identity_blinds, blobs FROM sb_erasures WHERE customer_id = %s", (ids[0],))
         row = curs.fetchone()
@@ -234,8 +251,6 @@ def erase_customer(sb, customer_id: UUID, requested_by: str, now: datetime, *, r
 
 def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
     """What the projections do on CustomerErased, done now: erasure must not wait for a projector."""
-    from projections.runner import all_projections  # noqa: PLC0415
-
     with store.datastore.transaction(commit=True) as curs:
         for projection in all_projections():
             projection.erase(curs, ids)
@@ -246,7 +261,7 @@ def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
 
 async def _clean_nats(sb, store: EventStore, ids: list[UUID], found: _Footprint, report: ErasureReport,
                       relay_wait: float) -> None:
-    from services.nats_client import connect  # noqa: PLC0415
+    from services.platform.nats_client import connect  # noqa: PLC0415
 
     names: Names = sb.names
     async def quiet(exc: Exception) -> None:  # nats-py prints every failed attempt's traceback otherwise
@@ -258,11 +273,20 @@ async def _clean_nats(sb, store: EventStore, ids: list[UUID], found: _Footprint,
     try:
         js = nc.jetstream()
         report.chat_sessions = await _purge_chat_sessions(js, names, found.sessions)
+        # Every gateway closes the erased customer's open chat sockets (their sessions are gone now).
+        await close_chat_sessions(nc, names, found.sessions)
         report.outbox_subjects = await _purge_outboxes(js, names, found.sessions)
         report.blobs_deleted = await _delete_blobs(js, names, found.blobs)
-        interaction_ids = await asyncio.to_thread(_interaction_ids, store, ids)
-        report.interactions_deleted = await _delete_interactions(js, names, store, interaction_ids)
-        report.dead_letters_deleted = await _delete_dead_letters(js, names, store, interaction_ids, found.blinds)
+        interaction_ids, case_ids = await asyncio.to_thread(_recorded, store, ids)
+        report.interactions_deleted = await _delete_interactions(js, names, store, interaction_ids, case_ids)
+        dead_blobs: set[str] = set()
+        report.dead_letters_deleted = await _delete_dead_letters(js, names, store, interaction_ids, found.blinds,
+                                                                 dead_blobs)
+        # Attachments of dead letters were never on a timeline: nobody else refers to them unless they
+        # sent the same file.
+        report.blobs_deleted += await _delete_blobs(js, names, dead_blobs - await asyncio.to_thread(
+            _shared_blobs, store, dead_blobs))
+        report.orphan_blobs_deleted = await _sweep_orphan_blobs(js, names, store, sb.settings.nats_retention_seconds)
         positions = await asyncio.to_thread(_positions_after_relay, store, ids, relay_wait, report)
         report.events_deleted = await _delete_events(js, names, positions)
     finally:
@@ -319,12 +343,20 @@ async def _delete_blobs(js, names: Names, blobs: set[str]) -> int:
 
 
 def _interaction_ids(store: EventStore, ids: list[UUID]) -> set[UUID]:
-    found: set[UUID] = set()
+    return _recorded(store, ids)[0]
+
+
+def _recorded(store: EventStore, ids: list[UUID]) -> tuple[set[UUID], set[UUID]]:
+    """The ids of the customers' interactions and of their cases (both in clear: readable after erasure)."""
+    interactions: set[UUID] = set()
+    cases: set[UUID] = set()
     for cid in ids:
         for event in store.load(cid):
             if isinstance(event, InteractionRecorded):
-                found.add(event.interaction_id)
-    return found
+                interactions.add(event.interaction_id)
+                if event.case_id is not None:
+                    cases.add(event.case_id)
+    return interactions, cases
 
 
 async def _delete(js, stream: str, seq: int) -> bool:
@@ -340,12 +372,14 @@ async def _delete(js, stream: str, seq: int) -> bool:
         raise
 
 
-async def _delete_interactions(js, names: Names, store: EventStore, interaction_ids: set[UUID]) -> int:
-    if not interaction_ids or not await _stream_exists(js, names.interactions):
+async def _delete_interactions(js, names: Names, store: EventStore, interaction_ids: set[UUID],
+                               case_ids: set[UUID] = frozenset()) -> int:
+    """The customer's interactions, and the delivery statuses and bounces about their cases' replies."""
+    if not (interaction_ids or case_ids) or not await _stream_exists(js, names.interactions):
         return 0
     with store.datastore.transaction(commit=False) as curs:
-        curs.execute("SELECT stream_seq FROM sb_processed WHERE interaction_id = ANY(%s) AND stream_seq IS NOT NULL",
-                     (list(interaction_ids),))
+        curs.execute("SELECT stream_seq FROM sb_processed WHERE (interaction_id = ANY(%s) OR case_id = ANY(%s)) "
+                     "AND stream_seq IS NOT NULL", (list(interaction_ids), list(case_ids)))
         seqs = sorted(row["stream_seq"] for row in curs.fetchall())
     deleted = 0
     for seq in seqs:
@@ -354,10 +388,11 @@ async def _delete_interactions(js, names: Names, store: EventStore, interaction_
 
 
 async def _delete_dead_letters(js, names: Names, store: EventStore, interaction_ids: set[UUID],
-                               blinds: set[bytes]) -> int:
+                               blinds: set[bytes], blobs: set[str] | None = None) -> int:
     """Dead letters are interactions nobody could record: matched by id, or by one of the identities.
 
     Each goes with the original it was copied from, still in SB_INTERACTIONS (`Sb-Original-Sequence`).
+    The `blob:` attachments of the matched ones are added to `blobs`.
     """
     if not await _stream_exists(js, names.deadletters):
         return 0
@@ -372,6 +407,8 @@ async def _delete_dead_letters(js, names: Names, store: EventStore, interaction_
         except Exception:  # noqa: BLE001 — nothing at or after seq
             break
         if _dead_letter_matches(store, msg.data or b"", interaction_ids, blinds):
+            if blobs is not None:
+                blobs.update(_blob_refs(msg.data or b""))
             original = (msg.headers or {}).get("Sb-Original-Sequence", "")
             matched.append((msg.seq, int(original) if original.isdigit() else None))
         seq = msg.seq + 1
@@ -381,6 +418,55 @@ async def _delete_dead_letters(js, names: Names, store: EventStore, interaction_
         if original_seq is not None and await _stream_exists(js, names.interactions):
             await _delete(js, names.interactions, original_seq)
     return deleted
+
+
+def _blob_refs(data: bytes) -> set[str]:
+    try:
+        interaction = INTERACTION_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return set()
+    return {a.ref[len(BLOB_PREFIX):] for a in interaction.attachments if a.ref and a.ref.startswith(BLOB_PREFIX)}
+
+
+def _shared_blobs(store: EventStore, blobs: set[str]) -> set[str]:
+    """Those of these attachments still on someone's timeline (the same file sent by another customer)."""
+    if not blobs:
+        return set()
+    with store.datastore.transaction(commit=False) as curs:
+        curs.execute("SELECT DISTINCT a->>'sha256' AS sha256 FROM proj_timeline, jsonb_array_elements(attachments) a "
+                     "WHERE a->>'sha256' = ANY(%s)", (sorted(blobs),))
+        return {r["sha256"] for r in curs.fetchall()}
+
+
+async def _sweep_orphan_blobs(js, names: Names, store: EventStore, retention_seconds: int,
+                              now: datetime | None = None) -> int:
+    """Attachments on nobody's timeline and older than the NATS retention: nothing can refer to them any more.
+
+    An attachment is stored by the gateway before its interaction is published; if that interaction
+    was never recorded (a publish that failed, a dead letter that expired), its bytes stay behind
+    with no owner to erase them with. Once older than the streams' retention, no interaction or dead
+    letter that names it is left, and no timeline row refers to it: it is deleted.
+    """
+    from nats.js.errors import BucketNotFoundError, NotFoundError  # noqa: PLC0415
+
+    try:
+        obs = await js.object_store(names.stream(BLOB_BUCKET))
+        infos = await obs.list()
+    except (BucketNotFoundError, NotFoundError):
+        return 0
+    cutoff = (now or datetime.now(UTC)).timestamp() - retention_seconds
+    old = set()
+    for info in infos:
+        if info.deleted or not info.name:
+            continue
+        try:
+            mtime = datetime.fromisoformat(info.mtime.replace("Z", "+00:00")).timestamp() if info.mtime else None
+        except ValueError:
+            mtime = None
+        if mtime is not None and mtime < cutoff:
+            old.add(info.name)
+    orphans = old - await asyncio.to_thread(_shared_blobs, store, old)
+    return await _delete_blobs(js, names, orphans)
 
 
 def _dead_letter_matches(store: EventStore, data: bytes, interaction_ids: set[UUID], blinds: set[bytes]) -> bool:

@@ -23,8 +23,8 @@ import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tqdm import tqdm
 
-from services.eventstore.keys import MissingKeyError
-from services.eventstore.store import EventStore
+from services.platform.eventstore.keys import MissingKeyError
+from services.platform.eventstore.store import NOT_ERASED, EventStore
 
 # Keys kept between batches; beyond this many customers the map starts again (memory stays bounded).
 _KEY_MAP_LIMIT = 200_000
@@ -75,7 +75,7 @@ def replay_events(store: EventStore, out: IO[bytes], *, customer: UUID | None = 
     """
     codec = store.codec
     ring = store.keyring
-    view_of, owner_text, payload_of = codec.view, codec.owner_text, codec.payload
+    view_of, owner_text, payload_of, needs_key = codec.view, codec.owner_text, codec.payload, codec.needs_key
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=UTC)
     count = 0
@@ -104,9 +104,10 @@ def replay_events(store: EventStore, out: IO[bytes], *, customer: UUID | None = 
                          f"FROM sb_events WHERE {' AND '.join(where)} ORDER BY notification_id", params)
             while rows := curs.fetchmany(batch):
                 views = [view_of(r[4]) for r in rows]
-                owners = [(owner_text(r[4]) or str(codec.owner(v)).encode()) if v.p is not None else None
+                owners = [(owner_text(r[4]) or str(codec.owner(v)).encode()) if needs_key(r[3], v) else None
                           for r, v in zip(rows, views, strict=True)]
-                _load_keys(ring, key_curs, keys, owners)
+                _load_keys(ring, key_curs, keys, owners,
+                           {o for o, v in zip(owners, views, strict=True) if v.p is not None})
                 for row, view, owner in zip(rows, views, owners, strict=True):
                     payload, redacted = payload_of(row[3], row[1], row[2], view, keys[owner] if owner else None)
                     _encode_into(ReplayLine(row[0], row[1], row[2], row[3], row[5], msgspec.Raw(payload), redacted),
@@ -120,7 +121,10 @@ def replay_events(store: EventStore, out: IO[bytes], *, customer: UUID | None = 
     return count
 
 
-def _load_keys(ring, curs, keys: dict[bytes, AESGCM | None], owners: Iterable[bytes | None]) -> None:
+def _load_keys(ring, curs, keys: dict[bytes, AESGCM | None], owners: Iterable[bytes | None],
+               sealed: set[bytes | None]) -> None:
+    """Loads the owners' keys into `keys`; only an owner of sealed fields must have one (an old event
+    with nothing sealed only asks whether its owner was erased)."""
     missing = {o for o in owners if o is not None and o not in keys}
     if not missing:
         return
@@ -131,5 +135,8 @@ def _load_keys(ring, curs, keys: dict[bytes, AESGCM | None], owners: Iterable[by
     loaded = ring.fetch(curs, ids)
     for cid, text in ids.items():
         if cid not in loaded:
-            raise MissingKeyError(f"no key for customer {cid}: its events cannot be read")
+            if text in sealed:
+                raise MissingKeyError(f"no key for customer {cid}: its events cannot be read")
+            keys[text] = NOT_ERASED
+            continue
         keys[text] = loaded[cid]

@@ -10,12 +10,17 @@ import uvicorn
 from psycopg_pool import AsyncConnectionPool
 
 from channels.chat import ChatSessions
+from channels.email.smtp import start_smtp
 from channels.publish import Publisher
+from channels.routes import channel_handlers
+from services.asyncapi import asyncapi_document
 from services.api.app import Services, build_app
 from services.bootstrap import Switchboard
-from services.logs import configure_library_loggers, get_logger
-from services.settings import Settings
-from services.streams import Names
+from services.platform.logs import configure_library_loggers, get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names
+from channels.chat_gateway import ChatGateway
+from channels.email.pool import close_parser
 
 log = get_logger(__name__)
 
@@ -33,6 +38,7 @@ class Server:
         self.smtp_server = None
         self.services: Services | None = None
         self.pool: AsyncConnectionPool | None = None
+        self.chat_gateway = None
 
     @property
     def http_url(self) -> str | None:
@@ -43,12 +49,7 @@ class Server:
         if self.http and ({"gateway", "api"} & set(self.roles)):
             await self._start_http()
         if self.smtp and "gateway" in self.roles and self.services is not None:
-            try:
-                from channels.email.smtp import start_smtp  # noqa: PLC0415
-            except ImportError:
-                log.warning("smtp_listener_unavailable")
-            else:
-                self.smtp_server = await start_smtp(self.services, *self.smtp)
+            self.smtp_server = await start_smtp(self.services, *self.smtp)
 
     async def _start_http(self) -> None:
         settings = self.settings
@@ -64,17 +65,15 @@ class Server:
             chat=ChatSessions(kv, token_key, settings.chat_identity_secret or ""),
             asyncapi=self._asyncapi(),
         )
-        extra = []
-        try:
-            from channels.routes import channel_handlers  # noqa: PLC0415
-
-            extra = channel_handlers()
-        except ImportError:
-            pass
-        app = build_app(self.services, self.roles, extra)
+        if "gateway" in self.roles:
+            await self._start_chat()
+        app = build_app(self.services, self.roles, channel_handlers())
         host, port = self.http
+        # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; which
+        # proxies to believe is SWITCHBOARD_TRUSTED_PROXIES' call (channels/proxies.py).
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5)
+                                ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5,
+                                ws_max_size=settings.chat_max_frame_bytes, proxy_headers=False)
         self.uvicorn = uvicorn.Server(config)
         configure_library_loggers()
         self.uvicorn.install_signal_handlers = lambda: None  # the CLI owns SIGINT/SIGTERM
@@ -84,9 +83,16 @@ class Server:
                 self.http_task.result()
             await asyncio.sleep(0.01)
 
-    def _asyncapi(self) -> bytes:
-        from services.asyncapi import asyncapi_document  # noqa: PLC0415
+    async def _start_chat(self) -> None:
+        if not self.settings.chat_identity_secret:
+            # `serve` generates no secrets: without this one every identity_hash is refused (401).
+            log.warning("chat_identity_secret_missing",
+                        detail="SWITCHBOARD_CHAT_IDENTITY_SECRET is not set: no chat visitor can be verified")
+        self.chat_gateway = ChatGateway(self.settings, self.sb.names)
+        await self.chat_gateway.start(self.sb.nc, self.sb.js)
+        self.services.extra["chat_gateway"] = self.chat_gateway
 
+    def _asyncapi(self) -> bytes:
         return asyncapi_document(self.sb.names)
 
     async def stop(self) -> None:
@@ -98,6 +104,10 @@ class Server:
                 await asyncio.wait_for(self.http_task, 10)
             except (TimeoutError, asyncio.CancelledError):
                 pass
+        if self.services is not None:
+            await close_parser(self.services)
+        if self.chat_gateway is not None:
+            await self.chat_gateway.stop()
         await self.sb.stop()
         if self.pool is not None:
             await self.pool.close()

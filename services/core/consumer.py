@@ -42,9 +42,11 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import BadRequestError
 
 from events.interactions import INTERACTION_DECODER, Interaction
-from services.core.processor import INFRASTRUCTURE_ERRORS, CoreProcessor, Outcome, Prepared, relax_garbage_collector
-from services.logs import get_logger
-from services.streams import Names
+from events.sanitize import json_may_need_cleaning, sanitize
+from services.core.processor import INFRASTRUCTURE_ERRORS, CoreProcessor, Outcome, Prepared
+from services.platform.tuning import relax_garbage_collector
+from services.platform.logs import get_logger
+from services.platform.streams import Names
 
 log = get_logger(__name__)
 
@@ -269,6 +271,9 @@ class CoreConsumer:
                 log.warning("interaction_undecodable", subject=m.subject, seq=seq)
                 await dead_letter(js, self.names, m, f"undecodable: {exc}")
                 continue
+            if json_may_need_cleaning(m.data):
+                # Connectors publish here directly, past the gateway's sanitiser: the same one again.
+                interaction = sanitize(interaction)
             items.append((interaction, seq))
             by_id.setdefault(interaction.id, []).append(m)
         return items, by_id

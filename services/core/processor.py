@@ -27,7 +27,6 @@ back the rest.
 from __future__ import annotations
 
 import functools
-import gc
 import random
 import time
 import uuid
@@ -45,13 +44,13 @@ from psycopg.errors import TransactionRollback
 
 from events.base import DomainEvent
 from events.interactions import Identity, Interaction
-from services.core.aggregate import Aggregate, DomainError
-from services.core.case import Case
-from services.core.customer import Customer
-from services.core.identity import InvalidIdentity, normalized_value
-from services.eventstore.keys import KeyDestroyedError
-from services.eventstore.store import ConcurrencyError, EventStore, Transaction
-from services.logs import get_logger
+from services.domain.aggregate import Aggregate, DomainError
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.domain.identity import InvalidIdentity, normalized_value, registers_on_claims_alone
+from services.platform.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.store import ConcurrencyError, EventStore, Transaction
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -69,8 +68,19 @@ CREATE TABLE IF NOT EXISTS sb_customer_aliases (
 CREATE TABLE IF NOT EXISTS sb_processed (
     interaction_id uuid PRIMARY KEY,
     stream_seq bigint,
-    processed_at timestamptz NOT NULL DEFAULT now()
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    -- Set for delivery statuses and bounces: the case whose reply they report on. They record no
+    -- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
+    -- WhatsApp status carries the recipient's number): erasure finds them by it.
+    case_id uuid
 );
+CREATE TABLE IF NOT EXISTS sb_schema_migrations (
+    name text PRIMARY KEY,
+    done_at timestamptz NOT NULL DEFAULT now()
+);
+-- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
+-- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
+-- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
 CREATE TABLE IF NOT EXISTS sb_outbound (
     channel text NOT NULL,
     provider_message_id text NOT NULL,
@@ -89,19 +99,6 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError, psycopg.InterfaceError, ESOperationalError, ESInterfaceError, ConnectionError)
 
 MERGE_HOPS = 16
-
-
-def relax_garbage_collector() -> None:
-    """Fewer cyclic garbage collections for a long-running worker.
-
-    The core keeps tens of thousands of aggregates cached and allocates a few dozen objects per
-    interaction; with the default thresholds the older generations, which hold that whole cache,
-    are walked every few hundred interactions: about a third of the core's CPU. Our objects rarely
-    form cycles, so collecting less often frees the same memory. The youngest generation stays
-    small enough that a collection pauses for milliseconds, not tens of them.
-    """
-    gc.freeze()  # what exists at start (modules, classes) is never garbage
-    gc.set_threshold(10_000, 20, 1_000)
 
 
 def _uuid_array(ids: Iterable[UUID]) -> str:
@@ -209,6 +206,7 @@ class _Batch:
         self.new_identities: dict[bytes, tuple[str, UUID]] = {}
         self.merges: list[tuple[UUID, UUID]] = []  # (absorbed, survivor)
         self.outbound: list[tuple[str, str, UUID, UUID | None]] = []
+        self.status_cases: dict[UUID, UUID] = {}  # status interaction → the case it reports on
         self.touched: dict[UUID, Aggregate] = {}
         self.current: dict[UUID, Aggregate] = {}  # touched by the interaction in hand
         self.caught_up: set[UUID] = set()  # cases read back to the store's latest version in this attempt
@@ -266,6 +264,47 @@ class CoreProcessor:
     def create_schema(self) -> None:
         with self.store.datastore.transaction(commit=True) as curs:
             curs.execute(SCHEMA)
+            self._migrate(curs)
+
+    def _migrate(self, curs) -> None:
+        """Brings a database an older release created up to date; does nothing (and locks nothing) after.
+
+        Every process runs this at start while cores are writing, and ALTER TABLE or CREATE INDEX lock
+        the table even when there is nothing to do: so each step looks first.
+        """
+        curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                     "AND table_name = 'sb_processed' AND column_name = 'case_id'")
+        if curs.fetchone() is None:
+            curs.execute("ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid")
+        curs.execute("SELECT to_regclass('sb_processed_case_idx') IS NULL AS missing")
+        if curs.fetchone()["missing"]:
+            curs.execute("CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) "
+                         "WHERE case_id IS NOT NULL")
+        curs.execute("INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') "
+                     "ON CONFLICT DO NOTHING")
+        if curs.rowcount:
+            self._blind_outbound_rows(curs)
+
+    def _blind_outbound_rows(self, curs) -> None:
+        """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log).
+
+        Once per database. A row an older core writes during a rolling upgrade stays as it is: status
+        lookups try its clear id too, and erasing the customer deletes it with the rest.
+        """
+        curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+        clear = [(row["channel"], row["provider_message_id"]) for row in curs.fetchall()]
+        if not clear:
+            return
+        curs.execute(
+            "INSERT INTO sb_outbound SELECT o.channel, b.blind, o.case_id, o.reply_id FROM sb_outbound o "
+            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS b(channel, clear, blind) "
+            "ON o.channel = b.channel AND o.provider_message_id = b.clear ON CONFLICT DO NOTHING",
+            ([c for c, _ in clear], [p for _, p in clear], [self.outbound_blind(c, p) for c, p in clear]))
+        curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+
+    def outbound_blind(self, channel: str, provider_message_id: str) -> str:
+        """The keyed hash `sb_outbound` keeps instead of a provider's message id."""
+        return self.master.blind_index(f"outbound:{channel}", provider_message_id).hex()
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -478,11 +517,15 @@ class CoreProcessor:
             _copy(tx, "sb_identities (blind, kind, customer_id)", ("bytea", "text", "uuid"),
                   [(b, *batch.new_identities[b]) for b in sorted(batch.new_identities)])
         if batch.outbound:
+            rows = [(channel, self.outbound_blind(channel, provider_id), case_id, reply_id)
+                    for channel, provider_id, case_id, reply_id in batch.outbound]
             tx.execute(
                 "INSERT INTO sb_outbound SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::uuid[]) "
-                "ON CONFLICT DO NOTHING", [list(col) for col in zip(*batch.outbound, strict=True)])
+                "ON CONFLICT DO NOTHING", [list(col) for col in zip(*rows, strict=True)])
         if recorded:
-            _copy(tx, "sb_processed (interaction_id, stream_seq)", ("uuid", "int8"), [(i.id, seq) for i, seq in recorded])
+            cases = batch.status_cases
+            _copy(tx, "sb_processed (interaction_id, stream_seq, case_id)", ("uuid", "int8", "uuid"),
+                  [(i.id, seq, cases.get(i.id)) for i, seq in recorded])
 
     # -- one interaction -----------------------------------------------------------------------
 
@@ -499,7 +542,7 @@ class CoreProcessor:
             return
         identities = [self._normalized(i) for i in interaction.identities]  # may reject: nothing changed yet
         verified = [i for i in identities if i.verified]
-        if not verified:
+        if not verified and not registers_on_claims_alone(interaction.channel, interaction.direction, identities):
             raise PoisonInteraction(interaction.id, "no verified identity: nobody to record this for")
         at = interaction.occurred_at
         customer = self._resolve(batch, interaction, verified)
@@ -517,7 +560,10 @@ class CoreProcessor:
             if not identity.verified:
                 customer.claim(identity.kind, identity.value, at)
         if interaction.profile:
-            verified_profile = interaction.channel != "chat" or any(i.kind == "external" for i in verified)
+            # What the sender calls themselves is as verified as the sender: an unverified From's
+            # display name is a claim too.
+            verified_profile = ((interaction.channel != "chat" and bool(verified))
+                                or any(i.kind == "external" for i in verified))
             customer.update_profile(interaction.profile, verified_profile, at)
         thread_key = self._thread_key(customer, interaction)
         case_id = self._case_for(batch, customer, interaction, thread_key)
@@ -537,6 +583,25 @@ class CoreProcessor:
         return Identity(identity.kind, value, identity.verified)
 
     def _resolve(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
+        """The customer this touchpoint belongs to, merging the verified owners where allowed.
+
+        An `external` id nobody holds yet is never linked to a customer who has another one: the
+        touchpoint starts a customer of its own, and the two are suggested for a supervisor to merge.
+        """
+        unheld_external = {i.value for i in verified
+                           if i.kind == "external" and batch.owners.get(self._blind(i)) is None}
+        customer = self._resolve_owners(batch, interaction, verified)
+        if not customer.would_hold_two_external_ids(unheld_external):
+            return customer
+        at = interaction.occurred_at
+        separate = Customer.register(uuid.uuid5(_CUSTOMER_NS, str(interaction.id)), at)
+        batch.add(separate)
+        self._cache.put(separate.id, separate)
+        separate.suggest_merge(customer.id, "different external ids", at, interaction.id)
+        customer.suggest_merge(separate.id, "different external ids", at, interaction.id)
+        return separate
+
+    def _resolve_owners(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
         owner_ids: list[UUID] = []
         for identity in verified:
             owner = batch.owners.get(self._blind(identity))
@@ -646,13 +711,16 @@ class CoreProcessor:
             if (channel, provider_id) == (interaction.channel, interaction.provider_message_id):
                 target = (case_id, reply_id)
         if target is None and interaction.provider_message_id:
-            batch.tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = %s",
-                             (interaction.channel, interaction.provider_message_id))
+            # The clear id too: a row an older core wrote during a rolling upgrade.
+            batch.tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = ANY(%s)",
+                             (interaction.channel, [self.outbound_blind(interaction.channel, interaction.provider_message_id),
+                                                    interaction.provider_message_id]))
             row = batch.tx.curs.fetchone()
             if row is None:
                 return  # a status for a message we did not send (or sent before records began)
             target = (row["case_id"], row["reply_id"])
         case_id, reply_id = target
+        batch.status_cases[interaction.id] = case_id
         if reply_id is None:
             return
         case = batch.current_case(case_id)

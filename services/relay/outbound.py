@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -20,34 +18,18 @@ import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from channels.errors import ProviderError
+from channels.outbound import Delivery, Sender, provider_senders
 from events.customer import InteractionRecorded
 from events.interactions import Interaction
-from services.api.commands import load_case
-from services.core.customer import Customer
-from services.logs import get_logger
+from services.core.commands import load_case
+from services.domain.customer import Customer
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
 DURABLE = "sb-outbound"
 MAX_ATTEMPTS = 8
 _REPLY_NS = uuid.UUID("5e7d9c1b-2a3f-4b6c-8d9e-0f1a2b3c4d5e")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """Everything a sender needs to know about one reply."""
-
-    reply_id: UUID
-    case_id: UUID
-    customer_id: UUID
-    channel: str
-    thread_key: str | None
-    text: str
-    identities: frozenset[tuple[str, str]]
-    thread_meta: dict
-
-
-Sender = Callable[[Delivery], Awaitable[str | None]]
 
 
 def outbound_interaction_id(reply_id: UUID) -> UUID:
@@ -74,10 +56,6 @@ class ChatSender:
 
 def build_senders(sb) -> dict[str, Sender]:
     senders: dict[str, Sender] = {"chat": ChatSender(sb.js, sb.names)}
-    try:
-        from channels.outbound import provider_senders  # noqa: PLC0415
-    except ImportError:
-        return senders
     senders.update(provider_senders(sb.settings))
     return senders
 

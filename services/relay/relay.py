@@ -11,6 +11,12 @@ event id and `Sb-Position` = its position in the log, then stores its new positi
   reconnect); the relay then starts again from the last event the stream holds.
 
 One relay is active at a time (a PostgreSQL advisory lock); others stand by.
+
+An event that can never be published as it is (it cannot be encoded, it is larger than the
+server's `max_payload`, JetStream refuses it with a 400) does not stop the relay: it is quarantined
+(`services.platform.quarantine`, consumer `relay:sb-events`) in the transaction that stores the position past
+it, and the events after it are published, chained to the one before it. `switchboard quarantine
+retry --relay` publishes it later (out of order, its `Sb-Position` telling where it belongs).
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ from dataclasses import dataclass
 
 import msgspec
 from eventsourcing.persistence import Tracking
-from nats.js.errors import NotFoundError
+from nats.errors import MaxPayloadError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from events.base import DomainEvent
-from services.logs import get_logger
+from services.platform import quarantine
+from services.platform.logs import get_logger
+from services.relay.outbound import start_outbound
+from services.relay.anchor import start_anchor_refresh
 
 log = get_logger(__name__)
 
@@ -84,29 +94,119 @@ async def resume_state(sb) -> RelayState:
     return state
 
 
+class Unpublishable(Exception):
+    """This event cannot be published as it is: trying again changes nothing."""
+
+
+# JetStream's "wrong last message id": the stream moved under us (resume from it), not a bad event.
+_WRONG_LAST_MSG_ID = 10071
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A failure that is this event's (publishing it again would fail again), not the connection's."""
+    if isinstance(exc, Unpublishable | MaxPayloadError):
+        return True
+    return isinstance(exc, BadRequestError) and exc.err_code != _WRONG_LAST_MSG_ID
+
+
+def _message(sb, position: int, event: DomainEvent, redacted: bool) -> tuple[str, bytes]:
+    try:
+        aggregate, event_type, body = event_message(position, event, redacted)
+    except Exception as exc:  # noqa: BLE001 — an event msgspec cannot encode is never publishable
+        raise Unpublishable(f"cannot be encoded: {type(exc).__name__}") from exc
+    limit = sb.nc.max_payload
+    if len(body) > limit:
+        raise Unpublishable(f"{len(body)} bytes, more than the server's max_payload of {limit}")
+    return sb.names.event_subject(aggregate, event_type), body
+
+
 async def relay_once(sb, state: RelayState, batch: int = BATCH) -> int:
-    """Publishes the next batch after `state.position`; returns how many events were published."""
+    """Publishes the next batch after `state.position`; returns how many events were handled
+    (published, or quarantined as unpublishable)."""
     store = sb.open_store()
     items = await asyncio.to_thread(store.read, state.position, batch)
     if not items:
         return 0
-    acks = []
+    acks, ids = [], []
+    bad: tuple[int, BaseException] | None = None  # (index in items, why) of an unpublishable event
     previous = state.last_id
-    for position, event, redacted in items:
-        aggregate, event_type, body = event_message(position, event, redacted)
+    for index, (position, event, redacted) in enumerate(items):
+        try:
+            subject, body = _message(sb, position, event, redacted)
+        except Unpublishable as exc:
+            bad = (index, exc)  # publish what comes before it, then set it aside
+            break
         headers = {"Nats-Msg-Id": str(event.id), "Sb-Position": str(position)}
         if previous is not None:
             headers["Nats-Expected-Last-Msg-Id"] = previous
         previous = headers["Nats-Msg-Id"]
+        ids.append(previous)
         # Started in log order: the client writes them to the connection in the order they start.
-        acks.append(asyncio.ensure_future(sb.js.publish(sb.names.event_subject(aggregate, event_type), body,
-                                                        headers=headers)))
-    failures = [r for r in await asyncio.gather(*acks, return_exceptions=True) if isinstance(r, BaseException)]
-    if failures:
-        raise failures[0]  # resumed from what the stream holds: nothing is skipped or sent out of order
-    state.position, state.last_id = items[-1][0], previous
-    await asyncio.to_thread(store.recorder.insert_tracking, Tracking(TRACKING_NAME, state.position))
-    return len(items)
+        acks.append(asyncio.ensure_future(sb.js.publish(subject, body, headers=headers)))
+    results = await asyncio.gather(*acks, return_exceptions=True)
+    for index, result in enumerate(results):
+        if isinstance(result, BaseException):
+            if not _permanent(result):
+                raise result  # resumed from what the stream holds: nothing is skipped or sent out of order
+            # Everything after it expected it as the last message, and was refused: done again next time.
+            bad = (index, result)
+            break
+    published = bad[0] if bad is not None else len(items)
+    if published:
+        state.position, state.last_id = items[published - 1][0], ids[published - 1]
+    if bad is None:
+        await asyncio.to_thread(store.recorder.insert_tracking, Tracking(TRACKING_NAME, state.position))
+        return published
+    position, event, _redacted = items[bad[0]]
+    await asyncio.to_thread(_quarantine, store, position, event, bad[1])
+    state.position = position
+    return published + 1
+
+
+def _quarantine(store, position: int, event: DomainEvent, exc: BaseException) -> None:
+    """Sets the event aside and moves the relay's position past it, together."""
+    with store.datastore.transaction(commit=True) as curs:
+        quarantine.record(curs, TRACKING_NAME, position, event, exc)
+        store.recorder._insert_tracking(curs, Tracking(TRACKING_NAME, position))
+
+
+async def retry_quarantined(sb, position: int | None = None) -> tuple[int, int]:
+    """Publishes the relay's quarantined events (oldest first), late: without the in-order check, with
+    `Sb-Position` saying where each belongs; each that JetStream takes leaves quarantine (a copy it
+    already holds is acknowledged as a duplicate and leaves too). Returns (published, still failing).
+
+    A running relay notices the stream's new last message at its next publish and resumes after it."""
+    store = sb.open_store()
+
+    def entries() -> list[quarantine.Quarantined]:
+        with store.datastore.transaction(commit=False) as curs:
+            return quarantine.listing(curs, [TRACKING_NAME], position)
+
+    def settle(entry: quarantine.Quarantined, event: DomainEvent, exc: BaseException | None) -> None:
+        with store.datastore.transaction(commit=True) as curs:
+            if exc is None:
+                quarantine.release(curs, TRACKING_NAME, entry.position)
+            else:
+                quarantine.record(curs, TRACKING_NAME, entry.position, event, exc)
+
+    published = failing = 0
+    for entry in await asyncio.to_thread(entries):
+        found = await asyncio.to_thread(store.read, entry.position - 1, 1)
+        if not found or found[0][0] != entry.position:
+            continue
+        at, event, redacted = found[0]
+        try:
+            subject, body = _message(sb, at, event, redacted)
+            await sb.js.publish(subject, body, headers={"Nats-Msg-Id": str(event.id), "Sb-Position": str(at)})
+        except Exception as exc:  # noqa: BLE001 — stays quarantined, one attempt more
+            if not _permanent(exc):
+                raise
+            await asyncio.to_thread(settle, entry, event, exc)
+            failing += 1
+        else:
+            await asyncio.to_thread(settle, entry, event, None)
+            published += 1
+    return published, failing
 
 
 async def run_relay(sb) -> None:
@@ -134,7 +234,6 @@ async def run_relay(sb) -> None:
 
 
 async def start_relay(sb) -> None:
-    from services.relay.outbound import start_outbound  # noqa: PLC0415
-
     sb.tasks.append(asyncio.create_task(run_relay(sb), name="relay"))
+    start_anchor_refresh(sb)
     await start_outbound(sb)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
 import psycopg
 
-from services.database import with_database
-from services.embedded import EmbeddedNats, EmbeddedPostgres
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
+from services.platform.database import with_database
 
 
 @contextlib.contextmanager
@@ -27,7 +28,7 @@ def servers():
             nats_url = n.url
         admin = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
         if not admin:
-            pg = EmbeddedPostgres(root / "pg").start()
+            pg = EmbeddedPostgres(root / "pg", ephemeral=True).start()
             started.append(pg)
             admin = pg.admin_url("postgres")
         name = "bench_" + secrets.token_hex(4)
@@ -37,3 +38,4 @@ def servers():
     finally:
         for server in reversed(started):
             server.stop()
+        shutil.rmtree(root, ignore_errors=True)

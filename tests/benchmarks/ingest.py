@@ -44,9 +44,9 @@ import psycopg
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
-from services.core.identity import InvalidIdentity, normalized_value
-from services.database import parse_database_url, with_database
-from services.streams import Names, ensure_streams
+from services.domain.identity import InvalidIdentity, normalized_value
+from services.platform.streams import Names, ensure_streams
+from services.platform.database import parse_database_url, with_database
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 2_000

@@ -33,9 +33,11 @@ import psycopg
 
 from events.base import DomainEvent
 from events.interactions import Attachment, Interaction
-from services.core.case import Case
-from services.core.customer import Customer
-from services.settings import Settings
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.platform.settings import Settings
+from services.replay import replay_events
+from services.bootstrap import Switchboard
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 4_000
@@ -127,8 +129,6 @@ def _raw_select(database_url: str) -> tuple[int, float]:
 
 
 def _replay(store, database_url: str) -> tuple[int, float]:
-    from services.replay import replay_events  # noqa: PLC0415
-
     with open(os.devnull, "wb") as devnull:
         t0 = time.perf_counter()
         n = replay_events(store, devnull, batch=READ_BATCH, conninfo=database_url)
@@ -136,8 +136,6 @@ def _replay(store, database_url: str) -> tuple[int, float]:
 
 
 def main() -> str:
-    from services.bootstrap import Switchboard  # noqa: PLC0415
-
     rng = random.Random(20240601)
     start = datetime(2024, 6, 1, tzinfo=UTC)
     t0 = time.perf_counter()

@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from services.platform.embedded import free_port
+
 CONNECTIONS = 32
 WARMUP_S = 1.5
 MEASURE_S = 6.0
@@ -54,11 +56,11 @@ def _serve(config: dict) -> None:
     import msgspec  # noqa: PLC0415
     from litestar import Request, post  # noqa: PLC0415
 
-    import channels.routes  # noqa: PLC0415
-    from services.logs import configure_logging  # noqa: PLC0415
-    from services.server import Server  # noqa: PLC0415
-    from services.settings import ensure_secrets, load_settings  # noqa: PLC0415
-    from services.streams import Names  # noqa: PLC0415
+    import channels.routes  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
+    from services.platform.logs import configure_logging  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
+    from services.server import Server  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
+    from services.platform.settings import ensure_secrets, load_settings  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
+    from services.platform.streams import Names  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
 
     class Ping(msgspec.Struct):
         id: str
@@ -207,7 +209,6 @@ def _pin(pid: int, cpu: int) -> bool:
 
 
 def main() -> str:
-    from services.embedded import free_port  # noqa: PLC0415
     from tests.benchmarks._servers import servers  # noqa: PLC0415
 
     with servers() as (nats_url, database_url), tempfile.TemporaryDirectory() as data_dir:

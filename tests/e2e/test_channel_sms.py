@@ -56,8 +56,9 @@ async def api(sms_server, admin_headers):
 
 async def _post_signed(server, params: dict, path: str = "/channels/sms/twilio", *, url: str | None = None,
                        signature: str | None = None, headers: dict | None = None) -> httpx.Response:
-    """Posts `params` the way Twilio does: form-encoded, signed over the URL it requested."""
-    url = url or server.http_url + path
+    """Posts `params` the way Twilio does: form-encoded, signed over the URL it requested (the
+    public URL the server is configured with)."""
+    url = url or PUBLIC_URL + path
     token = server.settings.twilio_auth_token
     if signature is None:
         signature = RequestValidator(token).compute_signature(url, params)
@@ -113,14 +114,23 @@ async def test_twilio_retrying_the_same_message_records_it_once(sms_server, api)
     assert await published(sms_server) == 1
 
 
-async def test_the_public_url_behind_a_proxy_is_what_is_verified(sms_server, api):
+async def test_the_configured_public_url_is_what_is_verified(sms_server, api):
     params = _sms("+14155550103", "via the load balancer")
-    public = "https://switchboard.example.com/channels/sms/twilio"
-    signature = RequestValidator(sms_server.settings.twilio_auth_token).compute_signature(public, params)
-    direct = await _post_signed(sms_server, params, signature=signature)
-    assert direct.status_code == 401
-    proxied = await _post_signed(sms_server, params, signature=signature,
-                                 headers={"x-forwarded-proto": "https", "x-forwarded-host": "switchboard.example.com"})
+    validator = RequestValidator(sms_server.settings.twilio_auth_token)
+    # Signed over the Host it was sent to, not over SWITCHBOARD_PUBLIC_URL: refused, whatever
+    # X-Forwarded-* claims.
+    direct = validator.compute_signature(sms_server.http_url + "/channels/sms/twilio", params)
+    assert (await _post_signed(sms_server, params, signature=direct)).status_code == 401
+    spoofed = validator.compute_signature("https://attacker.example/channels/sms/twilio", params)
+    response = await _post_signed(sms_server, params, signature=spoofed,
+                                  headers={"x-forwarded-proto": "https", "x-forwarded-host": "attacker.example"})
+    assert response.status_code == 401
+    assert await published(sms_server) == 0
+    # Signed over the public URL: accepted, with or without proxy headers.
+    public = validator.compute_signature(PUBLIC_URL + "/channels/sms/twilio", params)
+    assert (await _post_signed(sms_server, params, signature=public)).status_code == 200
+    proxied = await _post_signed(sms_server, params, signature=public,
+                                 headers={"x-forwarded-proto": "http", "x-forwarded-host": "internal:8000"})
     assert proxied.status_code == 200
     await customer(api, "phone", "+14155550103")
 

@@ -25,8 +25,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from projections.runner import ProjectionRunner
 from services.core.processor import CoreProcessor
-from services.embedded import EmbeddedNats
-from services.streams import Names, ensure_streams
+from services.platform.embedded import EmbeddedNats
+from services.platform.streams import Names, ensure_streams
 
 pytestmark = pytest.mark.e2e
 

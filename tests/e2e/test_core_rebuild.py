@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
-from services.api.commands import erase_customer
+from services.core.commands import erase_customer
 
 pytestmark = pytest.mark.e2e
 

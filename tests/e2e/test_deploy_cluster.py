@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import websockets
 
-from services.embedded import EmbeddedNats, free_port
+from services.platform.embedded import EmbeddedNats, free_port
 from tests.fixtures.nats_auth import new_passwords, password_env
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,7 @@ class Cluster:
     async def wait_for_jetstream(self, timeout: float = 30.0) -> None:
         import nats  # noqa: PLC0415
 
-        from services.nats_client import url_credentials  # noqa: PLC0415
+        from services.platform.nats_client import url_credentials  # noqa: PLC0415
 
         servers, auth = url_credentials(self.url("admin").split(","))
         deadline = time.monotonic() + timeout
@@ -117,7 +117,7 @@ async def _send(gateway: str, sessions: dict, n_sessions: int, start: int, stop:
                 sessions[key] = (await client.post("/channels/chat/sessions", json={})).json()
             session = sessions[key]
             url = gateway.replace("http", "ws") + f"/channels/chat/ws?token={session['token']}"
-            for attempt in range(20):
+            for _attempt in range(20):
                 try:
                     async with websockets.connect(url, open_timeout=5) as ws:
                         for m in range(start, stop):

@@ -27,8 +27,8 @@ import pytest
 import websockets
 from nats.js.api import ConsumerConfig
 
-from services.embedded import free_port
-from services.streams import Names, ensure_streams
+from services.platform.embedded import free_port
+from services.platform.streams import Names, ensure_streams
 from tests.fixtures.nats_auth import AuthorizedNats, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -14,6 +14,7 @@ Before the erasure, the same search finds them in the read models but never in t
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -36,7 +37,7 @@ from nats.js.api import ObjectMeta
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from events.interactions import Attachment, Identity, Interaction, interaction_id
-from services.embedded import EmbeddedNats, free_port
+from services.platform.embedded import EmbeddedNats, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -60,9 +61,26 @@ REPLY = "Dear Zebulon, we are sorry about parcel ZQ-7781"
 NOTE = "Zebulon prefers calls on his work phone after 6pm"
 ATTACHMENT_NAME = "zebulon-quixwhistle-receipt.pdf"
 ATTACHMENT_BYTES = b"%PDF-1.4 receipt of Zebulon Quixwhistle for parcel ZQ-7781 " * 20
+DEAD_ATTACHMENT_BYTES = b"GIF89a photo of the squashed marmalade parcel, taken by Zebulon " * 20
+# Provider ids that embed the person. A wamid is base64 of a protobuf holding the number; a Telegram
+# message id starts with the chat id (the user's id); a Messenger PSID; the widget's client_id; an
+# email Message-ID with the sender's own host. And a tag an agent wrote.
+PHONE_DIGITS = PHONE[1:]
+WAMID = "wamid." + base64.b64encode(b"\x15\x02\x00\x11\x18\x0b" + PHONE_DIGITS.encode() + b"\x15\x02\x00\x12\x18\x14"
+                                    + b"3EB0C4A5F1E2D3C4B5A6").decode()
+WAMID_OUT = "wamid." + base64.b64encode(b"\x15\x02\x00\x11\x18\x0b" + PHONE_DIGITS.encode() + b"\x15\x02\x00\x11\x18\x12"
+                                        + b"HBgLMTQxNTU1NTAxOT").decode()
+TELEGRAM_CHAT_ID = "8316402975"
+PSID = "27184930561234567"
+CLIENT_ID = "zq-widget-client-5be1d0"
+SENDER_HOST = "mx1.quixwhistle-family.example"
+MESSAGE_ID = f"<CAzq.7781.1700000000@{SENDER_HOST}>"
+TAG = "zq-marmalade-dispute"
 
 NEEDLES = [NAME, EMAIL_TYPED, EMAIL, PHONE_TYPED, PHONE_SPACED, PHONE, OTHER_PHONE_TYPED, OTHER_PHONE, USER_ID,
-           CHAT_TEXT, SMS_TEXT, OTHER_TEXT, DEAD_TEXT, REPLY, NOTE, ATTACHMENT_NAME, ATTACHMENT_BYTES[:60].decode()]
+           CHAT_TEXT, SMS_TEXT, OTHER_TEXT, DEAD_TEXT, REPLY, NOTE, ATTACHMENT_NAME, ATTACHMENT_BYTES[:60].decode(),
+           DEAD_ATTACHMENT_BYTES[:60].decode(), WAMID, WAMID[6:30], WAMID_OUT, PHONE_DIGITS, TELEGRAM_CHAT_ID, PSID,
+           CLIENT_ID, SENDER_HOST, TAG]
 
 
 def _forms(needle: str) -> dict[bytes, str]:
@@ -215,13 +233,15 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
     try:
         async with httpx.AsyncClient(base_url=service.url, headers=headers, timeout=10) as api:
             # 1. A verified chat visitor: the website signed its logged-in user.
-            signature = hmac.new(settings.chat_identity_secret.encode(), USER_ID.encode(), hashlib.sha256).hexdigest()
+            # It signs user_id|email|phone, so the email and the phone are verified too.
+            signed = f"{USER_ID}|{EMAIL_TYPED}|{PHONE_TYPED}"
+            signature = hmac.new(settings.chat_identity_secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
             session = (await api.post("/channels/chat/sessions", json={
                 "name": NAME, "email": EMAIL_TYPED, "phone": PHONE_TYPED, "user_id": USER_ID,
                 "identity_hash": signature})).json()
             ws_url = service.url.replace("http://", "ws://") + f"/channels/chat/ws?token={session['token']}"
             async with websockets.connect(ws_url) as ws:
-                await ws.send(json.dumps({"type": "message", "text": CHAT_TEXT, "client_id": "c-1"}))
+                await ws.send(json.dumps({"type": "message", "text": CHAT_TEXT, "client_id": CLIENT_ID}))
                 assert json.loads(await ws.recv())["type"] == "ack"
 
                 async def lookup(kind: str, value: str):
@@ -255,29 +275,74 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
                     id=interaction_id("sms", "SMzq3"), channel="sms", direction="inbound", occurred_at=now,
                     identities=[Identity("phone", PHONE_TYPED), Identity("phone", OTHER_PHONE_TYPED)],
                     text="both my numbers", provider_message_id="SMzq3"))
-                # Only a claim, no verified identity: the core dead-letters it.
+                # Only a claim, no verified identity: the core dead-letters it (and its attachment).
+                dead_sha256 = hashlib.sha256(DEAD_ATTACHMENT_BYTES).hexdigest()
+                await obs.put(dead_sha256, DEAD_ATTACHMENT_BYTES, meta=ObjectMeta(name=dead_sha256))
                 await _publish(js, Interaction(
                     id=interaction_id("sms", "SMzq4"), channel="sms", direction="inbound", occurred_at=now,
                     identities=[Identity("email", EMAIL_TYPED, verified=False)], text=DEAD_TEXT,
-                    provider_message_id="SMzq4"))
+                    provider_message_id="SMzq4",
+                    attachments=[Attachment(name="parcel.gif", content_type="image/gif", size=len(DEAD_ATTACHMENT_BYTES),
+                                            sha256=dead_sha256, ref=f"blob:{dead_sha256}")]))
+                # The same person on WhatsApp, Telegram, Messenger and email, through a connector that
+                # asserts their number too; the provider ids embed them.
+                for channel, provider_id, identity, thread_key in (
+                        ("whatsapp", WAMID, Identity("phone", PHONE), f"whatsapp:106540352242922:{PHONE_DIGITS}"),
+                        ("telegram", f"{TELEGRAM_CHAT_ID}:311", Identity("telegram", TELEGRAM_CHAT_ID),
+                         f"telegram:{TELEGRAM_CHAT_ID}"),
+                        ("messenger", "m_zq8UvB3kqN1", Identity("messenger", PSID), f"messenger:1047:{PSID}"),
+                        ("email", MESSAGE_ID, Identity("email", EMAIL), MESSAGE_ID)):
+                    await _publish(js, Interaction(
+                        id=interaction_id(channel, provider_id), channel=channel, direction="inbound",
+                        occurred_at=now, identities=list(dict.fromkeys([identity, Identity("phone", PHONE)])),
+                        text=f"about the parcel, on {channel}", provider_message_id=provider_id,
+                        thread_key=thread_key, meta={"message_id": provider_id}))
                 merged = await _eventually(lambda: lookup("phone", OTHER_PHONE),
                                            lambda r: r.status_code == 200 and r.json()["id"] == customer_id,
                                            what="merge")
                 assert {"kind": "phone", "value": PHONE} in merged.json()["identities"]
 
-                # 3. An agent replies (pushed to the visitor) and leaves a note.
-                timeline = (await api.get(f"/api/v1/customers/{customer_id}/timeline")).json()["items"]
-                case_id = next(i["case_id"] for i in timeline if i["channel"] == "chat")
+                # 3. An agent replies (pushed to the visitor), leaves a note and a tag.
+                async def channels():
+                    items = (await api.get(f"/api/v1/customers/{customer_id}/timeline")).json()["items"]
+                    return {i["channel"]: i["case_id"] for i in items}
+
+                cases = await _eventually(channels, lambda c: {"chat", "whatsapp", "telegram", "messenger", "email"} <= set(c),
+                                          what="every channel on the timeline")
+                case_id = cases["chat"]
                 assert (await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": REPLY})).status_code == 200
                 assert (await api.post(f"/api/v1/cases/{case_id}/notes", json={"text": NOTE})).status_code == 200
+                assert (await api.post(f"/api/v1/cases/{case_id}/tags", json={"tags": [TAG]})).status_code == 200
                 pushed = json.loads(await asyncio.wait_for(ws.recv(), 15))
                 assert pushed["text"] == REPLY
+                # A message sent on WhatsApp from the provider's own console, and Meta's status for it
+                # (which names the recipient's number): the status finds its case by a keyed hash.
+                await _publish(js, Interaction(
+                    id=interaction_id("whatsapp", WAMID_OUT), channel="whatsapp", direction="outbound",
+                    occurred_at=now, text="sent from the WhatsApp console", case_id=cases["whatsapp"],
+                    provider_message_id=WAMID_OUT))
+
+                async def texts_now():
+                    items = (await api.get(f"/api/v1/customers/{customer_id}/timeline")).json()["items"]
+                    return {i["text"] for i in items}
+
+                await _eventually(texts_now, lambda t: "sent from the WhatsApp console" in t, what="console message")
+                await _publish(js, Interaction(
+                    id=interaction_id("whatsapp", f"{WAMID_OUT}:status:delivered"), channel="whatsapp",
+                    direction="outbound", occurred_at=now, kind="status", status="delivered",
+                    identities=[Identity("phone", PHONE_DIGITS)], provider_message_id=WAMID_OUT,
+                    thread_key=f"whatsapp:106540352242922:{PHONE_DIGITS}"))
 
             async def texts():
                 items = (await api.get(f"/api/v1/customers/{customer_id}/timeline")).json()["items"]
                 return {i["text"] for i in items}
 
-            await _eventually(texts, lambda t: {CHAT_TEXT, SMS_TEXT, OTHER_TEXT, REPLY} <= t, what="timeline")
+            await _eventually(texts, lambda t: {CHAT_TEXT, SMS_TEXT, OTHER_TEXT, REPLY, "sent from the WhatsApp console"} <= t,
+                              what="timeline")
+            # The status was matched to the case (the core records which case it reported on).
+            await _eventually(lambda: asyncio.to_thread(service.sql, "SELECT count(*) FROM sb_processed WHERE case_id = %s",
+                                                        (uuid.UUID(cases["whatsapp"]),)),
+                              lambda r: r[0][0] == 1, what="status matched to its case")
             await _eventually(lambda: _count(js, "SB_DEADLETTER"), lambda n: n == 1, what="dead letter")
             await _caught_up(service)
 
@@ -287,16 +352,17 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
             for table in ("sb_events", "sb_customer_keys", "sb_identities", "sb_processed", "sb_outbound", "sb_tracking"):
                 assert not found_in(tables.get(table, b"")), f"{table} holds {found_in(tables[table])}"
             in_views = found_in(b"".join(v for k, v in tables.items() if k.startswith("proj_")))
-            assert {NAME, EMAIL, PHONE, OTHER_PHONE, CHAT_TEXT, SMS_TEXT, REPLY, NOTE, ATTACHMENT_NAME} <= in_views
+            assert {NAME, EMAIL, PHONE, OTHER_PHONE, CHAT_TEXT, SMS_TEXT, REPLY, NOTE, ATTACHMENT_NAME, TAG} <= in_views
             before_nats = found_in(b"".join(m for msgs in (await _all_messages(js)).values() for m in msgs))
-            assert {NAME, CHAT_TEXT, SMS_TEXT, DEAD_TEXT, REPLY} <= before_nats
+            assert {NAME, CHAT_TEXT, SMS_TEXT, DEAD_TEXT, REPLY, WAMID, WAMID_OUT, TELEGRAM_CHAT_ID, PSID, CLIENT_ID,
+                    SENDER_HOST, DEAD_ATTACHMENT_BYTES[:60].decode()} <= before_nats
 
             # 5. Erase, as an operator does.
             erased = service.cli("customer", "erase", customer_id, "--yes")
             assert erased.returncode == 0, erased.stderr.decode()
             summary = erased.stdout.decode()
             assert "2 customer record(s)" in summary and "1 chat session(s)" in summary, summary
-            assert "1 dead letter(s)" in summary and "1 attachment(s)" in summary, summary
+            assert "1 dead letter(s)" in summary and "2 attachment(s)" in summary, summary
             await _caught_up(service)
 
             # 6. After: nothing, anywhere.
@@ -324,10 +390,10 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
         lines = [json.loads(line) for line in replayed.stdout.splitlines()]
         assert not found_in(replayed.stdout)
         sealed_types = {"customer.IdentityLinked", "customer.ProfileUpdated", "customer.InteractionRecorded",
-                        "case.Opened", "case.NoteAdded", "case.ReplyRequested"}
+                        "case.Opened", "case.NoteAdded", "case.ReplyRequested", "case.Tagged"}
         assert {line["type"] for line in lines} >= sealed_types | {"customer.Merged", "customer.Erased"}
         for line in lines:
-            assert line["redacted"] is (line["type"] in sealed_types | {"customer.IdentityClaimed"}), line
+            assert line["redacted"] is (line["type"] in sealed_types | {"customer.IdentityClaimed", "case.ReplySent"}), line
         recorded = [line["payload"] for line in lines if line["type"] == "customer.InteractionRecorded"]
         assert recorded and all(p["text"] == "[erased]" and p["attachments"] == [] for p in recorded)
         assert len({line["stream_id"] for line in lines if line["type"] == "customer.Registered"}) == 2

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import websockets
 
-from services.embedded import free_port
+from services.platform.embedded import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -22,8 +22,8 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
-from services.embedded import EmbeddedPostgres
-from services.eventstore.recorder import ChainBreak, ChainedRecorder, link, verify_chain
+from services.platform.embedded import EmbeddedPostgres
+from services.platform.eventstore.recorder import ChainBreak, ChainedRecorder, link, verify_chain
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,9 @@ def server() -> Iterator[PostgresServer]:
                              str(params.get("dbname") or "postgres"))
         return
     tmp = Path(tempfile.mkdtemp(prefix="sb-audit-"))
-    embedded = EmbeddedPostgres(tmp / "pgdata").start()
+    embedded = EmbeddedPostgres(tmp / "pgdata", ephemeral=True).start()
     try:
-        yield PostgresServer(embedded.host, embedded.port, embedded.user, "", "postgres")
+        yield PostgresServer(embedded.host, embedded.port, embedded.user, embedded.password, "postgres")
     finally:
         embedded.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,8 +14,8 @@ import pytest
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from services.core.consumer import start_core_consumer
 from services.core.processor import _CASE_NS, CoreProcessor
-from services.deadletters import list_dead_letters, redrive
-from services.streams import ensure_streams
+from services.platform.deadletters import list_dead_letters, redrive
+from services.platform.streams import ensure_streams
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from projections.runner import ProjectionRunner
 from services.bootstrap import Switchboard
 from services.core.processor import CoreProcessor
+from services.core.commands import run_case_command
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +142,28 @@ def test_two_different_external_ids_make_a_suggested_merge_not_a_merge(store, da
     assert events_of(database_url, "customer.InteractionRecorded") == 3
 
 
+def test_a_new_external_id_is_not_linked_to_a_customer_who_has_another_one(store, database_url):
+    processor = CoreProcessor(store)
+    known = message("chat", Identity("chat", "s-1"), Identity("external", "user-1"), Identity("email", "x@example.org"),
+                    at=0)
+    # Another logged-in user whose (signed) email is user 1's: the email leads to user 1's customer,
+    # whose one external id is user-1; user-2 must not become their second one.
+    other = message("chat", Identity("chat", "s-2"), Identity("external", "user-2"), Identity("email", "x@example.org"),
+                    at=1)
+    again = message("chat", Identity("chat", "s-2"), Identity("external", "user-2"), Identity("email", "x@example.org"),
+                    at=2)
+    outcome = process(processor, known, other, again)
+    assert len(outcome.recorded) == 3
+    owners = rows(database_url, "SELECT kind, count(DISTINCT customer_id), count(*) FROM sb_identities "
+                                "GROUP BY kind ORDER BY kind")
+    assert owners == [("chat", 2, 2), ("email", 1, 1), ("external", 2, 2)]
+    per_customer = rows(database_url, "SELECT count(*) FROM sb_identities WHERE kind = 'external' GROUP BY customer_id")
+    assert sorted(n for (n,) in per_customer) == [1, 1]
+    assert events_of(database_url, "customer.Merged") == 0
+    suggested = rows(database_url, "SELECT originator_id FROM sb_events WHERE topic = 'customer.MergeSuggested'")
+    assert len(suggested) == 2 and len({r[0] for r in suggested}) == 2  # once each way, not again on `again`
+
+
 def test_unverified_claims_are_kept_but_never_link(store, database_url):
     processor = CoreProcessor(store)
     known = message("email", Identity("email", "ada@example.org"), at=0)
@@ -233,7 +256,6 @@ def test_an_outbound_reply_and_its_delivery_status_land_on_the_case(store, datab
     inbound = message("sms", Identity("phone", "+447700900200"), at=0)
     process(processor, inbound)
     case_id = rows(database_url, "SELECT originator_id FROM sb_events WHERE topic = 'case.Opened'")[0][0]
-    from services.api.commands import run_case_command  # noqa: PLC0415
 
     reply_id = uuid.uuid4()
     run_case_command(store, case_id, lambda c: c.request_reply(reply_id, "On its way", "agent-1", T0))
@@ -264,7 +286,6 @@ def test_a_refused_reply_is_recorded_as_failed_although_the_core_had_the_case_ca
     processor = CoreProcessor(store)
     process(processor, message("sms", Identity("phone", "+447700900201"), at=0))
     case_id = rows(database_url, "SELECT originator_id FROM sb_events WHERE topic = 'case.Opened'")[0][0]
-    from services.api.commands import run_case_command  # noqa: PLC0415
 
     reply_id = uuid.uuid4()  # the API appends ReplyRequested: the core's cached case does not know it
     run_case_command(store, case_id, lambda c: c.request_reply(reply_id, "Hi", "agent-1", T0))

@@ -23,7 +23,7 @@ import pytest
 from events.interactions import Identity, Interaction, interaction_id
 from services.bootstrap import Switchboard
 from services.core.processor import CoreProcessor
-from services.settings import ensure_secrets, load_settings
+from services.platform.settings import ensure_secrets, load_settings
 from tests.fixtures.postgres import PasswordPostgres, closed_port
 
 pytestmark = pytest.mark.integration

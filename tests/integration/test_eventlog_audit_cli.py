@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from events.interactions import Identity, Interaction
+from services.core.processor import CoreProcessor
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
@@ -26,8 +27,6 @@ CUSTOMERS = 12
 @pytest.fixture
 def written(store, settings) -> int:
     """The count of events the core wrote for a dozen customers (one transaction per batch of four)."""
-    from services.core.processor import CoreProcessor  # noqa: PLC0415
-
     core = CoreProcessor(store)
     at = datetime(2024, 6, 1, tzinfo=UTC)
     interactions = [Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=at + timedelta(minutes=i),

@@ -16,17 +16,16 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 
 from events.interactions import Identity, Interaction
-from services.embedded import free_port
-from services.streams import ensure_streams
+from services.platform.embedded import free_port
+from services.platform.streams import ensure_streams
+from services.bootstrap import Switchboard
+from services.core.processor import CoreProcessor
+from services.gdpr import erase_customer
 
 pytestmark = pytest.mark.integration
 
 
 async def test_an_erasure_interrupted_before_nats_completes_on_the_next_run(settings, names) -> None:
-    from services.bootstrap import Switchboard  # noqa: PLC0415
-    from services.core.processor import CoreProcessor  # noqa: PLC0415
-    from services.gdpr import erase_customer  # noqa: PLC0415
-
     session_id = str(uuid.uuid4())
     nc = await nats.connect(settings.nats_url)
     try:

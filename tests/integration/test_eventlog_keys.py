@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from events.customer import IdentityLinked, InteractionRecorded
-from services.eventstore.keys import KeyDestroyedError
-from services.eventstore.store import ConcurrencyError, EventStore
+from services.platform.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.store import ConcurrencyError, EventStore
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,10 @@ import psycopg
 import pytest
 
 from events.interactions import Identity, Interaction
-from services.database import with_database
-from services.settings import ensure_secrets, load_settings
+from services.platform.settings import ensure_secrets, load_settings
+from services.bootstrap import Switchboard
+from services.core.processor import CoreProcessor
+from services.platform.database import with_database
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
@@ -42,9 +44,6 @@ class Log(msgspec.Struct):
 
 @pytest.fixture(scope="module")
 def log(pg_admin_url, nats_url, tmp_path_factory) -> Log:
-    from services.bootstrap import Switchboard  # noqa: PLC0415
-    from services.core.processor import CoreProcessor  # noqa: PLC0415
-
     name = "t_replay_" + secrets.token_hex(4)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -21,10 +21,10 @@ from events.case import CaseMessageAdded, CaseOpened, CaseResolved, upcast_case_
 from events.registry import REGISTRY, EventRegistry
 from projections.cases import CasesProjection
 from projections.runner import ProjectionRunner
-from services.core.case import Case
-from services.eventstore.codec import EventCodec
-from services.eventstore.recorder import verify_chain
-from services.eventstore.store import EventStore
+from services.domain.case import Case
+from services.platform.eventstore.codec import EventCodec
+from services.platform.eventstore.recorder import verify_chain
+from services.platform.eventstore.store import EventStore
 from services.replay import replay_events
 
 pytestmark = pytest.mark.integration

@@ -55,9 +55,9 @@ from eventsourcing.tests.persistence import (
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
-from services.embedded import EmbeddedPostgres
-from services.eventstore.recorder import ChainedRecorder, verify_chain
-from services.eventstore.transcoder import MsgspecTranscoder
+from services.platform.embedded import EmbeddedPostgres
+from services.platform.eventstore.recorder import ChainedRecorder, verify_chain
+from services.platform.eventstore.transcoder import MsgspecTranscoder
 
 pytestmark = pytest.mark.integration
 
@@ -83,9 +83,9 @@ class PostgresServer:
             self._admin_db = str(params.get("dbname") or "postgres")
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix="sb-es-compat-"))
-            self._embedded = EmbeddedPostgres(self._tmp / "pgdata").start()
+            self._embedded = EmbeddedPostgres(self._tmp / "pgdata", ephemeral=True).start()
             self.host, self.port, self.user, self.password = (
-                self._embedded.host, self._embedded.port, self._embedded.user, "")
+                self._embedded.host, self._embedded.port, self._embedded.user, self._embedded.password)
             self._admin_db = "postgres"
 
     def conninfo(self, dbname: str) -> str:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
-from services.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
+from services.platform.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
 from tests.fixtures.nats_jwt import OperatorModeNats, new_key
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,9 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from channels.errors import ProviderError
-from channels.outbound import EmailSender, provider_senders
-from services.embedded import free_port
-from services.relay.outbound import Delivery
-from services.settings import Settings
+from channels.outbound import Delivery, EmailSender, provider_senders
+from services.platform.embedded import free_port
+from services.platform.settings import Settings
 from tests.fixtures.providers import FakeHTTPProvider, FakeSMTPRelay
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ from events.case import (
     ReplyRequested,
     ReplySent,
 )
-from services.core.aggregate import DomainError
-from services.core.case import SLA, Case, CaseResolvedError
+from services.domain.aggregate import DomainError
+from services.domain.case import SLA, Case, CaseResolvedError
 
 pytestmark = pytest.mark.unit
 

@@ -49,8 +49,8 @@ from events.customer import (
 )
 from events.interactions import Attachment
 from events.registry import REGISTRY
-from services.eventstore.codec import REDACTED, EventCodec, TamperedEventError
-from services.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.codec import REDACTED, EventCodec, TamperedEventError
+from services.platform.eventstore.keys import KeyDestroyedError
 
 pytestmark = pytest.mark.unit
 
@@ -68,6 +68,11 @@ REPLY = "Dear Philippa, your parcel 77-ZX-4410 is on its way"
 THREAD = "email:<CAF7x9Q@mail.example.org>"
 ATTACHMENT = "passport-scan-philippa.pdf"
 META = "X-Original-Sender-Philippa"
+# Provider ids that embed the person: a wamid (base64 of the phone number), an email Message-ID (the
+# sender's host); and an agent's tag.
+WAMID = "wamid.HBgMNDQ3NzAwOTAwNDYxFQIAEhggQTNFQjBGMjQ0QTQ4RTk2"
+MESSAGE_ID = "<CAF7x9Q@philippa-sorrentino-home.example>"
+TAG = "sorrentino-divorce-case"
 
 
 def _base(cls: type[DomainEvent], stream_id: uuid.UUID, version: int) -> dict[str, Any]:
@@ -91,7 +96,7 @@ def _samples() -> list[DomainEvent]:
         customer(IdentityClaimed, 3, kind="phone", value=PHONE),
         customer(ProfileUpdated, 4, attributes={"name": NAME}, verified=False),
         customer(InteractionRecorded, 5, interaction_id=interaction, channel="email", direction="inbound",
-                 kind="message", case_id=CASE, text=TEXT, provider_message_id="<CAF7x9Q@mail.example.org>",
+                 kind="message", case_id=CASE, text=TEXT, provider_message_id=MESSAGE_ID,
                  thread_key=THREAD, meta={"x-header": META},
                  attachments=[Attachment(name=ATTACHMENT, content_type="application/pdf", size=48213,
                                          sha256="ab" * 32, ref="blob:42")]),
@@ -105,10 +110,10 @@ def _samples() -> list[DomainEvent]:
         case(CaseMessageAdded, 2, interaction_id=interaction, direction="inbound", channel="email"),
         case(CaseAssigned, 3, assignee="agent-7", by="supervisor-1"),
         case(CasePrioritized, 4, priority="urgent", by="agent-7"),
-        case(CaseTagged, 5, tags=["billing", "vip"], by="agent-7"),
+        case(CaseTagged, 5, tags=["billing", TAG], by="agent-7"),
         case(CaseNoteAdded, 6, note_id=uuid.UUID("12345678-1234-4234-8234-123456789abc"), text=NOTE, by="agent-7"),
         case(ReplyRequested, 7, reply_id=reply, text=REPLY, by="agent-7", channel="email"),
-        case(ReplySent, 8, reply_id=reply, provider_message_id="<reply-1@switchboard>"),
+        case(ReplySent, 8, reply_id=reply, provider_message_id=WAMID),
         case(ReplyDelivered, 9, reply_id=reply),
         case(ReplyFailed, 10, reply_id=reply, reason="smtp relay answered 550", final=True),
         case(CaseSnoozed, 11, until=AT + timedelta(days=1), by="agent-7"),
@@ -119,7 +124,8 @@ def _samples() -> list[DomainEvent]:
 
 
 SAMPLES = _samples()
-PERSONAL_VALUES = [NAME, EMAIL, PHONE, TEXT, NOTE, REPLY, THREAD, ATTACHMENT, META]
+PERSONAL_VALUES = [NAME, EMAIL, PHONE, TEXT, NOTE, REPLY, THREAD, ATTACHMENT, META, WAMID, MESSAGE_ID, TAG,
+                   "philippa-sorrentino-home.example"]
 
 
 def _ids(event: DomainEvent) -> str:
@@ -243,8 +249,11 @@ REDACTIONS = {
     "customer.IdentityLinked": {"value": REDACTED},
     "customer.IdentityClaimed": {"value": REDACTED},
     "customer.ProfileUpdated": {"attributes": {}},
-    "customer.InteractionRecorded": {"text": REDACTED, "thread_key": None, "attachments": [], "meta": {}},
+    "customer.InteractionRecorded": {"text": REDACTED, "thread_key": None, "attachments": [], "meta": {},
+                                     "provider_message_id": None},
     "case.Opened": {"thread_key": None},
+    "case.Tagged": {"tags": []},
+    "case.ReplySent": {"provider_message_id": None},
     "case.NoteAdded": {"text": REDACTED},
     "case.ReplyRequested": {"text": REDACTED},
 }
@@ -290,4 +299,4 @@ def test_personal_fields_are_sealed_in_declaration_order(codec: EventCodec, key:
     event = SAMPLES[4]
     payload, _ = codec.payload(event.NAME, event.stream_id, event.version, codec.view(codec.seal(event, key).state), key)
     keys = list(msgspec.json.decode(payload))
-    assert keys[-4:] == ["text", "thread_key", "attachments", "meta"]
+    assert keys[-5:] == ["text", "provider_message_id", "thread_key", "attachments", "meta"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.database import Database, DatabaseUrlError, redact_database_url, with_database
-from services.nats_client import NatsSettingsError, credentials_options, nats_servers, redact_nats_url, url_credentials
+from services.platform.database import Database, DatabaseUrlError, redact_database_url, with_database
+from services.platform.nats_client import NatsSettingsError, credentials_options, nats_servers, redact_nats_url, url_credentials
 
 pytestmark = pytest.mark.unit
 

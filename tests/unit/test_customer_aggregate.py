@@ -20,8 +20,8 @@ from events.customer import (
     ProfileUpdated,
 )
 from events.interactions import Attachment, Interaction
-from services.core.aggregate import DomainError, event_id
-from services.core.customer import Customer, CustomerAbsorbedError, CustomerErasedError
+from services.domain.aggregate import DomainError, event_id
+from services.domain.customer import Customer, CustomerAbsorbedError, CustomerErasedError
 
 pytestmark = pytest.mark.unit
 

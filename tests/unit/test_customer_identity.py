@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from events.interactions import Identity
-from services.core.identity import InvalidIdentity, normalize, normalized_value
+from services.domain.identity import InvalidIdentity, normalize, normalized_value
 
 pytestmark = pytest.mark.unit
 

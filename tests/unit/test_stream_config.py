@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from services.streams import Names, _same_config, stream_configs
+from services.platform.streams import Names, _same_config, stream_configs
 
 pytestmark = pytest.mark.unit
 

@@ -20,10 +20,14 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import errors as pg_errors
 
 from events.base import DomainEvent
-from services.eventstore.codec import EventCodec, as_uuid
-from services.eventstore.keys import SCHEMA as KEYS_SCHEMA
-from services.eventstore.keys import KeyRing, KeyScope, MasterKey
-from services.eventstore.recorder import ChainedRecorder
+from services.platform.eventstore.codec import EventCodec, as_uuid
+from services.platform.eventstore.keys import SCHEMA as KEYS_SCHEMA
+from services.platform.eventstore.keys import KeyRing, KeyScope, MasterKey
+from services.platform.eventstore.recorder import ChainedRecorder
+
+
+# Stands for "this customer was not erased" where there is no key to hand (an event with nothing sealed).
+NOT_ERASED = object()
 
 
 class ConcurrencyError(Exception):
@@ -144,11 +148,32 @@ class EventStore:
             return []
         codec = self.codec
         views = [codec.view(s.state) for s in stored]
-        owners = [codec.owner(v) if v.p is not None else None for v in views]
-        keys = self.keyring.readers(self._key_cursor, {o for o in owners if o is not None})
+        owners = [codec.owner(v) if codec.needs_key(s.topic, v) else None for s, v in zip(stored, views, strict=True)]
+        sealed = {o for o, v in zip(owners, views, strict=True) if v.p is not None}
+        keys: dict[UUID, Any] = self.keyring.readers(self._key_cursor, sealed)
+        unsealed = {o for o in owners if o is not None} - sealed
+        if unsealed:  # old events with nothing sealed: only whether the owner was erased matters
+            keys.update(self._erased_or_not(unsealed))
         return [codec.open_view(s.topic, as_uuid(s.originator_id), s.originator_version, view,
                                 keys[owner] if owner is not None else None)
                 for s, view, owner in zip(stored, views, owners, strict=True)]
+
+    def _erased_or_not(self, customer_ids: set[UUID]) -> dict[UUID, Any]:
+        """None for an erased customer, else something that is not None (a customer may have no key)."""
+        out: dict[UUID, Any] = {}
+        missing = []
+        for cid in customer_ids:
+            cached = self.keyring.cached(cid)
+            if cached is False:
+                missing.append(cid)
+            else:
+                out[cid] = cached
+        if missing:
+            with self._key_cursor() as curs:
+                loaded = self.keyring.fetch(curs, missing)
+            for cid in missing:
+                out[cid] = loaded.get(cid, NOT_ERASED)
+        return out
 
     @contextmanager
     def _key_cursor(self):

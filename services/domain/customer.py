@@ -21,7 +21,7 @@ from events.customer import (
     ProfileUpdated,
 )
 from events.interactions import Interaction
-from services.core.aggregate import Aggregate, DomainError
+from services.domain.aggregate import Aggregate, DomainError
 
 
 class CustomerAbsorbedError(DomainError):
@@ -101,6 +101,10 @@ class Customer(Aggregate):
         """Two different company-side ids mean two people, whatever else they share."""
         mine, theirs = self.external_ids, other.external_ids
         return not (mine and theirs and mine != theirs)
+
+    def would_hold_two_external_ids(self, incoming: set[str]) -> bool:
+        """Linking these `external` values would give this customer a second company-side id."""
+        return bool(incoming) and len(self.external_ids | incoming) > 1
 
     def absorb(self, other: Customer, at: datetime, interaction_id: UUID | None = None) -> None:
         """Merges `other` into this customer; `other` records that it was absorbed."""

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from services.logs import get_logger
-from services.settings import Settings
+from services.platform.logs import get_logger
+from services.platform.settings import Settings
 
 log = get_logger(__name__)
 

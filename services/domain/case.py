@@ -25,7 +25,7 @@ from events.case import (
     ReplyRequested,
     ReplySent,
 )
-from services.core.aggregate import Aggregate, DomainError
+from services.domain.aggregate import Aggregate, DomainError
 
 PRIORITIES = ("low", "normal", "high", "urgent")
 # First-response targets per priority: what a case's SLA clock is measured against.

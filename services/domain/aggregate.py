@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 from uuid import UUID, SafeUUID
 
 from events.base import DomainEvent
@@ -89,7 +89,7 @@ class Aggregate:
         return pending
 
     @classmethod
-    def replay(cls, id: UUID, events: list[DomainEvent]):
+    def replay(cls, id: UUID, events: list[DomainEvent]) -> Self:
         aggregate = cls(id)
         for event in events:
             aggregate.apply(event)

@@ -43,6 +43,8 @@ class MasterKey:
         # Separate keys for separate purposes, derived so that one secret is all an operator keeps.
         self.chain_key = hmac.new(key, b"switchboard/audit-chain/v1", hashlib.sha256).digest()
         self.index_key = hmac.new(key, b"switchboard/identity-index/v1", hashlib.sha256).digest()
+        # Signs the chain's head written outside the database (`audit anchor`).
+        self.anchor_key = hmac.new(key, b"switchboard/audit-anchor/v1", hashlib.sha256).digest()
 
     def wrap(self, customer_id: UUID, data_key: bytes) -> bytes:
         nonce = os.urandom(12)

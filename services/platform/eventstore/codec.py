@@ -29,7 +29,7 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from events.base import DomainEvent
 from events.registry import REGISTRY, EventRegistry
-from services.eventstore.keys import KeyDestroyedError
+from services.platform.eventstore.keys import KeyDestroyedError
 
 REDACTED = "[erased]"
 
@@ -174,11 +174,23 @@ class EventCodec(Mapper):
     def customer_of(self, stored: StoredEvent) -> UUID:
         return self.owner(self.view(stored.state))
 
+    def needs_key(self, topic: str, view: StoredView) -> bool:
+        """Whether reading this event depends on its owner's key: it has sealed fields, or it was stored
+        at an older version, before some of its fields were sealed (those read redacted after erasure)."""
+        if view.p is not None:
+            return True
+        cls = self.registry.cls(topic)
+        return bool(cls.PERSONAL) and view.v != cls.VERSION
+
     def _personal(self, topic: str, stream_id: UUID, version: int, view: StoredView,
                   aead: AESGCM | None) -> tuple[bytes | None, bool]:
-        """The personal fields as msgpack (None when redacted), and whether they were redacted."""
+        """The personal fields as msgpack (None when redacted), and whether they were redacted.
+
+        `aead` None means the owner was erased. For an event with nothing sealed, the caller passes
+        None only when it looked the owner up (`needs_key`) and found the key destroyed.
+        """
         if view.p is None:
-            return None, False
+            return None, aead is None and self.needs_key(topic, view)
         if aead is None:
             return None, True
         try:

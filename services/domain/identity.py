@@ -80,3 +80,15 @@ def normalize(identity: Identity) -> Identity:
     if value == identity.value:
         return identity
     return Identity(kind=identity.kind, value=value, verified=identity.verified)
+
+
+def registers_on_claims_alone(channel: str, direction: str, identities: list[Identity]) -> bool:
+    """Whether an interaction none of whose identities is verified still has a sender to record.
+
+    An email whose From no trusted upstream vouched for carries only the address as a claim, yet
+    someone wrote it: it registers a customer of its own who holds the claim (never linked, so it
+    merges with nobody; an agent may merge by hand). Every other channel asserts its sender, so
+    claims alone there mean a broken connector, and the interaction is refused.
+    """
+    return (channel == "email" and direction == "inbound"
+            and any(i.kind == "email" and not i.verified for i in identities))

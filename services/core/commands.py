@@ -5,13 +5,15 @@ Synchronous (the event store is): the HTTP layer calls these in a worker thread.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
-from services.core.case import Case
-from services.core.customer import Customer
-from services.eventstore.store import ConcurrencyError, EventStore
+from services.domain.case import Case
+from services.domain.customer import Customer
+from services.platform.eventstore.store import ConcurrencyError, EventStore
 
 
 class NotFound(LookupError):
@@ -39,6 +41,9 @@ def run_case_command(store: EventStore, case_id: UUID, command: Callable[[Case],
         except ConcurrencyError:
             if attempt == attempts - 1:
                 raise
+            # Another writer (the core adding a message, another agent) won: back off a little,
+            # randomly, so two retrying writers stop meeting each other.
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))
     raise AssertionError("unreachable")
 
 

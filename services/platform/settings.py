@@ -41,8 +41,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     smtp_relay: str | None = None
     email_from: str | None = None
     # The gateway's public base URL (https://switchboard.example.com); when set, outbound SMS asks
-    # Twilio for status callbacks at its /channels/sms/twilio/status.
+    # Twilio for status callbacks at its /channels/sms/twilio/status, and X-Twilio-Signature is
+    # checked against it + path + query (never against the Host a request came with).
     public_url: str | None = None
+    # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For/-Proto/-Host are
+    # believed; from any other peer those headers are ignored.
+    trusted_proxies: str | list[str] | None = None
+    # How often an open Server-Sent Events stream re-checks its token; a revoked one ends it.
+    sse_recheck_seconds: float = 5.0
     # First delay, in seconds, before an outbound reply a provider could not take is tried again;
     # doubled on every attempt, at most 60 s.
     outbound_retry_base_seconds: float = 1.0
@@ -59,6 +65,50 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_body_bytes: int = 10 * 1024 * 1024
     # Largest chat message text, in characters.
     max_chat_text: int = 16 * 1024
+    # -- email hardening: parsing off the event loop, a budget per message, who vouches for From --
+    # Processes that parse inbound email (HTML parsing holds the GIL: threads would stall the loop).
+    email_parse_workers: int = 2
+    # Messages that may wait for a parser beyond those being parsed; past that: SMTP 451 / HTTP 503.
+    email_parse_queue: int = 8
+    # Seconds one message may take to parse; past that it is refused permanently like any over budget.
+    email_parse_seconds: float = 20.0
+    # A message over any of these is refused permanently (SMTP 552 5.3.4, HTTP 413 or 422).
+    email_max_parts: int = 100
+    email_max_attachments: int = 50
+    email_max_decoded_bytes: int = 20 * 1024 * 1024
+    email_max_html_tags: int = 50_000
+    email_max_mime_depth: int = 24
+    email_max_html_depth: int = 1_000
+    # Comma-separated IPs/CIDRs of relays (the company's MX) whose SMTP connections' From is verified.
+    # Unset: nobody (`switchboard up` trusts loopback, where only local processes connect).
+    smtp_trusted_relays: str | None = None
+    # Comma-separated authserv-ids whose `Authentication-Results: ...; dmarc=pass header.from=D`
+    # verifies a From in domain D, on a message from a trusted relay or the authenticated webhook.
+    email_trust_auth_results: str = ""
+    # Whether the poster of /channels/email/inbound (holder of INGEST_TOKEN) vouches for From.
+    # Unset: no (`switchboard up`: yes, the token is generated into its own data dir).
+    email_webhook_trusted: bool | None = None
+    # SB_BLOBS (attachment bytes): total size of the bucket and largest single object, in bytes.
+    blobs_max_bytes: int = 4 * 1024 * 1024 * 1024
+    blobs_max_object_bytes: int = 10 * 1024 * 1024
+    # Chat abuse limits. Connections and rates are counted per gateway process.
+    # Largest WebSocket message a chat visitor may send, in bytes; a larger one closes the socket (1009).
+    chat_max_frame_bytes: int = 128 * 1024
+    # Open chat WebSockets at most, in all and per client address; more are refused (503 / 429).
+    chat_max_connections: int = 10_000
+    chat_max_connections_per_ip: int = 50
+    # New chat sessions per client address: a token bucket of `burst`, refilled at `per_minute`.
+    chat_sessions_per_minute_per_ip: float = 60.0
+    chat_session_burst: int = 30
+    # Chat messages per session: a token bucket of `burst`, refilled at `per_minute`.
+    chat_messages_per_minute: float = 60.0
+    chat_message_burst: int = 20
+    # The chat session store (a JetStream key-value bucket): its size and how long a session lives
+    # (never longer than the streams' retention).
+    chat_session_store_max_bytes: int = 256 * 1024 * 1024
+    chat_session_ttl_seconds: int = 7 * 24 * 3600
+    # Seconds between refreshes of the audit anchor in NATS KV by the relay role (0: never).
+    audit_anchor_seconds: float = 60.0
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
 

@@ -55,6 +55,11 @@ class Names:
         return self.subject(f"sb.chat.outbox.{session_id}")
 
     @property
+    def chat_control_subject(self) -> str:
+        """Core NATS (not stored): tells every gateway process to close the sockets of chat sessions."""
+        return self.subject("sb.chat.control.close")
+
+    @property
     def live_subject(self) -> str:
         return self.subject("sb.live")
 
@@ -75,7 +80,8 @@ def stream_configs(names: Names, retention_seconds: int, replicas: int = 1) -> l
     ]
 
 
-async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int = 1, timeout: float = 120.0) -> None:
+async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int = 1, timeout: float = 120.0,
+                         *, chat_sessions: dict | None = None) -> None:
     """Creates or updates the streams; retries while a cluster is still electing or busy.
 
     Many processes start at once in a deployment, all asking for the same replicated streams; the
@@ -91,7 +97,7 @@ async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int
     delay = 0.2
     while True:
         try:
-            await _ensure_streams_once(js, names, retention_seconds, replicas)
+            await _ensure_streams_once(js, names, retention_seconds, replicas, chat_sessions)
             return
         except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError):
             if time.monotonic() > deadline:
@@ -120,7 +126,8 @@ def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
     return True
 
 
-async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int) -> None:
+async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int,
+                               chat_sessions: dict | None = None) -> None:
     for config in stream_configs(names, retention_seconds, replicas):
         try:
             info = await js.stream_info(config.name)
@@ -134,10 +141,40 @@ async def _ensure_streams_once(js, names: Names, retention_seconds: int, replica
             # Only when something changed: many processes start at once, and a stream that is
             # already right needs no update permission (see deploy/nats/auth.conf).
             await js.update_stream(config)
-    try:
-        await js.key_value(names.chat_sessions_bucket)
-    except Exception:  # noqa: BLE001 — nats-py raises BucketNotFoundError or NotFoundError by version
-        from nats.js.api import KeyValueConfig  # noqa: PLC0415
+    # Without limits given (a tool, a test) an existing bucket keeps the limits the service set.
+    await ensure_chat_sessions_bucket(js, names, retention_seconds, replicas, update=chat_sessions is not None,
+                                      **(chat_sessions or {}))
 
-        await js.create_key_value(KeyValueConfig(bucket=names.chat_sessions_bucket, ttl=float(retention_seconds),
-                                                 replicas=replicas, history=1))
+
+# A session record holds a few claims of at most 320 characters each: 4 KiB is plenty.
+CHAT_SESSION_MAX_VALUE = 4096
+
+
+async def ensure_chat_sessions_bucket(js, names: Names, retention_seconds: int, replicas: int = 1, *,
+                                      max_bytes: int = -1, ttl_seconds: int | None = None,
+                                      update: bool = True) -> None:
+    """The chat sessions' key-value bucket, bounded in size, value size and age.
+
+    A full bucket refuses new sessions (the KV's discard policy is "new") rather than evicting live
+    ones. An existing bucket gets the limits of the current settings.
+    """
+    from nats.js.api import KeyValueConfig  # noqa: PLC0415
+
+    ttl = float(min(ttl_seconds or retention_seconds, retention_seconds))
+    stream = f"KV_{names.chat_sessions_bucket}"
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        try:
+            await js.create_key_value(KeyValueConfig(bucket=names.chat_sessions_bucket, ttl=ttl, replicas=replicas,
+                                                     history=1, max_bytes=max_bytes,
+                                                     max_value_size=CHAT_SESSION_MAX_VALUE))
+            return
+        except BadRequestError:  # another process created it between our look and our add
+            info = await js.stream_info(stream)
+    config = info.config
+    if update and (config.max_bytes, config.max_msg_size, config.max_age) != (max_bytes, CHAT_SESSION_MAX_VALUE, ttl):
+        config.max_bytes = max_bytes
+        config.max_msg_size = CHAT_SESSION_MAX_VALUE
+        config.max_age = ttl
+        await js.update_stream(config)

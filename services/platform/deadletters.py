@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from nats.js.errors import NotFoundError
 
-from services import nats_client
-from services.settings import Settings
-from services.streams import Names
+from services.platform.settings import Settings
+from services.platform.streams import Names
+from services.platform import nats_client
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Infrastructure: settings, logs, NATS topology, the event store, embedded servers, quarantine, dead letters."""
