@@ -38,7 +38,7 @@ ROLES = ("gateway", "core", "projector", "api", "relay")
 
 
 def datastore_from_url(url: str, pool_size: int = 8) -> PostgresDatastore:
-    """eventsourcing's datastore for any libpq URI or key=value string (see services.database)."""
+    """eventsourcing's datastore for any libpq URI or key=value string (see services.platform.database)."""
     return parse_database_url(url).datastore(pool_size=pool_size, max_overflow=pool_size, connect_timeout=10.0,
                                              pre_ping=True)
 
