@@ -261,16 +261,15 @@ def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
 
 async def _clean_nats(sb, store: EventStore, ids: list[UUID], found: _Footprint, report: ErasureReport,
                       relay_wait: float) -> None:
-    import nats  # noqa: PLC0415
+    from services.platform.nats_client import connect  # noqa: PLC0415
 
     names: Names = sb.names
     async def quiet(exc: Exception) -> None:  # nats-py prints every failed attempt's traceback otherwise
         log.debug("erase_nats_error", error=type(exc).__name__)
 
     # Not the service's patient reconnecting: NATS out of reach is reported (and the run repeated).
-    nc = await nats.connect(servers=[s.strip() for s in sb.settings.nats_url.split(",") if s.strip()],
-                            name="switchboard-erase", connect_timeout=5, allow_reconnect=False,
-                            max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=quiet)
+    nc = await connect(sb.settings, name="switchboard-erase", connect_timeout=5, allow_reconnect=False,
+                       max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=quiet)
     try:
         js = nc.jetstream()
         report.chat_sessions = await _purge_chat_sessions(js, names, found.sessions)

@@ -55,6 +55,8 @@ def customer_ids(conn, customer_id: UUID) -> list[UUID]:
 def _dsn(store: EventStore, conninfo: str | None) -> str:
     if conninfo:
         return conninfo
+    if own := getattr(store.datastore, "conninfo", None):  # services.platform.database.ConninfoDatastore
+        return own
     with store.datastore.get_connection() as pooled:
         info = pooled.info
         dsn = f"host={info.host} port={info.port} dbname={info.dbname} user={info.user}"
