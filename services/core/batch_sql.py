@@ -197,7 +197,11 @@ def _first(row: Any, name: str) -> Any:
     return row[name] if isinstance(row, dict) else row[0]
 
 
+def alias_survivor_of(conn: Any, customer_id: UUID) -> UUID:
+    """The survivor of this customer id (itself if never absorbed), by the alias table."""
+    return survivor_of(customer_id, lambda i: alias_survivor(conn, i))
+
+
 def alias_family(conn: Any, customer_id: UUID) -> list[UUID]:
     """The survivor of this customer id, then every customer merged into it, by the alias table."""
-    survivor = survivor_of(customer_id, lambda i: alias_survivor(conn, i))
-    return merged_family(survivor, lambda i: alias_absorbed(conn, i))
+    return merged_family(alias_survivor_of(conn, customer_id), lambda i: alias_absorbed(conn, i))
