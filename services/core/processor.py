@@ -18,6 +18,11 @@ stream, so acting on stale state is a version conflict; and where a decision cou
 N+1 while batch N commits (N+1 sees what N linked before it is committed, and is committed only
 after N); `process` does both, one batch at a time.
 
+The decisions themselves are the domain's (`services/domain/`): whose touchpoint an interaction is
+(`resolution`: register, link, merge, suggest), which case it joins (`routing`), what a status or a
+bounce means for a reply (`replies`), how far a merge chain goes (`merges`). This module loads what
+they need, calls them, and keeps what they changed; its SQL is in `batch_sql`.
+
 Outcomes per interaction: recorded, duplicate (seen before), poison (can never be recorded as it is:
 dead-letter it now) or failed (an unexpected error: retry later, dead-letter after N deliveries). An
 unexpected error is pinned to one interaction by splitting the batch, so one bad message never holds
@@ -417,7 +422,9 @@ class CoreProcessor:
     def _reported_message(self, batch: _Batch, report: replies.StatusReport) -> tuple[UUID, UUID | None] | None:
         """(case, reply) of the message a status reports on: named by our relay, sent in this batch,
         or found in `sb_outbound` by the provider's id."""
-        target = (report.case_id, report.reply_id) if report.from_relay else None
+        target: tuple[UUID, UUID | None] | None = None
+        if report.case_id is not None and report.reply_id is not None:
+            target = (report.case_id, report.reply_id)  # our own relay reporting on a reply
         for channel, provider_id, case_id, reply_id in batch.outbound:
             if (channel, provider_id) == (report.channel, report.provider_message_id):
                 target = (case_id, reply_id)
@@ -425,4 +432,4 @@ class CoreProcessor:
             return batch_sql.sent_message(batch.tx, report.channel,
                                           self.outbound_blind(report.channel, report.provider_message_id),
                                           report.provider_message_id)
-        return target  # type: ignore[return-value]
+        return target
