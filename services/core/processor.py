@@ -89,6 +89,9 @@ class _Batch:
 
     def customer(self, customer_id: UUID) -> Customer:
         """The customer, or the survivor it was merged into."""
+        customer = self.core._load(Customer, customer_id, self)
+        if customer.survivor_id is None:
+            return customer  # never absorbed: the common case, no walk
         survivor_id = merges.survivor_of(customer_id, lambda i: self.core._load(Customer, i, self).survivor_id)
         return self.core._load(Customer, survivor_id, self)
 
