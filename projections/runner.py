@@ -52,7 +52,6 @@ class ProjectionRunner:
         with self.store.datastore.transaction(commit=True) as curs:
             for p in self.projections:
                 curs.execute(p.schema)
-            curs.execute(quarantine.SCHEMA)
 
     def positions(self, curs=None) -> dict[str, int]:
         """Where each projection stands (0: nothing applied yet)."""
