@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 from events.base import DomainEvent, personal
 
 Priority = Literal["low", "normal", "high", "urgent"]
+# open → pending (we answered, waiting on the customer) → open (they wrote again) → resolved;
+# snoozed until a time; a resolved case can be reopened.
+CaseStatus = Literal["open", "pending", "snoozed", "resolved"]
+# Where a reply stands: requested by an agent, sent by the relay, then delivered or failed.
+ReplyState = Literal["requested", "sent", "delivered", "failed"]
+
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+CASE_STATUSES: tuple[CaseStatus, ...] = get_args(CaseStatus)
+REPLY_STATES: tuple[ReplyState, ...] = get_args(ReplyState)
 
 
 class CaseOpened(DomainEvent, frozen=True, kw_only=True):

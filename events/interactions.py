@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -17,8 +17,18 @@ Direction = Literal["inbound", "outbound"]
 IdentityKind = Literal["email", "phone", "messenger", "instagram", "telegram", "chat", "external"]
 InteractionKind = Literal["message", "auto_reply", "bounce", "status", "reaction", "location", "media"]
 
-CHANNELS: tuple[str, ...] = ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
-IDENTITY_KINDS: tuple[str, ...] = ("email", "phone", "messenger", "instagram", "telegram", "chat", "external")
+# Kinds written by machines (an out-of-office answer, a mail server's bounce), never by the customer.
+MachineKind = Literal["auto_reply", "bounce"]
+# What a provider reports about a message we sent; other provider words (queued, sending, ...)
+# change nothing. `read` counts as delivered, `undelivered` as failed.
+DeliveryStatus = Literal["queued", "sending", "sent", "delivered", "read", "failed", "undelivered"]
+
+# The same names as tuples, for membership checks and listings: spelt once, in the Literals above.
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
+IDENTITY_KINDS: tuple[IdentityKind, ...] = get_args(IdentityKind)
+INTERACTION_KINDS: tuple[InteractionKind, ...] = get_args(InteractionKind)
+MACHINE_KINDS: tuple[MachineKind, ...] = get_args(MachineKind)
 
 # Interaction ids are derived from the provider's own message id, so that a provider's retry of the
 # same message carries the same id and is deduplicated by JetStream and by the core.

@@ -54,6 +54,10 @@ def rounds(rows: Sequence[tuple]) -> list[list[tuple]]:
     return out
 
 
+# Held (transaction-level) while the projector writes a batch, and while a rebuild swaps its tables in.
+BATCH_LOCK_KEY = 0x5B_7072_6F62
+
+
 # Below this many rows a batch is bound as arrays (one round trip); from it on, staged with COPY.
 STAGE_FROM_ROWS = 64
 _staged: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection → staging tables it has

@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
-from projections.base import Item, Projection, forget_staging
+from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.profile import ProfileProjection
+from projections.rebuild import Rebuild
 from projections.timeline import TimelineProjection
 from services.platform import quarantine
 from services.platform.eventstore.store import EventStore
@@ -28,7 +29,7 @@ from services.platform.tuning import relax_garbage_collector
 log = get_logger(__name__)
 
 _LOCK_KEY = 0x5B_7072_6F6A  # "sb proj": one active projector per database
-_BATCH_LOCK_KEY = 0x5B_7072_6F62  # held while a batch (or a whole rebuild) is written
+_BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild's tables swapped in
 
 
 def all_projections() -> list[Projection]:
@@ -115,28 +116,16 @@ class ProjectionRunner:
                              (self.tracking_name(p),))
                 quarantine.clear(curs, [self.tracking_name(p)])
 
-    def rebuild(self, progress: Callable[[int], None] | None = None) -> int:
-        """Rebuilds this runner's read models from the whole log, in one transaction.
+    def rebuild(self, progress: Callable[[int], None] | None = None, on_failure=None) -> int:
+        """Rebuilds this runner's read models from the whole log; returns the events applied.
 
-        A live projector waits meanwhile (the batch lock) and then carries on from where the rebuild
-        ended, so the views are never seen half-built and never get a batch applied twice.
+        Built beside the live tables and swapped in at the end (projections/rebuild.py): the live
+        projector keeps serving and updating the old views meanwhile, then carries on from where the
+        rebuild ended. An event a projection cannot apply is quarantined, as live (the old views'
+        quarantine entries are replaced with the new ones at the swap), unless `on_failure(projection,
+        item, error)` decides otherwise (`projections.rebuild.fail_on_event` stops the rebuild).
         """
-        total = 0
-        with self.store.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
-            self._reset(curs, [p.name for p in self.projections])
-            position = 0
-            while items := self.store.read(position, self.batch_size):
-                position = items[-1][0]
-                for p in self.projections:
-                    self.apply_guarded(curs, p, items)
-                total += len(items)
-                if progress:
-                    progress(len(items))
-            if position:
-                for p in self.projections:
-                    self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), position))
-        return total
+        return Rebuild(self, progress, on_failure, batch_size=self.batch_size).run()
 
     # -- quarantine: an event a projection cannot apply is set aside, the others are applied ------
 

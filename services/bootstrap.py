@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlparse
 
 import nats
 from eventsourcing.postgres import PostgresDatastore
@@ -31,6 +30,7 @@ from services.api.auth import SCHEMA as AUTH_SCHEMA
 from services.core.processor import CoreProcessor
 from services.relay.relay import start_relay
 from services.core.consumer import start_core_consumer
+from services.platform.database import Database, parse_database_url
 
 log = get_logger(__name__)
 
@@ -38,18 +38,9 @@ ROLES = ("gateway", "core", "projector", "api", "relay")
 
 
 def datastore_from_url(url: str, pool_size: int = 8) -> PostgresDatastore:
-    parsed = urlparse(url)
-    return PostgresDatastore(
-        dbname=(parsed.path or "/postgres").lstrip("/") or "postgres",
-        host=parsed.hostname or "127.0.0.1",
-        port=parsed.port or 5432,
-        user=unquote(parsed.username or "postgres"),
-        password=unquote(parsed.password or ""),
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        connect_timeout=10.0,
-        pre_ping=True,
-    )
+    """eventsourcing's datastore for any libpq URI or key=value string (see services.platform.database)."""
+    return parse_database_url(url).datastore(pool_size=pool_size, max_overflow=pool_size, connect_timeout=10.0,
+                                             pre_ping=True)
 
 
 @dataclass
@@ -67,11 +58,21 @@ class Switchboard:
 
     # -- connections ---------------------------------------------------------------------------
 
+    @property
+    def database(self) -> Database:
+        """SWITCHBOARD_DATABASE_URL, parsed by libpq: every PostgreSQL client here connects with it."""
+        if not self.settings.database_url:
+            raise RuntimeError("no database: set SWITCHBOARD_DATABASE_URL or run `switchboard up`")
+        return parse_database_url(self.settings.database_url)
+
     def open_store(self) -> EventStore:
         if self.store is None:
-            if not self.settings.database_url:
-                raise RuntimeError("no database: set SWITCHBOARD_DATABASE_URL or run `switchboard up`")
-            datastore = datastore_from_url(self.settings.database_url)
+            database = self.database
+            # One plain connection first: a refused or unreachable database is reported with its
+            # host and libpq's reason (DatabaseUnavailable), not as a pool timeout.
+            schema = database.check()
+            datastore = database.datastore(pool_size=8, max_overflow=8, connect_timeout=10.0, pre_ping=True,
+                                           schema=schema)
             self.store = EventStore(datastore, MasterKey(self.settings.master_key_bytes))
         return self.store
 
@@ -90,11 +91,10 @@ class Switchboard:
     async def connect_nats(self) -> None:
         if self.nc is not None:
             return
-        if not self.settings.nats_url:
-            raise RuntimeError("no NATS: set SWITCHBOARD_NATS_URL or run `switchboard up`")
-        servers = [s.strip() for s in self.settings.nats_url.split(",") if s.strip()]
-        self.nc = await nats.connect(servers=servers, name="switchboard", max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.5)
+        from services.platform.nats_client import connect  # noqa: PLC0415
+
+        # Credentials in the URL (user:password@, token@) and SWITCHBOARD_NATS_CREDS go to nats-py as is.
+        self.nc = await connect(self.settings, name="switchboard", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
         await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas,
                              chat_sessions={"max_bytes": self.settings.chat_session_store_max_bytes,

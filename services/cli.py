@@ -19,7 +19,7 @@ import click
 
 from services.platform.settings import Settings, ensure_secrets, load_settings
 from services.platform.embedded import (
-    EmbeddedNats, EmbeddedPostgres, clear_run_info, embedded_credentials, read_run_info, redact_url, with_credentials,
+    EmbeddedNats, EmbeddedPostgres, clear_run_info, embedded_credentials, read_run_info, with_credentials,
     write_run_info)
 from services.platform.logs import configure_logging
 from services.api.auth import create_token, revoke_token
@@ -86,7 +86,22 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.Group):
+    """Turns a database or NATS that cannot be used into one line on stderr and exit 1, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from services.platform.database import DatabaseUnavailable, DatabaseUrlError  # noqa: PLC0415
+            from services.platform.nats_client import NatsSettingsError  # noqa: PLC0415
+
+            if isinstance(exc, (DatabaseUnavailable, DatabaseUrlError, NatsSettingsError)):
+                raise click.ClickException(str(exc)) from None
+            raise
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SWITCHBOARD_DATA_DIR",
               default=None, help="Where embedded servers keep data, tokens and generated secrets [.switchboard].")
 @click.pass_context
@@ -155,6 +170,8 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
 
 async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: Sequence[str] = ()) -> None:
     from services.server import Server  # noqa: PLC0415 -- lazy: litestar, uvicorn and every role (~2 s)
+    from services.platform.database import redact_database_url  # noqa: PLC0415
+    from services.platform.nats_client import redact_nats_url  # noqa: PLC0415
 
     server = Server(settings, roles, http=http, smtp=smtp)
     stop = asyncio.Event()
@@ -169,8 +186,8 @@ async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, 
         click.echo(f"  API schema       {server.http_url}/schema/openapi.json", err=True)
         click.echo(f"  chat WebSocket   ws://{http[0]}:{http[1]}/channels/chat/ws", err=True)
         click.echo(f"  SMTP             smtp://{smtp[0]}:{smtp[1]}", err=True)
-        click.echo(f"  NATS             {redact_url(settings.nats_url)}", err=True)
-        click.echo(f"  PostgreSQL       {redact_url(settings.database_url)}", err=True)
+        click.echo(f"  NATS             {redact_nats_url(settings.nats_url)}", err=True)
+        click.echo(f"  PostgreSQL       {redact_database_url(settings.database_url)}", err=True)
         for note in notes:
             click.echo(note, err=True)
         click.echo(f"  admin token      {data_dir / 'admin.token'}", err=True)
@@ -232,7 +249,7 @@ def replay(ctx: click.Context, customer: UUID | None, from_position: int, until)
 
     with _store(ctx) as sb:
         count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position - 1,
-                              until=until, progress=sys.stderr.isatty(), conninfo=sb.settings.database_url)
+                              until=until, progress=sys.stderr.isatty(), conninfo=sb.database.conninfo)
     click.echo(f"{count} events", err=True)
 
 
@@ -248,6 +265,7 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
     """Rebuild read models (all, or NAME) from the event store; prints events/s."""
     import time  # noqa: PLC0415
 
+    from projections.rebuild import RebuildError  # noqa: PLC0415 -- lazy: event store
     from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415 -- lazy: event store
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -261,7 +279,10 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
         total = store.max_position()
         t0 = time.perf_counter()
         with tqdm(total=total, unit="ev", disable=not sys.stderr.isatty(), desc="rebuild") as bar:
-            applied = runner.rebuild(bar.update)
+            try:
+                applied = runner.rebuild(bar.update)
+            except RebuildError as exc:
+                raise click.ClickException(str(exc)) from exc
         elapsed = time.perf_counter() - t0
     rate = applied / elapsed if elapsed > 0 else 0.0
     click.echo(f"rebuilt {', '.join(p.name for p in selected)}: {applied} events in {elapsed:.2f}s "
@@ -341,7 +362,6 @@ def audit_verify(ctx: click.Context, anchor_path: Path | None, anchor_kv: bool, 
     With an anchor (kept outside the database), also find a log that was truncated or rolled back to an
     older state: it must still hold the anchored position with the anchored link.
     """
-    import psycopg  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
     from services.platform.eventstore import anchor as anchors  # noqa: PLC0415 -- lazy: psycopg
@@ -352,7 +372,7 @@ def audit_verify(ctx: click.Context, anchor_path: Path | None, anchor_kv: bool, 
     failed = False
     with _store(ctx) as sb:
         store = sb.open_store()
-        with psycopg.connect(sb.settings.database_url) as conn, tqdm(
+        with sb.database.connect() as conn, tqdm(
                 total=store.max_position(), unit="ev", disable=not sys.stderr.isatty(), desc="verify") as bar:
             try:
                 count = verify_chain(conn, store.master.chain_key, progress=bar.update)
@@ -394,8 +414,6 @@ def audit_anchor(ctx: click.Context, path: Path | None, kv: bool, kv_bucket: str
     """
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    import psycopg  # noqa: PLC0415
-
     from services.platform.eventstore import anchor as anchors  # noqa: PLC0415 -- lazy: psycopg
 
     if bool(path) == kv:
@@ -405,7 +423,7 @@ def audit_anchor(ctx: click.Context, path: Path | None, kv: bool, kv_bucket: str
         try:
             if path:
                 previous = anchors.read_file(path, master.anchor_key)
-                with psycopg.connect(sb.settings.database_url) as conn:
+                with sb.database.connect() as conn:
                     new = anchors.next_anchor(conn, master.chain_key, master.anchor_key, previous, datetime.now(UTC))
                 if new is not None:
                     anchors.write_file(path, new)
@@ -430,10 +448,9 @@ def _kv_bucket(sb, bucket: str | None) -> str:
 
 async def _connect_nats_only(sb) -> None:
     """NATS for a one-off command: no streams created or updated (that is the service's business)."""
-    import nats  # noqa: PLC0415
+    from services.platform.nats_client import connect  # noqa: PLC0415
 
-    sb.nc = await nats.connect(servers=[s.strip() for s in sb.settings.nats_url.split(",") if s.strip()],
-                               name="switchboard-audit", connect_timeout=5, allow_reconnect=False)
+    sb.nc = await connect(sb.settings, name="switchboard-audit", connect_timeout=5, allow_reconnect=False)
     sb.js = sb.nc.jetstream()
 
 
@@ -480,7 +497,7 @@ def token_create(ctx: click.Context, role: str, name: str | None) -> None:
     import psycopg  # noqa: PLC0415
 
 
-    with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
+    with _store(ctx) as sb, sb.database.connect(autocommit=True) as conn:
         try:
             name, value = create_token(conn, role, name)
         except psycopg.errors.UniqueViolation:
@@ -494,10 +511,7 @@ def token_create(ctx: click.Context, role: str, name: str | None) -> None:
 @click.pass_context
 def token_revoke(ctx: click.Context, name: str) -> None:
     """End the token NAME."""
-    import psycopg  # noqa: PLC0415
-
-
-    with _store(ctx) as sb, psycopg.connect(sb.settings.database_url, autocommit=True) as conn:
+    with _store(ctx) as sb, sb.database.connect(autocommit=True) as conn:
         if not revoke_token(conn, name):
             raise click.ClickException(f"no active token named {name!r}")
     click.echo(f"revoked {name}")
@@ -522,7 +536,7 @@ def customer_export(ctx: click.Context, customer_id: UUID) -> None:
 
     with _store(ctx) as sb:
         try:
-            document = export_customer(sb.open_store(), sb.settings.database_url, customer_id)
+            document = export_customer(sb.open_store(), sb.database.conninfo, customer_id)
         except LookupError as exc:
             raise click.ClickException(str(exc)) from None
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")

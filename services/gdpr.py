@@ -55,12 +55,13 @@ from channels.blobs import BUCKET as BLOB_BUCKET
 from channels.chat_gateway import close_chat_sessions
 from events.customer import IdentityClaimed, IdentityLinked, InteractionRecorded
 from events.interactions import INTERACTION_DECODER, Identity
-from services.domain.customer import Customer
 from services.domain.identity import InvalidIdentity, normalize
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
 from services.replay import replay_events
 from services.platform.streams import Names
+from services.core.batch_sql import alias_survivor_of
+from services.core.commands import NotFound, merged_customers
 from services.core.commands import erase_customer as erase_in_log
 from projections.runner import all_projections
 
@@ -93,8 +94,7 @@ class CustomerNotFound(LookupError):
 
 def export_customer(store: EventStore, database_url: str, customer_id: UUID) -> dict:
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        row = conn.execute("SELECT survivor_id FROM sb_customer_aliases WHERE absorbed_id = %s", (customer_id,)).fetchone()
-        survivor = row["survivor_id"] if row else customer_id
+        survivor = alias_survivor_of(conn, customer_id)
         profile = conn.execute("SELECT * FROM proj_customers WHERE id = %s", (survivor,)).fetchone()
         if profile is None and not store.load(survivor):
             raise CustomerNotFound(f"customer {customer_id} not found")
@@ -150,23 +150,10 @@ class ErasureReport:
 
 def erasure_scope(store: EventStore, customer_id: UUID) -> list[UUID]:
     """The survivor of this customer, then everyone merged into it (and into them)."""
-    events = store.load(customer_id)
-    if not events:
-        raise CustomerNotFound(f"customer {customer_id} not found")
-    customer = Customer.replay(customer_id, events)
-    hops = 0
-    while customer.survivor_id is not None and hops < 64:
-        customer = Customer.replay(customer.survivor_id, store.load(customer.survivor_id))
-        hops += 1
-    ids = [customer.id]
-    frontier = list(customer.absorbed)
-    while frontier:
-        absorbed_id = frontier.pop()
-        if absorbed_id in ids:
-            continue
-        ids.append(absorbed_id)
-        frontier.extend(Customer.replay(absorbed_id, store.load(absorbed_id)).absorbed)
-    return ids
+    try:
+        return [c.id for c in merged_customers(store, customer_id)]
+    except NotFound as exc:
+        raise CustomerNotFound(str(exc)) from exc
 
 
 @dataclass
@@ -261,16 +248,15 @@ def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
 
 async def _clean_nats(sb, store: EventStore, ids: list[UUID], found: _Footprint, report: ErasureReport,
                       relay_wait: float) -> None:
-    import nats  # noqa: PLC0415
+    from services.platform.nats_client import connect  # noqa: PLC0415
 
     names: Names = sb.names
     async def quiet(exc: Exception) -> None:  # nats-py prints every failed attempt's traceback otherwise
         log.debug("erase_nats_error", error=type(exc).__name__)
 
     # Not the service's patient reconnecting: NATS out of reach is reported (and the run repeated).
-    nc = await nats.connect(servers=[s.strip() for s in sb.settings.nats_url.split(",") if s.strip()],
-                            name="switchboard-erase", connect_timeout=5, allow_reconnect=False,
-                            max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=quiet)
+    nc = await connect(sb.settings, name="switchboard-erase", connect_timeout=5, allow_reconnect=False,
+                       max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=quiet)
     try:
         js = nc.jetstream()
         report.chat_sessions = await _purge_chat_sessions(js, names, found.sessions)

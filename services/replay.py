@@ -23,6 +23,7 @@ import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tqdm import tqdm
 
+from services.core.batch_sql import alias_family
 from services.platform.eventstore.keys import MissingKeyError
 from services.platform.eventstore.store import NOT_ERASED, EventStore
 
@@ -45,16 +46,14 @@ _encode_into = msgspec.json.Encoder().encode_into
 
 def customer_ids(conn, customer_id: UUID) -> list[UUID]:
     """The survivor of this customer id, then every customer merged into it."""
-    row = conn.execute("SELECT survivor_id FROM sb_customer_aliases WHERE absorbed_id = %s", (customer_id,)).fetchone()
-    survivor = row[0] if row else customer_id
-    rows = conn.execute("SELECT absorbed_id FROM sb_customer_aliases WHERE survivor_id = %s ORDER BY absorbed_id",
-                        (survivor,)).fetchall()
-    return [survivor, *(r[0] for r in rows)]
+    return alias_family(conn, customer_id)
 
 
 def _dsn(store: EventStore, conninfo: str | None) -> str:
     if conninfo:
         return conninfo
+    if own := getattr(store.datastore, "conninfo", None):  # services.platform.database.ConninfoDatastore
+        return own
     with store.datastore.get_connection() as pooled:
         info = pooled.info
         dsn = f"host={info.host} port={info.port} dbname={info.dbname} user={info.user}"

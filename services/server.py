@@ -54,7 +54,7 @@ class Server:
 
     async def _start_http(self) -> None:
         settings = self.settings
-        self.pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False,
+        self.pool = AsyncConnectionPool(self.sb.database.conninfo, min_size=1, max_size=10, open=False,
                                         kwargs={"autocommit": True})
         await self.pool.open(wait=True, timeout=30)
         store = self.sb.open_store()

@@ -15,7 +15,6 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import psycopg
 import pytest
@@ -24,6 +23,7 @@ from services.platform import embedded_system
 from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.platform.settings import ensure_secrets, load_settings
 from services.platform.streams import Names
+from services.platform.database import with_database
 
 
 def _docker_available() -> bool:
@@ -124,17 +124,12 @@ def embedded_pg_bin():
     return EmbeddedPostgres.bin_dir()
 
 
-def _with_database(url: str, database: str) -> str:
-    parsed = urlparse(url)
-    return urlunparse(parsed._replace(path="/" + database))
-
-
 @pytest.fixture
 def database_url(pg_admin_url):
     name = "t_" + secrets.token_hex(6)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(pg_admin_url, name)
+    yield with_database(pg_admin_url, name)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -9,6 +9,8 @@ from uuid import UUID
 import msgspec
 from psycopg.rows import dict_row
 
+from services.domain.merges import survivor_of_async
+
 
 class Cursor(msgspec.Struct, array_like=True):
     at: datetime
@@ -34,20 +36,17 @@ def decode_cursor(text: str) -> Cursor:
 
 
 async def survivor_of(conn, customer_id: UUID) -> UUID | None:
-    cur = await conn.execute(
-        "SELECT COALESCE(c.merged_into, c.id) FROM proj_customers c WHERE c.id = %s", (customer_id,))
-    row = await cur.fetchone()
-    if row is None:
+    """The customer holding this id's history now (the end of its merge chain); None if not projected."""
+    cur = await conn.execute("SELECT 1 FROM proj_customers WHERE id = %s", (customer_id,))
+    if await cur.fetchone() is None:
         return None
-    # Chains of merges: follow to the end.
-    survivor = row[0]
-    for _ in range(16):
-        cur = await conn.execute("SELECT merged_into FROM proj_customers WHERE id = %s", (survivor,))
-        nxt = await cur.fetchone()
-        if not nxt or nxt[0] is None:
-            break
-        survivor = nxt[0]
-    return survivor
+
+    async def merged_into(i: UUID) -> UUID | None:
+        cur = await conn.execute("SELECT merged_into FROM proj_customers WHERE id = %s", (i,))
+        row = await cur.fetchone()
+        return row[0] if row else None
+
+    return await survivor_of_async(customer_id, merged_into)
 
 
 async def customer_profile(conn, customer_id: UUID) -> dict | None:

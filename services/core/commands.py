@@ -13,6 +13,7 @@ from uuid import UUID
 
 from services.domain.case import Case
 from services.domain.customer import Customer
+from services.domain.merges import merged_family, survivor_of
 from services.platform.eventstore.store import ConcurrencyError, EventStore
 
 
@@ -53,20 +54,31 @@ def case_state(case: Case) -> dict:
             "tags": list(case.tags), "version": case.version}
 
 
+def load_customer(store: EventStore, customer_id: UUID) -> Customer:
+    events = store.load(customer_id)
+    if not events or events[0].NAME != "customer.Registered":
+        raise NotFound(f"customer {customer_id} not found")
+    return Customer.replay(customer_id, events)
+
+
+def merged_customers(store: EventStore, customer_id: UUID) -> list[Customer]:
+    """The survivor of this customer, then everyone merged into it (and into them), from the log."""
+    loaded: dict[UUID, Customer] = {}
+
+    def load(i: UUID) -> Customer:
+        if i not in loaded:
+            loaded[i] = load_customer(store, i)
+        return loaded[i]
+
+    survivor = survivor_of(customer_id, lambda i: load(i).survivor_id)
+    return [load(i) for i in merged_family(survivor, lambda i: load(i).absorbed)]
+
+
 def erase_customer(store: EventStore, customer_id: UUID, requested_by: str, now: datetime) -> list[UUID]:
     """Records the erasure, then destroys the keys of the customer and everyone merged into them."""
-    events = store.load(customer_id)
-    if not events:
-        raise NotFound(f"customer {customer_id} not found")
-    customer = Customer.replay(customer_id, events)
-    while customer.survivor_id is not None:
-        customer = Customer.replay(customer.survivor_id, store.load(customer.survivor_id))
-    ids = [customer.id]
-    frontier = list(customer.absorbed)
-    while frontier:
-        absorbed_id = frontier.pop()
-        ids.append(absorbed_id)
-        frontier.extend(Customer.replay(absorbed_id, store.load(absorbed_id)).absorbed)
+    family = merged_customers(store, customer_id)
+    ids = [c.id for c in family]
+    customer = family[0]
     customer.erase(requested_by, now)
     events = customer.collect()
     with store.transaction() as tx:
@@ -74,4 +86,3 @@ def erase_customer(store: EventStore, customer_id: UUID, requested_by: str, now:
         store.keyring.destroy(tx.curs, ids)
         tx.execute("DELETE FROM sb_identities WHERE customer_id = ANY(%s)", (ids,))
     return ids
-

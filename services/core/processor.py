@@ -18,6 +18,11 @@ stream, so acting on stale state is a version conflict; and where a decision cou
 N+1 while batch N commits (N+1 sees what N linked before it is committed, and is committed only
 after N); `process` does both, one batch at a time.
 
+The decisions themselves are the domain's (`services/domain/`): whose touchpoint an interaction is
+(`resolution`: register, link, merge, suggest), which case it joins (`routing`), what a status or a
+bounce means for a reply (`replies`), how far a merge chain goes (`merges`). This module loads what
+they need, calls them, and keeps what they changed; its SQL is in `batch_sql`.
+
 Outcomes per interaction: recorded, duplicate (seen before), poison (can never be recorded as it is:
 dead-letter it now) or failed (an unexpected error: retry later, dead-letter after N deliveries). An
 unexpected error is pinned to one interaction by splitting the batch, so one bad message never holds
@@ -29,170 +34,40 @@ from __future__ import annotations
 import functools
 import random
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from uuid import UUID
 
-import msgspec
 import psycopg
 from eventsourcing.persistence import InterfaceError as ESInterfaceError
 from eventsourcing.persistence import OperationalError as ESOperationalError
-from eventsourcing.persistence import StoredEvent
 from psycopg.errors import TransactionRollback
 
 from events.base import DomainEvent
 from events.interactions import Identity, Interaction
+from services.core import batch_sql
+from services.core.batch_sql import SCHEMA
+from services.core.outcome import LRU, Outcome, PoisonInteraction, Prepared
+from services.domain import merges, replies, routing
 from services.domain.aggregate import Aggregate, DomainError
 from services.domain.case import Case
 from services.domain.customer import Customer
-from services.domain.identity import InvalidIdentity, normalized_value, registers_on_claims_alone
+from services.domain.identity import (
+    InvalidIdentity,
+    normalized_identities,
+    normalized_value,
+    registers_on_claims_alone,
+)
+from services.domain.resolution import new_customer_id, resolve_customer
 from services.platform.eventstore.keys import KeyDestroyedError
 from services.platform.eventstore.store import ConcurrencyError, EventStore, Transaction
 from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sb_identities (
-    blind bytea PRIMARY KEY,
-    kind text NOT NULL,
-    customer_id uuid NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sb_identities_customer_idx ON sb_identities (customer_id);
-CREATE TABLE IF NOT EXISTS sb_customer_aliases (
-    absorbed_id uuid PRIMARY KEY,
-    survivor_id uuid NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sb_processed (
-    interaction_id uuid PRIMARY KEY,
-    stream_seq bigint,
-    processed_at timestamptz NOT NULL DEFAULT now(),
-    -- Set for delivery statuses and bounces: the case whose reply they report on. They record no
-    -- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
-    -- WhatsApp status carries the recipient's number): erasure finds them by it.
-    case_id uuid
-);
-CREATE TABLE IF NOT EXISTS sb_schema_migrations (
-    name text PRIMARY KEY,
-    done_at timestamptz NOT NULL DEFAULT now()
-);
--- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
--- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
--- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
-CREATE TABLE IF NOT EXISTS sb_outbound (
-    channel text NOT NULL,
-    provider_message_id text NOT NULL,
-    case_id uuid NOT NULL,
-    reply_id uuid,
-    PRIMARY KEY (channel, provider_message_id)
-);
-"""
-
-_CUSTOMER_NS = uuid.UUID("3d0c5f3e-6b0a-4a8e-8f55-0d9b7f0c2e10")
-_CASE_NS = uuid.UUID("9a6f1d2c-4e3b-4c5a-8d7e-1f2a3b4c5d6e")
-
 # Errors that say "the database is unreachable", not "this message is bad": the whole batch is
 # retried later and no message is blamed for them.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError, psycopg.InterfaceError, ESOperationalError, ESInterfaceError, ConnectionError)
-
-MERGE_HOPS = 16
-
-
-def _uuid_array(ids: Iterable[UUID]) -> str:
-    """A uuid[] literal: binding a list makes psycopg dump it element by element, far slower."""
-    return "{" + ",".join(map(str, ids)) + "}"
-
-
-def _bytea_array(values: Iterable[bytes]) -> str:
-    """A bytea[] literal (hex escapes)."""
-    return "{" + ",".join('"\\\\x%s"' % v.hex() for v in values) + "}"
-
-
-def _copy(tx: Transaction, target: str, types: Sequence[str], rows: Sequence[tuple]) -> None:
-    with tx.curs.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
-
-
-class PoisonInteraction(Exception):
-    """This interaction can never be processed as it is (bad data or a broken rule)."""
-
-    def __init__(self, interaction_id: UUID | None, reason: str):
-        super().__init__(reason)
-        self.interaction_id = interaction_id
-        self.reason = reason
-
-
-@dataclass
-class Outcome:
-    recorded: list[UUID] = field(default_factory=list)
-    duplicates: list[UUID] = field(default_factory=list)
-    poison: dict[UUID, str] = field(default_factory=dict)  # rejected for good: dead-letter now
-    failed: dict[UUID, str] = field(default_factory=dict)  # unexpected error: retry, then dead-letter
-    events: int = 0
-    positions: list[int] = field(default_factory=list)
-    conflicts: int = 0
-
-    def add(self, other: Outcome) -> None:
-        self.recorded += other.recorded
-        self.duplicates += other.duplicates
-        self.poison.update(other.poison)
-        self.failed.update(other.failed)
-        self.events += other.events
-        self.positions += other.positions
-        self.conflicts += other.conflicts
-
-
-class _Aborted(Exception):
-    pass
-
-
-class Prepared:
-    """A batch whose events and records are written in a transaction that is still open."""
-
-    def __init__(self, outcome: Outcome, context, tx: Transaction, touched: list[UUID]):
-        self.outcome = outcome
-        self.tx = tx
-        self.touched = touched  # the aggregates it changed in memory: forget them if it never commits
-        self.changed_owners: dict[bytes, UUID] = {}
-        self._context = context
-
-    def commit(self) -> Outcome:
-        """Appends the events (under the log's lock) and commits; ConcurrencyError if another writer won."""
-        context, self._context = self._context, None
-        context.__exit__(None, None, None)
-        self.outcome.positions = self.tx.positions
-        return self.outcome
-
-    def abort(self) -> None:
-        context, self._context = self._context, None
-        if context is not None:
-            try:
-                context.__exit__(_Aborted, _Aborted(), None)
-            except _Aborted:
-                pass
-
-
-class _LRU(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def get(self, key, default=None):
-        value = super().get(key, default)
-        if value is not default:
-            self.move_to_end(key)
-        return value
-
-    def put(self, key, value) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
 
 
 class _Batch:
@@ -205,7 +80,7 @@ class _Batch:
         self.changed_owners: dict[bytes, UUID] = {}  # what this batch links or moves (by a merge)
         self.new_identities: dict[bytes, tuple[str, UUID]] = {}
         self.merges: list[tuple[UUID, UUID]] = []  # (absorbed, survivor)
-        self.outbound: list[tuple[str, str, UUID, UUID | None]] = []
+        self.outbound: list[batch_sql.OutboundRow] = []
         self.status_cases: dict[UUID, UUID] = {}  # status interaction → the case it reports on
         self.touched: dict[UUID, Aggregate] = {}
         self.current: dict[UUID, Aggregate] = {}  # touched by the interaction in hand
@@ -215,11 +90,10 @@ class _Batch:
     def customer(self, customer_id: UUID) -> Customer:
         """The customer, or the survivor it was merged into."""
         customer = self.core._load(Customer, customer_id, self)
-        hops = 0
-        while customer.survivor_id is not None and hops < MERGE_HOPS:
-            customer = self.core._load(Customer, customer.survivor_id, self)
-            hops += 1
-        return customer
+        if customer.survivor_id is None:
+            return customer  # never absorbed: the common case, no walk
+        survivor_id = merges.survivor_of(customer_id, lambda i: self.core._load(Customer, i, self).survivor_id)
+        return self.core._load(Customer, survivor_id, self)
 
     def case(self, case_id: UUID) -> Case:
         return self.core._load(Case, case_id, self)
@@ -255,7 +129,7 @@ class CoreProcessor:
         self.store = store
         self.master = store.master
         self.max_conflicts = max_conflicts
-        self._cache: _LRU = _LRU(cache_size)
+        self._cache: LRU = LRU(cache_size)
         # Identities the last prepared batch linked or moved: seen by the next batch before they commit.
         self._uncommitted_owners: dict[bytes, UUID] = {}
         # Keyed hashes of identities: deterministic, and the same identities come back all the time.
@@ -264,43 +138,7 @@ class CoreProcessor:
     def create_schema(self) -> None:
         with self.store.datastore.transaction(commit=True) as curs:
             curs.execute(SCHEMA)
-            self._migrate(curs)
-
-    def _migrate(self, curs) -> None:
-        """Brings a database an older release created up to date; does nothing (and locks nothing) after.
-
-        Every process runs this at start while cores are writing, and ALTER TABLE or CREATE INDEX lock
-        the table even when there is nothing to do: so each step looks first.
-        """
-        curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                     "AND table_name = 'sb_processed' AND column_name = 'case_id'")
-        if curs.fetchone() is None:
-            curs.execute("ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid")
-        curs.execute("SELECT to_regclass('sb_processed_case_idx') IS NULL AS missing")
-        if curs.fetchone()["missing"]:
-            curs.execute("CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) "
-                         "WHERE case_id IS NOT NULL")
-        curs.execute("INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') "
-                     "ON CONFLICT DO NOTHING")
-        if curs.rowcount:
-            self._blind_outbound_rows(curs)
-
-    def _blind_outbound_rows(self, curs) -> None:
-        """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log).
-
-        Once per database. A row an older core writes during a rolling upgrade stays as it is: status
-        lookups try its clear id too, and erasing the customer deletes it with the rest.
-        """
-        curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
-        clear = [(row["channel"], row["provider_message_id"]) for row in curs.fetchall()]
-        if not clear:
-            return
-        curs.execute(
-            "INSERT INTO sb_outbound SELECT o.channel, b.blind, o.case_id, o.reply_id FROM sb_outbound o "
-            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS b(channel, clear, blind) "
-            "ON o.channel = b.channel AND o.provider_message_id = b.clear ON CONFLICT DO NOTHING",
-            ([c for c, _ in clear], [p for _, p in clear], [self.outbound_blind(c, p) for c, p in clear]))
-        curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+            batch_sql.migrate(curs, self.outbound_blind)
 
     def outbound_blind(self, channel: str, provider_message_id: str) -> str:
         """The keyed hash `sb_outbound` keeps instead of a provider's message id."""
@@ -327,14 +165,9 @@ class CoreProcessor:
         missing = [i for i in set(ids) if i not in cache]
         if not missing:
             return []
-        tx.execute("SELECT originator_id, originator_version, topic, state FROM sb_events "
-                   "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version",
-                   (_uuid_array(missing),))
-        rows = tx.curs.fetchall()
-        if not rows:
+        stored = batch_sql.stored_events(tx, missing)
+        if not stored:
             return []
-        stored = [StoredEvent(originator_id=r["originator_id"], originator_version=r["originator_version"],
-                              topic=r["topic"], state=bytes(r["state"])) for r in rows]
         streams: dict[UUID, list[DomainEvent]] = {}
         for s, (event, _redacted) in zip(stored, self.store.open_stored(stored), strict=True):
             streams.setdefault(s.originator_id, []).append(event)
@@ -429,7 +262,7 @@ class CoreProcessor:
         tx = context.__enter__()
         try:
             batch = _Batch(self, tx)
-            seen = self._already_processed(tx, [i.id for i, _ in items])
+            seen = batch_sql.already_processed(tx, [i.id for i, _ in items])
             fresh: list[tuple[Interaction, int | None]] = []
             for interaction, seq in items:
                 if interaction.id in seen:
@@ -469,10 +302,6 @@ class CoreProcessor:
                 raise
             raise AssertionError("unreachable: the transaction swallowed an error") from exc
 
-    def _already_processed(self, tx: Transaction, ids: list[UUID]) -> set[UUID]:
-        tx.execute("SELECT interaction_id FROM sb_processed WHERE interaction_id = ANY(%s::uuid[])", (_uuid_array(ids),))
-        return {row["interaction_id"] for row in tx.curs.fetchall()}
-
     def _blind(self, identity: Identity) -> bytes:
         return self._blind_index(identity.kind, identity.value)
 
@@ -491,10 +320,7 @@ class CoreProcessor:
                 except InvalidIdentity:
                     continue
         if blinds:
-            batch.tx.execute("SELECT blind, customer_id FROM sb_identities WHERE blind = ANY(%s::bytea[])",
-                             (_bytea_array(blinds),))
-            for row in batch.tx.curs.fetchall():
-                batch.owners[bytes(row["blind"])] = row["customer_id"]
+            batch.owners.update(batch_sql.identity_owners(batch.tx, blinds))
             # What the batch before this one linked or moved, in case it has not committed yet.
             for blind in blinds & self._uncommitted_owners.keys():
                 batch.owners[blind] = self._uncommitted_owners[blind]
@@ -505,226 +331,108 @@ class CoreProcessor:
             self._preload(batch.tx, thread_cases)
 
     def _write_side_tables(self, batch: _Batch, recorded: list[tuple[Interaction, int | None]]) -> None:
-        tx = batch.tx
-        for absorbed, survivor in batch.merges:
-            tx.execute("UPDATE sb_identities SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
-            tx.execute("UPDATE sb_customer_aliases SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed))
-            tx.execute("INSERT INTO sb_customer_aliases VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
-                       "SET survivor_id = EXCLUDED.survivor_id", (absorbed, survivor))
-        if batch.new_identities:
-            # Sorted: one order for every writer, so two of them wait on each other instead of deadlocking.
-            # An identity another writer took meanwhile is a unique violation: a conflict, retried.
-            _copy(tx, "sb_identities (blind, kind, customer_id)", ("bytea", "text", "uuid"),
-                  [(b, *batch.new_identities[b]) for b in sorted(batch.new_identities)])
-        if batch.outbound:
-            rows = [(channel, self.outbound_blind(channel, provider_id), case_id, reply_id)
-                    for channel, provider_id, case_id, reply_id in batch.outbound]
-            tx.execute(
-                "INSERT INTO sb_outbound SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::uuid[]) "
-                "ON CONFLICT DO NOTHING", [list(col) for col in zip(*rows, strict=True)])
-        if recorded:
-            cases = batch.status_cases
-            _copy(tx, "sb_processed (interaction_id, stream_seq, case_id)", ("uuid", "int8", "uuid"),
-                  [(i.id, seq, cases.get(i.id)) for i, seq in recorded])
+        cases = batch.status_cases
+        batch_sql.write_side_tables(
+            batch.tx, merges=batch.merges, new_identities=batch.new_identities, outbound=batch.outbound,
+            outbound_blind=self.outbound_blind, processed=[(i.id, seq, cases.get(i.id)) for i, seq in recorded])
 
-    # -- one interaction -----------------------------------------------------------------------
+    # -- one interaction: load, let the domain decide, keep what it changed ---------------------
 
     def _handle(self, batch: _Batch, interaction: Interaction) -> None:
         if interaction.kind == "status":
-            self._handle_status(batch, interaction)
+            try:
+                report = replies.status_report(interaction)
+            except replies.StatusWithoutMessageId as exc:
+                raise PoisonInteraction(interaction.id, str(exc)) from exc
+            self._handle_status(batch, report)
             return
         if interaction.kind == "bounce":
             # A bounce is written by a mail server, not a customer: it reports on a message we sent.
-            self._handle_bounce(batch, interaction)
+            bounce = replies.bounce_report(interaction)
+            if bounce is not None:
+                self._handle_status(batch, bounce)
             return
         if interaction.direction == "outbound" and interaction.case_id is not None:
             self._handle_outbound(batch, interaction)
             return
-        identities = [self._normalized(i) for i in interaction.identities]  # may reject: nothing changed yet
+        try:
+            identities = normalized_identities(interaction.identities)  # may reject: nothing changed yet
+        except InvalidIdentity as exc:
+            raise PoisonInteraction(None, str(exc)) from exc
         verified = [i for i in identities if i.verified]
         if not verified and not registers_on_claims_alone(interaction.channel, interaction.direction, identities):
             raise PoisonInteraction(interaction.id, "no verified identity: nobody to record this for")
-        at = interaction.occurred_at
-        customer = self._resolve(batch, interaction, verified)
-        for identity in verified:
-            blind = self._blind(identity)
-            owner = batch.owners.get(blind)
-            if owner is None:
-                batch.owners[blind] = batch.changed_owners[blind] = customer.id
-                batch.new_identities[blind] = (identity.kind, customer.id)
-            elif owner != customer.id:
-                # Held by a customer that could not be merged in (a suggested merge): it stays theirs.
-                continue
-            customer.link(identity.kind, identity.value, at)
-        for identity in identities:
-            if not identity.verified:
-                customer.claim(identity.kind, identity.value, at)
-        if interaction.profile:
-            # What the sender calls themselves is as verified as the sender: an unverified From's
-            # display name is a claim too.
-            verified_profile = ((interaction.channel != "chat" and bool(verified))
-                                or any(i.kind == "external" for i in verified))
-            customer.update_profile(interaction.profile, verified_profile, at)
-        thread_key = self._thread_key(customer, interaction)
-        case_id = self._case_for(batch, customer, interaction, thread_key)
-        # Recorded under the effective thread key, so the next message of the conversation finds the case.
-        customer.record(interaction, case_id, thread_key)
-
-    @staticmethod
-    def _normalized(identity: Identity) -> Identity:
-        try:
-            value = normalized_value(identity.kind, identity.value)
-        except InvalidIdentity as exc:
-            if identity.verified:
-                raise PoisonInteraction(None, f"invalid verified {identity.kind} identity: {exc}") from exc
-            return identity  # a visitor's claim is kept as typed: it never links anyone
-        if value == identity.value:
-            return identity
-        return Identity(identity.kind, value, identity.verified)
-
-    def _resolve(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
-        """The customer this touchpoint belongs to, merging the verified owners where allowed.
-
-        An `external` id nobody holds yet is never linked to a customer who has another one: the
-        touchpoint starts a customer of its own, and the two are suggested for a supervisor to merge.
-        """
-        unheld_external = {i.value for i in verified
-                           if i.kind == "external" and batch.owners.get(self._blind(i)) is None}
-        customer = self._resolve_owners(batch, interaction, verified)
-        if not customer.would_hold_two_external_ids(unheld_external):
-            return customer
-        at = interaction.occurred_at
-        separate = Customer.register(uuid.uuid5(_CUSTOMER_NS, str(interaction.id)), at)
-        batch.add(separate)
-        self._cache.put(separate.id, separate)
-        separate.suggest_merge(customer.id, "different external ids", at, interaction.id)
-        customer.suggest_merge(separate.id, "different external ids", at, interaction.id)
-        return separate
-
-    def _resolve_owners(self, batch: _Batch, interaction: Interaction, verified: list[Identity]) -> Customer:
-        owner_ids: list[UUID] = []
+        owners = {}
         for identity in verified:
             owner = batch.owners.get(self._blind(identity))
             if owner is not None:
-                survivor = batch.customer(owner).id
-                if survivor not in owner_ids:
-                    owner_ids.append(survivor)
-        at = interaction.occurred_at
-        if not owner_ids:
-            customer = Customer.register(uuid.uuid5(_CUSTOMER_NS, str(interaction.id)), at)
-            batch.add(customer)
-            self._cache.put(customer.id, customer)
-            return customer
-        customers = [batch.customer(i) for i in owner_ids]
-        # The channel's own sender identity comes first: it decides whose touchpoint this is when
-        # a merge is not allowed.
-        primary = customers[0]
-        if len(customers) == 1:
-            return primary
-        # The oldest customer survives (ties by id, so that every core picks the same one).
-        survivor = min(customers, key=lambda c: (c.registered_at is None, c.registered_at, str(c.id)))
-        absorbed: set[UUID] = set()
-        for other in customers:
-            if other is survivor:
-                continue
-            if survivor.can_merge_with(other):
-                survivor.absorb(other, at, interaction.id)
-                absorbed.add(other.id)
-                batch.merges.append((other.id, survivor.id))
-                for blind, owner in list(batch.owners.items()):
-                    if owner == other.id:
-                        batch.owners[blind] = batch.changed_owners[blind] = survivor.id
-            else:
-                # Two different company-side ids: a supervisor decides, the data stays apart.
-                survivor.suggest_merge(other.id, "different external ids", at, interaction.id)
-                other.suggest_merge(survivor.id, "different external ids", at, interaction.id)
-        return survivor if primary is survivor or primary.id in absorbed else primary
+                owners[identity] = batch.customer(owner)
+        resolution = resolve_customer(interaction, identities, owners, new_customer_id(interaction.id))
+        customer = resolution.customer
+        self._keep(batch, resolution.registered)
+        for absorbed, survivor in resolution.merges:
+            batch.merges.append((absorbed, survivor))
+            for blind, owner in list(batch.owners.items()):
+                if owner == absorbed:
+                    batch.owners[blind] = batch.changed_owners[blind] = survivor
+        for identity in resolution.newly_held:
+            blind = self._blind(identity)
+            batch.owners[blind] = batch.changed_owners[blind] = customer.id
+            batch.new_identities[blind] = (identity.kind, customer.id)
+        thread_key = routing.thread_key_of(customer, interaction)
+        choice = routing.case_for(customer, interaction, thread_key, self._known_case(batch, customer, interaction, thread_key))
+        self._keep(batch, choice.opened)
+        # Recorded under the effective thread key, so the next message of the conversation finds the case.
+        customer.record(interaction, choice.case_id, thread_key)
 
-    def _case_for(self, batch: _Batch, customer: Customer, interaction: Interaction, thread_key: str) -> UUID | None:
-        """The open case of this conversation, or a new one; None for machine-made mail."""
-        case_id = self._known_thread(customer, interaction, thread_key)
-        if interaction.kind in ("auto_reply", "bounce"):
-            # Machines answering machines: recorded on the timeline, never a case of their own.
-            return case_id
-        at = interaction.occurred_at
-        if case_id is not None:
-            case = batch.case(case_id)
-            if case.status == "resolved":  # an agent may have reopened it since: deciding on a new case writes
-                case = batch.current_case(case_id)  # nothing to this one, so no conflict would tell us
-            if case.status != "resolved":
-                case.add_message(interaction.id, interaction.direction, interaction.channel, at)
-                return case.id
-        new_id = uuid.uuid5(_CASE_NS, str(interaction.id))
-        if interaction.direction == "inbound":
-            case = Case.open(new_id, customer.id, interaction.channel, thread_key, at, interaction_id=interaction.id)
-        else:  # we wrote first (an agent on the provider's own console): the case starts with our message
-            case = Case.open(new_id, customer.id, interaction.channel, thread_key, at)
-            case.add_message(interaction.id, interaction.direction, interaction.channel, at)
-        batch.add(case)
-        self._cache.put(case.id, case)
-        return case.id
+    def _keep(self, batch: _Batch, created: Aggregate | None) -> None:
+        """An aggregate the domain created: part of the batch, and cached."""
+        if created is not None:
+            batch.add(created)
+            self._cache.put(created.id, created)
 
     @staticmethod
-    def _thread_key(customer: Customer, interaction: Interaction) -> str:
-        return interaction.thread_key or f"{interaction.channel}:{customer.id}"
-
-    @staticmethod
-    def _known_thread(customer: Customer, interaction: Interaction, thread_key: str) -> UUID | None:
-        found = customer.threads.get(thread_key)
-        if found is not None:
-            return found
-        for key in interaction.meta.get("thread_ids", "").split():
-            found = customer.threads.get(key)
-            if found is not None:
-                return found
-        return None
+    def _known_case(batch: _Batch, customer: Customer, interaction: Interaction, thread_key: str) -> Case | None:
+        """The case the conversation last had, loaded and current enough to decide whether it joins."""
+        if not routing.opens_cases(interaction):
+            return None
+        case_id = routing.known_case(customer, interaction, thread_key)
+        if case_id is None:
+            return None
+        case = batch.case(case_id)
+        if not routing.joins(case):
+            # An agent may have reopened it since: deciding on a new case writes nothing to this one,
+            # so no version conflict would tell us the cached state was stale.
+            case = batch.current_case(case_id)
+        return case
 
     def _handle_outbound(self, batch: _Batch, interaction: Interaction) -> None:
+        assert interaction.case_id is not None
         case = batch.current_case(interaction.case_id)
-        customer = batch.customer(case.customer_id)
-        at = interaction.occurred_at
-        case.add_message(interaction.id, "outbound", interaction.channel, at)
-        if interaction.reply_id is not None:
-            case.reply_sent(interaction.reply_id, interaction.provider_message_id, at)
-        customer.record(interaction, case.id, case.thread_key)
+        replies.record_outbound(case, batch.customer(case.customer_id), interaction)
         if interaction.provider_message_id:
             batch.outbound.append((interaction.channel, interaction.provider_message_id, case.id, interaction.reply_id))
 
-    def _handle_bounce(self, batch: _Batch, interaction: Interaction) -> None:
-        """The reply the bounce returns failed; a bounce of a message we cannot identify changes nothing
-        (and never registers the mailer daemon as a customer)."""
-        bounced = interaction.meta.get("bounced_message_id", "").strip().strip("<>")
-        if not bounced:
-            return
-        reason = "bounced" + (f" ({interaction.meta['bounce_status']})" if interaction.meta.get("bounce_status") else "")
-        status = msgspec.structs.replace(interaction, kind="status", status="failed", provider_message_id=bounced,
-                                         meta={"error": reason})
-        self._handle_status(batch, status)
-
-    def _handle_status(self, batch: _Batch, interaction: Interaction) -> None:
-        target = None
-        if interaction.case_id is not None and interaction.reply_id is not None:
-            target = (interaction.case_id, interaction.reply_id)  # our own relay reporting on a reply
-        elif not interaction.provider_message_id:
-            raise PoisonInteraction(interaction.id, "status without a provider message id")
-        for channel, provider_id, case_id, reply_id in batch.outbound:
-            if (channel, provider_id) == (interaction.channel, interaction.provider_message_id):
-                target = (case_id, reply_id)
-        if target is None and interaction.provider_message_id:
-            # The clear id too: a row an older core wrote during a rolling upgrade.
-            batch.tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = ANY(%s)",
-                             (interaction.channel, [self.outbound_blind(interaction.channel, interaction.provider_message_id),
-                                                    interaction.provider_message_id]))
-            row = batch.tx.curs.fetchone()
-            if row is None:
-                return  # a status for a message we did not send (or sent before records began)
-            target = (row["case_id"], row["reply_id"])
+    def _handle_status(self, batch: _Batch, report: replies.StatusReport) -> None:
+        target = self._reported_message(batch, report)
+        if target is None:
+            return  # a status for a message we did not send (or sent before records began)
         case_id, reply_id = target
-        batch.status_cases[interaction.id] = case_id
-        if reply_id is None:
-            return
-        case = batch.current_case(case_id)
-        if interaction.status in ("delivered", "read"):
-            case.reply_delivered(reply_id, interaction.occurred_at)
-        elif interaction.status in ("failed", "undelivered"):
-            case.reply_failed(reply_id, interaction.meta.get("error", interaction.status or "failed"), interaction.occurred_at)
+        batch.status_cases[report.interaction_id] = case_id
+        if reply_id is not None:
+            replies.record_delivery_status(batch.current_case(case_id), reply_id, report)
+
+    def _reported_message(self, batch: _Batch, report: replies.StatusReport) -> tuple[UUID, UUID | None] | None:
+        """(case, reply) of the message a status reports on: named by our relay, sent in this batch,
+        or found in `sb_outbound` by the provider's id."""
+        target: tuple[UUID, UUID | None] | None = None
+        if report.case_id is not None and report.reply_id is not None:
+            target = (report.case_id, report.reply_id)  # our own relay reporting on a reply
+        for channel, provider_id, case_id, reply_id in batch.outbound:
+            if (channel, provider_id) == (report.channel, report.provider_message_id):
+                target = (case_id, reply_id)
+        if target is None and report.provider_message_id:
+            return batch_sql.sent_message(batch.tx, report.channel,
+                                          self.outbound_blind(report.channel, report.provider_message_id),
+                                          report.provider_message_id)
+        return target

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any, ClassVar, Self, TypeVar
 from uuid import UUID, SafeUUID
 
@@ -46,13 +47,25 @@ class DomainError(Exception):
     """A command broke a business rule; nothing was recorded."""
 
 
+class UndeclaredEventError(DomainError):
+    """An aggregate was handed an event it does not declare: a stream mix-up, never replayed silently."""
+
+
 class Aggregate:
-    # Event class → the name of its `when_…` method (None: the event changes no state here).
-    _handlers: ClassVar[dict[type, str | None]]
+    """Subclasses declare their events in `EVENTS` and handle each in `when_<Name>` (the part of the
+    event's NAME after the dot: `case.Opened` → `when_Opened`), or list it in `STATELESS` when it
+    changes no state of theirs. Checked once, when the class is created: a misspelt handler, a
+    missing one or a handler for an undeclared event is a TypeError at import, not an event whose
+    state is silently dropped on replay."""
+
+    EVENTS: ClassVar[tuple[type[DomainEvent], ...]] = ()
+    STATELESS: ClassVar[tuple[type[DomainEvent], ...]] = ()
+    # Event class → its handler (None: declared stateless), built by `__init_subclass__`.
+    _handlers: ClassVar[dict[type[DomainEvent], Callable[[Any, Any], None] | None]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._handlers = {}
+        cls._handlers = handlers_of(cls)
 
     def __init__(self, id: UUID):
         self.id = id
@@ -74,14 +87,12 @@ class Aggregate:
         return event
 
     def apply(self, event: DomainEvent) -> None:
-        cls = type(event)
         try:
-            name = self._handlers[cls]
+            handler = self._handlers[type(event)]
         except KeyError:
-            name = "when_" + cls.NAME.split(".", 1)[1]
-            name = self._handlers[cls] = name if hasattr(self, name) else None
-        if name is not None:
-            getattr(self, name)(event)
+            raise UndeclaredEventError(f"{type(self).__name__} does not handle {event.NAME}") from None
+        if handler is not None:
+            handler(self, event)
         self.version = event.version
 
     def collect(self) -> list[DomainEvent]:
@@ -94,3 +105,32 @@ class Aggregate:
         for event in events:
             aggregate.apply(event)
         return aggregate
+
+
+def handler_name(event: type[DomainEvent]) -> str:
+    return "when_" + event.NAME.split(".", 1)[1]
+
+
+def handlers_of(cls: type[Aggregate]) -> dict[type[DomainEvent], Callable[[Any, Any], None] | None]:
+    """Every declared event of `cls` mapped to its handler; TypeError when the two do not match."""
+    declared = {handler_name(event): event for event in cls.EVENTS}
+    stateless = set(cls.STATELESS)
+    if not stateless <= set(cls.EVENTS):
+        names = sorted(e.NAME for e in stateless - set(cls.EVENTS))
+        raise TypeError(f"{cls.__name__}.STATELESS lists events it does not declare: {', '.join(names)}")
+    handlers: dict[type[DomainEvent], Callable[[Any, Any], None] | None] = {}
+    for name, event in declared.items():
+        handler = getattr(cls, name, None)
+        if event in stateless:
+            if handler is not None:
+                raise TypeError(f"{cls.__name__}.{name} handles {event.NAME}, which STATELESS says changes nothing")
+            handlers[event] = None
+        elif handler is None:
+            raise TypeError(f"{cls.__name__} declares {event.NAME} but has no {name}")
+        else:
+            handlers[event] = handler
+    strays = sorted(n for n in dir(cls) if n.startswith("when_") and n not in declared)
+    if strays:
+        raise TypeError(f"{cls.__name__} has handlers for no declared event: {', '.join(strays)} "
+                        f"(misspelt, or the event is missing from EVENTS)")
+    return handlers

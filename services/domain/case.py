@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from events.case import (
+    CASE_EVENTS,
+    PRIORITIES,
     CaseAssigned,
     CaseMessageAdded,
     CaseNoteAdded,
@@ -19,17 +21,19 @@ from events.case import (
     CaseResolved,
     CaseSnoozed,
     CaseTagged,
+    CaseStatus,
     CsatRecorded,
+    Priority,
     ReplyDelivered,
     ReplyFailed,
     ReplyRequested,
     ReplySent,
+    ReplyState,
 )
 from services.domain.aggregate import Aggregate, DomainError
 
-PRIORITIES = ("low", "normal", "high", "urgent")
 # First-response targets per priority: what a case's SLA clock is measured against.
-SLA = {"urgent": timedelta(minutes=15), "high": timedelta(hours=1), "normal": timedelta(hours=4),
+SLA: dict[Priority, timedelta] = {"urgent": timedelta(minutes=15), "high": timedelta(hours=1), "normal": timedelta(hours=4),
        "low": timedelta(hours=24)}
 
 
@@ -38,19 +42,23 @@ class CaseResolvedError(DomainError):
 
 
 class Case(Aggregate):
+    EVENTS = CASE_EVENTS
+    # Notes and CSAT scores are read by the projections; no command of the case depends on them.
+    STATELESS = (CaseNoteAdded, CsatRecorded)
+
     def __init__(self, id: UUID):
         super().__init__(id)
         self.customer_id: UUID | None = None
         self.channel = ""
         self.thread_key: str | None = None
-        self.status = "open"
-        self.priority = "normal"
+        self.status: CaseStatus = "open"
+        self.priority: Priority = "normal"
         self.queue = "default"
         self.assignee: str | None = None
         self.tags: list[str] = []
         self.opened_at: datetime | None = None
         self.snoozed_until: datetime | None = None
-        self.replies: dict[UUID, str] = {}  # reply id → requested | sent | delivered | failed
+        self.replies: dict[UUID, ReplyState] = {}
         self.messages: set[UUID] = set()
 
     @property
@@ -62,7 +70,7 @@ class Case(Aggregate):
 
     @classmethod
     def open(cls, id: UUID, customer_id: UUID, channel: str, thread_key: str | None, at: datetime,
-             queue: str | None = None, priority: str = "normal", interaction_id: UUID | None = None) -> Case:
+             queue: str | None = None, priority: Priority = "normal", interaction_id: UUID | None = None) -> Case:
         """Opens a case; `interaction_id` is the customer's inbound message that opened it, which is
         then the case's first message (no separate MessageAdded: one event fewer per conversation)."""
         if priority not in PRIORITIES:
@@ -82,7 +90,7 @@ class Case(Aggregate):
         if assignee != self.assignee:
             self._trigger(CaseAssigned, at, assignee=assignee, by=by)
 
-    def prioritize(self, priority: str, by: str, at: datetime) -> None:
+    def prioritize(self, priority: Priority, by: str, at: datetime) -> None:
         if priority not in PRIORITIES:
             raise DomainError(f"unknown priority {priority!r}")
         if priority != self.priority:

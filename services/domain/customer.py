@@ -9,6 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 from events.customer import (
+    CUSTOMER_EVENTS,
     ConsentChanged,
     CustomerAbsorbed,
     CustomerErased,
@@ -33,6 +34,8 @@ class CustomerErasedError(DomainError):
 
 
 class Customer(Aggregate):
+    EVENTS = CUSTOMER_EVENTS
+
     def __init__(self, id: UUID):
         super().__init__(id)
         self.registered_at: datetime | None = None

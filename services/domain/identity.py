@@ -82,6 +82,25 @@ def normalize(identity: Identity) -> Identity:
     return Identity(kind=identity.kind, value=value, verified=identity.verified)
 
 
+def normalized_identities(identities: list[Identity]) -> list[Identity]:
+    """An interaction's identities, each in its one spelling.
+
+    A verified identity that has none is an error (InvalidIdentity: the channel vouched for garbage);
+    a visitor's claim is kept as typed: it never links anyone.
+    """
+    out = []
+    for identity in identities:
+        try:
+            value = normalized_value(identity.kind, identity.value)
+        except InvalidIdentity as exc:
+            if identity.verified:
+                raise InvalidIdentity(f"invalid verified {identity.kind} identity: {exc}") from exc
+            out.append(identity)
+            continue
+        out.append(identity if value == identity.value else Identity(identity.kind, value, identity.verified))
+    return out
+
+
 def registers_on_claims_alone(channel: str, direction: str, identities: list[Identity]) -> bool:
     """Whether an interaction none of whose identities is verified still has a sender to record.
 

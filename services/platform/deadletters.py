@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import nats
 from nats.js.errors import NotFoundError
 
 from services.platform.settings import Settings
 from services.platform.streams import Names
+from services.platform import nats_client
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ class DeadLetter:
 
 
 async def _connect(settings: Settings):
-    if not settings.nats_url:
-        raise RuntimeError("no NATS: set SWITCHBOARD_NATS_URL or run `switchboard up`")
-    return await nats.connect(settings.nats_url.split(","))
+    return await nats_client.connect(settings)
 
 
 async def _read_all(js, names: Names) -> list[DeadLetter]:

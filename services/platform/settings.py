@@ -21,6 +21,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     data_dir: Path = Path(".switchboard")
     nats_url: str | None = None
     database_url: str | None = None
+    # A NATS credentials file (.creds with user JWT and nkey seed, or an nkey seed); see services.nats_client.
+    nats_creds: str | None = None
     admin_token: str | None = None
     master_key: str | None = None
     ingest_token: str | None = None

@@ -106,18 +106,41 @@ async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int
             delay = min(delay * 2, 3.0)
 
 
+def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
+    """Whether the stream already has every setting we ask for (what we leave unset, the server chose)."""
+    import dataclasses  # noqa: PLC0415
+
+    def norm(value):
+        if isinstance(value, float):
+            return round(value, 3)
+        if isinstance(value, list):
+            return sorted(value)
+        return value
+
+    for f in dataclasses.fields(wanted):
+        value = getattr(wanted, f.name)
+        if value is None or (f.name == "duplicate_window" and not value):  # 0: the server's default
+            continue
+        if norm(value) != norm(getattr(current, f.name)):
+            return False
+    return True
+
+
 async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int,
                                chat_sessions: dict | None = None) -> None:
     for config in stream_configs(names, retention_seconds, replicas):
         try:
-            await js.stream_info(config.name)
+            info = await js.stream_info(config.name)
         except NotFoundError:
             try:
                 await js.add_stream(config)
             except BadRequestError:
                 pass  # another process created it between our look and our add
             continue
-        await js.update_stream(config)
+        if not _same_config(info.config, config):
+            # Only when something changed: many processes start at once, and a stream that is
+            # already right needs no update permission (see deploy/nats/auth.conf).
+            await js.update_stream(config)
     # Without limits given (a tool, a test) an existing bucket keeps the limits the service set.
     await ensure_chat_sessions_bucket(js, names, retention_seconds, replicas, update=chat_sessions is not None,
                                       **(chat_sessions or {}))

@@ -20,9 +20,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from channels.errors import ProviderError
 from channels.outbound import Delivery, Sender, channel_senders
 from events.customer import InteractionRecorded
-from events.interactions import Interaction
+from events.interactions import MACHINE_KINDS, Interaction
 from services.core.commands import load_case
 from services.domain.customer import Customer
+from services.domain.merges import survivor_of
 from services.platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -45,16 +46,19 @@ def _customer_and_thread(store, customer_id: UUID, case_id: UUID) -> tuple[Custo
     about its thread: its provider id and meta (an email's Message-ID, References, Subject and
     sender), which a reply needs to land in the same conversation."""
     last: InteractionRecorded | None = None
-    for _ in range(16):
+    customers: dict[UUID, Customer] = {}
+
+    def survivor(customer_id: UUID) -> UUID | None:
+        nonlocal last
         events = store.load(customer_id)
         for event in events:  # stream order; a survivor's events come after the absorbed one's
             if (isinstance(event, InteractionRecorded) and event.case_id == case_id and event.direction == "inbound"
-                    and event.kind not in ("auto_reply", "bounce", "status")):
+                    and event.kind not in MACHINE_KINDS and event.kind != "status"):
                 last = event
-        customer = Customer.replay(customer_id, events)
-        if customer.survivor_id is None:
-            break
-        customer_id = customer.survivor_id
+        customers[customer_id] = Customer.replay(customer_id, events)
+        return customers[customer_id].survivor_id
+
+    customer = customers[survivor_of(customer_id, survivor)]
     if last is None:
         return customer, {}
     return customer, {**last.meta, "provider_message_id": last.provider_message_id or ""}

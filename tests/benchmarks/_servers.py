@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 
 from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
+from services.platform.database import with_database
 
 
 @contextlib.contextmanager
@@ -33,7 +34,7 @@ def servers():
         name = "bench_" + secrets.token_hex(4)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        yield nats_url, admin.rsplit("/", 1)[0] + "/" + name
+        yield nats_url, with_database(admin, name)
     finally:
         for server in reversed(started):
             server.stop()

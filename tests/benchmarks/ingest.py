@@ -37,7 +37,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 import msgspec
 import nats
@@ -47,6 +46,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from services.domain.identity import InvalidIdentity, normalized_value
 from services.platform.streams import Names, ensure_streams
+from services.platform.database import parse_database_url, with_database
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 2_000
@@ -213,10 +213,12 @@ def naive_application(database_url: str):
                             interaction.occurred_at.isoformat())
             self.save(customer)
 
-    url = urlparse(database_url)
-    env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": url.path.lstrip("/"),
-           "POSTGRES_HOST": url.hostname, "POSTGRES_PORT": str(url.port), "POSTGRES_USER": url.username or "postgres",
-           "POSTGRES_PASSWORD": url.password or "", "CREATE_TABLE": "y"}
+    # eventsourcing's own configuration (POSTGRES_*), as a naive application would be set up.
+    params = parse_database_url(database_url).params
+    env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": params.get("dbname", "postgres"),
+           "POSTGRES_HOST": params.get("host", "127.0.0.1"), "POSTGRES_PORT": params.get("port", "5432"),
+           "POSTGRES_USER": params.get("user", "postgres"), "POSTGRES_PASSWORD": params.get("password", ""),
+           "CREATE_TABLE": "y"}
     return NaiveIngest(env=env)
 
 
@@ -284,9 +286,9 @@ def stop_switchboard(procs: list[subprocess.Popen]) -> None:
 async def fresh_database(database_url: str) -> str:
     """Another empty database on the same server, for a second deployment on a clean slate."""
     name = "bench_" + secrets.token_hex(4)
-    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+    with psycopg.connect(with_database(database_url, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return database_url.rsplit("/", 1)[0] + "/" + name
+    return with_database(database_url, name)
 
 
 async def fresh_streams(js, names: Names) -> None:

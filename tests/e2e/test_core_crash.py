@@ -150,7 +150,9 @@ async def test_core_killed_between_commit_and_ack_and_mid_stream_records_everyth
                          identities=[Identity("phone", "not a phone")])
     failpoint = tmp_path / "crash-after-commit"
     first = processes.start("core", SWITCHBOARD_FAILPOINT_FILE=str(failpoint))
-    publishing = asyncio.create_task(publish_paced(js, interactions[:600] + [poison] + interactions[600:], 300))
+    # The last 300 are held back until the SIGKILL below, so that kill lands mid-stream however fast the
+    # cores drain the backlog on this machine.
+    publishing = asyncio.create_task(publish_paced(js, interactions[:600] + [poison] + interactions[600:900], 300))
     processed = lambda: count(database_url, "SELECT count(*) FROM sb_processed")  # noqa: E731
 
     # 1. Exactly between commit and ack: the failpoint exits the first core there.
@@ -161,12 +163,13 @@ async def test_core_killed_between_commit_and_ack_and_mid_stream_records_everyth
     # 2. Two cores at once on the same four customers; one is SIGKILLed mid-stream.
     second, third = processes.start("core"), processes.start("core")
     at_kill = processed()
-    await until(lambda: processed() >= at_kill + 250, what="two cores record")
+    await until(lambda: processed() >= min(at_kill + 250, 900), what="two cores record")
     second.send_signal(signal.SIGKILL)
     second.wait()
     assert processed() < len(interactions), "the kill should land mid-stream"
     fourth = processes.start("core")
     await publishing
+    await publish_paced(js, interactions[900:], 300)
     await until(lambda: processed() == len(interactions), what="every interaction recorded")
     await asyncio.sleep(2.5)  # past the ack wait: anything unacked has been redelivered and recognised
 

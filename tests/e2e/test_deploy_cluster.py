@@ -1,6 +1,7 @@
 """What deploy/ describes, run here: a three-node NATS cluster (deploy/nats/node.conf) with
 replicated streams, and several `switchboard serve` processes per role against it and PostgreSQL.
-One NATS node is killed in the middle of the traffic; every message is still recorded exactly once."""
+One NATS node is killed in the middle of the traffic; every message is still recorded exactly once.
+The nodes enforce deploy/nats/auth.conf: every process connects as its role's user."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 import websockets
 
 from services.platform.embedded import EmbeddedNats, free_port
+from tests.fixtures.nats_auth import new_passwords, password_env
 
 pytestmark = pytest.mark.e2e
 
@@ -33,26 +35,33 @@ class Cluster:
         self.client_ports = [free_port() for _ in range(3)]
         self.cluster_ports = [free_port() for _ in range(3)]
         self.procs: list[subprocess.Popen | None] = [None, None, None]
+        self.passwords = new_passwords()
 
-    @property
-    def url(self) -> str:
-        return ",".join(f"nats://127.0.0.1:{p}" for p in self.client_ports)
+    def url(self, user: str) -> str:
+        from urllib.parse import quote  # noqa: PLC0415
+
+        secret = quote(self.passwords[user], safe="")
+        return ",".join(f"nats://{user}:{secret}@127.0.0.1:{p}" for p in self.client_ports)
 
     def start(self) -> None:
         routes = {f"NATS_ROUTE_{i + 1}": f"nats-route://127.0.0.1:{p}" for i, p in enumerate(self.cluster_ports)}
         for i in range(3):
             env = dict(os.environ, NATS_NAME=f"nats-{i + 1}", NATS_CLIENT_PORT=str(self.client_ports[i]),
-                       NATS_CLUSTER_PORT=str(self.cluster_ports[i]), NATS_STORE=str(self.tmp / f"nats-{i + 1}"), **routes)
+                       NATS_CLUSTER_PORT=str(self.cluster_ports[i]), NATS_STORE=str(self.tmp / f"nats-{i + 1}"), **routes,
+                       **password_env(self.passwords))
             self.procs[i] = subprocess.Popen([EmbeddedNats.binary(), "-c", str(NODE_CONF)], env=env,
                                              stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"nats-{i + 1}.log", "ab"))
 
     async def wait_for_jetstream(self, timeout: float = 30.0) -> None:
         import nats  # noqa: PLC0415
 
+        from services.platform.nats_client import url_credentials  # noqa: PLC0415
+
+        servers, auth = url_credentials(self.url("admin").split(","))
         deadline = time.monotonic() + timeout
         while True:
             try:
-                nc = await nats.connect(self.url.split(","), connect_timeout=1, max_reconnect_attempts=1)
+                nc = await nats.connect(servers, **auth, connect_timeout=1, max_reconnect_attempts=1)
                 try:
                     await nc.jetstream().account_info()
                     return
@@ -131,11 +140,11 @@ async def test_cluster_with_many_processes_per_role_survives_a_nats_node_loss(se
     try:
         await cluster.wait_for_jetstream()
         gateways = [free_port(), free_port()]
-        procs += [_serve(settings, cluster.url, ["gateway", "api"], tmp_path, f"gw{i}", port)
+        procs += [_serve(settings, cluster.url("web"), ["gateway", "api"], tmp_path, f"gw{i}", port)
                   for i, port in enumerate(gateways)]
-        procs += [_serve(settings, cluster.url, ["core"], tmp_path, f"core{i}") for i in range(2)]
-        procs += [_serve(settings, cluster.url, ["projector"], tmp_path, f"projector{i}") for i in range(2)]
-        procs += [_serve(settings, cluster.url, ["relay"], tmp_path, "relay0")]
+        procs += [_serve(settings, cluster.url("core"), ["core"], tmp_path, f"core{i}") for i in range(2)]
+        procs += [_serve(settings, cluster.url("projector"), ["projector"], tmp_path, f"projector{i}") for i in range(2)]
+        procs += [_serve(settings, cluster.url("relay"), ["relay"], tmp_path, "relay0")]
         urls = [f"http://127.0.0.1:{p}" for p in gateways]
         for url in urls:
             await _ready(url)
@@ -159,6 +168,8 @@ async def test_cluster_with_many_processes_per_role_survives_a_nats_node_loss(se
             await asyncio.sleep(0.5)
         assert sorted(rows) == sorted(expected), "every message exactly once on the timeline"
         assert events == len(expected), "every message exactly once in the event store"
+        logs = "".join((tmp_path / f"nats-{i + 1}.log").read_text(errors="replace") for i in range(3))
+        assert "Violation" not in logs, "every role had the permissions it needed"
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

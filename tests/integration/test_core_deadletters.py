@@ -13,7 +13,8 @@ import pytest
 
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from services.core.consumer import start_core_consumer
-from services.core.processor import _CASE_NS, CoreProcessor
+from services.core.processor import CoreProcessor
+from services.domain.routing import new_case_id
 from services.platform.deadletters import list_dead_letters, redrive
 from services.platform.streams import ensure_streams
 
@@ -67,7 +68,7 @@ async def test_poison_is_dead_lettered_with_its_reason_and_redriven_once_fixed(c
     processor, publish = core
     good = [sms(f"+4477009003{n:02d}") for n in range(4)]
     opening = sms("+447700900399", "my parcel?")
-    case_id = uuid.uuid5(_CASE_NS, str(opening.id))  # the case `opening` will open
+    case_id = new_case_id(opening.id)  # the case `opening` will open
     # An agent's reply on a case the core has not seen yet: it cannot be recorded now.
     early_reply = Interaction(id=uuid.uuid4(), channel="sms", direction="outbound", occurred_at=T0, text="on its way",
                               case_id=case_id, provider_message_id="SM-early")

@@ -18,6 +18,7 @@ from events.interactions import Identity, Interaction
 from services.platform.settings import ensure_secrets, load_settings
 from services.bootstrap import Switchboard
 from services.core.processor import CoreProcessor
+from services.platform.database import with_database
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ def log(pg_admin_url, nats_url, tmp_path_factory) -> Log:
     name = "t_replay_" + secrets.token_hex(4)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = pg_admin_url.rsplit("/", 1)[0] + "/" + name
+    database_url = with_database(pg_admin_url, name)
     settings = ensure_secrets(load_settings(environ={}, data_dir=tmp_path_factory.mktemp("replay"), nats_url=nats_url,
                                             database_url=database_url))
     sb = Switchboard(settings)

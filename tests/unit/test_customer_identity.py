@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from events.interactions import Identity
-from services.domain.identity import InvalidIdentity, normalize, normalized_value
+from services.domain.identity import InvalidIdentity, normalize, normalized_identities, normalized_value
 
 pytestmark = pytest.mark.unit
 
@@ -39,3 +39,14 @@ def test_values_without_a_normal_form_are_refused(kind, raw):
 def test_an_identity_already_normal_is_returned_as_it_is():
     identity = Identity("email", "ada@example.org")
     assert normalize(identity) is identity
+
+
+def test_an_interactions_identities_are_normalised_and_a_bad_claim_is_kept_as_typed():
+    claims_garbage = Identity("phone", "call me maybe", verified=False)
+    out = normalized_identities([Identity("email", " Ana@Example.COM "), claims_garbage])
+    assert out == [Identity("email", "ana@example.com"), claims_garbage]
+
+
+def test_a_verified_identity_without_a_normal_form_is_refused_with_its_kind():
+    with pytest.raises(InvalidIdentity, match="invalid verified phone identity"):
+        normalized_identities([Identity("phone", "not a number")])

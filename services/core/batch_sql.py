@@ -1,0 +1,207 @@
+"""The core's own tables and the SQL of a batch's unit of work.
+
+Beside the event log the core keeps: the identity index (`sb_identities`, keyed hashes of verified
+identities → their customer), the merge aliases (`sb_customer_aliases`, absorbed → survivor), one
+`sb_processed` row per interaction it recorded (its exactly-once guard), and `sb_outbound` (the
+messages we sent, by the provider's id, so a status callback finds its reply). Everything here runs
+inside the batch's transaction; bulk writes use COPY or one `unnest` statement, ids are bound as
+array literals (binding a list makes psycopg dump it element by element, far slower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from services.domain.merges import merged_family, survivor_of
+from services.platform.eventstore.store import Transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sb_identities (
+    blind bytea PRIMARY KEY,
+    kind text NOT NULL,
+    customer_id uuid NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sb_identities_customer_idx ON sb_identities (customer_id);
+CREATE TABLE IF NOT EXISTS sb_customer_aliases (
+    absorbed_id uuid PRIMARY KEY,
+    survivor_id uuid NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sb_processed (
+    interaction_id uuid PRIMARY KEY,
+    stream_seq bigint,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    -- Set for delivery statuses and bounces: the case whose reply they report on. They record no
+    -- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
+    -- WhatsApp status carries the recipient's number): erasure finds them by it.
+    case_id uuid
+);
+CREATE TABLE IF NOT EXISTS sb_schema_migrations (
+    name text PRIMARY KEY,
+    done_at timestamptz NOT NULL DEFAULT now()
+);
+-- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
+-- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
+-- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
+CREATE TABLE IF NOT EXISTS sb_outbound (
+    channel text NOT NULL,
+    provider_message_id text NOT NULL,
+    case_id uuid NOT NULL,
+    reply_id uuid,
+    PRIMARY KEY (channel, provider_message_id)
+);
+"""
+
+OutboundBlind = Callable[[str, str], str]
+# (channel, provider message id, case, reply) of a message we sent.
+OutboundRow = tuple[str, str, UUID, UUID | None]
+
+
+def uuid_array(ids: Iterable[UUID]) -> str:
+    """A uuid[] literal."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def bytea_array(values: Iterable[bytes]) -> str:
+    """A bytea[] literal (hex escapes)."""
+    return "{" + ",".join('"\\\\x%s"' % v.hex() for v in values) + "}"
+
+
+def copy_rows(tx: Transaction, target: str, types: Sequence[str], rows: Sequence[tuple]) -> None:
+    with tx.curs.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+
+
+# -- schema -----------------------------------------------------------------------------------------
+
+
+def migrate(curs: Any, outbound_blind: OutboundBlind) -> None:
+    """Brings a database an older release created up to date; does nothing (and locks nothing) after.
+
+    Every process runs this at start while cores are writing, and ALTER TABLE or CREATE INDEX lock
+    the table even when there is nothing to do: so each step looks first.
+    """
+    curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                 "AND table_name = 'sb_processed' AND column_name = 'case_id'")
+    if curs.fetchone() is None:
+        curs.execute("ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid")
+    curs.execute("SELECT to_regclass('sb_processed_case_idx') IS NULL AS missing")
+    if curs.fetchone()["missing"]:
+        curs.execute("CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) "
+                     "WHERE case_id IS NOT NULL")
+    curs.execute("INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') "
+                 "ON CONFLICT DO NOTHING")
+    if curs.rowcount:
+        _blind_outbound_rows(curs, outbound_blind)
+
+
+def _blind_outbound_rows(curs: Any, outbound_blind: OutboundBlind) -> None:
+    """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log).
+
+    Once per database. A row an older core writes during a rolling upgrade stays as it is: status
+    lookups try its clear id too, and erasing the customer deletes it with the rest.
+    """
+    curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+    clear = [(row["channel"], row["provider_message_id"]) for row in curs.fetchall()]
+    if not clear:
+        return
+    curs.execute(
+        "INSERT INTO sb_outbound SELECT o.channel, b.blind, o.case_id, o.reply_id FROM sb_outbound o "
+        "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS b(channel, clear, blind) "
+        "ON o.channel = b.channel AND o.provider_message_id = b.clear ON CONFLICT DO NOTHING",
+        ([c for c, _ in clear], [p for _, p in clear], [outbound_blind(c, p) for c, p in clear]))
+    curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+
+
+# -- reads ------------------------------------------------------------------------------------------
+
+
+def stored_events(tx: Transaction, ids: Sequence[UUID]) -> list[StoredEvent]:
+    """Every stored event of these streams, stream by stream, oldest first."""
+    tx.execute("SELECT originator_id, originator_version, topic, state FROM sb_events "
+               "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version",
+               (uuid_array(ids),))
+    return [StoredEvent(originator_id=r["originator_id"], originator_version=r["originator_version"],
+                        topic=r["topic"], state=bytes(r["state"])) for r in tx.curs.fetchall()]
+
+
+def already_processed(tx: Transaction, ids: Sequence[UUID]) -> set[UUID]:
+    tx.execute("SELECT interaction_id FROM sb_processed WHERE interaction_id = ANY(%s::uuid[])", (uuid_array(ids),))
+    return {row["interaction_id"] for row in tx.curs.fetchall()}
+
+
+def identity_owners(tx: Transaction, blinds: Iterable[bytes]) -> dict[bytes, UUID]:
+    """The customer the index names for each of these identities (keyed hashes) it holds."""
+    tx.execute("SELECT blind, customer_id FROM sb_identities WHERE blind = ANY(%s::bytea[])", (bytea_array(blinds),))
+    return {bytes(row["blind"]): row["customer_id"] for row in tx.curs.fetchall()}
+
+
+def sent_message(tx: Transaction, channel: str, blind: str, clear: str) -> tuple[UUID, UUID | None] | None:
+    """(case, reply) of the message we sent with this provider id; its clear id too, for a row an
+    older core wrote during a rolling upgrade."""
+    tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = ANY(%s)",
+               (channel, [blind, clear]))
+    row = tx.curs.fetchone()
+    return None if row is None else (row["case_id"], row["reply_id"])
+
+
+# -- writes -----------------------------------------------------------------------------------------
+
+
+def write_side_tables(tx: Transaction, *, merges: Sequence[tuple[UUID, UUID]],
+                      new_identities: dict[bytes, tuple[str, UUID]], outbound: Sequence[OutboundRow],
+                      outbound_blind: OutboundBlind, processed: Sequence[tuple[UUID, int | None, UUID | None]]) -> None:
+    """Everything but the events a batch writes: merges, index rows, sent messages, processed rows."""
+    for absorbed, survivor in merges:
+        tx.execute("UPDATE sb_identities SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
+        tx.execute("UPDATE sb_customer_aliases SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed))
+        tx.execute("INSERT INTO sb_customer_aliases VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
+                   "SET survivor_id = EXCLUDED.survivor_id", (absorbed, survivor))
+    if new_identities:
+        # Sorted: one order for every writer, so two of them wait on each other instead of deadlocking.
+        # An identity another writer took meanwhile is a unique violation: a conflict, retried.
+        copy_rows(tx, "sb_identities (blind, kind, customer_id)", ("bytea", "text", "uuid"),
+                  [(b, *new_identities[b]) for b in sorted(new_identities)])
+    if outbound:
+        rows = [(channel, outbound_blind(channel, provider_id), case_id, reply_id)
+                for channel, provider_id, case_id, reply_id in outbound]
+        tx.execute(
+            "INSERT INTO sb_outbound SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::uuid[]) "
+            "ON CONFLICT DO NOTHING", [list(col) for col in zip(*rows, strict=True)])
+    if processed:
+        copy_rows(tx, "sb_processed (interaction_id, stream_seq, case_id)", ("uuid", "int8", "uuid"), processed)
+
+
+# -- the alias table --------------------------------------------------------------------------------
+
+
+def alias_survivor(conn: Any, customer_id: UUID) -> UUID | None:
+    """Whom `sb_customer_aliases` says this customer was merged into (None: nobody)."""
+    row = conn.execute("SELECT survivor_id FROM sb_customer_aliases WHERE absorbed_id = %s", (customer_id,)).fetchone()
+    return None if row is None else _first(row, "survivor_id")
+
+
+def alias_absorbed(conn: Any, customer_id: UUID) -> list[UUID]:
+    """Whom `sb_customer_aliases` says was merged into this customer."""
+    rows = conn.execute("SELECT absorbed_id FROM sb_customer_aliases WHERE survivor_id = %s ORDER BY absorbed_id",
+                        (customer_id,)).fetchall()
+    return [_first(r, "absorbed_id") for r in rows]
+
+
+def _first(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, dict) else row[0]
+
+
+def alias_survivor_of(conn: Any, customer_id: UUID) -> UUID:
+    """The survivor of this customer id (itself if never absorbed), by the alias table."""
+    return survivor_of(customer_id, lambda i: alias_survivor(conn, i))
+
+
+def alias_family(conn: Any, customer_id: UUID) -> list[UUID]:
+    """The survivor of this customer id, then every customer merged into it, by the alias table."""
+    return merged_family(alias_survivor_of(conn, customer_id), lambda i: alias_absorbed(conn, i))

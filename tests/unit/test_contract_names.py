@@ -1,0 +1,26 @@
+"""Channels, identity kinds, statuses and priorities are spelt once, as Literals in events/."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from events.case import CASE_STATUSES, PRIORITIES, CaseStatus, Priority
+from events.interactions import CHANNELS, IDENTITY_KINDS, MACHINE_KINDS, Channel, IdentityKind, InteractionKind
+from services.domain import case as case_module
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_tuples_are_the_literals():
+    assert CHANNELS == get_args(Channel) == ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
+    assert IDENTITY_KINDS == get_args(IdentityKind)
+    assert set(IDENTITY_KINDS) == {"email", "phone", "messenger", "instagram", "telegram", "chat", "external"}
+    assert CASE_STATUSES == get_args(CaseStatus) == ("open", "pending", "snoozed", "resolved")
+    assert PRIORITIES == get_args(Priority) == ("low", "normal", "high", "urgent")
+    assert set(MACHINE_KINDS) <= set(get_args(InteractionKind))
+
+
+def test_every_priority_has_a_first_response_target():
+    assert set(case_module.SLA) == set(PRIORITIES)
