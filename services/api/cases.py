@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -17,15 +17,12 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
-from events.case import Priority
+from events.case import CASE_STATUSES, CaseStatus, Priority
 from events.sanitize import sanitize
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE
 from services.api.context import now, page_limit, require, svc
 from services.core.commands import NotFound, case_state, run_case_command
-
-CaseStatus = Literal["open", "pending", "snoozed", "resolved"]
-CASE_STATUSES = get_args(CaseStatus)
 
 
 @get("/api/v1/cases", summary="Case queues")
