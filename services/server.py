@@ -14,7 +14,8 @@ from channels.email.smtp import start_smtp
 from channels.publish import Publisher
 from channels.routes import channel_handlers
 from services.asyncapi import asyncapi_document
-from services.api.app import Services, build_app
+from services.api.app import build_app
+from services.api.context import Services
 from services.bootstrap import Switchboard
 from services.platform.logs import configure_library_loggers, get_logger
 from services.platform.settings import Settings
