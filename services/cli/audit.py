@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from services.cli.common import open_switchboard
+
+if TYPE_CHECKING:
+    from services.bootstrap import Switchboard
+    from services.platform.eventstore.anchor import Anchor
 
 
 @click.group()
@@ -106,41 +111,33 @@ def audit_anchor(ctx: click.Context, path: Path | None, kv: bool, kv_bucket: str
         click.echo(f"anchored position {new.position} ({new.chain[:16]}…) at {new.at.isoformat()}")
 
 
-def _kv_bucket(sb, bucket: str | None) -> str:
+def _kv_bucket(sb: Switchboard, bucket: str | None) -> str:
     from services.platform.eventstore.anchor import ANCHOR_BUCKET  # noqa: PLC0415 -- lazy: psycopg
 
     return bucket or sb.names.stream(ANCHOR_BUCKET)
 
 
-async def _connect_nats_only(sb) -> None:
-    """NATS for a one-off command: no streams created or updated (that is the service's business)."""
-    from services.platform.nats_client import connect  # noqa: PLC0415
-
-    sb.nc = await connect(sb.settings, name="switchboard-audit", connect_timeout=5, allow_reconnect=False)
-    sb.js = sb.nc.jetstream()
-
-
-async def _read_kv_anchor(sb, bucket: str | None, key: bytes):
+async def _read_kv_anchor(sb: Switchboard, bucket: str | None, key: bytes) -> Anchor:
     from services.platform.eventstore import anchor as anchors  # noqa: PLC0415 -- lazy: psycopg
 
-    await _connect_nats_only(sb)
+    await sb.connect_nats_only("switchboard-audit")
     try:
-        kv = await anchors.open_bucket(sb.js, _kv_bucket(sb, bucket), create=False)
+        kv = await anchors.open_bucket(sb.jetstream(), _kv_bucket(sb, bucket), create=False)
         found = (await anchors.read_kv(kv, key))[0] if kv is not None else None
         if found is None:
             raise anchors.AnchorError(f"anchor not found: nothing in KV bucket {_kv_bucket(sb, bucket)}")
         return found
     finally:
-        await sb.nc.close()
+        await sb.close_nats()
 
 
-async def _write_kv_anchor(sb, bucket: str | None):
+async def _write_kv_anchor(sb: Switchboard, bucket: str | None) -> tuple[Anchor | None, Anchor | None]:
     from datetime import UTC, datetime  # noqa: PLC0415
 
     from services.relay.anchor import refresh_kv_anchor  # noqa: PLC0415 -- lazy: NATS relay
 
-    await _connect_nats_only(sb)
+    await sb.connect_nats_only("switchboard-audit")
     try:
         return await refresh_kv_anchor(sb, _kv_bucket(sb, bucket), datetime.now(UTC))
     finally:
-        await sb.nc.close()
+        await sb.close_nats()

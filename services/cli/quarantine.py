@@ -56,7 +56,7 @@ def quarantine_retry(ctx: click.Context, projection_names: tuple[str, ...], rela
                 try:
                     return await retry_quarantined(sb, position)
                 finally:
-                    await sb.nc.close()
+                    await sb.close_nats()
 
             published, still = asyncio.run(retry_relay())
             applied, failing = applied + published, failing + still
