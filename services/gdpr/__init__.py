@@ -37,7 +37,6 @@ read models in them are not). NATS streams keep anything missed at most for
 `SWITCHBOARD_NATS_RETENTION_SECONDS`.
 """
 
-
 from __future__ import annotations
 
 from services.gdpr.erase import Deployment, ErasureReport, erase_customer, scrub_read_models

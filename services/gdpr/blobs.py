@@ -52,7 +52,7 @@ def shared_blobs(store: EventStore, blobs: set[str]) -> set[str]:
 
 
 async def sweep_orphan_blobs(js, names: Names, store: EventStore, retention_seconds: int,
-                              now: datetime | None = None) -> int:
+                             now: datetime | None = None) -> int:
     """Attachments on nobody's timeline and older than the NATS retention: nothing can refer to them any more.
 
     An attachment is stored by the gateway before its interaction is published; if that interaction

@@ -72,7 +72,8 @@ class ErasureReport:
                 f"{self.orphan_blobs_deleted} orphan attachment(s) swept")
 
 
-def erase_customer(sb: Deployment, customer_id: UUID, requested_by: str, now: datetime, *, relay_wait: float = 10.0) -> ErasureReport:
+def erase_customer(sb: Deployment, customer_id: UUID, requested_by: str, now: datetime, *,
+                   relay_wait: float = 10.0) -> ErasureReport:
     """Erases a customer everywhere Switchboard keeps them (see the docstring of services.gdpr); idempotent.
 
     Running it again on an erased customer finishes a clean-up that was interrupted.
@@ -131,11 +132,12 @@ def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
             projection.erase(curs, ids)
 
 
-async def clean_nats(sb: Deployment, store: EventStore, ids: list[UUID], found: Footprint, report: ErasureReport,
-                      relay_wait: float) -> None:
+async def clean_nats(sb: Deployment, store: EventStore, ids: list[UUID], found: Footprint,
+                     report: ErasureReport, relay_wait: float) -> None:
     from services.platform.nats_client import connect  # noqa: PLC0415
 
     names: Names = sb.names
+
     async def quiet(exc: Exception) -> None:  # nats-py prints every failed attempt's traceback otherwise
         log.debug("erase_nats_error", error=type(exc).__name__)
 

@@ -57,7 +57,7 @@ async def delete_message(js, stream: str, seq: int) -> bool:
 
 
 async def delete_interactions(js, names: Names, store: EventStore, interaction_ids: set[UUID],
-                               case_ids: set[UUID] = frozenset()) -> int:
+                              case_ids: set[UUID] = frozenset()) -> int:
     """The customer's interactions, and the delivery statuses and bounces about their cases' replies."""
     if not (interaction_ids or case_ids) or not await stream_exists(js, names.interactions):
         return 0
@@ -72,7 +72,7 @@ async def delete_interactions(js, names: Names, store: EventStore, interaction_i
 
 
 async def delete_dead_letters(js, names: Names, store: EventStore, interaction_ids: set[UUID],
-                               blinds: set[bytes], blobs: set[str] | None = None) -> int:
+                              blinds: set[bytes], blobs: set[str] | None = None) -> int:
     """Dead letters are interactions nobody could record: matched by id, or by one of the identities.
 
     Each goes with the original it was copied from, still in SB_INTERACTIONS (`Sb-Original-Sequence`).
