@@ -68,7 +68,7 @@ class Server:
     async def _start_http(self, address: tuple[str, int]) -> None:
         self.services = services = await open_http_services(self.sb)
         if "gateway" in self.roles:
-            services.extra["chat_gateway"] = await self._start_chat()
+            services.chat_gateway = await self._start_chat()
         app = build_app(services, self.roles, channel_handlers())
         host, port = address
         # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; which

@@ -7,16 +7,22 @@ this module (channels sit below the entry points).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from litestar import Request
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from psycopg_pool import AsyncConnectionPool
 
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from channels.blobs import BlobStore
 from channels.chat import ChatSessions
+from channels.chat_gateway import ChatGateway
+from channels.email.pool import EmailParser
 from channels.publish import Publisher
 from services.api.auth import Principal, authenticate
 from services.platform.eventstore.store import EventStore
@@ -28,13 +34,18 @@ from services.platform.streams import Names
 class Services:
     settings: Settings
     names: Names
-    nc: Any = None
-    js: Any = None
+    nc: NatsClient | None = None
+    js: JetStreamContext | None = None
     pool: AsyncConnectionPool | None = None
     store: EventStore | None = None
     publisher: Publisher | None = None
     chat: ChatSessions | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Per-process parts the gateway opens on first use (or at start, the chat gateway); the channel
+    # adapters reach them duck-typed, since channels sit below the entry points.
+    chat_gateway: ChatGateway | None = None
+    email_parser: EmailParser | None = None
+    blobs: BlobStore | None = None
+    blobs_opening: asyncio.Future[BlobStore] | None = None
     asyncapi: bytes | None = None
     counters: dict[str, int] = field(default_factory=dict)
 

@@ -18,7 +18,7 @@ async def test_http_services_share_the_switchboards_connections(server):
     assert services.nc is server.sb.nc and services.js is server.sb.js
     assert services.store is server.sb.store is not None
     assert services.names is server.sb.names and services.settings is server.settings
-    assert services.extra["chat_gateway"] is server.chat_gateway is not None
+    assert services.chat_gateway is server.chat_gateway is not None
     async with services.pool.connection() as conn:
         assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
     async with httpx.AsyncClient(base_url=server.http_url) as client:
