@@ -134,28 +134,25 @@ class BlobStore:
         return True
 
 
-_OPENING = "blobs_opening"
-
-
 async def blobs_of(services) -> BlobStore:
     """The process's blob store, opened on first use (nothing connects at import or start-up)."""
-    store = services.extra.get("blobs")
+    store = services.blobs
     if store is not None:
         return store
-    opening = services.extra.get(_OPENING)
+    opening = services.blobs_opening
     if opening is None:
         settings = services.settings
         opening = asyncio.ensure_future(
             BlobStore.open(services.js, services.names, settings.nats_replicas,
                            max_bytes=settings.blobs_max_bytes,
                            max_object_bytes=settings.blobs_max_object_bytes))
-        services.extra[_OPENING] = opening
+        services.blobs_opening = opening
     try:
         store = await asyncio.shield(opening)
     except Exception:
-        services.extra.pop(_OPENING, None)  # let the next request try again
+        services.blobs_opening = None  # let the next request try again
         raise
-    services.extra["blobs"] = store
+    services.blobs = store
     return store
 
 

@@ -221,7 +221,7 @@ async def _send_reply(socket: WebSocket, seq: int, data: bytes) -> None:
 
 
 def _gateway(connection: Request | WebSocket) -> ChatGateway:
-    return connection.app.state.services.extra["chat_gateway"]
+    return connection.app.state.services.chat_gateway
 
 
 def _services(connection: Request | WebSocket):
@@ -334,7 +334,7 @@ class ChatTokenMiddleware:
         except ChannelError as exc:
             await _deny_websocket(scope, receive, send, exc)
             return
-        gateway: ChatGateway = services.extra["chat_gateway"]
+        gateway: ChatGateway = services.chat_gateway
         client = client_address(scope, services.settings.trusted_proxies)
         refused = gateway.slots.acquire(client)
         if refused is not None:

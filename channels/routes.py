@@ -193,5 +193,5 @@ async def telegram_webhook(request: Request) -> Response:
 
 
 def channel_handlers() -> list:
-    """The gateway's provider endpoints (the chat channel's live in the API app module)."""
+    """The gateway's provider endpoints (the chat channel's are in channels/chat_gateway.py)."""
     return [email_inbound, twilio_message, twilio_status, meta_handshake, meta_webhook, telegram_webhook]

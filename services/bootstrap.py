@@ -1,60 +1,75 @@
 """The composition root: settings in, a running Switchboard out. Every entry point and test uses it.
 
-Nothing connects at import time. `Switchboard` owns the connections (NATS, PostgreSQL) and starts the
-roles it is asked for, each a task or thread of this one process:
+Nothing connects at import time. Dependencies live at two lifetimes, and this module builds both:
 
-- gateway:   channel endpoints (HTTP, WebSocket, SMTP) → SB_INTERACTIONS
-- core:      SB_INTERACTIONS → customer and case events in the event store
-- projector: event store → read models (timeline, profile, cases)
-- api:       agent API and console over the read models; case commands into the event store
-- relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
+- `Switchboard`, one per process (or per one-off CLI verb): the settings, the NATS connection and its
+  JetStream context, the event store on PostgreSQL, and the roles it is asked to start, each a task
+  or thread of this one process:
+
+  - gateway:   channel endpoints (HTTP, WebSocket, SMTP) → SB_INTERACTIONS
+  - core:      SB_INTERACTIONS → customer and case events in the event store
+  - projector: event store → read models (timeline, profile, cases)
+  - api:       agent API and console over the read models; case commands into the event store
+  - relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
+
+- `Services` (services.api.app), one per HTTP application: what request handlers reach as
+  `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
+  connection and event store) and adds what only the listeners use: an async PostgreSQL pool, the
+  chat session store, the interaction publisher, the AsyncAPI document. The listeners' owner
+  (services.server.Server) opens it after the Switchboard and closes it before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
-import nats
-from eventsourcing.postgres import PostgresDatastore
-from faststream.nats import NatsBroker
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
 
+from channels.chat import ChatSessions
+from channels.publish import Publisher
+from projections.runner import ProjectionRunner, all_projections
+from services.api.context import Services
+from services.asyncapi import asyncapi_document
+from services.core.consumer import CoreConsumer, start_core_consumer
+from services.core.processor import CoreProcessor
+from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
 from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, ensure_streams
-from projections.runner import ProjectionRunner, all_projections
-from services.core.processor import CoreProcessor
 from services.relay.relay import start_relay
-from services.core.consumer import start_core_consumer
-from services.platform.database import Database, parse_database_url
 
 log = get_logger(__name__)
 
 ROLES = ("gateway", "core", "projector", "api", "relay")
 
 
-def datastore_from_url(url: str, pool_size: int = 8) -> PostgresDatastore:
-    """eventsourcing's datastore for any libpq URI or key=value string (see services.platform.database)."""
-    return parse_database_url(url).datastore(pool_size=pool_size, max_overflow=pool_size, connect_timeout=10.0,
-                                             pre_ping=True)
+class NotConnected(RuntimeError):
+    """A part of Switchboard asked for NATS before `connect_nats` (or `connect_nats_only`) ran."""
 
 
 @dataclass
 class Switchboard:
+    """The process-wide dependencies and the roles running on them; `stop` closes everything it opened."""
+
     settings: Settings
     names: Names = field(default_factory=Names)
-    nc: nats.aio.client.Client | None = None
-    js: object | None = None
+    nc: NatsClient | None = None
+    js: JetStreamContext | None = None
     store: EventStore | None = None
-    broker: NatsBroker | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
-    tasks: list[asyncio.Task] = field(default_factory=list)
-    core_consumer: object | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    core_consumer: CoreConsumer | None = None
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -83,6 +98,7 @@ class Switchboard:
         bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
 
     async def connect_nats(self) -> None:
+        """The service's connection: reconnects for ever; streams, buckets and consumers made to match."""
         if self.nc is not None:
             return
         from services.platform.nats_client import connect  # noqa: PLC0415
@@ -93,6 +109,28 @@ class Switchboard:
         await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas,
                              chat_sessions={"max_bytes": self.settings.chat_session_store_max_bytes,
                                             "ttl_seconds": self.settings.chat_session_ttl_seconds})
+
+    async def connect_nats_only(self, name: str) -> None:
+        """NATS for a one-off command: no streams created or updated (that is the service's business)."""
+        if self.nc is not None:
+            return
+        from services.platform.nats_client import connect  # noqa: PLC0415
+
+        self.nc = await connect(self.settings, name=name, connect_timeout=5, allow_reconnect=False)
+        self.js = self.nc.jetstream()
+
+    def jetstream(self) -> JetStreamContext:
+        if self.js is None:
+            raise NotConnected("NATS is not connected")
+        return self.js
+
+    async def close_nats(self) -> None:
+        """Closes the connection of `connect_nats`/`connect_nats_only` (a one-off command's)."""
+        if self.nc is not None:
+            await self.nc.close()
+            self.nc = self.js = None
+
+    # -- roles ---------------------------------------------------------------------------------
 
     async def start(self, roles: tuple[str, ...]) -> None:
         unknown = set(roles) - set(ROLES)
@@ -109,18 +147,21 @@ class Switchboard:
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())
-        self.core_consumer = await start_core_consumer(self.nc, self.js, processor, self.names,
+        self.core_consumer = await start_core_consumer(self.nc, self.jetstream(), processor, self.names,
                                                        max_deliveries=self.settings.max_deliveries,
                                                        ack_wait=self.settings.core_ack_wait_seconds)
 
     def _start_projector(self) -> None:
         loop = asyncio.get_running_loop()
+        nc = self.nc
+        if nc is None:
+            raise NotConnected("the projector publishes live updates on NATS")
 
-        def publish_live(items: list[dict]) -> None:
+        def publish_live(items: list[dict[str, Any]]) -> None:
             import msgspec  # noqa: PLC0415
 
             payload = msgspec.json.encode(items)
-            asyncio.run_coroutine_threadsafe(self.nc.publish(self.names.live_subject, payload), loop)
+            asyncio.run_coroutine_threadsafe(nc.publish(self.names.live_subject, payload), loop)
 
         runner = ProjectionRunner(self.open_store(), on_live=publish_live)
         thread = threading.Thread(target=runner.run_forever, args=(self.stop_event,), name="projector", daemon=True)
@@ -138,8 +179,6 @@ class Switchboard:
                 pass
         if self.core_consumer is not None:
             await self.core_consumer.stop()  # the batch being written is committed and acked
-        if self.broker is not None:
-            await self.broker.stop()
         for thread in self.threads:
             await asyncio.to_thread(thread.join, 15)
         if self.nc is not None:
@@ -152,3 +191,32 @@ class Switchboard:
             await self.nc.close()
         if self.store is not None:
             self.store.datastore.close()
+
+
+# -- the HTTP application's dependencies -----------------------------------------------------------
+
+
+async def open_http_services(sb: Switchboard) -> Services:
+    """`Services` for one HTTP application, over the connections of a started Switchboard.
+
+    Its PostgreSQL pool is its own (closed by `close_http_services`); NATS and the event store are sb's.
+    """
+    settings = sb.settings
+    js = sb.jetstream()
+    pool = AsyncConnectionPool(sb.database.conninfo, min_size=1, max_size=10, open=False,
+                               kwargs={"autocommit": True})
+    await pool.open(wait=True, timeout=30)
+    kv = await js.key_value(sb.names.chat_sessions_bucket)
+    token_key = hmac.new(settings.master_key_bytes, b"switchboard/chat-token/v1", hashlib.sha256).digest()
+    return Services(
+        settings=settings, names=sb.names, nc=sb.nc, js=js, pool=pool, store=sb.open_store(),
+        publisher=Publisher(js, sb.names),
+        chat=ChatSessions(kv, token_key, settings.chat_identity_secret or ""),
+        asyncapi=asyncapi_document(sb.names),
+    )
+
+
+async def close_http_services(services: Services) -> None:
+    """Closes what `open_http_services` opened (after the HTTP server stopped)."""
+    if services.pool is not None:
+        await services.pool.close()

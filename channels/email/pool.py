@@ -30,7 +30,6 @@ log = get_logger(__name__)
 
 __all__ = ["EmailParser", "ParserBusy", "ParserFailed", "close_parser", "parser_of"]
 
-_KEY = "email_parser"
 
 
 class ParserBusy(Exception):
@@ -137,16 +136,18 @@ class EmailParser:
 
 def parser_of(services) -> EmailParser:
     """The process's email parser (created on first use; nothing spawns at start-up)."""
-    parser = services.extra.get(_KEY)
+    parser = services.email_parser
     if parser is None:
         settings = services.settings
-        parser = services.extra[_KEY] = EmailParser(settings.email_parse_workers, settings.email_parse_queue,
+        parser = services.email_parser = EmailParser(settings.email_parse_workers, settings.email_parse_queue,
                                                     settings.email_parse_seconds)
     return parser
 
 
 async def close_parser(services) -> None:
     """Stops the workers (waiting, off the loop, for a parse under way)."""
-    parser = services.extra.pop(_KEY, None) if services is not None else None
+    parser = services.email_parser if services is not None else None
+    if services is not None:
+        services.email_parser = None
     if parser is not None:
         await asyncio.to_thread(parser.close)

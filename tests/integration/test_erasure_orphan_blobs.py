@@ -18,7 +18,7 @@ from channels.blobs import BlobStore, blob_ref
 from events.interactions import Attachment, Identity, Interaction
 from projections.runner import ProjectionRunner
 from services.core.processor import CoreProcessor
-from services.gdpr import _sweep_orphan_blobs
+from services.gdpr.blobs import sweep_orphan_blobs
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +41,13 @@ async def test_old_unreferenced_attachments_are_swept_and_nothing_else(store, se
         ProjectionRunner(store).catch_up()
 
         # Younger than the retention: an interaction naming it may still be on its way.
-        assert await _sweep_orphan_blobs(js, names, store, RETENTION) == 0
+        assert await sweep_orphan_blobs(js, names, store, RETENTION) == 0
         assert await blobs.get(orphan) is not None
 
         later = datetime.now(UTC) + timedelta(seconds=RETENTION + 60)
-        assert await _sweep_orphan_blobs(js, names, store, RETENTION, now=later) == 1
+        assert await sweep_orphan_blobs(js, names, store, RETENTION, now=later) == 1
         assert await blobs.get(orphan) is None
         assert await blobs.get(kept) is not None  # on a timeline: kept however old
-        assert await _sweep_orphan_blobs(js, names, store, RETENTION, now=later) == 0  # already gone
+        assert await sweep_orphan_blobs(js, names, store, RETENTION, now=later) == 0  # already gone
     finally:
         await nc.close()

@@ -6,7 +6,8 @@ import pytest
 from litestar import get
 from litestar.testing import TestClient
 
-from services.api.app import Services, build_app
+from services.api.app import build_app
+from services.api.context import Services
 from services.platform.eventstore.store import ConcurrencyError
 from services.platform.settings import Settings
 from services.platform.streams import Names
