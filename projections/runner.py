@@ -49,10 +49,11 @@ class ProjectionRunner:
         return f"projection:{projection.name}"
 
     def create_schema(self) -> None:
+        """These projections' own tables, from their DDL. A database is brought up to date as a whole by
+        services.platform.schema.bring_up_to_date (the composition root hands it every projection's DDL)."""
         with self.store.datastore.transaction(commit=True) as curs:
             for p in self.projections:
                 curs.execute(p.schema)
-            curs.execute(quarantine.SCHEMA)
 
     def positions(self, curs=None) -> dict[str, int]:
         """Where each projection stands (0: nothing applied yet)."""

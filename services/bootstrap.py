@@ -34,9 +34,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from channels.chat import ChatSessions
 from channels.publish import Publisher
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
-from services.api.auth import SCHEMA as AUTH_SCHEMA
 from services.asyncapi import asyncapi_document
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
@@ -44,6 +43,7 @@ from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
+from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, ensure_streams
 from services.relay.relay import start_relay
@@ -92,16 +92,10 @@ class Switchboard:
         return self.store
 
     def create_schema(self) -> None:
-        """Creates every table the roles use; safe to run again and from many processes at once."""
+        """Brings the database up to date: the platform's tables and upgrades (services.platform.schema),
+        then the read models' own tables; safe to run again and from many processes at once."""
         store = self.open_store()
-        with store.datastore.get_connection() as conn:
-            # Serialise schema creation across processes starting together.
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(5105)")
-                store.create_schema()
-                CoreProcessor(store).create_schema()
-                ProjectionRunner(store).create_schema()
-                conn.execute(AUTH_SCHEMA)
+        bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
 
     async def connect_nats(self) -> None:
         """The service's connection: reconnects for ever; streams, buckets and consumers made to match."""

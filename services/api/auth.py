@@ -19,21 +19,6 @@ WRITE = ("agent", "supervisor", "admin")
 SUPERVISE = ("supervisor", "admin")
 AUDIT = ("auditor", "admin")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sb_tokens (
-    name text PRIMARY KEY,
-    role text NOT NULL,
-    token_hash bytea NOT NULL UNIQUE,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    revoked_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS sb_event_tickets (
-    ticket_hash bytea PRIMARY KEY,
-    token_hash bytea NOT NULL,
-    expires_at timestamptz NOT NULL
-);
-"""
-
 # Long enough to open an EventSource right after asking, short enough that a leaked URL is dead.
 TICKET_TTL_SECONDS = 30
 # Tokens are printable ASCII (generated ones URL-safe); anything else cannot match one.

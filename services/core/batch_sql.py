@@ -1,4 +1,4 @@
-"""The core's own tables and the SQL of a batch's unit of work.
+"""The SQL of a batch's unit of work over the core's own tables (their DDL: services.platform.schema).
 
 Beside the event log the core keeps: the identity index (`sb_identities`, keyed hashes of verified
 identities → their customer), the merge aliases (`sb_customer_aliases`, absorbed → survivor), one
@@ -18,42 +18,6 @@ from eventsourcing.persistence import StoredEvent
 
 from services.domain.merges import merged_family, survivor_of
 from services.platform.eventstore.store import Transaction
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sb_identities (
-    blind bytea PRIMARY KEY,
-    kind text NOT NULL,
-    customer_id uuid NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sb_identities_customer_idx ON sb_identities (customer_id);
-CREATE TABLE IF NOT EXISTS sb_customer_aliases (
-    absorbed_id uuid PRIMARY KEY,
-    survivor_id uuid NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sb_processed (
-    interaction_id uuid PRIMARY KEY,
-    stream_seq bigint,
-    processed_at timestamptz NOT NULL DEFAULT now(),
-    -- Set for delivery statuses and bounces: the case whose reply they report on. They record no
-    -- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
-    -- WhatsApp status carries the recipient's number): erasure finds them by it.
-    case_id uuid
-);
-CREATE TABLE IF NOT EXISTS sb_schema_migrations (
-    name text PRIMARY KEY,
-    done_at timestamptz NOT NULL DEFAULT now()
-);
--- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
--- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
--- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
-CREATE TABLE IF NOT EXISTS sb_outbound (
-    channel text NOT NULL,
-    provider_message_id text NOT NULL,
-    case_id uuid NOT NULL,
-    reply_id uuid,
-    PRIMARY KEY (channel, provider_message_id)
-);
-"""
 
 OutboundBlind = Callable[[str, str], str]
 # (channel, provider message id, case, reply) of a message we sent.
@@ -75,47 +39,6 @@ def copy_rows(tx: Transaction, target: str, types: Sequence[str], rows: Sequence
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
-
-
-# -- schema -----------------------------------------------------------------------------------------
-
-
-def migrate(curs: Any, outbound_blind: OutboundBlind) -> None:
-    """Brings a database an older release created up to date; does nothing (and locks nothing) after.
-
-    Every process runs this at start while cores are writing, and ALTER TABLE or CREATE INDEX lock
-    the table even when there is nothing to do: so each step looks first.
-    """
-    curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                 "AND table_name = 'sb_processed' AND column_name = 'case_id'")
-    if curs.fetchone() is None:
-        curs.execute("ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid")
-    curs.execute("SELECT to_regclass('sb_processed_case_idx') IS NULL AS missing")
-    if curs.fetchone()["missing"]:
-        curs.execute("CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) "
-                     "WHERE case_id IS NOT NULL")
-    curs.execute("INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') "
-                 "ON CONFLICT DO NOTHING")
-    if curs.rowcount:
-        _blind_outbound_rows(curs, outbound_blind)
-
-
-def _blind_outbound_rows(curs: Any, outbound_blind: OutboundBlind) -> None:
-    """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log).
-
-    Once per database. A row an older core writes during a rolling upgrade stays as it is: status
-    lookups try its clear id too, and erasing the customer deletes it with the rest.
-    """
-    curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
-    clear = [(row["channel"], row["provider_message_id"]) for row in curs.fetchall()]
-    if not clear:
-        return
-    curs.execute(
-        "INSERT INTO sb_outbound SELECT o.channel, b.blind, o.case_id, o.reply_id FROM sb_outbound o "
-        "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS b(channel, clear, blind) "
-        "ON o.channel = b.channel AND o.provider_message_id = b.clear ON CONFLICT DO NOTHING",
-        ([c for c, _ in clear], [p for _, p in clear], [outbound_blind(c, p) for c, p in clear]))
-    curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
 
 
 # -- reads ------------------------------------------------------------------------------------------

@@ -45,7 +45,6 @@ from psycopg.errors import TransactionRollback
 from events.base import DomainEvent
 from events.interactions import Identity, Interaction
 from services.core import batch_sql
-from services.core.batch_sql import SCHEMA
 from services.core.outcome import LRU, Outcome, PoisonInteraction, Prepared
 from services.domain import merges, replies, routing
 from services.domain.aggregate import Aggregate, DomainError
@@ -135,14 +134,9 @@ class CoreProcessor:
         # Keyed hashes of identities: deterministic, and the same identities come back all the time.
         self._blind_index = functools.lru_cache(maxsize=262_144)(self.master.blind_index)
 
-    def create_schema(self) -> None:
-        with self.store.datastore.transaction(commit=True) as curs:
-            curs.execute(SCHEMA)
-            batch_sql.migrate(curs, self.outbound_blind)
-
     def outbound_blind(self, channel: str, provider_message_id: str) -> str:
         """The keyed hash `sb_outbound` keeps instead of a provider's message id."""
-        return self.master.blind_index(f"outbound:{channel}", provider_message_id).hex()
+        return self.master.outbound_blind(channel, provider_message_id)
 
     # -- loading -------------------------------------------------------------------------------
 

@@ -24,20 +24,6 @@ from services.platform.streams import Names
 log = get_logger(__name__)
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sb_erasures (
-    customer_id uuid PRIMARY KEY,
-    customer_ids uuid[] NOT NULL,
-    requested_by text NOT NULL,
-    requested_at timestamptz NOT NULL,
-    -- Pointers into NATS that only the keys could tell, kept until the clean-up there is done.
-    chat_sessions text[] NOT NULL DEFAULT '{}',
-    identity_blinds bytea[] NOT NULL DEFAULT '{}',
-    blobs text[] NOT NULL DEFAULT '{}',
-    cleaned_at timestamptz
-);
-"""
-
 RELAY_TRACKING = "relay:sb-events"  # services.relay.relay.TRACKING_NAME, without importing the relay
 
 
@@ -82,7 +68,6 @@ def erase_customer(sb: Deployment, customer_id: UUID, requested_by: str, now: da
     ids = erasure_scope(store, customer_id)
     found = footprint(store, ids)
     with store.datastore.transaction(commit=True) as curs:
-        curs.execute(SCHEMA)
         curs.execute(
             "INSERT INTO sb_erasures (customer_id, customer_ids, requested_by, requested_at, chat_sessions, "
             "identity_blinds, blobs) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (customer_id) DO UPDATE SET "

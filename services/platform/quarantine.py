@@ -29,20 +29,6 @@ from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sb_quarantine (
-    consumer text NOT NULL,
-    position bigint NOT NULL,
-    event_type text NOT NULL,
-    event_id uuid,
-    reason text NOT NULL,
-    attempts integer NOT NULL DEFAULT 1,
-    first_failed_at timestamptz NOT NULL DEFAULT now(),
-    last_failed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, position)
-);
-"""
-
 # "Unreachable", not "this event is bad": the whole batch is tried again later, nothing is set aside.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, pg_errors.InsufficientPrivilege,

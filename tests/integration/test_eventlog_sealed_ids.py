@@ -29,6 +29,7 @@ from services.domain.case import Case
 from services.core.processor import CoreProcessor
 from services.platform.eventstore.codec import EventCodec
 from services.platform.eventstore.store import EventStore
+from services.platform.schema import bring_up_to_date
 from services.replay import replay_events
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ def test_a_database_an_older_release_wrote_is_brought_up_to_date_at_start(store,
         conn.execute("UPDATE sb_outbound SET provider_message_id = %s", (WAMID_OUT,))
         conn.execute("ALTER TABLE sb_processed DROP COLUMN case_id")
         conn.execute("DROP TABLE sb_schema_migrations")
-    CoreProcessor(store).create_schema()
+    bring_up_to_date(store)
     assert rows(database_url, "SELECT column_name FROM information_schema.columns "
                               "WHERE table_name = 'sb_processed' AND column_name = 'case_id'") == [("case_id",)]
     (held,), = rows(database_url, "SELECT provider_message_id FROM sb_outbound")

@@ -17,16 +17,6 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sb_customer_keys (
-    customer_id uuid PRIMARY KEY,
-    wrapped bytea,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    destroyed_at timestamptz
-);
-"""
-
-
 class KeyDestroyedError(LookupError):
     """The customer was erased: their data key no longer exists."""
 
@@ -56,6 +46,10 @@ class MasterKey:
     def blind_index(self, kind: str, value: str) -> bytes:
         """A keyed hash of an identity: lookups by exact value without storing the value."""
         return hmac.new(self.index_key, f"{kind}\x1f{value}".encode(), hashlib.sha256).digest()
+
+    def outbound_blind(self, channel: str, provider_message_id: str) -> str:
+        """The keyed hash `sb_outbound` keeps instead of a provider's message id (64 hex digits)."""
+        return self.blind_index(f"outbound:{channel}", provider_message_id).hex()
 
 
 class KeyRing:

@@ -24,6 +24,8 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from services.platform.schema import event_store_ddl
+
 EVENTS_TABLE = "sb_events"
 TRACKING_TABLE = "sb_tracking"
 GENESIS = b"\x00" * 32
@@ -49,28 +51,10 @@ class ChainedRecorder(PostgresProcessRecorder):
         self.chain_key = chain_key
         t = Identifier(self.datastore.schema), Identifier(self.events_table_name)
         self.head_table = Identifier(f"{self.events_table_name}_head")
-        self.sql_create_statements[self.create_table_statement_index] = SQL(
-            "CREATE TABLE IF NOT EXISTS {0}.{1} ("
-            "originator_id uuid NOT NULL, "
-            "originator_version bigint NOT NULL, "
-            "topic text, "
-            "state bytea, "
-            "notification_id bigserial, "
-            "chain bytea NOT NULL, "
-            "recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-            "PRIMARY KEY (originator_id, originator_version))"
-        ).format(*t)
-        self.sql_create_statements.append(
-            SQL("CREATE INDEX IF NOT EXISTS {0} ON {1}.{2} (recorded_at)").format(
-                Identifier(f"{self.events_table_name}_recorded_at_idx"), *t)
-        )
-        # The head: where the chain ends. Without it, deleting the newest rows would go unnoticed.
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {0}.{1} (id int PRIMARY KEY CHECK (id = 1), "
-                "position bigint NOT NULL, chain bytea NOT NULL, seal bytea NOT NULL)"
-            ).format(Identifier(self.datastore.schema), self.head_table)
-        )
+        # The DDL is in services.platform.schema; the library runs it (create_table) in its order.
+        events_table, after = event_store_ddl(self.datastore.schema, self.events_table_name)
+        self.sql_create_statements[self.create_table_statement_index] = events_table
+        self.sql_create_statements.extend(after)
         self.select_head = SQL("SELECT position, chain FROM {0}.{1} WHERE id = 1").format(
             Identifier(self.datastore.schema), self.head_table)
         self.upsert_head = SQL(

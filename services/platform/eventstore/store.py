@@ -21,7 +21,6 @@ from psycopg import errors as pg_errors
 
 from events.base import DomainEvent
 from services.platform.eventstore.codec import EventCodec, as_uuid
-from services.platform.eventstore.keys import SCHEMA as KEYS_SCHEMA
 from services.platform.eventstore.keys import KeyRing, KeyScope, MasterKey
 from services.platform.eventstore.recorder import ChainedRecorder
 
@@ -101,11 +100,6 @@ class EventStore:
         self.codec = codec or EventCodec()
         self.keyring = KeyRing(master)
         self.recent = RecentEvents()
-
-    def create_schema(self) -> None:
-        self.recorder.create_table()
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(KEYS_SCHEMA)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

@@ -1,0 +1,258 @@
+"""The platform's DDL in one place: every `sb_*` table, index and upgrade step, and `bring_up_to_date`.
+
+`bring_up_to_date(store)` is the one function that makes a database what this release expects. The
+composition root (`services.bootstrap.Switchboard.create_schema`) calls it before any role starts, and
+every CLI verb goes through there too. It is idempotent and safe from many processes starting at
+once: a transaction-level advisory lock serialises them, every statement is `IF NOT EXISTS`, and the
+upgrade steps look before they lock (cores may be writing while another process starts).
+
+In order:
+
+1. The event store's tables, through eventsourcing's recorder (`ChainedRecorder.create_table`): the
+   library owns `sb_tracking` and decides how its statements run; the statements for `sb_events` and
+   its head `sb_events_head` are ours (`event_store_ddl`, which the recorder installs in its list).
+2. The platform's own tables (`PLATFORM_TABLES`): per-customer keys, the core's identity index,
+   aliases, exactly-once guard and sent messages, the migration ledger, quarantine, API tokens and
+   SSE tickets, erasures.
+3. The upgrade steps (`UPGRADES`) for databases an older release created, in order. A step that is
+   a data change runs once per database: its name goes into the ledger `sb_schema_migrations` in
+   the same transaction.
+
+What is not here: the read models' tables (`proj_*`). Each projection keeps its DDL with its code
+(`Projection.schema`), because `projections rebuild` creates every projection's tables afresh beside
+the live ones (schema `sb_rebuild`) from that same DDL and swaps them in: they belong to the
+projection, not to the platform. `bring_up_to_date` creates them too when it is handed them
+(`read_models`), in their own transaction, so that a fresh database is complete after one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.sql import SQL, Composed, Identifier
+
+
+# What is used of the event store (services.platform.eventstore, which imports this module for its DDL).
+class MasterKey(Protocol):
+    def outbound_blind(self, channel: str, provider_message_id: str) -> str: ...
+
+
+class Recorder(Protocol):
+    def create_table(self) -> None: ...
+
+
+class EventStore(Protocol):
+    @property
+    def datastore(self) -> PostgresDatastore: ...
+    @property
+    def recorder(self) -> Recorder: ...
+    @property
+    def master(self) -> MasterKey: ...
+
+
+# Serialises schema creation across processes starting together (the value releases always used).
+SCHEMA_LOCK_KEY = 5105
+
+
+# -- the event store (statements the recorder runs) ---------------------------------------------------
+
+
+def event_store_ddl(schema: str, events_table: str) -> tuple[Composed, list[Composed]]:
+    """The chained event table (replacing the library's), then what the recorder adds after the library's.
+
+    The event table is the library's plus `chain` (the tamper-evident link) and `recorded_at`; the
+    head (`<events>_head`, one row) records where the chain ends, so deleting the newest rows is
+    noticed too.
+    """
+    table = Identifier(schema), Identifier(events_table)
+    events = SQL(
+        "CREATE TABLE IF NOT EXISTS {0}.{1} ("
+        "originator_id uuid NOT NULL, "
+        "originator_version bigint NOT NULL, "
+        "topic text, "
+        "state bytea, "
+        "notification_id bigserial, "
+        "chain bytea NOT NULL, "
+        "recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+        "PRIMARY KEY (originator_id, originator_version))"
+    ).format(*table)
+    recorded_at_index = SQL("CREATE INDEX IF NOT EXISTS {0} ON {1}.{2} (recorded_at)").format(
+        Identifier(f"{events_table}_recorded_at_idx"), *table)
+    head = SQL(
+        "CREATE TABLE IF NOT EXISTS {0}.{1} (id int PRIMARY KEY CHECK (id = 1), "
+        "position bigint NOT NULL, chain bytea NOT NULL, seal bytea NOT NULL)"
+    ).format(Identifier(schema), Identifier(f"{events_table}_head"))
+    return events, [recorded_at_index, head]
+
+
+# -- the platform's tables ---------------------------------------------------------------------------
+
+# Per-customer data keys, wrapped by the master key; erasure destroys a key (services.platform.eventstore.keys).
+CUSTOMER_KEYS = """
+CREATE TABLE IF NOT EXISTS sb_customer_keys (
+    customer_id uuid PRIMARY KEY,
+    wrapped bytea,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    destroyed_at timestamptz
+);
+"""
+
+# The core's own tables (services.core.batch_sql): the identity index (keyed hashes of verified
+# identities → their customer), merge aliases (absorbed → survivor), one `sb_processed` row per
+# interaction recorded (the exactly-once guard), the ledger of upgrade steps done, and `sb_outbound`.
+CORE = """
+CREATE TABLE IF NOT EXISTS sb_identities (
+    blind bytea PRIMARY KEY,
+    kind text NOT NULL,
+    customer_id uuid NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sb_identities_customer_idx ON sb_identities (customer_id);
+CREATE TABLE IF NOT EXISTS sb_customer_aliases (
+    absorbed_id uuid PRIMARY KEY,
+    survivor_id uuid NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sb_processed (
+    interaction_id uuid PRIMARY KEY,
+    stream_seq bigint,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    -- Set for delivery statuses and bounces: the case whose reply they report on. They record no
+    -- interaction of the customer's, yet their messages in SB_INTERACTIONS name the customer (a
+    -- WhatsApp status carries the recipient's number): erasure finds them by it.
+    case_id uuid
+);
+CREATE TABLE IF NOT EXISTS sb_schema_migrations (
+    name text PRIMARY KEY,
+    done_at timestamptz NOT NULL DEFAULT now()
+);
+-- The messages we sent, by the provider's id, so that a status callback finds its reply. The id
+-- itself is personal (a wamid encodes the recipient's number), so `provider_message_id` holds its
+-- keyed hash (`outbound_blind`, 64 hex digits), like the identity index.
+CREATE TABLE IF NOT EXISTS sb_outbound (
+    channel text NOT NULL,
+    provider_message_id text NOT NULL,
+    case_id uuid NOT NULL,
+    reply_id uuid,
+    PRIMARY KEY (channel, provider_message_id)
+);
+"""
+
+# Events a consumer of the log (a projection, the relay) set aside (services.platform.quarantine).
+QUARANTINE = """
+CREATE TABLE IF NOT EXISTS sb_quarantine (
+    consumer text NOT NULL,
+    position bigint NOT NULL,
+    event_type text NOT NULL,
+    event_id uuid,
+    reason text NOT NULL,
+    attempts integer NOT NULL DEFAULT 1,
+    first_failed_at timestamptz NOT NULL DEFAULT now(),
+    last_failed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, position)
+);
+"""
+
+# API bearer tokens (only their SHA-256) and single-use SSE tickets (services.api.auth).
+AUTH = """
+CREATE TABLE IF NOT EXISTS sb_tokens (
+    name text PRIMARY KEY,
+    role text NOT NULL,
+    token_hash bytea NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS sb_event_tickets (
+    ticket_hash bytea PRIMARY KEY,
+    token_hash bytea NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+"""
+
+# Erasures requested, with what only the keys could tell about the customer in NATS (services.gdpr).
+ERASURES = """
+CREATE TABLE IF NOT EXISTS sb_erasures (
+    customer_id uuid PRIMARY KEY,
+    customer_ids uuid[] NOT NULL,
+    requested_by text NOT NULL,
+    requested_at timestamptz NOT NULL,
+    -- Pointers into NATS that only the keys could tell, kept until the clean-up there is done.
+    chat_sessions text[] NOT NULL DEFAULT '{}',
+    identity_blinds bytea[] NOT NULL DEFAULT '{}',
+    blobs text[] NOT NULL DEFAULT '{}',
+    cleaned_at timestamptz
+);
+"""
+
+PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, ERASURES)
+
+
+# -- upgrade steps for databases an older release created ------------------------------------------
+
+# A step gets a cursor (rows as dicts) inside the platform's transaction and the master key.
+Upgrade = Callable[[Any, MasterKey], None]
+
+
+def processed_case_id(curs: Any, master: MasterKey) -> None:
+    """`sb_processed.case_id` and its partial index (statuses and bounces name the case they report on).
+
+    ALTER TABLE and CREATE INDEX lock the table even when there is nothing to do: look first.
+    """
+    curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                 "AND table_name = 'sb_processed' AND column_name = 'case_id'")
+    if curs.fetchone() is None:
+        curs.execute("ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid")
+    curs.execute("SELECT to_regclass('sb_processed_case_idx') IS NULL AS missing")
+    if curs.fetchone()["missing"]:
+        curs.execute("CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) "
+                     "WHERE case_id IS NOT NULL")
+
+
+def outbound_ids_hashed(curs: Any, master: MasterKey) -> None:
+    """Rows written before `sb_outbound` held keyed hashes: hashed now (a side table, not the log).
+
+    Once per database (the ledger says so). A row an older core writes during a rolling upgrade stays
+    as it is: status lookups try its clear id too, and erasing the customer deletes it with the rest.
+    """
+    curs.execute("INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') "
+                 "ON CONFLICT DO NOTHING")
+    if not curs.rowcount:
+        return
+    curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+    clear = [(row["channel"], row["provider_message_id"]) for row in curs.fetchall()]
+    if not clear:
+        return
+    curs.execute(
+        "INSERT INTO sb_outbound SELECT o.channel, b.blind, o.case_id, o.reply_id FROM sb_outbound o "
+        "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS b(channel, clear, blind) "
+        "ON o.channel = b.channel AND o.provider_message_id = b.clear ON CONFLICT DO NOTHING",
+        ([c for c, _ in clear], [p for _, p in clear], [master.outbound_blind(c, p) for c, p in clear]))
+    curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
+
+
+UPGRADES: tuple[Upgrade, ...] = (processed_case_id, outbound_ids_hashed)
+
+
+# -- the one function --------------------------------------------------------------------------------
+
+
+def bring_up_to_date(store: EventStore, read_models: Iterable[str] = ()) -> None:
+    """Creates every table this release uses and runs the upgrade steps; does nothing (and locks
+    nothing it need not) when the database is already up to date.
+
+    `read_models`: the projections' own DDL (`Projection.schema`), created after the platform's.
+    """
+    datastore = store.datastore
+    with datastore.get_connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        store.recorder.create_table()
+        with datastore.transaction(commit=True) as curs:
+            for ddl in PLATFORM_TABLES:
+                curs.execute(ddl)
+            for upgrade in UPGRADES:
+                upgrade(curs, store.master)
+        read_models = list(read_models)
+        if read_models:
+            with datastore.transaction(commit=True) as curs:
+                for ddl in read_models:
+                    curs.execute(ddl)
