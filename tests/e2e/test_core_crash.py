@@ -183,7 +183,8 @@ async def test_core_killed_between_commit_and_ack_and_mid_stream_records_everyth
                             check=True, timeout=60)
     [line] = listed.stdout.splitlines()
     seq, subject, deliveries, reason = line.split("\t")
-    assert subject == "sb.interactions.sms.inbound" and deliveries == "1" and "invalid verified phone" in reason
+    # Dead-lettered on the first delivery a core finished; one more per core killed while holding it.
+    assert subject == "sb.interactions.sms.inbound" and 1 <= int(deliveries) <= 3 and "invalid verified phone" in reason
     redriven = subprocess.run([SWITCHBOARD, "deadletters", "redrive", "--all"], env=processes.env, capture_output=True,
                               text=True, check=True, timeout=60)
     assert "re-drove 1" in redriven.stdout
