@@ -34,6 +34,7 @@ test: $(TEST_STAMP)
 # Lint, types of the domain and events, and the layer rule (contracts in pyproject.toml).
 check: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -58,16 +58,23 @@ class BlobStore:
         self.max_object_bytes = max_object_bytes
 
     @classmethod
-    async def open(cls, js, names: Names, replicas: int = 1, max_bytes: int | None = None,
-                   max_object_bytes: int | None = None) -> BlobStore:
+    async def open(
+        cls, js, names: Names, replicas: int = 1, max_bytes: int | None = None, max_object_bytes: int | None = None
+    ) -> BlobStore:
         bucket = names.stream(BUCKET)
         try:
             obs = await js.object_store(bucket)
         except (BucketNotFoundError, NotFoundError):
             try:
                 obs = await js.create_object_store(
-                    bucket, ObjectStoreConfig(description="Switchboard attachment bytes by SHA-256",
-                                              storage=StorageType.FILE, replicas=replicas, max_bytes=max_bytes))
+                    bucket,
+                    ObjectStoreConfig(
+                        description="Switchboard attachment bytes by SHA-256",
+                        storage=StorageType.FILE,
+                        replicas=replicas,
+                        max_bytes=max_bytes,
+                    ),
+                )
             except BadRequestError:  # another process created it between our look and our add
                 obs = await js.object_store(bucket)
         store = cls(obs, js, max_object_bytes)
@@ -143,9 +150,14 @@ async def blobs_of(services) -> BlobStore:
     if opening is None:
         settings = services.settings
         opening = asyncio.ensure_future(
-            BlobStore.open(services.js, services.names, settings.nats_replicas,
-                           max_bytes=settings.blobs_max_bytes,
-                           max_object_bytes=settings.blobs_max_object_bytes))
+            BlobStore.open(
+                services.js,
+                services.names,
+                settings.nats_replicas,
+                max_bytes=settings.blobs_max_bytes,
+                max_object_bytes=settings.blobs_max_object_bytes,
+            )
+        )
         services.blobs_opening = opening
     try:
         store = await asyncio.shield(opening)

@@ -66,8 +66,9 @@ _MAX_CLAIM = 320
 _MAX_CLIENT_ID = 200
 
 
-def identity_hash(secret: str, user_id: str, email: str | None = None, phone: str | None = None, *,
-                  user_id_only: bool = False) -> str:
+def identity_hash(
+    secret: str, user_id: str, email: str | None = None, phone: str | None = None, *, user_id_only: bool = False
+) -> str:
     """What the company's website computes for its logged-in user (see the module docstring)."""
     message = user_id if user_id_only else f"{user_id}|{email or ''}|{phone or ''}"
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
@@ -142,19 +143,30 @@ class ChatSessions:
     def verify(self, request: SessionRequest) -> Verification:
         return verify_identity(self.identity_secret, request)
 
-    async def create(self, request: SessionRequest, now: datetime,
-                     verification: Verification | None = None) -> tuple[ChatSession, str]:
+    async def create(
+        self, request: SessionRequest, now: datetime, verification: Verification | None = None
+    ) -> tuple[ChatSession, str]:
         if verification is None:
             verification = self.verify(request)
-        session = ChatSession(session_id=str(uuid.uuid4()), name=request.name, email=request.email,
-                              phone=request.phone, user_id=request.user_id, created_at=now,
-                              external_verified=verification.external, contacts_verified=verification.contacts)
+        session = ChatSession(
+            session_id=str(uuid.uuid4()),
+            name=request.name,
+            email=request.email,
+            phone=request.phone,
+            user_id=request.user_id,
+            created_at=now,
+            external_verified=verification.external,
+            contacts_verified=verification.contacts,
+        )
         try:
             await self.kv.put(session.session_id, _encode(session))
         except Exception as exc:  # noqa: BLE001 — the bucket is full (its max_bytes) or NATS is away
             full = "maximum bytes" in str(exc).lower() or "resource" in str(exc).lower()
-            raise ChannelError("the chat session store is full, retry later" if full else
-                               "could not store the session, retry later", status=503, code="unavailable") from None
+            raise ChannelError(
+                "the chat session store is full, retry later" if full else "could not store the session, retry later",
+                status=503,
+                code="unavailable",
+            ) from None
         return session, self.token_for(session.session_id)
 
     async def get(self, session_id: str) -> ChatSession:
@@ -194,9 +206,14 @@ def chat_interaction(session: ChatSession, frame: InboundFrame, now: datetime) -
             identities.append(Identity(kind, value, verified=session.contacts_verified))
     return Interaction(
         id=interaction_id("chat", f"{session.session_id}:{frame.client_id}"),
-        channel="chat", direction="inbound", occurred_at=now, identities=identities,
-        text=frame.text or "", profile={"name": session.name} if session.name else {},
-        thread_key=f"chat:{session.session_id}", provider_message_id=f"{session.session_id}:{frame.client_id}",
+        channel="chat",
+        direction="inbound",
+        occurred_at=now,
+        identities=identities,
+        text=frame.text or "",
+        profile={"name": session.name} if session.name else {},
+        thread_key=f"chat:{session.session_id}",
+        provider_message_id=f"{session.session_id}:{frame.client_id}",
     )
 
 

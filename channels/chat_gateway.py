@@ -108,8 +108,12 @@ class ChatGateway:
         # process. It starts at "new": what was sent before a socket connected is read by that socket
         # from the stream itself (`_backlog`).
         self._outbox_sub = await js.subscribe(
-            self.names.subject("sb.chat.outbox.>"), stream=self.names.chat_outbox, ordered_consumer=True,
-            deliver_policy=DeliverPolicy.NEW, cb=self._on_reply)
+            self.names.subject("sb.chat.outbox.>"),
+            stream=self.names.chat_outbox,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            cb=self._on_reply,
+        )
         self._control_sub = await nc.subscribe(self.names.chat_control_subject, cb=self._on_control)
 
     async def stop(self) -> None:
@@ -238,8 +242,12 @@ async def create_chat_session(request: Request) -> Response:
     wait = gateway.session_rate.take(client_address(request.scope, services.settings.trusted_proxies), gateway.clock())
     if wait:
         services.count("channel_rejected_rate_limited")
-        return Response(_error("rate_limited", "too many new chat sessions from this address; retry later"),
-                        status_code=429, media_type=MediaType.JSON, headers={"Retry-After": retry_after_header(wait)})
+        return Response(
+            _error("rate_limited", "too many new chat sessions from this address; retry later"),
+            status_code=429,
+            media_type=MediaType.JSON,
+            headers={"Retry-After": retry_after_header(wait)},
+        )
     if "json" not in request.headers.get("content-type", "application/json"):
         raise UnsupportedMediaType("expected application/json")
     body = await request.body()
@@ -257,8 +265,12 @@ async def create_chat_session(request: Request) -> Response:
                     raise Malformed(f"{kind}: {exc}") from None
     session, token = await chat.create(session_request, utcnow(), verification)
     services.count("chat_sessions")
-    log.info("chat_session_created", session_id=session.session_id, external_verified=session.external_verified,
-             contacts_verified=session.contacts_verified)
+    log.info(
+        "chat_session_created",
+        session_id=session.session_id,
+        external_verified=session.external_verified,
+        contacts_verified=session.contacts_verified,
+    )
     return Response({"session_id": session.session_id, "token": token}, status_code=201, media_type=MediaType.JSON)
 
 
@@ -295,8 +307,14 @@ async def chat_socket(socket: WebSocket) -> None:
                 continue
             if wait:
                 services.count("channel_rejected_rate_limited")
-                await socket.send_json({"type": "error", "client_id": frame.client_id, "retry_after": round(wait, 1),
-                                        **_error("rate_limited", "too many messages; this one was not sent")})
+                await socket.send_json(
+                    {
+                        "type": "error",
+                        "client_id": frame.client_id,
+                        "retry_after": round(wait, 1),
+                        **_error("rate_limited", "too many messages; this one was not sent"),
+                    }
+                )
                 continue
             interaction = chat_interaction(session, frame, utcnow())
             await services.publisher.publish(interaction)
@@ -340,10 +358,13 @@ class ChatTokenMiddleware:
         if refused is not None:
             services.count("channel_rejected_too_many_connections")
             log.warning("chat_connection_refused", limit=refused)
-            exc = (ChannelError("too many open chat connections on this server", status=503, code="unavailable")
-                   if refused == "total" else
-                   ChannelError("too many open chat connections from this address", status=429,
-                                code="too_many_connections"))
+            exc = (
+                ChannelError("too many open chat connections on this server", status=503, code="unavailable")
+                if refused == "total"
+                else ChannelError(
+                    "too many open chat connections from this address", status=429, code="too_many_connections"
+                )
+            )
             await _deny_websocket(scope, receive, send, exc)
             return
         scope["sb_chat_session_id"] = session_id
@@ -358,8 +379,13 @@ async def _deny_websocket(scope, receive, send, exc: ChannelError) -> None:
     await receive()  # websocket.connect
     body = msgspec.json.encode(_error(exc.code, exc.detail))
     if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": exc.status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": exc.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 4000 + exc.status, "reason": exc.code})

@@ -103,6 +103,4 @@ def http_failure(
     detail = f"{provider} answered HTTP {status}"
     if provider_code:
         detail += f" (code {provider_code})"
-    return ProviderError(
-        retryable, detail, status=status, provider_code=provider_code, retry_after=retry_after
-    )
+    return ProviderError(retryable, detail, status=status, provider_code=provider_code, retry_after=retry_after)

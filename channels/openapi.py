@@ -28,9 +28,10 @@ def with_body(media_type: str, schema: Schema, *, query: tuple[str, ...] = ()) -
         def __post_init__(self) -> None:
             self.request_body = RequestBody(content={media_type: OpenAPIMediaType(schema=schema)}, required=True)
             if query:
-                self.parameters = [*(self.parameters or []),
-                                   *(Parameter(name=name, param_in="query", required=False, schema=_STRING)
-                                     for name in query)]
+                self.parameters = [
+                    *(self.parameters or []),
+                    *(Parameter(name=name, param_in="query", required=False, schema=_STRING) for name in query),
+                ]
 
     return _Operation
 
@@ -39,24 +40,44 @@ def with_query(*names: str) -> type[Operation]:
     @dataclass
     class _Operation(Operation):
         def __post_init__(self) -> None:
-            self.parameters = [*(self.parameters or []),
-                               *(Parameter(name=name, param_in="query", required=False, schema=_STRING)
-                                 for name in names)]
+            self.parameters = [
+                *(self.parameters or []),
+                *(Parameter(name=name, param_in="query", required=False, schema=_STRING) for name in names),
+            ]
 
     return _Operation
 
 
 # Twilio's messaging webhook: form fields (a subset; Twilio sends more and signs them all).
-TWILIO_MESSAGE = with_body("application/x-www-form-urlencoded", _object(
-    ("MessageSid", "From", "To"), MessageSid=_STRING, SmsSid=_STRING, AccountSid=_STRING, From=_STRING, To=_STRING,
-    Body=_STRING, NumMedia=_STRING, ProfileName=_STRING, WaId=_STRING))
-TWILIO_STATUS = with_body("application/x-www-form-urlencoded", _object(
-    ("MessageSid", "MessageStatus"), MessageSid=_STRING, MessageStatus=_STRING, ErrorCode=_STRING, To=_STRING))
+TWILIO_MESSAGE = with_body(
+    "application/x-www-form-urlencoded",
+    _object(
+        ("MessageSid", "From", "To"),
+        MessageSid=_STRING,
+        SmsSid=_STRING,
+        AccountSid=_STRING,
+        From=_STRING,
+        To=_STRING,
+        Body=_STRING,
+        NumMedia=_STRING,
+        ProfileName=_STRING,
+        WaId=_STRING,
+    ),
+)
+TWILIO_STATUS = with_body(
+    "application/x-www-form-urlencoded",
+    _object(("MessageSid", "MessageStatus"), MessageSid=_STRING, MessageStatus=_STRING, ErrorCode=_STRING, To=_STRING),
+)
 RAW_EMAIL = with_body("message/rfc822", Schema(type=OpenAPIType.STRING, format="binary"))
-META_WEBHOOK = with_body("application/json", _object(
-    ("object", "entry"), object=_STRING, entry=Schema(type=OpenAPIType.ARRAY, items=_object())))
-TELEGRAM_UPDATE = with_body("application/json", _object(
-    ("update_id",), update_id=Schema(type=OpenAPIType.INTEGER), message=_object(), edited_message=_object()))
+META_WEBHOOK = with_body(
+    "application/json",
+    _object(("object", "entry"), object=_STRING, entry=Schema(type=OpenAPIType.ARRAY, items=_object())),
+)
+TELEGRAM_UPDATE = with_body(
+    "application/json",
+    _object(("update_id",), update_id=Schema(type=OpenAPIType.INTEGER), message=_object(), edited_message=_object()),
+)
 META_HANDSHAKE = with_query("hub.mode", "hub.verify_token", "hub.challenge")
-CHAT_SESSION = with_body("application/json", _object(
-    (), name=_STRING, email=_STRING, phone=_STRING, user_id=_STRING, identity_hash=_STRING))
+CHAT_SESSION = with_body(
+    "application/json", _object((), name=_STRING, email=_STRING, phone=_STRING, user_id=_STRING, identity_hash=_STRING)
+)

@@ -42,7 +42,7 @@ def trusted_networks(setting: str | Iterable[str] | None) -> tuple[Network, ...]
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:
@@ -85,8 +85,9 @@ def client_ip(scope: Mapping[str, Any], headers: Mapping[str, str], networks: tu
     return str(_address(hops[0])) if hops and _address(hops[0]) else address
 
 
-def request_url(scope: Mapping[str, Any], headers: Mapping[str, str], *, public_url: str | None,
-                networks: tuple[Network, ...]) -> str:
+def request_url(
+    scope: Mapping[str, Any], headers: Mapping[str, str], *, public_url: str | None, networks: tuple[Network, ...]
+) -> str:
     """The full URL the client requested, path and query raw, as it signed them.
 
     With a public URL configured: that URL (which may carry a path prefix) + path + query. Without:

@@ -35,6 +35,12 @@ class Publisher:
             timeout=self.timeout,
             headers={"Nats-Msg-Id": str(interaction.id)},
         )
-        log.info("interaction_published", channel=interaction.channel, direction=interaction.direction,
-                 kind=interaction.kind, seq=ack.seq, duplicate=bool(ack.duplicate))
+        log.info(
+            "interaction_published",
+            channel=interaction.channel,
+            direction=interaction.direction,
+            kind=interaction.kind,
+            seq=ack.seq,
+            duplicate=bool(ack.duplicate),
+        )
         return not ack.duplicate

@@ -23,7 +23,11 @@ from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMe
 from channels.proxies import request_url, trusted_networks
 from channels.sms.twilio import (
     SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER,
+)
+from channels.sms.twilio import (
     SIGNATURE_SETTINGS_HEADER as TWILIO_SETTINGS_HEADER,
+)
+from channels.sms.twilio import (
     parse_twilio_message,
     parse_twilio_status,
     signature_algorithm,
@@ -67,8 +71,12 @@ def public_url(request: Request) -> str:
     """The URL the provider requested, as it saw it: `SWITCHBOARD_PUBLIC_URL` + path + query when
     set; otherwise from the request, `X-Forwarded-Proto`/`-Host` believed only from a trusted proxy."""
     settings = _services(request).settings
-    return request_url(request.scope, request.headers, public_url=settings.public_url,
-                       networks=trusted_networks(settings.trusted_proxies))
+    return request_url(
+        request.scope,
+        request.headers,
+        public_url=settings.public_url,
+        networks=trusted_networks(settings.trusted_proxies),
+    )
 
 
 async def _publish_all(request: Request, interactions: Iterable[Interaction]) -> int:
@@ -88,8 +96,12 @@ async def _publish_all(request: Request, interactions: Iterable[Interaction]) ->
 # -- email -----------------------------------------------------------------------------------------
 
 
-@post("/channels/email/inbound", status_code=200, summary="A raw email (message/rfc822), e.g. from an MTA pipe",
-      operation_class=openapi.RAW_EMAIL)
+@post(
+    "/channels/email/inbound",
+    status_code=200,
+    summary="A raw email (message/rfc822), e.g. from an MTA pipe",
+    operation_class=openapi.RAW_EMAIL,
+)
 async def email_inbound(request: Request) -> Response:
     services = _services(request)
     header = request.headers.get("authorization", "")
@@ -102,8 +114,11 @@ async def email_inbound(request: Request) -> Response:
     settings = services.settings
     # The bearer token authenticates the relay that posts: the Authentication-Results it adds are
     # its own. Whether it also vouches for From outright is the operator's call.
-    trust = SenderTrust(upstream_vouches=settings.email_webhook_trusted is True, upstream_authenticated=True,
-                        authserv_ids=parse_authserv_ids(settings.email_trust_auth_results))
+    trust = SenderTrust(
+        upstream_vouches=settings.email_webhook_trusted is True,
+        upstream_authenticated=True,
+        authserv_ids=parse_authserv_ids(settings.email_trust_auth_results),
+    )
     try:
         interaction, is_new = await receive_email(services, raw, _now(), trust)
     except MalformedEmail as exc:
@@ -111,8 +126,12 @@ async def email_inbound(request: Request) -> Response:
     except EmailRefused as exc:
         services.count(f"channel_rejected_{exc.code}")
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return Response({"error": exc.code, "detail": exc.detail}, status_code=exc.http_status,
-                        media_type=MediaType.JSON, headers=headers)
+        return Response(
+            {"error": exc.code, "detail": exc.detail},
+            status_code=exc.http_status,
+            media_type=MediaType.JSON,
+            headers=headers,
+        )
     except Exception:  # noqa: BLE001 — blob store or NATS failing: the sender retries
         log.exception("email_not_stored")
         raise ChannelError("could not store the message, retry later", status=503, code="unavailable") from None
@@ -128,28 +147,40 @@ async def _twilio_form(request: Request) -> dict[str, list[str]]:
     _require_media_type(request, _FORM)
     body = await request.body()
     try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict",
-                        max_num_fields=_MAX_FORM_FIELDS)
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=_MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):
         raise Malformed("body is not a UTF-8 form") from None
     settings = _services(request).settings
     algorithm = signature_algorithm(request.headers.get(TWILIO_SETTINGS_HEADER))
-    if not validate_twilio_signature(settings.twilio_auth_token or "", public_url(request), form,
-                                     request.headers.get(TWILIO_SIGNATURE_HEADER), algorithm=algorithm):
+    if not validate_twilio_signature(
+        settings.twilio_auth_token or "",
+        public_url(request),
+        form,
+        request.headers.get(TWILIO_SIGNATURE_HEADER),
+        algorithm=algorithm,
+    ):
         raise Unauthorized(f"{TWILIO_SIGNATURE_HEADER} is missing or does not match")
     return form
 
 
-@post("/channels/sms/twilio", status_code=200, summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)",
-      operation_class=openapi.TWILIO_MESSAGE)
+@post(
+    "/channels/sms/twilio",
+    status_code=200,
+    summary="Twilio's messaging webhook (SMS, MMS, WhatsApp)",
+    operation_class=openapi.TWILIO_MESSAGE,
+)
 async def twilio_message(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_message(form, received_at=_now())])
     return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
 
 
-@post("/channels/sms/twilio/status", status_code=200, summary="Twilio's message status callback",
-      operation_class=openapi.TWILIO_STATUS)
+@post(
+    "/channels/sms/twilio/status",
+    status_code=200,
+    summary="Twilio's message status callback",
+    operation_class=openapi.TWILIO_STATUS,
+)
 async def twilio_status(request: Request) -> Response:
     form = await _twilio_form(request)
     await _publish_all(request, [parse_twilio_status(form, received_at=_now())])
@@ -162,17 +193,23 @@ async def twilio_status(request: Request) -> Response:
 @get("/channels/social/meta", summary="Meta's webhook verification handshake", operation_class=openapi.META_HANDSHAKE)
 async def meta_handshake(request: Request) -> Response:
     challenge = verify_handshake(request.query_params, _services(request).settings.meta_verify_token or "")
-    return Response(challenge, status_code=200, media_type=MediaType.TEXT,
-                    headers={"X-Content-Type-Options": "nosniff"})
+    return Response(
+        challenge, status_code=200, media_type=MediaType.TEXT, headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
-@post("/channels/social/meta", status_code=200, summary="WhatsApp, Messenger and Instagram webhooks",
-      operation_class=openapi.META_WEBHOOK)
+@post(
+    "/channels/social/meta",
+    status_code=200,
+    summary="WhatsApp, Messenger and Instagram webhooks",
+    operation_class=openapi.META_WEBHOOK,
+)
 async def meta_webhook(request: Request) -> Response:
     _require_media_type(request, _JSON)
     body = await request.body()
-    verify_meta_signature(_services(request).settings.meta_app_secret or "", body,
-                          request.headers.get(META_SIGNATURE_HEADER))
+    verify_meta_signature(
+        _services(request).settings.meta_app_secret or "", body, request.headers.get(META_SIGNATURE_HEADER)
+    )
     interactions = parse_meta_webhook(body, received_at=_now())
     await _publish_all(request, interactions)
     return Response({"received": len(interactions)}, status_code=200, media_type=MediaType.JSON)
@@ -181,11 +218,16 @@ async def meta_webhook(request: Request) -> Response:
 # -- Telegram --------------------------------------------------------------------------------------
 
 
-@post("/channels/social/telegram", status_code=200, summary="A Telegram Bot API Update",
-      operation_class=openapi.TELEGRAM_UPDATE)
+@post(
+    "/channels/social/telegram",
+    status_code=200,
+    summary="A Telegram Bot API Update",
+    operation_class=openapi.TELEGRAM_UPDATE,
+)
 async def telegram_webhook(request: Request) -> Response:
-    verify_telegram_secret(_services(request).settings.telegram_secret_token or "",
-                           request.headers.get(TELEGRAM_SECRET_HEADER))
+    verify_telegram_secret(
+        _services(request).settings.telegram_secret_token or "", request.headers.get(TELEGRAM_SECRET_HEADER)
+    )
     _require_media_type(request, _JSON)
     interactions = parse_telegram_update(await request.body())
     await _publish_all(request, interactions)

@@ -137,7 +137,18 @@ class CsatRecorded(DomainEvent, frozen=True, kw_only=True):
 
 
 CASE_EVENTS: tuple[type[DomainEvent], ...] = (
-    CaseOpened, CaseMessageAdded, CaseAssigned, CasePrioritized, CaseTagged, CaseNoteAdded,
-    ReplyRequested, ReplySent, ReplyDelivered, ReplyFailed, CaseSnoozed, CaseResolved, CaseReopened,
+    CaseOpened,
+    CaseMessageAdded,
+    CaseAssigned,
+    CasePrioritized,
+    CaseTagged,
+    CaseNoteAdded,
+    ReplyRequested,
+    ReplySent,
+    ReplyDelivered,
+    ReplyFailed,
+    CaseSnoozed,
+    CaseResolved,
+    CaseReopened,
     CsatRecorded,
 )

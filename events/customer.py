@@ -100,6 +100,14 @@ class CustomerErased(DomainEvent, frozen=True, kw_only=True):
 
 
 CUSTOMER_EVENTS: tuple[type[DomainEvent], ...] = (
-    CustomerRegistered, IdentityLinked, IdentityClaimed, ProfileUpdated, InteractionRecorded,
-    CustomerMerged, CustomerAbsorbed, MergeSuggested, ConsentChanged, CustomerErased,
+    CustomerRegistered,
+    IdentityLinked,
+    IdentityClaimed,
+    ProfileUpdated,
+    InteractionRecorded,
+    CustomerMerged,
+    CustomerAbsorbed,
+    MergeSuggested,
+    ConsentChanged,
+    CustomerErased,
 )

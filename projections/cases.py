@@ -28,7 +28,9 @@ from services.platform.eventstore.codec import REDACTED
 class CasesProjection:
     name = "cases"
     tables = ("proj_cases", "proj_case_notes", "proj_replies")
-    schema = ALIAS_SCHEMA + """
+    schema = (
+        ALIAS_SCHEMA
+        + """
     CREATE TABLE IF NOT EXISTS proj_cases (
         id uuid PRIMARY KEY,
         customer_id uuid NOT NULL,
@@ -66,6 +68,7 @@ class CasesProjection:
         updated_at timestamptz NOT NULL
     );
     """
+    )
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
         opened: list[tuple] = []
@@ -81,16 +84,22 @@ class CasesProjection:
                         "sla_due_at, opened_at, updated_at, position, message_count) "
                         "SELECT u.id, COALESCE(a.survivor_id, u.c), u.c, u.ch, 'open', u.pr, u.q, u.sla, u.at, u.at, u.pos, "
                         f"u.n FROM {source} LEFT JOIN proj_customer_alias a ON a.absorbed_id = u.c "
-                        "ON CONFLICT (id) DO NOTHING", params)
+                        "ON CONFLICT (id) DO NOTHING",
+                        params,
+                    )
                 opened.clear()
             if counts:
-                with bulk(curs, "stage_case_messages", _COUNT_COLUMNS, [(i, *c) for i, c in counts.items()]) as (source, params):
+                with bulk(curs, "stage_case_messages", _COUNT_COLUMNS, [(i, *c) for i, c in counts.items()]) as (
+                    source,
+                    params,
+                ):
                     curs.execute(
                         "UPDATE proj_cases c SET message_count = c.message_count + u.n, "
                         "updated_at = GREATEST(c.updated_at, u.at), "
                         "status = CASE WHEN u.inbound AND c.status IN ('pending', 'snoozed') THEN 'open' ELSE c.status END, "
                         f"first_response_at = COALESCE(c.first_response_at, u.first_out) FROM {source} WHERE c.id = u.id",
-                        params)
+                        params,
+                    )
                 counts.clear()
 
         for position, event, _redacted in items:
@@ -109,8 +118,19 @@ class CasesProjection:
                 changed[str(event.stream_id)] = None
                 continue
             if kind is CaseOpened:
-                opened.append((event.stream_id, event.customer_id, event.channel, event.priority, event.queue,
-                               event.sla_due_at, event.occurred_at, position, 1 if event.interaction_id else 0))
+                opened.append(
+                    (
+                        event.stream_id,
+                        event.customer_id,
+                        event.channel,
+                        event.priority,
+                        event.queue,
+                        event.sla_due_at,
+                        event.occurred_at,
+                        position,
+                        1 if event.interaction_id else 0,
+                    )
+                )
                 changed[str(event.stream_id)] = None
                 continue
             if kind not in _HANDLED:
@@ -123,21 +143,38 @@ class CasesProjection:
             elif kind is CasePrioritized:
                 self._set(curs, case_id, at, "priority = %s", event.priority)
             elif kind is CaseTagged:
-                self._set(curs, case_id, at, "tags = ARRAY(SELECT DISTINCT x FROM unnest(tags || %s::text[]) x ORDER BY x)",
-                          event.tags)
+                self._set(
+                    curs,
+                    case_id,
+                    at,
+                    "tags = ARRAY(SELECT DISTINCT x FROM unnest(tags || %s::text[]) x ORDER BY x)",
+                    event.tags,
+                )
             elif kind is CaseNoteAdded:
-                curs.execute("INSERT INTO proj_case_notes VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                             (event.note_id, case_id, event.text, event.by, at))
+                curs.execute(
+                    "INSERT INTO proj_case_notes VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (event.note_id, case_id, event.text, event.by, at),
+                )
                 self._set(curs, case_id, at, "position = position")
             elif kind is ReplyRequested:
-                curs.execute("INSERT INTO proj_replies VALUES (%s, %s, 'requested', NULL, %s) ON CONFLICT DO NOTHING",
-                             (event.reply_id, case_id, at))
-                self._set(curs, case_id, at, "status = CASE WHEN status IN ('open', 'snoozed') THEN 'pending' ELSE status END, "
-                          "first_response_at = COALESCE(first_response_at, %s)", at)
+                curs.execute(
+                    "INSERT INTO proj_replies VALUES (%s, %s, 'requested', NULL, %s) ON CONFLICT DO NOTHING",
+                    (event.reply_id, case_id, at),
+                )
+                self._set(
+                    curs,
+                    case_id,
+                    at,
+                    "status = CASE WHEN status IN ('open', 'snoozed') THEN 'pending' ELSE status END, "
+                    "first_response_at = COALESCE(first_response_at, %s)",
+                    at,
+                )
             elif kind is ReplySent or kind is ReplyDelivered or kind is ReplyFailed:
                 status = {ReplySent: "sent", ReplyDelivered: "delivered", ReplyFailed: "failed"}[kind]
-                curs.execute("UPDATE proj_replies SET status = %s, reason = %s, updated_at = %s WHERE reply_id = %s",
-                             (status, getattr(event, "reason", None), at, event.reply_id))
+                curs.execute(
+                    "UPDATE proj_replies SET status = %s, reason = %s, updated_at = %s WHERE reply_id = %s",
+                    (status, getattr(event, "reason", None), at, event.reply_id),
+                )
             elif kind is CaseSnoozed:
                 self._set(curs, case_id, at, "status = 'snoozed', snoozed_until = %s", event.until)
             elif kind is CaseResolved:
@@ -147,7 +184,10 @@ class CasesProjection:
             elif kind is CsatRecorded:
                 self._set(curs, case_id, at, "csat = %s", event.score)
             elif kind is CustomerMerged:
-                curs.execute("UPDATE proj_cases SET customer_id = %s WHERE customer_id = %s", (event.stream_id, event.absorbed_id))
+                curs.execute(
+                    "UPDATE proj_cases SET customer_id = %s WHERE customer_id = %s",
+                    (event.stream_id, event.absorbed_id),
+                )
                 continue
             elif kind is CustomerErased:
                 self.erase(curs, [event.stream_id])
@@ -159,20 +199,58 @@ class CasesProjection:
     def erase(self, curs, customer_ids: Sequence) -> None:
         ids = list(customer_ids)
         # Tags are agents' free text about the customer ("vip", "divorce"): they go with the rest.
-        curs.execute("UPDATE proj_cases SET tags = '{}' WHERE (customer_id = ANY(%s) OR origin_customer_id = ANY(%s)) "
-                     "AND tags <> '{}'", (ids, ids))
-        curs.execute("UPDATE proj_case_notes SET text = %s WHERE case_id IN "
-                     "(SELECT id FROM proj_cases WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s))",
-                     (REDACTED, ids, ids))
+        curs.execute(
+            "UPDATE proj_cases SET tags = '{}' WHERE (customer_id = ANY(%s) OR origin_customer_id = ANY(%s)) "
+            "AND tags <> '{}'",
+            (ids, ids),
+        )
+        curs.execute(
+            "UPDATE proj_case_notes SET text = %s WHERE case_id IN "
+            "(SELECT id FROM proj_cases WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s))",
+            (REDACTED, ids, ids),
+        )
 
     @staticmethod
     def _set(curs, case_id, at, assignment: str, *values) -> None:
-        curs.execute(f"UPDATE proj_cases SET {assignment}, updated_at = GREATEST(updated_at, %s) WHERE id = %s",
-                     (*values, at, case_id))
+        curs.execute(
+            f"UPDATE proj_cases SET {assignment}, updated_at = GREATEST(updated_at, %s) WHERE id = %s",
+            (*values, at, case_id),
+        )
 
 
-_HANDLED = frozenset({CaseAssigned, CasePrioritized, CaseTagged, CaseNoteAdded, ReplyRequested, ReplySent, ReplyDelivered,
-                      ReplyFailed, CaseSnoozed, CaseResolved, CaseReopened, CsatRecorded, CustomerMerged, CustomerErased})
-_OPENED_COLUMNS = (("id", "uuid"), ("c", "uuid"), ("ch", "text"), ("pr", "text"), ("q", "text"), ("sla", "timestamptz"),
-                   ("at", "timestamptz"), ("pos", "int8"), ("n", "int4"))
-_COUNT_COLUMNS = (("id", "uuid"), ("n", "int4"), ("at", "timestamptz"), ("inbound", "bool"), ("first_out", "timestamptz"))
+_HANDLED = frozenset(
+    {
+        CaseAssigned,
+        CasePrioritized,
+        CaseTagged,
+        CaseNoteAdded,
+        ReplyRequested,
+        ReplySent,
+        ReplyDelivered,
+        ReplyFailed,
+        CaseSnoozed,
+        CaseResolved,
+        CaseReopened,
+        CsatRecorded,
+        CustomerMerged,
+        CustomerErased,
+    }
+)
+_OPENED_COLUMNS = (
+    ("id", "uuid"),
+    ("c", "uuid"),
+    ("ch", "text"),
+    ("pr", "text"),
+    ("q", "text"),
+    ("sla", "timestamptz"),
+    ("at", "timestamptz"),
+    ("pos", "int8"),
+    ("n", "int4"),
+)
+_COUNT_COLUMNS = (
+    ("id", "uuid"),
+    ("n", "int4"),
+    ("at", "timestamptz"),
+    ("inbound", "bool"),
+    ("first_out", "timestamptz"),
+)

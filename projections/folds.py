@@ -118,9 +118,18 @@ class Aliases:
 # -- timeline -----------------------------------------------------------------------------------
 
 TIMELINE_COLUMNS: Columns = (
-    ("interaction_id", "uuid"), ("customer_id", "uuid"), ("origin_customer_id", "uuid"), ("position", "int8"),
-    ("occurred_at", "timestamptz"), ("channel", "text"), ("direction", "text"), ("kind", "text"), ("text", "text"),
-    ("case_id", "uuid"), ("attachments", "jsonb"))
+    ("interaction_id", "uuid"),
+    ("customer_id", "uuid"),
+    ("origin_customer_id", "uuid"),
+    ("position", "int8"),
+    ("occurred_at", "timestamptz"),
+    ("channel", "text"),
+    ("direction", "text"),
+    ("kind", "text"),
+    ("text", "text"),
+    ("case_id", "uuid"),
+    ("attachments", "jsonb"),
+)
 ALIAS_COLUMNS: Columns = (("absorbed_id", "uuid"), ("survivor_id", "uuid"))
 REDACTION_COLUMNS: Columns = (("origin", "uuid"), ("before", "int8"))
 
@@ -128,8 +137,11 @@ REDACTION_COLUMNS: Columns = (("origin", "uuid"), ("before", "int8"))
 def attachments_json(attachments: Sequence[Any]) -> RawJson:
     if not attachments:
         return RawJson(b"[]")
-    return RawJson(_encode([{"name": a.name, "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
-                            for a in attachments]))
+    return RawJson(
+        _encode(
+            [{"name": a.name, "content_type": a.content_type, "size": a.size, "sha256": a.sha256} for a in attachments]
+        )
+    )
 
 
 class TimelineFold:
@@ -138,8 +150,10 @@ class TimelineFold:
     name = "timeline"
     streamed: tuple[str, Columns] | None = ("proj_timeline", TIMELINE_COLUMNS)
     # The same interaction recorded twice keeps its first row (live: ON CONFLICT DO NOTHING).
-    duplicates = ("DELETE FROM proj_timeline t USING proj_timeline f "
-                  "WHERE t.interaction_id = f.interaction_id AND t.position > f.position")
+    duplicates = (
+        "DELETE FROM proj_timeline t USING proj_timeline f "
+        "WHERE t.interaction_id = f.interaction_id AND t.position > f.position"
+    )
 
     def __init__(self, sink: Callable[[tuple], None]):
         self.sink = sink
@@ -150,11 +164,28 @@ class TimelineFold:
         kind = type(event)
         if kind is InteractionRecorded:
             origin = event.stream_id
-            storable(event.channel, event.direction, event.kind, event.text,
-                     *((a.name, a.content_type, a.sha256) for a in event.attachments))
-            self.sink((event.interaction_id, self.aliases.resolve(origin), origin, position, event.occurred_at,
-                       event.channel, event.direction, event.kind, event.text, event.case_id,
-                       attachments_json(event.attachments)))
+            storable(
+                event.channel,
+                event.direction,
+                event.kind,
+                event.text,
+                *((a.name, a.content_type, a.sha256) for a in event.attachments),
+            )
+            self.sink(
+                (
+                    event.interaction_id,
+                    self.aliases.resolve(origin),
+                    origin,
+                    position,
+                    event.occurred_at,
+                    event.channel,
+                    event.direction,
+                    event.kind,
+                    event.text,
+                    event.case_id,
+                    attachments_json(event.attachments),
+                )
+            )
         elif kind is CustomerMerged:
             self.aliases.merge(event.stream_id, event.absorbed_id)
         elif kind is CustomerErased:
@@ -170,27 +201,54 @@ class TimelineFold:
     def corrections(self) -> list[Correction]:
         out: list[Correction] = [
             # A row follows its customer into every merge recorded after it.
-            ("UPDATE proj_timeline t SET customer_id = a.survivor_id FROM proj_customer_alias a "
-             "WHERE t.origin_customer_id = a.absorbed_id AND t.customer_id <> a.survivor_id", (), None)]
+            (
+                "UPDATE proj_timeline t SET customer_id = a.survivor_id FROM proj_customer_alias a "
+                "WHERE t.origin_customer_id = a.absorbed_id AND t.customer_id <> a.survivor_id",
+                (),
+                None,
+            )
+        ]
         if self.redactions:
-            out.append(("UPDATE proj_timeline t SET text = %s, attachments = '[]' FROM stage s "
-                        "WHERE t.origin_customer_id = s.origin AND t.position < s.before",
-                        (REDACTED,), (REDACTION_COLUMNS, self.redactions)))
+            out.append(
+                (
+                    "UPDATE proj_timeline t SET text = %s, attachments = '[]' FROM stage s "
+                    "WHERE t.origin_customer_id = s.origin AND t.position < s.before",
+                    (REDACTED,),
+                    (REDACTION_COLUMNS, self.redactions),
+                )
+            )
         return out
 
 
 # -- profile ------------------------------------------------------------------------------------
 
 CUSTOMER_COLUMNS: Columns = (
-    ("id", "uuid"), ("name", "text"), ("name_verified", "bool"), ("attributes", "jsonb"), ("first_seen", "timestamptz"),
-    ("last_seen", "timestamptz"), ("interaction_count", "int8"), ("channels", "text[]"), ("merged_into", "uuid"),
-    ("erased", "bool"))
+    ("id", "uuid"),
+    ("name", "text"),
+    ("name_verified", "bool"),
+    ("attributes", "jsonb"),
+    ("first_seen", "timestamptz"),
+    ("last_seen", "timestamptz"),
+    ("interaction_count", "int8"),
+    ("channels", "text[]"),
+    ("merged_into", "uuid"),
+    ("erased", "bool"),
+)
 IDENTITY_COLUMNS: Columns = (("customer_id", "uuid"), ("kind", "text"), ("value", "text"), ("verified", "bool"))
 
 
 class _Customer:
-    __slots__ = ("name", "name_verified", "attributes", "first_seen", "last_seen", "count", "channels", "merged_into",
-                 "erased")
+    __slots__ = (
+        "name",
+        "name_verified",
+        "attributes",
+        "first_seen",
+        "last_seen",
+        "count",
+        "channels",
+        "merged_into",
+        "erased",
+    )
 
     def __init__(self, at):
         self.name: str | None = None
@@ -280,10 +338,26 @@ class ProfileFold:
         return set().union(*(c.channels for c in self.customers.values()))
 
     def rows(self, order: Order) -> Rows:
-        customers = [(i, c.name, c.name_verified, RawJson(_encode(c.attributes)), c.first_seen, c.last_seen, c.count,
-                      order(c.channels), c.merged_into, c.erased) for i, c in self.customers.items()]
-        identities = [(i, kind, value, verified) for i, held in self.identities.items()
-                      for (kind, value), verified in held.items()]
+        customers = [
+            (
+                i,
+                c.name,
+                c.name_verified,
+                RawJson(_encode(c.attributes)),
+                c.first_seen,
+                c.last_seen,
+                c.count,
+                order(c.channels),
+                c.merged_into,
+                c.erased,
+            )
+            for i, c in self.customers.items()
+        ]
+        identities = [
+            (i, kind, value, verified)
+            for i, held in self.identities.items()
+            for (kind, value), verified in held.items()
+        ]
         return {"proj_customers": (CUSTOMER_COLUMNS, customers), "proj_identities": (IDENTITY_COLUMNS, identities)}
 
     def corrections(self) -> list[Correction]:
@@ -293,21 +367,61 @@ class ProfileFold:
 # -- cases --------------------------------------------------------------------------------------
 
 CASE_COLUMNS: Columns = (
-    ("id", "uuid"), ("customer_id", "uuid"), ("origin_customer_id", "uuid"), ("channel", "text"), ("status", "text"),
-    ("priority", "text"), ("assignee", "text"), ("queue", "text"), ("tags", "text[]"), ("sla_due_at", "timestamptz"),
-    ("opened_at", "timestamptz"), ("updated_at", "timestamptz"), ("first_response_at", "timestamptz"),
-    ("resolved_at", "timestamptz"), ("snoozed_until", "timestamptz"), ("message_count", "int4"), ("csat", "int4"),
-    ("position", "int8"))
-NOTE_COLUMNS: Columns = (("note_id", "uuid"), ("case_id", "uuid"), ("text", "text"), ("author", "text"),
-                         ("created_at", "timestamptz"))
-REPLY_COLUMNS: Columns = (("reply_id", "uuid"), ("case_id", "uuid"), ("status", "text"), ("reason", "text"),
-                          ("updated_at", "timestamptz"))
+    ("id", "uuid"),
+    ("customer_id", "uuid"),
+    ("origin_customer_id", "uuid"),
+    ("channel", "text"),
+    ("status", "text"),
+    ("priority", "text"),
+    ("assignee", "text"),
+    ("queue", "text"),
+    ("tags", "text[]"),
+    ("sla_due_at", "timestamptz"),
+    ("opened_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+    ("first_response_at", "timestamptz"),
+    ("resolved_at", "timestamptz"),
+    ("snoozed_until", "timestamptz"),
+    ("message_count", "int4"),
+    ("csat", "int4"),
+    ("position", "int8"),
+)
+NOTE_COLUMNS: Columns = (
+    ("note_id", "uuid"),
+    ("case_id", "uuid"),
+    ("text", "text"),
+    ("author", "text"),
+    ("created_at", "timestamptz"),
+)
+REPLY_COLUMNS: Columns = (
+    ("reply_id", "uuid"),
+    ("case_id", "uuid"),
+    ("status", "text"),
+    ("reason", "text"),
+    ("updated_at", "timestamptz"),
+)
 
 
 class _Case:
-    __slots__ = ("origin", "channel", "status", "priority", "assignee", "queue", "tags", "sla_due_at", "opened_at",
-                 "updated_at", "first_response_at", "resolved_at", "snoozed_until", "message_count", "csat",
-                 "position", "id")
+    __slots__ = (
+        "origin",
+        "channel",
+        "status",
+        "priority",
+        "assignee",
+        "queue",
+        "tags",
+        "sla_due_at",
+        "opened_at",
+        "updated_at",
+        "first_response_at",
+        "resolved_at",
+        "snoozed_until",
+        "message_count",
+        "csat",
+        "position",
+        "id",
+    )
 
     def __init__(self, event: CaseOpened, position: int):
         self.id = event.stream_id
@@ -441,13 +555,36 @@ class CasesFold:
 
     def rows(self, order: Order) -> Rows:
         resolve = self.aliases.resolve
-        cases = [(i, resolve(c.origin), c.origin, c.channel, c.status, c.priority, c.assignee, c.queue, order(c.tags),
-                  c.sla_due_at, c.opened_at, c.updated_at, c.first_response_at, c.resolved_at, c.snoozed_until,
-                  c.message_count, c.csat, c.position) for i, c in self.cases.items()]
+        cases = [
+            (
+                i,
+                resolve(c.origin),
+                c.origin,
+                c.channel,
+                c.status,
+                c.priority,
+                c.assignee,
+                c.queue,
+                order(c.tags),
+                c.sla_due_at,
+                c.opened_at,
+                c.updated_at,
+                c.first_response_at,
+                c.resolved_at,
+                c.snoozed_until,
+                c.message_count,
+                c.csat,
+                c.position,
+            )
+            for i, c in self.cases.items()
+        ]
         notes = [(i, *note) for i, note in self.notes.items()]
         replies = [(i, *reply) for i, reply in self.replies.items()]
-        return {"proj_cases": (CASE_COLUMNS, cases), "proj_case_notes": (NOTE_COLUMNS, notes),
-                "proj_replies": (REPLY_COLUMNS, replies)}
+        return {
+            "proj_cases": (CASE_COLUMNS, cases),
+            "proj_case_notes": (NOTE_COLUMNS, notes),
+            "proj_replies": (REPLY_COLUMNS, replies),
+        }
 
     def corrections(self) -> list[Correction]:
         return []
@@ -455,11 +592,20 @@ class CasesFold:
 
 _REPLY_STATUS = {ReplySent: "sent", ReplyDelivered: "delivered", ReplyFailed: "failed"}
 _CASE_HANDLERS: dict[type, Callable[[CasesFold, Any], None]] = {
-    CaseAssigned: CasesFold._assigned, CasePrioritized: CasesFold._prioritized, CaseTagged: CasesFold._tagged,
-    CaseNoteAdded: CasesFold._note, ReplyRequested: CasesFold._reply_requested, ReplySent: CasesFold._reply_status,
-    ReplyDelivered: CasesFold._reply_status, ReplyFailed: CasesFold._reply_status, CaseSnoozed: CasesFold._snoozed,
-    CaseResolved: CasesFold._resolved, CaseReopened: CasesFold._reopened, CsatRecorded: CasesFold._csat,
-    CustomerMerged: CasesFold._merged, CustomerErased: CasesFold._erased,
+    CaseAssigned: CasesFold._assigned,
+    CasePrioritized: CasesFold._prioritized,
+    CaseTagged: CasesFold._tagged,
+    CaseNoteAdded: CasesFold._note,
+    ReplyRequested: CasesFold._reply_requested,
+    ReplySent: CasesFold._reply_status,
+    ReplyDelivered: CasesFold._reply_status,
+    ReplyFailed: CasesFold._reply_status,
+    CaseSnoozed: CasesFold._snoozed,
+    CaseResolved: CasesFold._resolved,
+    CaseReopened: CasesFold._reopened,
+    CsatRecorded: CasesFold._csat,
+    CustomerMerged: CasesFold._merged,
+    CustomerErased: CasesFold._erased,
 }
 
 # Projection name → its fold. A projection without one is rebuilt by its own `apply`, in chunks.

@@ -65,9 +65,15 @@ class ProfileProjection:
 
         def flush() -> None:
             if registered:
-                with bulk(curs, "stage_customers", (("i", "uuid"), ("s", "timestamptz")), registered) as (source, params):
-                    curs.execute(f"INSERT INTO proj_customers (id, first_seen, last_seen) SELECT u.i, u.s, u.s FROM {source} "
-                                 "ON CONFLICT (id) DO NOTHING", params)
+                with bulk(curs, "stage_customers", (("i", "uuid"), ("s", "timestamptz")), registered) as (
+                    source,
+                    params,
+                ):
+                    curs.execute(
+                        f"INSERT INTO proj_customers (id, first_seen, last_seen) SELECT u.i, u.s, u.s FROM {source} "
+                        "ON CONFLICT (id) DO NOTHING",
+                        params,
+                    )
                 registered.clear()
             if identities:
                 rows = [(*k, v) for k, v in identities.items()]
@@ -75,7 +81,9 @@ class ProfileProjection:
                     curs.execute(
                         f"INSERT INTO proj_identities SELECT u.customer_id, u.kind, u.value, u.verified FROM {source} "
                         "ON CONFLICT (customer_id, kind, value) DO UPDATE "
-                        "SET verified = proj_identities.verified OR EXCLUDED.verified", params)
+                        "SET verified = proj_identities.verified OR EXCLUDED.verified",
+                        params,
+                    )
                 identities.clear()
             # One statement per round: a customer changed twice in a batch is changed twice, in order.
             for round_ in rounds(profiles):
@@ -85,7 +93,9 @@ class ProfileProjection:
                         "name = CASE WHEN u.name IS NOT NULL AND (u.verified OR c.name IS NULL OR NOT c.name_verified) "
                         "THEN u.name ELSE c.name END, "
                         "name_verified = c.name_verified OR (u.name IS NOT NULL AND u.verified) "
-                        f"FROM {source} WHERE c.id = u.id", params)
+                        f"FROM {source} WHERE c.id = u.id",
+                        params,
+                    )
             profiles.clear()
             if touches:
                 rows = [(i, n, seen, ",".join(sorted(channels))) for i, (n, seen, channels) in touches.items()]
@@ -94,7 +104,9 @@ class ProfileProjection:
                         "UPDATE proj_customers c SET interaction_count = c.interaction_count + u.n, "
                         "last_seen = GREATEST(c.last_seen, u.seen), "
                         "channels = ARRAY(SELECT DISTINCT x FROM unnest(c.channels || string_to_array(u.chs, ',')) x "
-                        f"ORDER BY x) FROM {source} WHERE c.id = u.id", params)
+                        f"ORDER BY x) FROM {source} WHERE c.id = u.id",
+                        params,
+                    )
                 touches.clear()
 
         for _position, event, _redacted in items:
@@ -114,8 +126,9 @@ class ProfileProjection:
                 key = (event.stream_id, event.kind, event.value)
                 identities[key] = identities.get(key, False) or kind is IdentityLinked
             elif kind is ProfileUpdated:
-                profiles.append((event.stream_id, _encode(event.attributes).decode(), event.attributes.get("name"),
-                                 event.verified))
+                profiles.append(
+                    (event.stream_id, _encode(event.attributes).decode(), event.attributes.get("name"), event.verified)
+                )
             elif kind is CustomerMerged:
                 flush()
                 survivor, absorbed = event.stream_id, event.absorbed_id
@@ -123,15 +136,24 @@ class ProfileProjection:
                     "UPDATE proj_customers s SET interaction_count = s.interaction_count + a.interaction_count, "
                     "first_seen = LEAST(s.first_seen, a.first_seen), last_seen = GREATEST(s.last_seen, a.last_seen), "
                     "channels = ARRAY(SELECT DISTINCT x FROM unnest(s.channels || a.channels) x ORDER BY x) "
-                    "FROM proj_customers a WHERE s.id = %s AND a.id = %s", (survivor, absorbed))
-                curs.execute("INSERT INTO proj_identities SELECT %s, kind, value, verified FROM proj_identities "
-                             "WHERE customer_id = %s ON CONFLICT DO NOTHING", (survivor, absorbed))
-                curs.execute("UPDATE proj_customers SET merged_into = %s WHERE id = %s OR merged_into = %s",
-                             (survivor, absorbed, absorbed))
+                    "FROM proj_customers a WHERE s.id = %s AND a.id = %s",
+                    (survivor, absorbed),
+                )
+                curs.execute(
+                    "INSERT INTO proj_identities SELECT %s, kind, value, verified FROM proj_identities "
+                    "WHERE customer_id = %s ON CONFLICT DO NOTHING",
+                    (survivor, absorbed),
+                )
+                curs.execute(
+                    "UPDATE proj_customers SET merged_into = %s WHERE id = %s OR merged_into = %s",
+                    (survivor, absorbed, absorbed),
+                )
                 live.append({"type": "customer", "customer_id": str(survivor), "merged": str(absorbed)})
             elif kind is CustomerAbsorbed:
                 flush()
-                curs.execute("UPDATE proj_customers SET merged_into = %s WHERE id = %s", (event.survivor_id, event.stream_id))
+                curs.execute(
+                    "UPDATE proj_customers SET merged_into = %s WHERE id = %s", (event.survivor_id, event.stream_id)
+                )
             elif kind is CustomerErased:
                 flush()
                 self.erase(curs, [event.stream_id])
@@ -140,7 +162,13 @@ class ProfileProjection:
 
     def erase(self, curs, customer_ids: Sequence) -> None:
         ids = list(customer_ids)
-        curs.execute("UPDATE proj_customers SET name = NULL, name_verified = false, attributes = '{}', erased = true "
-                     "WHERE id = ANY(%s) OR merged_into = ANY(%s)", (ids, ids))
-        curs.execute("DELETE FROM proj_identities WHERE customer_id = ANY(%s) OR customer_id IN "
-                     "(SELECT id FROM proj_customers WHERE merged_into = ANY(%s))", (ids, ids))
+        curs.execute(
+            "UPDATE proj_customers SET name = NULL, name_verified = false, attributes = '{}', erased = true "
+            "WHERE id = ANY(%s) OR merged_into = ANY(%s)",
+            (ids, ids),
+        )
+        curs.execute(
+            "DELETE FROM proj_identities WHERE customer_id = ANY(%s) OR customer_id IN "
+            "(SELECT id FROM proj_customers WHERE merged_into = ANY(%s))",
+            (ids, ids),
+        )

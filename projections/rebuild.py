@@ -37,7 +37,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-
 from eventsourcing.persistence import Tracking
 from psycopg import errors as pg_errors
 from psycopg import postgres
@@ -70,9 +69,11 @@ class RebuildError(Exception):
 def fail_on_event(projection: str, item: Item, error: Exception) -> None:
     """The default `on_failure`: stop, naming the event (ids, never personal data)."""
     position, event, _redacted = item
-    raise RebuildError(f"projection {projection!r} could not apply the event at position {position} "
-                       f"({type(event).NAME}, stream {event.stream_id}): {type(error).__name__}; "
-                       "the read models were left as they were") from error
+    raise RebuildError(
+        f"projection {projection!r} could not apply the event at position {position} "
+        f"({type(event).NAME}, stream {event.stream_id}): {type(error).__name__}; "
+        "the read models were left as they were"
+    ) from error
 
 
 class _RawJsonbDumper(Dumper):
@@ -98,9 +99,10 @@ class LogReader:
         self.store = store
         self.conn = conn
         schema, table = store.datastore.schema, store.recorder.events_table_name
-        self.query = SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
-                         "WHERE notification_id > %s ORDER BY notification_id LIMIT %s").format(
-            Identifier(schema), Identifier(table))
+        self.query = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(Identifier(schema), Identifier(table))
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="rebuild-read") if prefetch else None
         self._ahead: tuple[int, int, Future] | None = None
 
@@ -128,8 +130,10 @@ class LogReader:
         codec = self.store.codec
         view, owner_text, cls_of, decoder = codec.view, codec.owner_text, codec.registry.cls, codec._decoder
         views = [view(row[4]) for row in rows]
-        owners = [(owner_text(row[4]) or str(codec.owner(v)).encode()) if v.p is not None else None
-                  for row, v in zip(rows, views, strict=True)]
+        owners = [
+            (owner_text(row[4]) or str(codec.owner(v)).encode()) if v.p is not None else None
+            for row, v in zip(rows, views, strict=True)
+        ]
         ids = {o: UUID(o.decode()) for o in set(owners) if o is not None}
         by_id = self.store.keyring.readers(self.store._key_cursor, set(ids.values()))
         keys = {o: by_id[i] for o, i in ids.items()}
@@ -157,8 +161,14 @@ class LogReader:
 
 
 class Rebuild:
-    def __init__(self, runner, progress: Callable[[int], None] | None = None, on_failure: OnFailure | None = None,
-                 batch_size: int = READ_BATCH, folds: dict[str, Callable[..., Any]] | None = None):
+    def __init__(
+        self,
+        runner,
+        progress: Callable[[int], None] | None = None,
+        on_failure: OnFailure | None = None,
+        batch_size: int = READ_BATCH,
+        folds: dict[str, Callable[..., Any]] | None = None,
+    ):
         self.runner = runner
         self.store = runner.store
         self.projections: list[Projection] = list(runner.projections)
@@ -226,8 +236,11 @@ class Rebuild:
     def _create_shadow(self, conn) -> None:
         """The projections' tables, empty, in the shadow schema, made by their own DDL."""
         with conn.transaction():
-            row = conn.execute("SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                               "WHERE c.oid = to_regclass(%s)", (self.tables[0],)).fetchone()
+            row = conn.execute(
+                "SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = to_regclass(%s)",
+                (self.tables[0],),
+            ).fetchone()
             if row is None:
                 row = conn.execute("SELECT current_schema() AS schema").fetchone()
             self.live_schema = row["schema"]
@@ -237,8 +250,9 @@ class Rebuild:
             for p in self.projections:
                 conn.execute(p.schema)
             # Tables another projection owns (the alias table) stay the live ones for reading.
-            made = [r["tablename"] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s",
-                                                         (SHADOW,))]
+            made = [
+                r["tablename"] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (SHADOW,))
+            ]
             for table in made:
                 if table not in self.tables:
                     conn.execute(SQL("DROP TABLE {0}.{1}").format(Identifier(SHADOW), Identifier(table)))
@@ -251,15 +265,31 @@ class Rebuild:
         """Drops the table's constraints and indexes, remembering how to make them again at the end:
         building an index once over all rows is much cheaper than keeping it up to date row by row."""
         qualified = f"{SHADOW}.{table}"
-        for r in conn.execute("SELECT conname, contype, pg_get_constraintdef(oid) AS def FROM pg_constraint "
-                              "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'x')", (qualified,)).fetchall():
-            conn.execute(SQL("ALTER TABLE {0}.{1} DROP CONSTRAINT {2}").format(
-                Identifier(SHADOW), Identifier(table), Identifier(r["conname"])))
-            self.deferred.append((table, SQL("ALTER TABLE {0}.{1} ADD CONSTRAINT {2} ").format(
-                Identifier(SHADOW), Identifier(table), Identifier(r["conname"])).as_string(conn) + r["def"],
-                r["contype"] == "p"))
-        for r in conn.execute("SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def "
-                              "FROM pg_index WHERE indrelid = %s::regclass", (qualified,)).fetchall():
+        for r in conn.execute(
+            "SELECT conname, contype, pg_get_constraintdef(oid) AS def FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'x')",
+            (qualified,),
+        ).fetchall():
+            conn.execute(
+                SQL("ALTER TABLE {0}.{1} DROP CONSTRAINT {2}").format(
+                    Identifier(SHADOW), Identifier(table), Identifier(r["conname"])
+                )
+            )
+            self.deferred.append(
+                (
+                    table,
+                    SQL("ALTER TABLE {0}.{1} ADD CONSTRAINT {2} ")
+                    .format(Identifier(SHADOW), Identifier(table), Identifier(r["conname"]))
+                    .as_string(conn)
+                    + r["def"],
+                    r["contype"] == "p",
+                )
+            )
+        for r in conn.execute(
+            "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def "
+            "FROM pg_index WHERE indrelid = %s::regclass",
+            (qualified,),
+        ).fetchall():
             conn.execute(f"DROP INDEX {r['name']}")
             self.deferred.append((table, r["def"], False))
 
@@ -354,8 +384,13 @@ class Rebuild:
         """The default `on_failure`: the event is left out, and quarantined at the swap."""
         position, event, _redacted = item
         self.set_aside.append((projection, position, event, error))
-        log.warning("rebuild_event_set_aside", projection=projection, position=position, event_type=type(event).NAME,
-                    error=type(error).__name__)
+        log.warning(
+            "rebuild_event_set_aside",
+            projection=projection,
+            position=position,
+            event_type=type(event).NAME,
+            error=type(error).__name__,
+        )
 
     @staticmethod
     def _correct(conn, statement: str, params: tuple, staged: tuple[Columns, list[tuple]] | None) -> None:
@@ -387,14 +422,21 @@ class Rebuild:
                 self._progressed(len(items))
             conn.execute(SQL("SET LOCAL search_path = {0}").format(Identifier(self.live_schema)))
             for table in self.tables:
-                conn.execute(SQL("DROP TABLE IF EXISTS {0}.{1}").format(Identifier(self.live_schema), Identifier(table)))
-                conn.execute(SQL("ALTER TABLE {0}.{1} SET SCHEMA {2}").format(
-                    Identifier(SHADOW), Identifier(table), Identifier(self.live_schema)))
+                conn.execute(
+                    SQL("DROP TABLE IF EXISTS {0}.{1}").format(Identifier(self.live_schema), Identifier(table))
+                )
+                conn.execute(
+                    SQL("ALTER TABLE {0}.{1} SET SCHEMA {2}").format(
+                        Identifier(SHADOW), Identifier(table), Identifier(self.live_schema)
+                    )
+                )
             recorder = self.runner.recorder
             curs = conn.cursor()
             for p in self.projections:
-                curs.execute(f"DELETE FROM {recorder.tracking_table_name} WHERE application_name = %s",
-                             (self.runner.tracking_name(p),))
+                curs.execute(
+                    f"DELETE FROM {recorder.tracking_table_name} WHERE application_name = %s",
+                    (self.runner.tracking_name(p),),
+                )
                 if position:
                     recorder._insert_tracking(curs, Tracking(self.runner.tracking_name(p), position))
             # What the old views had set aside is replaced by what this rebuild set aside.
@@ -425,7 +467,8 @@ class Rebuild:
         if any(pg_type == "jsonb" for _, pg_type in columns):
             curs.adapters.register_dumper(RawJson, _RawJsonbDumper)
         statement = SQL("COPY {0}.{1} ({2}) FROM STDIN (FORMAT BINARY)").format(
-            Identifier(SHADOW), Identifier(table), SQL(", ").join(Identifier(name) for name, _ in columns))
+            Identifier(SHADOW), Identifier(table), SQL(", ").join(Identifier(name) for name, _ in columns)
+        )
         with curs.copy(statement, writer=QueuedLibpqWriter(curs) if queued else None) as copy:
             copy.set_types([pg_type for _, pg_type in columns])
             yield copy

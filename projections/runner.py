@@ -37,8 +37,13 @@ def all_projections() -> list[Projection]:
 
 
 class ProjectionRunner:
-    def __init__(self, store: EventStore, projections: Sequence[Projection] | None = None, batch_size: int = 5000,
-                 on_live: Callable[[list[dict]], None] | None = None):
+    def __init__(
+        self,
+        store: EventStore,
+        projections: Sequence[Projection] | None = None,
+        batch_size: int = 5000,
+        on_live: Callable[[list[dict]], None] | None = None,
+    ):
         self.store = store
         self.projections = list(projections or all_projections())
         self.batch_size = batch_size
@@ -57,8 +62,10 @@ class ProjectionRunner:
 
     def positions(self, curs=None) -> dict[str, int]:
         """Where each projection stands (0: nothing applied yet)."""
-        query = (f"SELECT application_name, max(notification_id) AS position FROM {self.recorder.tracking_table_name} "
-                 "WHERE application_name = ANY(%s) GROUP BY application_name")
+        query = (
+            f"SELECT application_name, max(notification_id) AS position FROM {self.recorder.tracking_table_name} "
+            "WHERE application_name = ANY(%s) GROUP BY application_name"
+        )
         names = [self.tracking_name(p) for p in self.projections]
         if curs is None:
             with self.store.datastore.transaction(commit=False) as own:
@@ -113,8 +120,10 @@ class ProjectionRunner:
         for p in self.projections:
             if p.name in names:
                 curs.execute("TRUNCATE " + ", ".join(p.tables))
-                curs.execute(f"DELETE FROM {self.recorder.tracking_table_name} WHERE application_name = %s",
-                             (self.tracking_name(p),))
+                curs.execute(
+                    f"DELETE FROM {self.recorder.tracking_table_name} WHERE application_name = %s",
+                    (self.tracking_name(p),),
+                )
                 quarantine.clear(curs, [self.tracking_name(p)])
 
     def rebuild(self, progress: Callable[[int], None] | None = None, on_failure=None) -> int:
@@ -150,7 +159,9 @@ class ProjectionRunner:
                 quarantine.record(curs, self.tracking_name(projection), position, event, exc)
                 return []
         middle = len(items) // 2
-        return self.apply_guarded(curs, projection, items[:middle]) + self.apply_guarded(curs, projection, items[middle:])
+        return self.apply_guarded(curs, projection, items[:middle]) + self.apply_guarded(
+            curs, projection, items[middle:]
+        )
 
     def quarantined(self, position: int | None = None) -> list[quarantine.Quarantined]:
         with self.store.datastore.transaction(commit=False) as curs:
@@ -207,4 +218,3 @@ class ProjectionRunner:
             except Exception:  # noqa: BLE001 — a projector must survive a database restart
                 log.exception("projector_error")
                 stop.wait(1.0)
-

@@ -13,14 +13,27 @@ import msgspec
 from events.customer import CustomerErased, CustomerMerged, InteractionRecorded
 from projections.base import ALIAS_SCHEMA, Item, bulk
 from services.platform.eventstore.codec import REDACTED
-_STAGE_COLUMNS = (("i", "uuid"), ("c", "uuid"), ("p", "int8"), ("o", "timestamptz"), ("ch", "text"), ("d", "text"),
-                  ("k", "text"), ("t", "text"), ("cs", "uuid"), ("at", "text"))
+
+_STAGE_COLUMNS = (
+    ("i", "uuid"),
+    ("c", "uuid"),
+    ("p", "int8"),
+    ("o", "timestamptz"),
+    ("ch", "text"),
+    ("d", "text"),
+    ("k", "text"),
+    ("t", "text"),
+    ("cs", "uuid"),
+    ("at", "text"),
+)
 
 
 class TimelineProjection:
     name = "timeline"
     tables = ("proj_timeline", "proj_customer_alias")
-    schema = ALIAS_SCHEMA + """
+    schema = (
+        ALIAS_SCHEMA
+        + """
     CREATE TABLE IF NOT EXISTS proj_timeline (
         interaction_id uuid PRIMARY KEY,
         customer_id uuid NOT NULL,
@@ -38,6 +51,7 @@ class TimelineProjection:
     CREATE INDEX IF NOT EXISTS proj_timeline_case_idx ON proj_timeline (case_id, occurred_at);
     CREATE INDEX IF NOT EXISTS proj_timeline_origin_idx ON proj_timeline (origin_customer_id);
     """
+    )
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
         rows: list[tuple] = []
@@ -51,25 +65,57 @@ class TimelineProjection:
                         "channel, direction, kind, text, case_id, attachments) "
                         "SELECT u.i, COALESCE(a.survivor_id, u.c), u.c, u.p, u.o, u.ch, u.d, u.k, u.t, u.cs, u.at::jsonb "
                         f"FROM {source} LEFT JOIN proj_customer_alias a ON a.absorbed_id = u.c "
-                        "ON CONFLICT (interaction_id) DO NOTHING", params)
+                        "ON CONFLICT (interaction_id) DO NOTHING",
+                        params,
+                    )
                 rows.clear()
 
         for position, event, _redacted in items:
             if isinstance(event, InteractionRecorded):
-                attachments = "[" + ",".join(
-                    '{"name": %s, "content_type": %s, "size": %d, "sha256": "%s"}' % (
-                        _json_str(a.name), _json_str(a.content_type), a.size, a.sha256) for a in event.attachments) + "]" \
-                    if event.attachments else "[]"
-                rows.append((event.interaction_id, event.stream_id, position, event.occurred_at, event.channel,
-                             event.direction, event.kind, event.text, event.case_id, attachments))
-                live.append({"type": "timeline", "customer_id": str(event.stream_id),
-                             "interaction_id": str(event.interaction_id), "channel": event.channel})
+                attachments = (
+                    "["
+                    + ",".join(
+                        '{"name": %s, "content_type": %s, "size": %d, "sha256": "%s"}'
+                        % (_json_str(a.name), _json_str(a.content_type), a.size, a.sha256)
+                        for a in event.attachments
+                    )
+                    + "]"
+                    if event.attachments
+                    else "[]"
+                )
+                rows.append(
+                    (
+                        event.interaction_id,
+                        event.stream_id,
+                        position,
+                        event.occurred_at,
+                        event.channel,
+                        event.direction,
+                        event.kind,
+                        event.text,
+                        event.case_id,
+                        attachments,
+                    )
+                )
+                live.append(
+                    {
+                        "type": "timeline",
+                        "customer_id": str(event.stream_id),
+                        "interaction_id": str(event.interaction_id),
+                        "channel": event.channel,
+                    }
+                )
             elif isinstance(event, CustomerMerged):
                 flush()
                 survivor, absorbed = event.stream_id, event.absorbed_id
-                curs.execute("UPDATE proj_customer_alias SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed))
-                curs.execute("INSERT INTO proj_customer_alias VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
-                             "SET survivor_id = EXCLUDED.survivor_id", (absorbed, survivor))
+                curs.execute(
+                    "UPDATE proj_customer_alias SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed)
+                )
+                curs.execute(
+                    "INSERT INTO proj_customer_alias VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
+                    "SET survivor_id = EXCLUDED.survivor_id",
+                    (absorbed, survivor),
+                )
                 curs.execute("UPDATE proj_timeline SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
             elif isinstance(event, CustomerErased):
                 flush()
@@ -79,8 +125,11 @@ class TimelineProjection:
 
     def erase(self, curs, customer_ids: Sequence) -> None:
         ids = list(customer_ids)
-        curs.execute("UPDATE proj_timeline SET text = %s, attachments = '[]' "
-                     "WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s)", (REDACTED, ids, ids))
+        curs.execute(
+            "UPDATE proj_timeline SET text = %s, attachments = '[]' "
+            "WHERE customer_id = ANY(%s) OR origin_customer_id = ANY(%s)",
+            (REDACTED, ids, ids),
+        )
 
 
 def _json_str(value: str) -> str:

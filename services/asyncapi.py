@@ -13,9 +13,9 @@ from faststream.specification import AsyncAPI
 
 from events.interactions import CHANNELS, Interaction
 from events.registry import REGISTRY
-from services.relay.relay import PublishedEvent
-from services.platform.streams import Names
 from services.core.consumer import build_core_router
+from services.platform.streams import Names
+from services.relay.relay import PublishedEvent
 
 
 def asyncapi_document(names: Names) -> bytes:
@@ -24,22 +24,34 @@ def asyncapi_document(names: Names) -> bytes:
     stream = JStream(names.interactions, declare=False)
     for channel in CHANNELS:
         for direction in ("inbound", "outbound"):
-            broker.publisher(names.interaction_subject(channel, direction), stream=stream,
-                             title=f"{channel} {direction} interactions",
-                             description="Normalized interaction; Nats-Msg-Id is the interaction id.")
+            broker.publisher(
+                names.interaction_subject(channel, direction),
+                stream=stream,
+                title=f"{channel} {direction} interactions",
+                description="Normalized interaction; Nats-Msg-Id is the interaction id.",
+            )
     events_stream = JStream(names.events, declare=False)
     for cls in REGISTRY:
         aggregate, event_type = cls.NAME.split(".", 1)
-        broker.publisher(names.event_subject(aggregate, event_type), stream=events_stream,
-                         title=f"{cls.NAME} v{cls.VERSION}",
-                         description=(cls.__doc__ or cls.NAME).strip().splitlines()[0]
-                         + " — Nats-Msg-Id is the event id; header Sb-Position its position in the log.")
-    spec = AsyncAPI(broker, title="Switchboard", version="1.0.0",
-                    description="Interactions in (SB_INTERACTIONS), domain events out (SB_EVENTS).")
+        broker.publisher(
+            names.event_subject(aggregate, event_type),
+            stream=events_stream,
+            title=f"{cls.NAME} v{cls.VERSION}",
+            description=(cls.__doc__ or cls.NAME).strip().splitlines()[0]
+            + " — Nats-Msg-Id is the event id; header Sb-Position its position in the log.",
+        )
+    spec = AsyncAPI(
+        broker,
+        title="Switchboard",
+        version="1.0.0",
+        description="Interactions in (SB_INTERACTIONS), domain events out (SB_EVENTS).",
+    )
     document = msgspec.json.decode(spec.to_specification().to_json())
     # Event payload schemas from the msgspec Structs themselves (exact field names and types).
     components = document.setdefault("components", {}).setdefault("schemas", {})
-    _, defs = msgspec.json.schema_components([Interaction, PublishedEvent, *REGISTRY], ref_template="#/components/schemas/{name}")
+    _, defs = msgspec.json.schema_components(
+        [Interaction, PublishedEvent, *REGISTRY], ref_template="#/components/schemas/{name}"
+    )
     for name, schema in defs.items():
         components.setdefault(name, schema)
     # FastStream derives payloads from pydantic annotations; ours are msgspec Structs, so point each

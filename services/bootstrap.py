@@ -86,8 +86,9 @@ class Switchboard:
             # One plain connection first: a refused or unreachable database is reported with its
             # host and libpq's reason (DatabaseUnavailable), not as a pool timeout.
             schema = database.check()
-            datastore = database.datastore(pool_size=8, max_overflow=8, connect_timeout=10.0, pre_ping=True,
-                                           schema=schema)
+            datastore = database.datastore(
+                pool_size=8, max_overflow=8, connect_timeout=10.0, pre_ping=True, schema=schema
+            )
             self.store = EventStore(datastore, MasterKey(self.settings.master_key_bytes))
         return self.store
 
@@ -106,9 +107,16 @@ class Switchboard:
         # Credentials in the URL (user:password@, token@) and SWITCHBOARD_NATS_CREDS go to nats-py as is.
         self.nc = await connect(self.settings, name="switchboard", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js, self.names, self.settings.nats_retention_seconds, self.settings.nats_replicas,
-                             chat_sessions={"max_bytes": self.settings.chat_session_store_max_bytes,
-                                            "ttl_seconds": self.settings.chat_session_ttl_seconds})
+        await ensure_streams(
+            self.js,
+            self.names,
+            self.settings.nats_retention_seconds,
+            self.settings.nats_replicas,
+            chat_sessions={
+                "max_bytes": self.settings.chat_session_store_max_bytes,
+                "ttl_seconds": self.settings.chat_session_ttl_seconds,
+            },
+        )
 
     async def connect_nats_only(self, name: str) -> None:
         """NATS for a one-off command: no streams created or updated (that is the service's business)."""
@@ -147,9 +155,14 @@ class Switchboard:
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())
-        self.core_consumer = await start_core_consumer(self.nc, self.jetstream(), processor, self.names,
-                                                       max_deliveries=self.settings.max_deliveries,
-                                                       ack_wait=self.settings.core_ack_wait_seconds)
+        self.core_consumer = await start_core_consumer(
+            self.nc,
+            self.jetstream(),
+            processor,
+            self.names,
+            max_deliveries=self.settings.max_deliveries,
+            ack_wait=self.settings.core_ack_wait_seconds,
+        )
 
     def _start_projector(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,13 +216,17 @@ async def open_http_services(sb: Switchboard) -> Services:
     """
     settings = sb.settings
     js = sb.jetstream()
-    pool = AsyncConnectionPool(sb.database.conninfo, min_size=1, max_size=10, open=False,
-                               kwargs={"autocommit": True})
+    pool = AsyncConnectionPool(sb.database.conninfo, min_size=1, max_size=10, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True, timeout=30)
     kv = await js.key_value(sb.names.chat_sessions_bucket)
     token_key = hmac.new(settings.master_key_bytes, b"switchboard/chat-token/v1", hashlib.sha256).digest()
     return Services(
-        settings=settings, names=sb.names, nc=sb.nc, js=js, pool=pool, store=sb.open_store(),
+        settings=settings,
+        names=sb.names,
+        nc=sb.nc,
+        js=js,
+        pool=pool,
+        store=sb.open_store(),
         publisher=Publisher(js, sb.names),
         chat=ChatSessions(kv, token_key, settings.chat_identity_secret or ""),
         asyncapi=asyncapi_document(sb.names),

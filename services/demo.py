@@ -27,9 +27,17 @@ from services.platform.settings import Settings
 
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Ken", "Radia", "Tim", "Frances", "Linus"]
 LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Thompson", "Perlman", "Berners-Lee"]
-ASKS = ["Where is my order {n}?", "I was charged twice for invoice {n}.", "Can I change my delivery address?",
-        "The app crashes when I open settings.", "Do you ship to Norway?", "I'd like a refund for order {n}.",
-        "My password reset email never arrived.", "Thanks, that fixed it!", "Is there a discount for students?"]
+ASKS = [
+    "Where is my order {n}?",
+    "I was charged twice for invoice {n}.",
+    "Can I change my delivery address?",
+    "The app crashes when I open settings.",
+    "Do you ship to Norway?",
+    "I'd like a refund for order {n}.",
+    "My password reset email never arrived.",
+    "Thanks, that fixed it!",
+    "Is there a discount for students?",
+]
 
 
 class DemoCustomer:
@@ -78,39 +86,86 @@ def _email(smtp: tuple[str, int], c: DemoCustomer, text: str) -> None:
 
 async def _sms(client: httpx.AsyncClient, base: str, settings: Settings, c: DemoCustomer, text: str) -> None:
     url = base + "/channels/sms/twilio"
-    params = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": "AC" + "0" * 32, "From": c.phone,
-              "To": "+14155550000", "Body": text, "NumMedia": "0"}
+    params = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": "AC" + "0" * 32,
+        "From": c.phone,
+        "To": "+14155550000",
+        "Body": text,
+        "NumMedia": "0",
+    }
     signature = _twilio_signature(settings.twilio_auth_token or "", url, params)
-    response = await client.post(url, content=urlencode(params), headers={
-        "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature})
+    response = await client.post(
+        url,
+        content=urlencode(params),
+        headers={"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature},
+    )
     response.raise_for_status()
 
 
 async def _whatsapp(client: httpx.AsyncClient, settings: Settings, c: DemoCustomer, text: str) -> None:
     wa_id = c.phone.lstrip("+")
-    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "14155550000", "phone_number_id": "1000"},
-        "contacts": [{"profile": {"name": c.name}, "wa_id": wa_id}],
-        "messages": [{"from": wa_id, "id": "wamid." + uuid.uuid4().hex, "timestamp": str(int(time.time())),
-                      "type": "text", "text": {"body": text}}]}}]}]}).encode()
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "1",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "14155550000", "phone_number_id": "1000"},
+                                "contacts": [{"profile": {"name": c.name}, "wa_id": wa_id}],
+                                "messages": [
+                                    {
+                                        "from": wa_id,
+                                        "id": "wamid." + uuid.uuid4().hex,
+                                        "timestamp": str(int(time.time())),
+                                        "type": "text",
+                                        "text": {"body": text},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
     signature = "sha256=" + hmac.new((settings.meta_app_secret or "").encode(), body, hashlib.sha256).hexdigest()
-    response = await client.post("/channels/social/meta", content=body, headers={
-        "content-type": "application/json", "x-hub-signature-256": signature})
+    response = await client.post(
+        "/channels/social/meta",
+        content=body,
+        headers={"content-type": "application/json", "x-hub-signature-256": signature},
+    )
     response.raise_for_status()
 
 
 async def _telegram(client: httpx.AsyncClient, settings: Settings, c: DemoCustomer, text: str, n: int) -> None:
     first, _, last = c.name.partition(" ")
-    update = {"update_id": n, "message": {"message_id": n, "date": int(time.time()), "text": text,
-              "from": {"id": c.telegram_id, "is_bot": False, "first_name": first, "last_name": last},
-              "chat": {"id": c.telegram_id, "type": "private"}}}
-    response = await client.post("/channels/social/telegram", json=update,
-                                  headers={"x-telegram-bot-api-secret-token": settings.telegram_secret_token or ""})
+    update = {
+        "update_id": n,
+        "message": {
+            "message_id": n,
+            "date": int(time.time()),
+            "text": text,
+            "from": {"id": c.telegram_id, "is_bot": False, "first_name": first, "last_name": last},
+            "chat": {"id": c.telegram_id, "type": "private"},
+        },
+    }
+    response = await client.post(
+        "/channels/social/telegram",
+        json=update,
+        headers={"x-telegram-bot-api-secret-token": settings.telegram_secret_token or ""},
+    )
     response.raise_for_status()
 
 
-async def run_demo(settings: Settings, url: str, smtp: tuple[str, int], customers: int, interactions: int,
-                   seed: int = 7) -> int:
+async def run_demo(
+    settings: Settings, url: str, smtp: tuple[str, int], customers: int, interactions: int, seed: int = 7
+) -> int:
     rng = random.Random(seed)
     people = [DemoCustomer(i, rng) for i in range(customers)]
     ws_base = url.replace("http://", "ws://").replace("https://", "wss://")

@@ -62,9 +62,17 @@ def _dsn(store: EventStore, conninfo: str | None) -> str:
     return dsn
 
 
-def replay_events(store: EventStore, out: IO[bytes], *, customer: UUID | None = None, after: int = 0,
-                  until: datetime | None = None, progress: bool = False, batch: int = 5000,
-                  conninfo: str | None = None) -> int:
+def replay_events(
+    store: EventStore,
+    out: IO[bytes],
+    *,
+    customer: UUID | None = None,
+    after: int = 0,
+    until: datetime | None = None,
+    progress: bool = False,
+    batch: int = 5000,
+    conninfo: str | None = None,
+) -> int:
     """Writes the events after position `after` (recorded at or before `until`) as JSON Lines to `out`.
 
     With `customer`: only the events sealed for that customer, for its survivor if it was merged,
@@ -94,21 +102,33 @@ def replay_events(store: EventStore, out: IO[bytes], *, customer: UUID | None = 
         total = 0
         if progress:
             total = conn.execute("SELECT count(*) FROM sb_events WHERE " + " AND ".join(where), params).fetchone()[0]
-        with tqdm(total=total, unit="ev", disable=not progress, desc="replay") as bar, \
-                conn.cursor(name="sb_replay", binary=True) as curs, conn.cursor() as key_curs:
+        with (
+            tqdm(total=total, unit="ev", disable=not progress, desc="replay") as bar,
+            conn.cursor(name="sb_replay", binary=True) as curs,
+            conn.cursor() as key_curs,
+        ):
             curs.itersize = batch
-            curs.execute("SELECT notification_id, originator_id, originator_version, topic, state, recorded_at "
-                         f"FROM sb_events WHERE {' AND '.join(where)} ORDER BY notification_id", params)
+            curs.execute(
+                "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at "
+                f"FROM sb_events WHERE {' AND '.join(where)} ORDER BY notification_id",
+                params,
+            )
             while rows := curs.fetchmany(batch):
                 views = [view_of(r[4]) for r in rows]
-                owners = [(owner_text(r[4]) or str(codec.owner(v)).encode()) if needs_key(r[3], v) else None
-                          for r, v in zip(rows, views, strict=True)]
-                _load_keys(ring, key_curs, keys, owners,
-                           {o for o, v in zip(owners, views, strict=True) if v.p is not None})
+                owners = [
+                    (owner_text(r[4]) or str(codec.owner(v)).encode()) if needs_key(r[3], v) else None
+                    for r, v in zip(rows, views, strict=True)
+                ]
+                _load_keys(
+                    ring, key_curs, keys, owners, {o for o, v in zip(owners, views, strict=True) if v.p is not None}
+                )
                 for row, view, owner in zip(rows, views, owners, strict=True):
                     payload, redacted = payload_of(row[3], row[1], row[2], view, keys[owner] if owner else None)
-                    _encode_into(ReplayLine(row[0], row[1], row[2], row[3], row[5], msgspec.Raw(payload), redacted),
-                                 buffer, len(buffer))
+                    _encode_into(
+                        ReplayLine(row[0], row[1], row[2], row[3], row[5], msgspec.Raw(payload), redacted),
+                        buffer,
+                        len(buffer),
+                    )
                     buffer += b"\n"
                 out.write(buffer)
                 buffer.clear()
@@ -118,8 +138,9 @@ def replay_events(store: EventStore, out: IO[bytes], *, customer: UUID | None = 
     return count
 
 
-def _load_keys(ring, curs, keys: dict[bytes, AESGCM | None], owners: Iterable[bytes | None],
-               sealed: set[bytes | None]) -> None:
+def _load_keys(
+    ring, curs, keys: dict[bytes, AESGCM | None], owners: Iterable[bytes | None], sealed: set[bytes | None]
+) -> None:
     """Loads the owners' keys into `keys`; only an owner of sealed fields must have one (an old event
     with nothing sealed only asks whether its owner was erased)."""
     missing = {o for o in owners if o is not None and o not in keys}

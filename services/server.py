@@ -40,9 +40,16 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Server:
-    def __init__(self, settings: Settings, roles: tuple[str, ...], *, http: tuple[str, int] | None = None,
-                 smtp: tuple[str, int] | None = None, names: Names | None = None,
-                 switchboard: Switchboard | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        roles: tuple[str, ...],
+        *,
+        http: tuple[str, int] | None = None,
+        smtp: tuple[str, int] | None = None,
+        names: Names | None = None,
+        switchboard: Switchboard | None = None,
+    ):
         self.settings = settings
         self.roles = roles
         self.http = http
@@ -73,9 +80,19 @@ class Server:
         host, port = address
         # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; which
         # proxies to believe is SWITCHBOARD_TRUSTED_PROXIES' call (channels/proxies.py).
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                                ws="websockets-sansio", ws_ping_interval=20.0, timeout_graceful_shutdown=5,
-                                ws_max_size=self.settings.chat_max_frame_bytes, proxy_headers=False)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="websockets-sansio",
+            ws_ping_interval=20.0,
+            timeout_graceful_shutdown=5,
+            ws_max_size=self.settings.chat_max_frame_bytes,
+            proxy_headers=False,
+        )
         self.uvicorn = server = _Uvicorn(config)
         configure_library_loggers()
         self.http_task = task = asyncio.create_task(server.serve(), name="http")
@@ -87,8 +104,10 @@ class Server:
     async def _start_chat(self) -> ChatGateway:
         if not self.settings.chat_identity_secret:
             # `serve` generates no secrets: without this one every identity_hash is refused (401).
-            log.warning("chat_identity_secret_missing",
-                        detail="SWITCHBOARD_CHAT_IDENTITY_SECRET is not set: no chat visitor can be verified")
+            log.warning(
+                "chat_identity_secret_missing",
+                detail="SWITCHBOARD_CHAT_IDENTITY_SECRET is not set: no chat visitor can be verified",
+            )
         gateway = self.chat_gateway = ChatGateway(self.settings, self.sb.names)  # type: ignore[no-untyped-call]
         await gateway.start(self.sb.nc, self.sb.jetstream())
         return gateway

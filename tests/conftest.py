@@ -20,10 +20,10 @@ import psycopg
 import pytest
 
 from services.platform import embedded_system
+from services.platform.database import with_database
 from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.platform.settings import ensure_secrets, load_settings
 from services.platform.streams import Names
-from services.platform.database import with_database
 
 
 def _docker_available() -> bool:
@@ -90,8 +90,7 @@ def pg_admin_url(server_root):
         from testcontainers.core.container import DockerContainer  # noqa: PLC0415
         from testcontainers.core.waiting_utils import wait_for_logs  # noqa: PLC0415
 
-        container = (DockerContainer("postgres:16").with_env("POSTGRES_PASSWORD", "switchboard")
-                     .with_exposed_ports(5432))
+        container = DockerContainer("postgres:16").with_env("POSTGRES_PASSWORD", "switchboard").with_exposed_ports(5432)
         with container:
             wait_for_logs(container, "database system is ready to accept connections", timeout=60)
             host, port = container.get_container_host_ip(), container.get_exposed_port(5432)
@@ -150,8 +149,13 @@ def settings(nats_url, database_url, data_dir):
     (loopback relays and the ingest webhook vouch for From; tests of the untrusted path say so)."""
     from channels.email.trust import single_node_trust  # noqa: PLC0415 -- lazy: the email parser (bs4)
 
-    return single_node_trust(ensure_secrets(load_settings(environ={}, data_dir=data_dir, nats_url=nats_url,
-                                                          database_url=database_url, log_format="json")))
+    return single_node_trust(
+        ensure_secrets(
+            load_settings(
+                environ={}, data_dir=data_dir, nats_url=nats_url, database_url=database_url, log_format="json"
+            )
+        )
+    )
 
 
 @pytest.fixture

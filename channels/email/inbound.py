@@ -48,20 +48,30 @@ class EmailRefused(Exception):
 
 
 def too_large(detail: str) -> EmailRefused:
-    return EmailRefused("too_large", detail, http_status=413,
-                        smtp_reply=f"552 5.3.4 Message too big for system: {detail}")
+    return EmailRefused(
+        "too_large", detail, http_status=413, smtp_reply=f"552 5.3.4 Message too big for system: {detail}"
+    )
 
 
 def _over_budget(exc: OverBudget) -> EmailRefused:
     if exc.structural:
-        return EmailRefused("too_complex", exc.detail, http_status=422,
-                            smtp_reply=f"552 5.3.4 Message too complex for system: {exc.detail}")
+        return EmailRefused(
+            "too_complex",
+            exc.detail,
+            http_status=422,
+            smtp_reply=f"552 5.3.4 Message too complex for system: {exc.detail}",
+        )
     return too_large(exc.detail)
 
 
 def _busy(detail: str, smtp_code: str = "451 4.3.2") -> EmailRefused:
-    return EmailRefused("unavailable", detail, http_status=503, retry_after=30,
-                        smtp_reply=f"{smtp_code} {detail}, please try again later")
+    return EmailRefused(
+        "unavailable",
+        detail,
+        http_status=503,
+        retry_after=30,
+        smtp_reply=f"{smtp_code} {detail}, please try again later",
+    )
 
 
 def interaction_size(interaction: Interaction) -> int:
@@ -82,8 +92,8 @@ async def receive_email(
     settings = services.settings
     try:
         parsed = await parser_of(services).parse(
-            bytes(raw), received_at or datetime.now(UTC), EmailBudget.from_settings(settings),
-            trust or SenderTrust())
+            bytes(raw), received_at or datetime.now(UTC), EmailBudget.from_settings(settings), trust or SenderTrust()
+        )
     except OverBudget as exc:
         raise _over_budget(exc) from None
     except ParserBusy:

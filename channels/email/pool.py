@@ -31,7 +31,6 @@ log = get_logger(__name__)
 __all__ = ["EmailParser", "ParserBusy", "ParserFailed", "close_parser", "parser_of"]
 
 
-
 class ParserBusy(Exception):
     """Every worker is busy and the queue is full: a temporary condition, the sender retries."""
 
@@ -54,8 +53,9 @@ def _out_of_time(signum, frame) -> None:
     raise _OutOfTime
 
 
-def _parse(raw: bytes, received_at: datetime, budget: EmailBudget, trust: SenderTrust,
-           seconds: float | None = None) -> ParsedEmail:
+def _parse(
+    raw: bytes, received_at: datetime, budget: EmailBudget, trust: SenderTrust, seconds: float | None = None
+) -> ParsedEmail:
     """Runs in a worker's main thread, where a timer signal can interrupt a parse that overruns its
     time budget (pure-Python work is interruptible; that is where a hostile message spends time)."""
     timed = bool(seconds) and hasattr(signal, "setitimer")
@@ -84,8 +84,10 @@ class EmailParser:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_interrupts)
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_interrupts,
+            )
         return self._executor
 
     async def parse(self, raw: bytes, received_at: datetime, budget: EmailBudget, trust: SenderTrust) -> ParsedEmail:
@@ -139,8 +141,9 @@ def parser_of(services) -> EmailParser:
     parser = services.email_parser
     if parser is None:
         settings = services.settings
-        parser = services.email_parser = EmailParser(settings.email_parse_workers, settings.email_parse_queue,
-                                                    settings.email_parse_seconds)
+        parser = services.email_parser = EmailParser(
+            settings.email_parse_workers, settings.email_parse_queue, settings.email_parse_seconds
+        )
     return parser
 
 

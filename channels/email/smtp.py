@@ -108,8 +108,10 @@ async def start_smtp(services, host: str, port: int) -> SMTPListener:
         return session
 
     if not handler.relays.networks:
-        log.warning("smtp_from_unverified",
-                    detail="SWITCHBOARD_SMTP_TRUSTED_RELAYS is empty: the From of every message is a claim")
+        log.warning(
+            "smtp_from_unverified",
+            detail="SWITCHBOARD_SMTP_TRUSTED_RELAYS is empty: the From of every message is a claim",
+        )
     server = await loop.create_server(protocol, host, port)
     log.info("smtp_listening", port=server.sockets[0].getsockname()[1])
     return SMTPListener(server, sessions)

@@ -110,7 +110,8 @@ def _dmarc_pass_for(message: Message, domain: str, authserv_ids: frozenset[str])
             result.method.lower() == "dmarc"
             and (result.result or "").lower() == "pass"
             and any(
-                prop.type.lower() == "header" and prop.name.lower() == "from"
+                prop.type.lower() == "header"
+                and prop.name.lower() == "from"
                 and (prop.value or "").strip().lower() == domain
                 for prop in result.properties
             )

@@ -26,8 +26,16 @@ class ChatSender:
         if not d.thread_key or not d.thread_key.startswith("chat:"):
             raise ProviderError(False, "chat case without a session")
         session_id = d.thread_key.split(":", 1)[1]
-        frame = {"type": "message", "id": str(d.reply_id), "text": d.text, "from": "agent",
-                 "sent_at": datetime.now(UTC).isoformat()}
-        await self.js.publish(self.names.chat_outbox_subject(session_id), msgspec.json.encode(frame),
-                              headers={"Nats-Msg-Id": str(d.reply_id)})
+        frame = {
+            "type": "message",
+            "id": str(d.reply_id),
+            "text": d.text,
+            "from": "agent",
+            "sent_at": datetime.now(UTC).isoformat(),
+        }
+        await self.js.publish(
+            self.names.chat_outbox_subject(session_id),
+            msgspec.json.encode(frame),
+            headers={"Nats-Msg-Id": str(d.reply_id)},
+        )
         return f"chat:{d.reply_id}"

@@ -14,7 +14,6 @@ from email.utils import format_datetime, parseaddr
 from channels.errors import ProviderError
 from channels.outbound.port import Delivery, _identity
 
-
 SMTP_TIMEOUT = 30.0
 # References grows with every message of a long thread; keep the root and the most recent ones.
 _MAX_REFERENCES = 20
@@ -52,7 +51,7 @@ class EmailSender:
             chain = [d.thread_key]
         references = list(dict.fromkeys([*chain, parent] if parent else chain))
         if len(references) > _MAX_REFERENCES:
-            references = references[:1] + references[-(_MAX_REFERENCES - 1):]
+            references = references[:1] + references[-(_MAX_REFERENCES - 1) :]
 
         message = EmailMessage(policy=SMTP_POLICY)
         message["From"] = self.from_header
@@ -83,10 +82,12 @@ class EmailSender:
         except smtplib.SMTPRecipientsRefused as exc:
             codes = sorted({code for code, _ in exc.recipients.values()})
             # The exception's own text names the address: only the codes go into the reason.
-            raise ProviderError(any(400 <= c < 500 for c in codes),
-                                f"smtp relay refused the recipient ({','.join(map(str, codes))})") from None
+            raise ProviderError(
+                any(400 <= c < 500 for c in codes), f"smtp relay refused the recipient ({','.join(map(str, codes))})"
+            ) from None
         except smtplib.SMTPResponseException as exc:
-            raise ProviderError(400 <= exc.smtp_code < 500, f"smtp relay answered {exc.smtp_code}",
-                                status=exc.smtp_code) from None
+            raise ProviderError(
+                400 <= exc.smtp_code < 500, f"smtp relay answered {exc.smtp_code}", status=exc.smtp_code
+            ) from None
         except (smtplib.SMTPException, OSError) as exc:
             raise ProviderError(True, f"smtp relay unreachable: {type(exc).__name__}") from None

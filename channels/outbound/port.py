@@ -49,7 +49,7 @@ def _thread_parts(d: Delivery, channel: str, count: int) -> list[str] | None:
     key = d.thread_key or ""
     if not key.startswith(channel + ":"):
         return None
-    parts = key[len(channel) + 1:].split(":", count - 1)
+    parts = key[len(channel) + 1 :].split(":", count - 1)
     return parts if len(parts) == count and all(parts) else None
 
 

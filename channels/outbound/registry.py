@@ -19,8 +19,11 @@ def provider_senders(settings: Settings) -> dict[str, Sender]:
     senders: dict[str, Sender] = {}
     if settings.smtp_relay and settings.email_from:
         senders["email"] = EmailSender(settings.smtp_relay, settings.email_from)
-    twilio = TwilioSender(settings) if (
-        settings.twilio_account_sid and settings.twilio_from and settings.twilio_auth_token) else None
+    twilio = (
+        TwilioSender(settings)
+        if (settings.twilio_account_sid and settings.twilio_from and settings.twilio_auth_token)
+        else None
+    )
     meta = MetaSender(settings) if settings.meta_access_token else None
     if twilio is not None:
         senders["sms"] = twilio.send_sms

@@ -8,7 +8,6 @@ from channels.outbound.port import HTTP_TIMEOUT, Delivery, _identity, _phone, _t
 from channels.sms.twilio import TwilioClient
 from services.platform.settings import Settings
 
-
 TWILIO_STATUS_PATH = "/channels/sms/twilio/status"
 
 
@@ -23,8 +22,9 @@ class TwilioSender:
 
     async def send(self, to: str, from_: str, text: str) -> str:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
-            client = TwilioClient(self.account_sid, self.auth_token, self.from_number, api_base=self.api_base,
-                                  http=http)
+            client = TwilioClient(
+                self.account_sid, self.auth_token, self.from_number, api_base=self.api_base, http=http
+            )
             return await client.send_sms(to, text, status_callback=self.status_callback, from_=from_)
 
     async def send_sms(self, d: Delivery) -> str:

@@ -166,7 +166,7 @@ def _field(form: Mapping[str, Any], name: str) -> str:
 def _address(raw: str) -> tuple[str, str]:
     """(`sms` or `whatsapp`, the address without its channel prefix)."""
     if raw.lower().startswith(WHATSAPP_PREFIX):
-        return "whatsapp", raw[len(WHATSAPP_PREFIX):].strip()
+        return "whatsapp", raw[len(WHATSAPP_PREFIX) :].strip()
     return "sms", raw
 
 
@@ -226,9 +226,7 @@ def _put(meta: dict[str, str], key: str, value: str) -> None:
         meta[key] = value
 
 
-def parse_twilio_message(
-    form: Mapping[str, str], *, received_at: datetime | None = None
-) -> Interaction:
+def parse_twilio_message(form: Mapping[str, str], *, received_at: datetime | None = None) -> Interaction:
     """An inbound SMS, MMS or WhatsApp message from Twilio's messaging webhook.
 
     Twilio's request carries no timestamp: `received_at` (now when omitted) is when it arrived.
@@ -289,9 +287,7 @@ def parse_twilio_message(
     )
 
 
-def parse_twilio_status(
-    form: Mapping[str, str], *, received_at: datetime | None = None
-) -> Interaction:
+def parse_twilio_status(form: Mapping[str, str], *, received_at: datetime | None = None) -> Interaction:
     """A delivery status of a message we sent (queued, sent, delivered, undelivered, failed, read).
 
     Each (message, status) pair is one interaction, so Twilio's retries of a callback dedupe while

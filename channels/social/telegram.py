@@ -165,12 +165,15 @@ def _when(epoch: int) -> datetime:
 
 def _file(kind: str, file: _File) -> Attachment:
     default_type, default_ext = _DEFAULT_TYPES[kind]
-    content_type = file.mime_type or (
-        mimetypes.guess_type(file.file_name)[0] if file.file_name else None
-    ) or default_type
+    content_type = (
+        file.mime_type or (mimetypes.guess_type(file.file_name)[0] if file.file_name else None) or default_type
+    )
     name = file.file_name or f"{file.file_unique_id or kind}{default_ext}"
     return Attachment(
-        name=name, content_type=content_type, size=max(file.file_size, 0), sha256="",
+        name=name,
+        content_type=content_type,
+        size=max(file.file_size, 0),
+        sha256="",
         ref=file.file_id,
     )
 
@@ -182,8 +185,11 @@ def _attachments(message: _Message) -> list[Attachment]:
         best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size))
         attachments.append(
             Attachment(
-                name=f"{best.file_unique_id or 'photo'}.jpg", content_type="image/jpeg",
-                size=max(best.file_size, 0), sha256="", ref=best.file_id,
+                name=f"{best.file_unique_id or 'photo'}.jpg",
+                content_type="image/jpeg",
+                size=max(best.file_size, 0),
+                sha256="",
+                ref=best.file_id,
             )
         )
     for kind in ("document", "voice", "audio", "video", "video_note", "animation"):
@@ -193,14 +199,19 @@ def _attachments(message: _Message) -> list[Attachment]:
     if message.sticker is not None:
         sticker = message.sticker
         content_type, ext = (
-            ("video/webm", ".webm") if sticker.is_video
-            else ("application/x-tgsticker", ".tgs") if sticker.is_animated
+            ("video/webm", ".webm")
+            if sticker.is_video
+            else ("application/x-tgsticker", ".tgs")
+            if sticker.is_animated
             else ("image/webp", ".webp")
         )
         attachments.append(
             Attachment(
-                name=f"{sticker.file_unique_id or 'sticker'}{ext}", content_type=content_type,
-                size=max(sticker.file_size, 0), sha256="", ref=sticker.file_id,
+                name=f"{sticker.file_unique_id or 'sticker'}{ext}",
+                content_type=content_type,
+                size=max(sticker.file_size, 0),
+                sha256="",
+                ref=sticker.file_id,
             )
         )
     return attachments
@@ -215,8 +226,8 @@ def _interaction(update_type: str, message: _Message) -> Interaction:
     chat_id = message.chat.id
     sender = message.from_
     # Channel posts come from the channel itself, not from a person.
-    sender_id = sender.id if sender is not None else (
-        message.sender_chat.id if message.sender_chat is not None else chat_id
+    sender_id = (
+        sender.id if sender is not None else (message.sender_chat.id if message.sender_chat is not None else chat_id)
     )
     identities = [Identity("telegram", str(sender_id))]
     profile: dict[str, str] = {}
@@ -260,9 +271,7 @@ def _interaction(update_type: str, message: _Message) -> Interaction:
         # it is recorded as a claim, like any number a person gives us about themselves.
         if sender is not None and contact.user_id == sender.id:
             try:
-                identities.append(
-                    Identity("phone", normalize_phone(contact.phone_number), verified=False)
-                )
+                identities.append(Identity("phone", normalize_phone(contact.phone_number), verified=False))
             except Malformed:
                 pass
     if not text and not attachments:
@@ -341,9 +350,7 @@ class TelegramClient:
             payload = None
         if not response.is_success or not (isinstance(payload, dict) and payload.get("ok")):
             code = payload.get("error_code") if isinstance(payload, dict) else None
-            failure = http_failure(
-                "telegram", response, provider_code=str(code) if code is not None else None
-            )
+            failure = http_failure("telegram", response, provider_code=str(code) if code is not None else None)
             parameters = payload.get("parameters") if isinstance(payload, dict) else None
             if isinstance(parameters, dict) and isinstance(parameters.get("retry_after"), int | float):
                 failure.retry_after = float(parameters["retry_after"])

@@ -18,8 +18,14 @@ from channels.errors import ChannelError
 from channels.proxies import trusted_networks
 from services.api import cases, console, customers, health, live, metrics, queries
 from services.api.context import Services
-from services.api.errors import (channel_error_handler, conflict_handler, domain_error_handler, http_error_handler,
-                                 invalid_cursor_handler, not_found_handler)
+from services.api.errors import (
+    channel_error_handler,
+    conflict_handler,
+    domain_error_handler,
+    http_error_handler,
+    invalid_cursor_handler,
+    not_found_handler,
+)
 from services.api.headers import SecurityHeadersMiddleware
 from services.api.hygiene import RejectControlCharacters
 from services.core.commands import NotFound
@@ -27,10 +33,29 @@ from services.domain.aggregate import DomainError
 from services.platform.eventstore.store import ConcurrencyError
 
 GATEWAY_HANDLERS = list(CHAT_HANDLERS)
-API_HANDLERS = [customers.lookup_customer, customers.search_customers, customers.get_customer, customers.get_timeline,
-                cases.get_cases, cases.get_case, cases.reply, cases.assign, customers.get_attachment, cases.resolve,
-                cases.reopen, cases.add_note, cases.add_tags, cases.prioritize, cases.snooze, live.events_ticket,
-                live.live_events, metrics.cc_metrics, console.console, console.console_js, console.console_css]
+API_HANDLERS = [
+    customers.lookup_customer,
+    customers.search_customers,
+    customers.get_customer,
+    customers.get_timeline,
+    cases.get_cases,
+    cases.get_case,
+    cases.reply,
+    cases.assign,
+    customers.get_attachment,
+    cases.resolve,
+    cases.reopen,
+    cases.add_note,
+    cases.add_tags,
+    cases.prioritize,
+    cases.snooze,
+    live.events_ticket,
+    live.live_events,
+    metrics.cc_metrics,
+    console.console,
+    console.console_js,
+    console.console_css,
+]
 COMMON_HANDLERS = [health.health, health.ready, health.prometheus, health.asyncapi]
 
 
@@ -43,13 +68,21 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
         handlers += API_HANDLERS
     app = Litestar(
         route_handlers=handlers,
-        exception_handlers={ChannelError: channel_error_handler, HTTPException: http_error_handler,
-                            DomainError: domain_error_handler, NotFound: not_found_handler,
-                            queries.InvalidCursor: invalid_cursor_handler, ConcurrencyError: conflict_handler},
+        exception_handlers={
+            ChannelError: channel_error_handler,
+            HTTPException: http_error_handler,
+            DomainError: domain_error_handler,
+            NotFound: not_found_handler,
+            queries.InvalidCursor: invalid_cursor_handler,
+            ConcurrencyError: conflict_handler,
+        },
         openapi_config=OpenAPIConfig(title="Switchboard", version="1.0.0", path="/schema"),
         request_max_body_size=services.settings.max_body_bytes,
-        middleware=[SecurityHeadersMiddleware, RejectControlCharacters,
-                    *([ChatTokenMiddleware] if "gateway" in roles else [])],
+        middleware=[
+            SecurityHeadersMiddleware,
+            RejectControlCharacters,
+            *([ChatTokenMiddleware] if "gateway" in roles else []),
+        ],
         debug=False,
     )
     app.state.services = services

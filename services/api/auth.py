@@ -73,8 +73,9 @@ async def authenticate_hash(pool, admin_token: str | None, digest: bytes) -> Pri
     if admin_token and hmac.compare_digest(digest, token_hash(admin_token)):
         return Principal("admin", "admin", digest)
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT name, role FROM sb_tokens WHERE token_hash = %s AND revoked_at IS NULL",
-                                 (digest,))
+        cur = await conn.execute(
+            "SELECT name, role FROM sb_tokens WHERE token_hash = %s AND revoked_at IS NULL", (digest,)
+        )
         row = await cur.fetchone()
     return Principal(row[0], row[1], digest) if row else None
 
@@ -87,7 +88,9 @@ async def issue_ticket(pool, principal: Principal, ttl_seconds: int = TICKET_TTL
         await conn.execute("DELETE FROM sb_event_tickets WHERE expires_at < now()")
         await conn.execute(
             "INSERT INTO sb_event_tickets (ticket_hash, token_hash, expires_at) "
-            "VALUES (%s, %s, now() + make_interval(secs => %s))", (token_hash(ticket), principal.token_hash, ttl_seconds))
+            "VALUES (%s, %s, now() + make_interval(secs => %s))",
+            (token_hash(ticket), principal.token_hash, ttl_seconds),
+        )
     return ticket
 
 
@@ -98,8 +101,10 @@ async def redeem_ticket(pool, admin_token: str | None, ticket: str) -> Principal
     if not plausible_token(ticket):
         return None
     async with pool.connection() as conn:
-        cur = await conn.execute("DELETE FROM sb_event_tickets WHERE ticket_hash = %s RETURNING token_hash, "
-                                 "expires_at > now()", (token_hash(ticket),))
+        cur = await conn.execute(
+            "DELETE FROM sb_event_tickets WHERE ticket_hash = %s RETURNING token_hash, expires_at > now()",
+            (token_hash(ticket),),
+        )
         row = await cur.fetchone()
     if row is None or not row[1]:
         return None

@@ -26,9 +26,14 @@ from services.core.commands import NotFound, case_state, run_case_command
 
 
 @get("/api/v1/cases", summary="Case queues")
-async def get_cases(request: Request, queue: FromQuery[str | None] = None, status: FromQuery[CaseStatus | None] = None,
-                    assignee: FromQuery[str | None] = None, limit: FromQuery[int] = 50,
-                    cursor: FromQuery[str | None] = None) -> dict:
+async def get_cases(
+    request: Request,
+    queue: FromQuery[str | None] = None,
+    status: FromQuery[CaseStatus | None] = None,
+    assignee: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 50,
+    cursor: FromQuery[str | None] = None,
+) -> dict:
     await require(request, READ)
     if status is not None and status not in CASE_STATUSES:
         raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(CASE_STATUSES)}")
@@ -91,7 +96,9 @@ async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyB
     if len(data.text) > 64 * 1024:
         raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
     reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
-    result = await _case_command(request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, now()))
+    result = await _case_command(
+        request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, now())
+    )
     result["reply_id"] = str(reply_id)
     return result
 

@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from litestar import Request
 from litestar.connection import WebSocket
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
-from psycopg_pool import AsyncConnectionPool
-
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from psycopg_pool import AsyncConnectionPool
 
 from channels.blobs import BlobStore
 from channels.chat import ChatSessions

@@ -41,8 +41,9 @@ async def lookup_customer(request: Request, kind: FromQuery[IdentityKind], value
 
 
 @get("/api/v1/customers", summary="Customers matching a name or identity")
-async def search_customers(request: Request, q: FromQuery[str] = "", limit: FromQuery[int] = 50,
-                           cursor: FromQuery[str | None] = None) -> dict:
+async def search_customers(
+    request: Request, q: FromQuery[str] = "", limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+) -> dict:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
         return await queries.search_customers(conn, q, page_limit(limit), cursor)
@@ -59,8 +60,13 @@ async def get_customer(request: Request, customer_id: FromPath[UUID]) -> dict:
 
 
 @get("/api/v1/customers/{customer_id:uuid}/timeline", summary="Every touchpoint, newest first")
-async def get_timeline(request: Request, customer_id: FromPath[UUID], limit: FromQuery[int] = 50,
-                       cursor: FromQuery[str | None] = None, channel: FromQuery[Channel | None] = None) -> dict:
+async def get_timeline(
+    request: Request,
+    customer_id: FromPath[UUID],
+    limit: FromQuery[int] = 50,
+    cursor: FromQuery[str | None] = None,
+    channel: FromQuery[Channel | None] = None,
+) -> dict:
     await require(request, READ)
     if channel is not None and channel not in CHANNELS:
         raise HTTPException(status_code=400, detail=f"channel must be one of {', '.join(CHANNELS)}")
@@ -71,8 +77,11 @@ async def get_timeline(request: Request, customer_id: FromPath[UUID], limit: Fro
         return await queries.timeline(conn, survivor, page_limit(limit), cursor, channel)
 
 
-@get("/api/v1/attachments/{sha256:str}", summary="The bytes of an attachment, by its SHA-256",
-     media_type="application/octet-stream")
+@get(
+    "/api/v1/attachments/{sha256:str}",
+    summary="The bytes of an attachment, by its SHA-256",
+    media_type="application/octet-stream",
+)
 async def get_attachment(request: Request) -> Response:
     await require(request, READ)
     sha256 = request.path_params["sha256"].lower()
@@ -80,6 +89,8 @@ async def get_attachment(request: Request) -> Response:
     if data is None:
         raise NotFound("no attachment with that sha256")
     # Served as opaque bytes, never rendered: an attachment is the customer's content, not ours.
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{sha256}"',
-                             "X-Content-Type-Options": "nosniff"})
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{sha256}"', "X-Content-Type-Options": "nosniff"},
+    )

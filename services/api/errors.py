@@ -23,8 +23,17 @@ def channel_error_handler(request: Request, exc: ChannelError) -> Response:
     return Response(error_body(exc.code, exc.detail), status_code=exc.status, media_type=MediaType.JSON)
 
 
-_HTTP_CODES = {400: "malformed", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "unprocessable"}
+_HTTP_CODES = {
+    400: "malformed",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+}
 
 
 def http_error_handler(request: Request, exc: HTTPException) -> Response:
@@ -32,8 +41,12 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail if isinstance(exc.detail, str) else code
     if exc.status_code == 400 and getattr(exc, "extra", None):
         detail = f"{detail}: {exc.extra}"
-    return Response(error_body(code, detail), status_code=exc.status_code, media_type=MediaType.JSON,
-                    headers=getattr(exc, "headers", None))
+    return Response(
+        error_body(code, detail),
+        status_code=exc.status_code,
+        media_type=MediaType.JSON,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 def domain_error_handler(request: Request, exc: DomainError) -> Response:
@@ -46,8 +59,12 @@ def not_found_handler(request: Request, exc: NotFound) -> Response:
 
 def conflict_handler(request: Request, exc: ConcurrencyError) -> Response:
     """Writers kept racing on one aggregate through every retry: the client may try again."""
-    return Response(error_body("conflict", "the case changed while the command ran; retry"), status_code=409,
-                    media_type=MediaType.JSON, headers={"Retry-After": "1"})
+    return Response(
+        error_body("conflict", "the case changed while the command ran; retry"),
+        status_code=409,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": "1"},
+    )
 
 
 def invalid_cursor_handler(request: Request, exc: queries.InvalidCursor) -> Response:

@@ -49,7 +49,9 @@ async def _quarantine_gauge(services: Services) -> list[str]:
         return []
     try:
         async with services.pool.connection(timeout=2.0) as conn:
-            rows = await (await conn.execute("SELECT consumer, count(*) FROM sb_quarantine GROUP BY consumer")).fetchall()
+            rows = await (
+                await conn.execute("SELECT consumer, count(*) FROM sb_quarantine GROUP BY consumer")
+            ).fetchall()
     except Exception:  # noqa: BLE001 — metrics must answer even when PostgreSQL does not
         return []
     metric = "switchboard_quarantined_events"
@@ -59,4 +61,3 @@ async def _quarantine_gauge(services: Services) -> list[str]:
 @get("/asyncapi.json", media_type=MediaType.JSON, summary="AsyncAPI document for every NATS subject")
 async def asyncapi(request: Request) -> Response:
     return Response(svc(request).asyncapi or b"{}", media_type=MediaType.JSON)
-

@@ -29,12 +29,24 @@ class RejectControlCharacters:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            body = (_BODY if _CONTROL.search(scope.get("query_string") or b"")
-                    else _PATH_BODY if _PATH_CONTROL.search(scope.get("path", "")) else None)
+            body = (
+                _BODY
+                if _CONTROL.search(scope.get("query_string") or b"")
+                else _PATH_BODY
+                if _PATH_CONTROL.search(scope.get("path", ""))
+                else None
+            )
             if body is not None:
-                await send({"type": "http.response.start", "status": 400,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)

@@ -25,9 +25,13 @@ class EventsTicket(msgspec.Struct):
     expires_in: int
 
 
-@post("/api/v1/events/ticket", status_code=201, summary="A single-use ticket to open the event stream with",
-      description="For clients that cannot send headers (a browser's EventSource): pass it as "
-                  "`GET /api/v1/events?ticket=...` within `expires_in` seconds; it works once.")
+@post(
+    "/api/v1/events/ticket",
+    status_code=201,
+    summary="A single-use ticket to open the event stream with",
+    description="For clients that cannot send headers (a browser's EventSource): pass it as "
+    "`GET /api/v1/events?ticket=...` within `expires_in` seconds; it works once.",
+)
 async def events_ticket(request: Request) -> Response[EventsTicket]:
     principal = await require(request, READ)
     ticket = await issue_ticket(svc(request).pool, principal)
@@ -37,9 +41,12 @@ async def events_ticket(request: Request) -> Response[EventsTicket]:
 HEARTBEAT_SECONDS = 15.0
 
 
-@get("/api/v1/events", summary="Server-Sent Events: timeline items and case changes, live",
-     description="Authorization: Bearer, or `ticket` from POST /api/v1/events/ticket. The stream ends "
-                 "(after a `revoked` event) soon after its token is revoked.")
+@get(
+    "/api/v1/events",
+    summary="Server-Sent Events: timeline items and case changes, live",
+    description="Authorization: Bearer, or `ticket` from POST /api/v1/events/ticket. The stream ends "
+    "(after a `revoked` event) soon after its token is revoked.",
+)
 async def live_events(request: Request, ticket: FromQuery[str | None] = None) -> ServerSentEvent:
     services = svc(request)
     if bearer_token(request) is None and ticket is not None:
@@ -62,7 +69,9 @@ async def live_events(request: Request, ticket: FromQuery[str | None] = None) ->
 
     async def still_valid() -> bool:
         try:
-            return await authenticate_hash(services.pool, services.settings.admin_token, principal.token_hash) is not None
+            return (
+                await authenticate_hash(services.pool, services.settings.admin_token, principal.token_hash) is not None
+            )
         except Exception:  # noqa: BLE001 — cannot tell: end the stream, the client reconnects and is checked anew
             log.warning("sse_token_check_failed", role=principal.role)
             return False
@@ -77,8 +86,10 @@ async def live_events(request: Request, ticket: FromQuery[str | None] = None) ->
                 if now >= next_check:
                     if not await still_valid():
                         log.info("sse_stream_ended_revoked", role=principal.role)
-                        yield {"event": "revoked", "data": msgspec.json.encode(
-                            error_body("unauthorized", "token revoked")).decode()}
+                        yield {
+                            "event": "revoked",
+                            "data": msgspec.json.encode(error_body("unauthorized", "token revoked")).decode(),
+                        }
                         return
                     next_check = loop.time() + recheck
                 if now >= next_beat:

@@ -16,8 +16,9 @@ from services.api.context import now, require, svc
 
 
 @get("/api/v1/metrics", summary="Contact-centre metrics over a period")
-async def cc_metrics(request: Request, from_: Annotated[str | None, QueryParameter(name="from")] = None,
-                     to: FromQuery[str | None] = None) -> dict:
+async def cc_metrics(
+    request: Request, from_: Annotated[str | None, QueryParameter(name="from")] = None, to: FromQuery[str | None] = None
+) -> dict:
     await require(request, READ)
     end = _parse_time(to) or now()
     start = _parse_time(from_) or end - timedelta(days=7)

@@ -56,14 +56,19 @@ async def customer_profile(conn, customer_id: UUID) -> dict | None:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT id, name, first_seen, last_seen, interaction_count, channels, erased, attributes FROM proj_customers "
-        "WHERE id = %s", (survivor,))
+        "WHERE id = %s",
+        (survivor,),
+    )
     row = await cur.fetchone()
     if row is None:
         return None
-    await cur.execute("SELECT kind, value, verified FROM proj_identities WHERE customer_id = %s ORDER BY kind, value",
-                      (survivor,))
+    await cur.execute(
+        "SELECT kind, value, verified FROM proj_identities WHERE customer_id = %s ORDER BY kind, value", (survivor,)
+    )
     identities = await cur.fetchall()
-    await cur.execute("SELECT count(*) AS n FROM proj_cases WHERE customer_id = %s AND status <> 'resolved'", (survivor,))
+    await cur.execute(
+        "SELECT count(*) AS n FROM proj_cases WHERE customer_id = %s AND status <> 'resolved'", (survivor,)
+    )
     open_cases = (await cur.fetchone())["n"]
     return {
         "id": str(row["id"]),
@@ -94,13 +99,25 @@ async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, chan
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT interaction_id, occurred_at, channel, direction, kind, text, case_id, attachments FROM proj_timeline "
-        f"WHERE {' AND '.join(clauses)} ORDER BY occurred_at DESC, interaction_id DESC LIMIT %s", params)
+        f"WHERE {' AND '.join(clauses)} ORDER BY occurred_at DESC, interaction_id DESC LIMIT %s",
+        params,
+    )
     rows = await cur.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [{"id": str(r["interaction_id"]), "occurred_at": r["occurred_at"], "channel": r["channel"],
-              "direction": r["direction"], "kind": r["kind"], "text": r["text"],
-              "case_id": str(r["case_id"]) if r["case_id"] else None, "attachments": r["attachments"]} for r in rows]
+    items = [
+        {
+            "id": str(r["interaction_id"]),
+            "occurred_at": r["occurred_at"],
+            "channel": r["channel"],
+            "direction": r["direction"],
+            "kind": r["kind"],
+            "text": r["text"],
+            "case_id": str(r["case_id"]) if r["case_id"] else None,
+            "attachments": r["attachments"],
+        }
+        for r in rows
+    ]
     next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["interaction_id"]) if more else None
     return {"items": items, "next_cursor": next_cursor}
 
@@ -118,7 +135,9 @@ async def search_customers(conn, q: str, limit: int, cursor: str | None) -> dict
     await cur.execute(
         "SELECT c.id, c.name, c.last_seen FROM proj_customers c WHERE c.merged_into IS NULL AND NOT c.erased AND "
         "(lower(c.name) LIKE %s OR EXISTS (SELECT 1 FROM proj_identities i WHERE i.customer_id = c.id "
-        f"AND lower(i.value) LIKE %s)) {extra} ORDER BY c.last_seen DESC, c.id DESC LIMIT %s", params)
+        f"AND lower(i.value) LIKE %s)) {extra} ORDER BY c.last_seen DESC, c.id DESC LIMIT %s",
+        params,
+    )
     rows = await cur.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -134,33 +153,57 @@ async def case_view(conn, case_id: UUID) -> dict | None:
         return None
     await cur.execute(
         "SELECT interaction_id, occurred_at, direction, kind, text FROM proj_timeline WHERE case_id = %s "
-        "ORDER BY occurred_at, interaction_id", (case_id,))
+        "ORDER BY occurred_at, interaction_id",
+        (case_id,),
+    )
     messages = await cur.fetchall()
-    await cur.execute("SELECT note_id, text, author, created_at FROM proj_case_notes WHERE case_id = %s ORDER BY created_at",
-                      (case_id,))
+    await cur.execute(
+        "SELECT note_id, text, author, created_at FROM proj_case_notes WHERE case_id = %s ORDER BY created_at",
+        (case_id,),
+    )
     notes = await cur.fetchall()
     return _case_json(row, messages, notes)
 
 
 def _case_json(row: dict, messages: list | None = None, notes: list | None = None) -> dict:
     out = {
-        "id": str(row["id"]), "customer_id": str(row["customer_id"]), "channel": row["channel"],
-        "status": row["status"], "priority": row["priority"], "assignee": row["assignee"], "queue": row["queue"],
-        "tags": list(row["tags"]), "sla_due_at": row["sla_due_at"], "opened_at": row["opened_at"],
-        "updated_at": row["updated_at"], "first_response_at": row["first_response_at"],
-        "resolved_at": row["resolved_at"], "message_count": row["message_count"],
+        "id": str(row["id"]),
+        "customer_id": str(row["customer_id"]),
+        "channel": row["channel"],
+        "status": row["status"],
+        "priority": row["priority"],
+        "assignee": row["assignee"],
+        "queue": row["queue"],
+        "tags": list(row["tags"]),
+        "sla_due_at": row["sla_due_at"],
+        "opened_at": row["opened_at"],
+        "updated_at": row["updated_at"],
+        "first_response_at": row["first_response_at"],
+        "resolved_at": row["resolved_at"],
+        "message_count": row["message_count"],
     }
     if messages is not None:
-        out["messages"] = [{"id": str(m["interaction_id"]), "occurred_at": m["occurred_at"], "direction": m["direction"],
-                            "kind": m["kind"], "text": m["text"]} for m in messages]
+        out["messages"] = [
+            {
+                "id": str(m["interaction_id"]),
+                "occurred_at": m["occurred_at"],
+                "direction": m["direction"],
+                "kind": m["kind"],
+                "text": m["text"],
+            }
+            for m in messages
+        ]
     if notes is not None:
-        out["notes"] = [{"id": str(n["note_id"]), "text": n["text"], "author": n["author"],
-                         "created_at": n["created_at"]} for n in notes]
+        out["notes"] = [
+            {"id": str(n["note_id"]), "text": n["text"], "author": n["author"], "created_at": n["created_at"]}
+            for n in notes
+        ]
     return out
 
 
-async def list_cases(conn, queue: str | None, status: str | None, assignee: str | None, limit: int,
-                     cursor: str | None) -> dict:
+async def list_cases(
+    conn, queue: str | None, status: str | None, assignee: str | None, limit: int, cursor: str | None
+) -> dict:
     clauses, params = [], []
     for column, value in (("queue", queue), ("status", status), ("assignee", assignee)):
         if value:
@@ -177,8 +220,10 @@ async def list_cases(conn, queue: str | None, status: str | None, assignee: str 
     rows = await cur.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"items": [_case_json(r) for r in rows],
-            "next_cursor": encode_cursor(rows[-1]["updated_at"], rows[-1]["id"]) if more else None}
+    return {
+        "items": [_case_json(r) for r in rows],
+        "next_cursor": encode_cursor(rows[-1]["updated_at"], rows[-1]["id"]) if more else None,
+    }
 
 
 async def metrics(conn, start: datetime, end: datetime) -> dict:
@@ -190,20 +235,27 @@ async def metrics(conn, start: datetime, end: datetime) -> dict:
         "count(*) FILTER (WHERE first_response_at IS NOT NULL AND first_response_at <= sla_due_at) AS sla_met, "
         "count(*) FILTER (WHERE first_response_at IS NOT NULL OR sla_due_at < now()) AS sla_due, "
         "avg(csat) AS csat, count(csat) AS csat_responses "
-        "FROM proj_cases WHERE opened_at >= %s AND opened_at < %s", (start, end))
+        "FROM proj_cases WHERE opened_at >= %s AND opened_at < %s",
+        (start, end),
+    )
     row = await cur.fetchone()
     await cur.execute(
         "SELECT channel, direction, count(*) AS n FROM proj_timeline WHERE occurred_at >= %s AND occurred_at < %s "
-        "GROUP BY channel, direction ORDER BY channel, direction", (start, end))
+        "GROUP BY channel, direction ORDER BY channel, direction",
+        (start, end),
+    )
     volume: dict[str, dict[str, int]] = {}
     for r in await cur.fetchall():
         volume.setdefault(r["channel"], {"inbound": 0, "outbound": 0})[r["direction"]] = r["n"]
     return {
-        "from": start, "to": end, "cases_opened": row["cases"],
+        "from": start,
+        "to": end,
+        "cases_opened": row["cases"],
         "first_response_time_s": _num(row["first_response_s"]),
         "resolution_time_s": _num(row["resolution_s"]),
         "sla_attainment": (row["sla_met"] / row["sla_due"]) if row["sla_due"] else None,
-        "csat": _num(row["csat"]), "csat_responses": row["csat_responses"],
+        "csat": _num(row["csat"]),
+        "csat_responses": row["csat_responses"],
         "volume_per_channel": volume,
     }
 

@@ -45,8 +45,13 @@ class _Main(click.Group):
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SWITCHBOARD_DATA_DIR",
-              default=None, help="Where embedded servers keep data, tokens and generated secrets [.switchboard].")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SWITCHBOARD_DATA_DIR",
+    default=None,
+    help="Where embedded servers keep data, tokens and generated secrets [.switchboard].",
+)
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None) -> None:
     """Switchboard: an event-sourced omnichannel contact centre.
@@ -65,8 +70,15 @@ def _add_data_dir_to_verbs(group: click.Group) -> None:
         if isinstance(command, click.Group):
             _add_data_dir_to_verbs(command)
             continue
-        command.params.append(click.Option(["--data-dir", "verb_data_dir"], type=click.Path(file_okay=False, path_type=Path),
-                                           default=None, expose_value=True, help="Same as the global --data-dir."))
+        command.params.append(
+            click.Option(
+                ["--data-dir", "verb_data_dir"],
+                type=click.Path(file_okay=False, path_type=Path),
+                default=None,
+                expose_value=True,
+                help="Same as the global --data-dir.",
+            )
+        )
         callback = command.callback
 
         def wrapped(*args, verb_data_dir=None, __callback=callback, **kwargs):

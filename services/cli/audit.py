@@ -22,8 +22,12 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--anchor", "anchor_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also check the log against the anchor in this file (written by `audit anchor --file`).")
+@click.option(
+    "--anchor",
+    "anchor_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also check the log against the anchor in this file (written by `audit anchor --file`).",
+)
 @click.option("--anchor-kv", is_flag=True, help="Also check the log against the anchor in the NATS KV bucket.")
 @click.option("--kv-bucket", default=None, help="The KV bucket of --anchor-kv [SB_AUDIT_ANCHOR].")
 @click.pass_context
@@ -43,8 +47,10 @@ def audit_verify(ctx: click.Context, anchor_path: Path | None, anchor_kv: bool, 
     failed = False
     with open_switchboard(ctx) as sb:
         store = sb.open_store()
-        with sb.database.connect() as conn, tqdm(
-                total=store.max_position(), unit="ev", disable=not sys.stderr.isatty(), desc="verify") as bar:
+        with (
+            sb.database.connect() as conn,
+            tqdm(total=store.max_position(), unit="ev", disable=not sys.stderr.isatty(), desc="verify") as bar,
+        ):
             try:
                 count = verify_chain(conn, store.master.chain_key, progress=bar.update)
             except ChainBreak as exc:
@@ -72,8 +78,12 @@ def audit_verify(ctx: click.Context, anchor_path: Path | None, anchor_kv: bool, 
 
 
 @audit.command("anchor")
-@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the signed head to this file (atomically; keep it off the database's machine).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the signed head to this file (atomically; keep it off the database's machine).",
+)
 @click.option("--kv", is_flag=True, help="Write the signed head to the NATS KV bucket.")
 @click.option("--kv-bucket", default=None, help="The KV bucket of --kv [SB_AUDIT_ANCHOR].")
 @click.pass_context

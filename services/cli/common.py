@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING
 import click
 
 from services.platform.embedded import (
-    EmbeddedNats, EmbeddedPostgres, clear_run_info, embedded_credentials, read_run_info, with_credentials,
-    write_run_info)
+    EmbeddedNats,
+    EmbeddedPostgres,
+    clear_run_info,
+    embedded_credentials,
+    read_run_info,
+    with_credentials,
+    write_run_info,
+)
 from services.platform.settings import Settings, ensure_secrets
 
 if TYPE_CHECKING:
@@ -45,8 +51,9 @@ def embedded_servers(settings: Settings, *, own: bool = False, notes: list[str] 
             else:
                 if own and read_run_info(data_dir, "nats"):
                     raise click.ClickException(f"a switchboard is already running on {data_dir}")
-                nats_server = EmbeddedNats(data_dir / "nats", user=credentials.nats_user,
-                                           password=credentials.nats_password).start()
+                nats_server = EmbeddedNats(
+                    data_dir / "nats", user=credentials.nats_user, password=credentials.nats_password
+                ).start()
                 started.append(("nats", nats_server))
                 urls["nats_url"] = nats_server.url
         if not settings.database_url:

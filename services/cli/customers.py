@@ -35,8 +35,13 @@ def customer_export(ctx: click.Context, customer_id: UUID) -> None:
 @customer.command("erase")
 @click.argument("customer_id", type=click.UUID)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--relay-wait", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for the relay to publish the customer's last events before deleting them from NATS.")
+@click.option(
+    "--relay-wait",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the relay to publish the customer's last events before deleting them from NATS.",
+)
 @click.pass_context
 def customer_erase(ctx: click.Context, customer_id: UUID, yes: bool, relay_wait: float) -> None:
     """Irreversibly erase a customer's personal data (the log stays append-only; their key is destroyed).

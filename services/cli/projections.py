@@ -21,9 +21,10 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
     """Rebuild read models (all, or NAME) from the event store; prints events/s."""
     import time  # noqa: PLC0415
 
+    from tqdm import tqdm  # noqa: PLC0415
+
     from projections.rebuild import RebuildError  # noqa: PLC0415 -- lazy: event store
     from projections.runner import ProjectionRunner, all_projections  # noqa: PLC0415 -- lazy: event store
-    from tqdm import tqdm  # noqa: PLC0415
 
     known = [p.name for p in all_projections()]
     if name and name not in known:
@@ -41,5 +42,6 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
                 raise click.ClickException(str(exc)) from exc
         elapsed = time.perf_counter() - t0
     rate = applied / elapsed if elapsed > 0 else 0.0
-    click.echo(f"rebuilt {', '.join(p.name for p in selected)}: {applied} events in {elapsed:.2f}s "
-               f"({rate:,.0f} events/s)")
+    click.echo(
+        f"rebuilt {', '.join(p.name for p in selected)}: {applied} events in {elapsed:.2f}s ({rate:,.0f} events/s)"
+    )

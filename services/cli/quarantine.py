@@ -23,14 +23,21 @@ def quarantine_list(ctx: click.Context) -> None:
     with open_switchboard(ctx) as sb, sb.open_store().datastore.transaction(commit=False) as curs:
         entries = quarantined.listing(curs)
     for e in entries:
-        click.echo(f"{e.consumer}\t{e.position}\t{e.event_type}\t{e.event_id}\t{e.attempts}\t"
-                   f"{e.last_failed_at.isoformat()}\t{e.reason}")
+        click.echo(
+            f"{e.consumer}\t{e.position}\t{e.event_type}\t{e.event_id}\t{e.attempts}\t"
+            f"{e.last_failed_at.isoformat()}\t{e.reason}"
+        )
     click.echo(f"{len(entries)} quarantined event(s)", err=True)
 
 
 @quarantine.command("retry")
-@click.option("--projection", "projection_names", multiple=True, metavar="NAME",
-              help="Only this projection's events (repeatable).")
+@click.option(
+    "--projection",
+    "projection_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this projection's events (repeatable).",
+)
 @click.option("--relay", is_flag=True, help="Only the relay's events (with --projection: those too).")
 @click.option("--position", type=click.IntRange(min=1), help="Only the event at this position.")
 @click.pass_context
@@ -45,12 +52,17 @@ def quarantine_retry(ctx: click.Context, projection_names: tuple[str, ...], rela
     known = [p.name for p in all_projections()]
     for name in projection_names:
         if name not in known:
-            raise click.BadParameter(f"unknown projection {name!r}; known: {', '.join(known)}", param_hint="--projection")
+            raise click.BadParameter(
+                f"unknown projection {name!r}; known: {', '.join(known)}", param_hint="--projection"
+            )
     everything = not projection_names and not relay
     with open_switchboard(ctx) as sb:
         selected = [p for p in all_projections() if everything or p.name in projection_names]
-        applied, failing = ProjectionRunner(sb.open_store(), selected).retry_quarantined(position) if selected else (0, 0)
+        applied, failing = (
+            ProjectionRunner(sb.open_store(), selected).retry_quarantined(position) if selected else (0, 0)
+        )
         if everything or relay:
+
             async def retry_relay() -> tuple[int, int]:
                 await sb.connect_nats()
                 try:

@@ -28,12 +28,21 @@ class _IsoTime(click.ParamType):
 
 
 @click.command()
-@click.option("--customer", "customer", type=click.UUID,
-              help="Only this customer's events: theirs, their cases', and those of customers merged into them.")
-@click.option("--from", "from_position", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Start at this position.")
-@click.option("--until", "until", type=_IsoTime(),
-              help="Stop after the events recorded at this time (ISO 8601; UTC unless a zone is given).")
+@click.option(
+    "--customer",
+    "customer",
+    type=click.UUID,
+    help="Only this customer's events: theirs, their cases', and those of customers merged into them.",
+)
+@click.option(
+    "--from", "from_position", type=click.IntRange(min=1), default=1, show_default=True, help="Start at this position."
+)
+@click.option(
+    "--until",
+    "until",
+    type=_IsoTime(),
+    help="Stop after the events recorded at this time (ISO 8601; UTC unless a zone is given).",
+)
 @click.pass_context
 def replay(ctx: click.Context, customer: UUID | None, from_position: int, until) -> None:
     """Write the stored events, oldest first, as JSON Lines to stdout.
@@ -44,6 +53,13 @@ def replay(ctx: click.Context, customer: UUID | None, from_position: int, until)
     from services.replay import replay_events  # noqa: PLC0415 -- lazy: event store and crypto
 
     with open_switchboard(ctx) as sb:
-        count = replay_events(sb.open_store(), sys.stdout.buffer, customer=customer, after=from_position - 1,
-                              until=until, progress=sys.stderr.isatty(), conninfo=sb.database.conninfo)
+        count = replay_events(
+            sb.open_store(),
+            sys.stdout.buffer,
+            customer=customer,
+            after=from_position - 1,
+            until=until,
+            progress=sys.stderr.isatty(),
+            conninfo=sb.database.conninfo,
+        )
     click.echo(f"{count} events", err=True)

@@ -42,9 +42,9 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
 
 
 async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: Sequence[str] = ()) -> None:
-    from services.server import Server  # noqa: PLC0415 -- lazy: litestar, uvicorn and every role (~2 s)
     from services.platform.database import redact_database_url  # noqa: PLC0415
     from services.platform.nats_client import redact_nats_url  # noqa: PLC0415
+    from services.server import Server  # noqa: PLC0415 -- lazy: litestar, uvicorn and every role (~2 s)
 
     server = Server(settings, roles, http=http, smtp=smtp)
     stop = asyncio.Event()

@@ -21,7 +21,6 @@ def token_create(ctx: click.Context, role: str, name: str | None) -> None:
     """Print a new token (only its hash is stored)."""
     import psycopg  # noqa: PLC0415
 
-
     with open_switchboard(ctx) as sb, sb.database.connect(autocommit=True) as conn:
         try:
             name, value = create_token(conn, role, name)

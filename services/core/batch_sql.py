@@ -46,11 +46,20 @@ def copy_rows(tx: Transaction, target: str, types: Sequence[str], rows: Sequence
 
 def stored_events(tx: Transaction, ids: Sequence[UUID]) -> list[StoredEvent]:
     """Every stored event of these streams, stream by stream, oldest first."""
-    tx.execute("SELECT originator_id, originator_version, topic, state FROM sb_events "
-               "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version",
-               (uuid_array(ids),))
-    return [StoredEvent(originator_id=r["originator_id"], originator_version=r["originator_version"],
-                        topic=r["topic"], state=bytes(r["state"])) for r in tx.curs.fetchall()]
+    tx.execute(
+        "SELECT originator_id, originator_version, topic, state FROM sb_events "
+        "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version",
+        (uuid_array(ids),),
+    )
+    return [
+        StoredEvent(
+            originator_id=r["originator_id"],
+            originator_version=r["originator_version"],
+            topic=r["topic"],
+            state=bytes(r["state"]),
+        )
+        for r in tx.curs.fetchall()
+    ]
 
 
 def already_processed(tx: Transaction, ids: Sequence[UUID]) -> set[UUID]:
@@ -67,8 +76,10 @@ def identity_owners(tx: Transaction, blinds: Iterable[bytes]) -> dict[bytes, UUI
 def sent_message(tx: Transaction, channel: str, blind: str, clear: str) -> tuple[UUID, UUID | None] | None:
     """(case, reply) of the message we sent with this provider id; its clear id too, for a row an
     older core wrote during a rolling upgrade."""
-    tx.execute("SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = ANY(%s)",
-               (channel, [blind, clear]))
+    tx.execute(
+        "SELECT case_id, reply_id FROM sb_outbound WHERE channel = %s AND provider_message_id = ANY(%s)",
+        (channel, [blind, clear]),
+    )
     row = tx.curs.fetchone()
     return None if row is None else (row["case_id"], row["reply_id"])
 
@@ -76,26 +87,43 @@ def sent_message(tx: Transaction, channel: str, blind: str, clear: str) -> tuple
 # -- writes -----------------------------------------------------------------------------------------
 
 
-def write_side_tables(tx: Transaction, *, merges: Sequence[tuple[UUID, UUID]],
-                      new_identities: dict[bytes, tuple[str, UUID]], outbound: Sequence[OutboundRow],
-                      outbound_blind: OutboundBlind, processed: Sequence[tuple[UUID, int | None, UUID | None]]) -> None:
+def write_side_tables(
+    tx: Transaction,
+    *,
+    merges: Sequence[tuple[UUID, UUID]],
+    new_identities: dict[bytes, tuple[str, UUID]],
+    outbound: Sequence[OutboundRow],
+    outbound_blind: OutboundBlind,
+    processed: Sequence[tuple[UUID, int | None, UUID | None]],
+) -> None:
     """Everything but the events a batch writes: merges, index rows, sent messages, processed rows."""
     for absorbed, survivor in merges:
         tx.execute("UPDATE sb_identities SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
         tx.execute("UPDATE sb_customer_aliases SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed))
-        tx.execute("INSERT INTO sb_customer_aliases VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
-                   "SET survivor_id = EXCLUDED.survivor_id", (absorbed, survivor))
+        tx.execute(
+            "INSERT INTO sb_customer_aliases VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
+            "SET survivor_id = EXCLUDED.survivor_id",
+            (absorbed, survivor),
+        )
     if new_identities:
         # Sorted: one order for every writer, so two of them wait on each other instead of deadlocking.
         # An identity another writer took meanwhile is a unique violation: a conflict, retried.
-        copy_rows(tx, "sb_identities (blind, kind, customer_id)", ("bytea", "text", "uuid"),
-                  [(b, *new_identities[b]) for b in sorted(new_identities)])
+        copy_rows(
+            tx,
+            "sb_identities (blind, kind, customer_id)",
+            ("bytea", "text", "uuid"),
+            [(b, *new_identities[b]) for b in sorted(new_identities)],
+        )
     if outbound:
-        rows = [(channel, outbound_blind(channel, provider_id), case_id, reply_id)
-                for channel, provider_id, case_id, reply_id in outbound]
+        rows = [
+            (channel, outbound_blind(channel, provider_id), case_id, reply_id)
+            for channel, provider_id, case_id, reply_id in outbound
+        ]
         tx.execute(
             "INSERT INTO sb_outbound SELECT * FROM unnest(%s::text[], %s::text[], %s::uuid[], %s::uuid[]) "
-            "ON CONFLICT DO NOTHING", [list(col) for col in zip(*rows, strict=True)])
+            "ON CONFLICT DO NOTHING",
+            [list(col) for col in zip(*rows, strict=True)],
+        )
     if processed:
         copy_rows(tx, "sb_processed (interaction_id, stream_seq, case_id)", ("uuid", "int8", "uuid"), processed)
 
@@ -111,8 +139,9 @@ def alias_survivor(conn: Any, customer_id: UUID) -> UUID | None:
 
 def alias_absorbed(conn: Any, customer_id: UUID) -> list[UUID]:
     """Whom `sb_customer_aliases` says was merged into this customer."""
-    rows = conn.execute("SELECT absorbed_id FROM sb_customer_aliases WHERE survivor_id = %s ORDER BY absorbed_id",
-                        (customer_id,)).fetchall()
+    rows = conn.execute(
+        "SELECT absorbed_id FROM sb_customer_aliases WHERE survivor_id = %s ORDER BY absorbed_id", (customer_id,)
+    ).fetchall()
     return [_first(r, "absorbed_id") for r in rows]
 
 

@@ -49,9 +49,17 @@ def run_case_command(store: EventStore, case_id: UUID, command: Callable[[Case],
 
 
 def case_state(case: Case) -> dict:
-    return {"id": str(case.id), "customer_id": str(case.customer_id), "channel": case.channel,
-            "status": case.status, "priority": case.priority, "assignee": case.assignee, "queue": case.queue,
-            "tags": list(case.tags), "version": case.version}
+    return {
+        "id": str(case.id),
+        "customer_id": str(case.customer_id),
+        "channel": case.channel,
+        "status": case.status,
+        "priority": case.priority,
+        "assignee": case.assignee,
+        "queue": case.queue,
+        "tags": list(case.tags),
+        "version": case.version,
+    }
 
 
 def load_customer(store: EventStore, customer_id: UUID) -> Customer:

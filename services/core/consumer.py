@@ -44,9 +44,9 @@ from nats.js.errors import BadRequestError
 from events.interactions import INTERACTION_DECODER, Interaction
 from events.sanitize import json_may_need_cleaning, sanitize
 from services.core.processor import INFRASTRUCTURE_ERRORS, CoreProcessor, Outcome, Prepared
-from services.platform.tuning import relax_garbage_collector
 from services.platform.logs import get_logger
 from services.platform.streams import Names
+from services.platform.tuning import relax_garbage_collector
 
 log = get_logger(__name__)
 
@@ -59,9 +59,12 @@ PULL_EXPIRES = 5.0  # seconds a pull request waits on the server for messages
 
 
 async def dead_letter(js, names: Names, msg: Msg, reason: str) -> None:
-    headers = {"Sb-Reason": reason[:500], "Sb-Original-Subject": msg.subject,
-               "Sb-Original-Sequence": str(msg.metadata.sequence.stream),
-               "Sb-Deliveries": str(msg.metadata.num_delivered)}
+    headers = {
+        "Sb-Reason": reason[:500],
+        "Sb-Original-Subject": msg.subject,
+        "Sb-Original-Sequence": str(msg.metadata.sequence.stream),
+        "Sb-Deliveries": str(msg.metadata.num_delivered),
+    }
     msg_id = (msg.headers or {}).get("Nats-Msg-Id")
     if msg_id:
         headers["Nats-Msg-Id"] = f"dl:{msg_id}:{msg.metadata.sequence.stream}"
@@ -83,15 +86,22 @@ def delivery(msg: Msg) -> tuple[int, int]:
 
 
 def _backoff(deliveries: int) -> float:
-    return float(min(2 ** deliveries, 30))
+    return float(min(2**deliveries, 30))
 
 
 def consumer_config(names: Names, ack_wait: float) -> ConsumerConfig:
     # Deliveries are counted by the consumer, not capped by the server: a capped message would
     # silently stop coming back, where ours goes to the dead-letter stream with its reason.
-    return ConsumerConfig(durable_name=DURABLE, filter_subject=names.subject("sb.interactions.>"),
-                          deliver_policy=DeliverPolicy.ALL, ack_policy=JsAckPolicy.EXPLICIT, ack_wait=ack_wait,
-                          max_ack_pending=20_000, max_deliver=-1, max_waiting=64)
+    return ConsumerConfig(
+        durable_name=DURABLE,
+        filter_subject=names.subject("sb.interactions.>"),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=JsAckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=20_000,
+        max_deliver=-1,
+        max_waiting=64,
+    )
 
 
 @dataclass
@@ -108,8 +118,16 @@ class _InFlight:
 class CoreConsumer:
     """Pulls interactions from SB_INTERACTIONS, feeds them to the processor in batches, settles them."""
 
-    def __init__(self, processor: CoreProcessor, names: Names, js_getter: Callable, max_deliveries: int = 5,
-                 failpoint: str | None = None, batch_size: int = 1000, ack_wait: float = 30.0):
+    def __init__(
+        self,
+        processor: CoreProcessor,
+        names: Names,
+        js_getter: Callable,
+        max_deliveries: int = 5,
+        failpoint: str | None = None,
+        batch_size: int = 1000,
+        ack_wait: float = 30.0,
+    ):
         self.processor = processor
         self.names = names
         self.js_getter = js_getter
@@ -262,8 +280,12 @@ class CoreConsumer:
         for m in raw:
             deliveries, seq = delivery(m)
             if deliveries > self.max_deliveries * CRASH_LOOP_FACTOR:
-                await dead_letter(js, self.names, m, f"delivered {deliveries} times and never settled: "
-                                                     "it keeps crashing or stalling the core")
+                await dead_letter(
+                    js,
+                    self.names,
+                    m,
+                    f"delivered {deliveries} times and never settled: it keeps crashing or stalling the core",
+                )
                 continue
             try:
                 interaction = INTERACTION_DECODER.decode(m.data)
@@ -326,9 +348,16 @@ class CoreConsumer:
         info = log.bind().info
         for interaction_id in outcome.recorded:
             info("interaction_recorded", correlation_id=str(interaction_id))
-        log.info("core_batch_committed", recorded=len(outcome.recorded), duplicates=len(outcome.duplicates),
-                 poison=len(outcome.poison), failed=len(outcome.failed), events=outcome.events,
-                 conflicts=outcome.conflicts, ms=round((time.perf_counter() - started) * 1000, 1))
+        log.info(
+            "core_batch_committed",
+            recorded=len(outcome.recorded),
+            duplicates=len(outcome.duplicates),
+            poison=len(outcome.poison),
+            failed=len(outcome.failed),
+            events=outcome.events,
+            conflicts=outcome.conflicts,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         for ms in by_id.values():
             for m in ms:
                 await m.ack()
@@ -340,17 +369,39 @@ class CoreConsumer:
             os._exit(137)
 
 
-async def start_core_consumer(nc, js, processor: CoreProcessor, names: Names, *, max_deliveries: int = 5,
-                              ack_wait: float = 30.0, batch_size: int = 1000) -> CoreConsumer:
+async def start_core_consumer(
+    nc,
+    js,
+    processor: CoreProcessor,
+    names: Names,
+    *,
+    max_deliveries: int = 5,
+    ack_wait: float = 30.0,
+    batch_size: int = 1000,
+) -> CoreConsumer:
     relax_garbage_collector()
-    consumer = CoreConsumer(processor, names, lambda: js, max_deliveries, os.environ.get(FAILPOINT_ENV),
-                            batch_size=batch_size, ack_wait=ack_wait)
+    consumer = CoreConsumer(
+        processor,
+        names,
+        lambda: js,
+        max_deliveries,
+        os.environ.get(FAILPOINT_ENV),
+        batch_size=batch_size,
+        ack_wait=ack_wait,
+    )
     await consumer.start(nc)
     return consumer
 
 
-def build_core_router(processor: CoreProcessor | None, names: Names, js_getter, *, batch_size: int = 1000,
-                      max_deliveries: int = 5, ack_wait: float = 30.0) -> NatsRouter:
+def build_core_router(
+    processor: CoreProcessor | None,
+    names: Names,
+    js_getter,
+    *,
+    batch_size: int = 1000,
+    max_deliveries: int = 5,
+    ack_wait: float = 30.0,
+) -> NatsRouter:
     """The core's consumer as FastStream sees it: for the AsyncAPI document (the core runs `CoreConsumer`)."""
     router = NatsRouter()
 

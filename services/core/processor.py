@@ -66,7 +66,12 @@ log = get_logger(__name__)
 # Errors that say "the database is unreachable", not "this message is bad": the whole batch is
 # retried later and no message is blamed for them.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError, psycopg.InterfaceError, ESOperationalError, ESInterfaceError, ConnectionError)
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    ESOperationalError,
+    ESInterfaceError,
+    ConnectionError,
+)
 
 
 class _Batch:
@@ -327,8 +332,13 @@ class CoreProcessor:
     def _write_side_tables(self, batch: _Batch, recorded: list[tuple[Interaction, int | None]]) -> None:
         cases = batch.status_cases
         batch_sql.write_side_tables(
-            batch.tx, merges=batch.merges, new_identities=batch.new_identities, outbound=batch.outbound,
-            outbound_blind=self.outbound_blind, processed=[(i.id, seq, cases.get(i.id)) for i, seq in recorded])
+            batch.tx,
+            merges=batch.merges,
+            new_identities=batch.new_identities,
+            outbound=batch.outbound,
+            outbound_blind=self.outbound_blind,
+            processed=[(i.id, seq, cases.get(i.id)) for i, seq in recorded],
+        )
 
     # -- one interaction: load, let the domain decide, keep what it changed ---------------------
 
@@ -374,7 +384,9 @@ class CoreProcessor:
             batch.owners[blind] = batch.changed_owners[blind] = customer.id
             batch.new_identities[blind] = (identity.kind, customer.id)
         thread_key = routing.thread_key_of(customer, interaction)
-        choice = routing.case_for(customer, interaction, thread_key, self._known_case(batch, customer, interaction, thread_key))
+        choice = routing.case_for(
+            customer, interaction, thread_key, self._known_case(batch, customer, interaction, thread_key)
+        )
         self._keep(batch, choice.opened)
         # Recorded under the effective thread key, so the next message of the conversation finds the case.
         customer.record(interaction, choice.case_id, thread_key)
@@ -426,7 +438,10 @@ class CoreProcessor:
             if (channel, provider_id) == (report.channel, report.provider_message_id):
                 target = (case_id, reply_id)
         if target is None and report.provider_message_id:
-            return batch_sql.sent_message(batch.tx, report.channel,
-                                          self.outbound_blind(report.channel, report.provider_message_id),
-                                          report.provider_message_id)
+            return batch_sql.sent_message(
+                batch.tx,
+                report.channel,
+                self.outbound_blind(report.channel, report.provider_message_id),
+                report.provider_message_id,
+            )
         return target

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar, Self, TypeVar
 from uuid import UUID, SafeUUID
 
@@ -80,8 +80,14 @@ class Aggregate:
 
     def _trigger(self, cls: type[E], at: datetime, **fields: Any) -> E:
         version = self.version + 1
-        event = cls(id=event_id(self.id, version, self._id_prefix), stream_id=self.id, version=version, occurred_at=at,
-                    customer_id=fields.pop("customer_id", None) or self.owner_id, **fields)
+        event = cls(
+            id=event_id(self.id, version, self._id_prefix),
+            stream_id=self.id,
+            version=version,
+            occurred_at=at,
+            customer_id=fields.pop("customer_id", None) or self.owner_id,
+            **fields,
+        )
         self.apply(event)
         self.pending.append(event)
         return event
@@ -131,6 +137,8 @@ def handlers_of(cls: type[Aggregate]) -> dict[type[DomainEvent], Callable[[Any, 
             handlers[event] = handler
     strays = sorted(n for n in dir(cls) if n.startswith("when_") and n not in declared)
     if strays:
-        raise TypeError(f"{cls.__name__} has handlers for no declared event: {', '.join(strays)} "
-                        f"(misspelt, or the event is missing from EVENTS)")
+        raise TypeError(
+            f"{cls.__name__} has handlers for no declared event: {', '.join(strays)} "
+            f"(misspelt, or the event is missing from EVENTS)"
+        )
     return handlers

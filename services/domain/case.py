@@ -20,8 +20,8 @@ from events.case import (
     CaseReopened,
     CaseResolved,
     CaseSnoozed,
-    CaseTagged,
     CaseStatus,
+    CaseTagged,
     CsatRecorded,
     Priority,
     ReplyDelivered,
@@ -33,8 +33,12 @@ from events.case import (
 from services.domain.aggregate import Aggregate, DomainError
 
 # First-response targets per priority: what a case's SLA clock is measured against.
-SLA: dict[Priority, timedelta] = {"urgent": timedelta(minutes=15), "high": timedelta(hours=1), "normal": timedelta(hours=4),
-       "low": timedelta(hours=24)}
+SLA: dict[Priority, timedelta] = {
+    "urgent": timedelta(minutes=15),
+    "high": timedelta(hours=1),
+    "normal": timedelta(hours=4),
+    "low": timedelta(hours=24),
+}
 
 
 class CaseResolvedError(DomainError):
@@ -69,16 +73,33 @@ class Case(Aggregate):
     # -- commands ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, id: UUID, customer_id: UUID, channel: str, thread_key: str | None, at: datetime,
-             queue: str | None = None, priority: Priority = "normal", interaction_id: UUID | None = None) -> Case:
+    def open(
+        cls,
+        id: UUID,
+        customer_id: UUID,
+        channel: str,
+        thread_key: str | None,
+        at: datetime,
+        queue: str | None = None,
+        priority: Priority = "normal",
+        interaction_id: UUID | None = None,
+    ) -> Case:
         """Opens a case; `interaction_id` is the customer's inbound message that opened it, which is
         then the case's first message (no separate MessageAdded: one event fewer per conversation)."""
         if priority not in PRIORITIES:
             raise DomainError(f"unknown priority {priority!r}")
         case = cls(id)
-        case._trigger(CaseOpened, at, customer_id=customer_id, channel=channel, thread_key=thread_key,
-                      queue=queue or channel, priority=priority, sla_due_at=at + SLA[priority],
-                      interaction_id=interaction_id)
+        case._trigger(
+            CaseOpened,
+            at,
+            customer_id=customer_id,
+            channel=channel,
+            thread_key=thread_key,
+            queue=queue or channel,
+            priority=priority,
+            sla_due_at=at + SLA[priority],
+            interaction_id=interaction_id,
+        )
         return case
 
     def add_message(self, interaction_id: UUID, direction: str, channel: str, at: datetime) -> None:

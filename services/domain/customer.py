@@ -93,11 +93,19 @@ class Customer(Aggregate):
         if interaction.id in self.interactions:
             return  # the same touchpoint, delivered again: recorded once
         self._trigger(
-            InteractionRecorded, interaction.occurred_at, interaction_id=interaction.id,
-            channel=interaction.channel, direction=interaction.direction, kind=interaction.kind,
-            case_id=case_id, text=interaction.text, provider_message_id=interaction.provider_message_id,
-            thread_key=thread_key or interaction.thread_key, attachments=list(interaction.attachments),
-            meta=dict(interaction.meta), reply_id=interaction.reply_id,
+            InteractionRecorded,
+            interaction.occurred_at,
+            interaction_id=interaction.id,
+            channel=interaction.channel,
+            direction=interaction.direction,
+            kind=interaction.kind,
+            case_id=case_id,
+            text=interaction.text,
+            provider_message_id=interaction.provider_message_id,
+            thread_key=thread_key or interaction.thread_key,
+            attachments=list(interaction.attachments),
+            meta=dict(interaction.meta),
+            reply_id=interaction.reply_id,
         )
 
     def can_merge_with(self, other: Customer) -> bool:

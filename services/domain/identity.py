@@ -37,7 +37,7 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
     text = raw.strip()
     for prefix in _ADDRESS_PREFIXES:
         if text.lower().startswith(prefix):
-            text = text[len(prefix):].strip()
+            text = text[len(prefix) :].strip()
             break
     if not text:
         raise InvalidIdentity("phone number is empty")
@@ -109,5 +109,6 @@ def registers_on_claims_alone(channel: str, direction: str, identities: list[Ide
     merges with nobody; an agent may merge by hand). Every other channel asserts its sender, so
     claims alone there mean a broken connector, and the interaction is refused.
     """
-    return (channel == "email" and direction == "inbound"
-            and any(i.kind == "email" and not i.verified for i in identities))
+    return (
+        channel == "email" and direction == "inbound" and any(i.kind == "email" and not i.verified for i in identities)
+    )

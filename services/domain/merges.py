@@ -50,8 +50,9 @@ class _Walk:
         return True
 
 
-def survivor_of(customer_id: UUID, survivor_lookup: Callable[[UUID], UUID | None],
-                limit: int = MERGE_CHAIN_LIMIT) -> UUID:
+def survivor_of(
+    customer_id: UUID, survivor_lookup: Callable[[UUID], UUID | None], limit: int = MERGE_CHAIN_LIMIT
+) -> UUID:
     """The customer that holds `customer_id`'s history now: itself if never absorbed.
 
     `survivor_lookup(id)` says whom `id` was merged into (None: nobody). MergeChainError when the
@@ -63,8 +64,9 @@ def survivor_of(customer_id: UUID, survivor_lookup: Callable[[UUID], UUID | None
     return walk.current
 
 
-async def survivor_of_async(customer_id: UUID, survivor_lookup: Callable[[UUID], Awaitable[UUID | None]],
-                            limit: int = MERGE_CHAIN_LIMIT) -> UUID:
+async def survivor_of_async(
+    customer_id: UUID, survivor_lookup: Callable[[UUID], Awaitable[UUID | None]], limit: int = MERGE_CHAIN_LIMIT
+) -> UUID:
     """`survivor_of` for a lookup that awaits (an async database connection)."""
     walk = _Walk(customer_id, limit)
     while walk.step(await survivor_lookup(walk.current)):
@@ -72,8 +74,9 @@ async def survivor_of_async(customer_id: UUID, survivor_lookup: Callable[[UUID],
     return walk.current
 
 
-def merged_family(survivor_id: UUID, absorbed_lookup: Callable[[UUID], Iterable[UUID]],
-                  limit: int = MERGE_CHAIN_LIMIT) -> list[UUID]:
+def merged_family(
+    survivor_id: UUID, absorbed_lookup: Callable[[UUID], Iterable[UUID]], limit: int = MERGE_CHAIN_LIMIT
+) -> list[UUID]:
     """`survivor_id`, then every customer merged into it, directly or through another, each once.
 
     `absorbed_lookup(id)` lists whom `id` absorbed. A customer met twice (a loop, or one absorbed

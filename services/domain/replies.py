@@ -51,10 +51,16 @@ class StatusReport:
 
 def status_report(status: Interaction) -> StatusReport:
     """A status interaction as a report; StatusWithoutMessageId if it names no message at all."""
-    report = StatusReport(interaction_id=status.id, channel=status.channel,
-                          provider_message_id=status.provider_message_id, status=status.status,
-                          error=status.meta.get("error"), occurred_at=status.occurred_at,
-                          case_id=status.case_id, reply_id=status.reply_id)
+    report = StatusReport(
+        interaction_id=status.id,
+        channel=status.channel,
+        provider_message_id=status.provider_message_id,
+        status=status.status,
+        error=status.meta.get("error"),
+        occurred_at=status.occurred_at,
+        case_id=status.case_id,
+        reply_id=status.reply_id,
+    )
     if not report.from_relay and not report.provider_message_id:
         raise StatusWithoutMessageId("status without a provider message id")
     return report
@@ -66,9 +72,16 @@ def bounce_report(bounce: Interaction) -> StatusReport | None:
     if not bounced:
         return None
     reason = "bounced" + (f" ({bounce.meta['bounce_status']})" if bounce.meta.get("bounce_status") else "")
-    return StatusReport(interaction_id=bounce.id, channel=bounce.channel, provider_message_id=bounced,
-                        status="failed", error=reason, occurred_at=bounce.occurred_at,
-                        case_id=bounce.case_id, reply_id=bounce.reply_id)
+    return StatusReport(
+        interaction_id=bounce.id,
+        channel=bounce.channel,
+        provider_message_id=bounced,
+        status="failed",
+        error=reason,
+        occurred_at=bounce.occurred_at,
+        case_id=bounce.case_id,
+        reply_id=bounce.reply_id,
+    )
 
 
 def delivery_outcome(status: str | None) -> DeliveryOutcome | None:

@@ -59,8 +59,9 @@ def profile_is_verified(channel: str, verified: Sequence[Identity]) -> bool:
     return (channel != "chat" and bool(verified)) or any(i.kind == "external" for i in verified)
 
 
-def resolve_customer(interaction: Interaction, identities: Sequence[Identity],
-                     owners: Mapping[Identity, Customer], new_customer_id: UUID) -> Resolution:
+def resolve_customer(
+    interaction: Interaction, identities: Sequence[Identity], owners: Mapping[Identity, Customer], new_customer_id: UUID
+) -> Resolution:
     """Decides and records whose touchpoint `interaction` is, linking, claiming and updating the profile.
 
     `identities` are the interaction's identities, normalized; `owners` maps each verified one the
@@ -91,8 +92,13 @@ def resolve_customer(interaction: Interaction, identities: Sequence[Identity],
     return resolution
 
 
-def _resolve(interaction_id: UUID, at: datetime, verified: list[Identity], owners: Mapping[Identity, Customer],
-             new_customer_id: UUID) -> Resolution:
+def _resolve(
+    interaction_id: UUID,
+    at: datetime,
+    verified: list[Identity],
+    owners: Mapping[Identity, Customer],
+    new_customer_id: UUID,
+) -> Resolution:
     unheld_external = {i.value for i in verified if i.kind == "external" and i not in owners}
     resolution = _merge_owners(interaction_id, at, verified, owners, new_customer_id)
     customer = resolution.customer
@@ -105,8 +111,13 @@ def _resolve(interaction_id: UUID, at: datetime, verified: list[Identity], owner
     return resolution
 
 
-def _merge_owners(interaction_id: UUID, at: datetime, verified: list[Identity], owners: Mapping[Identity, Customer],
-                  new_customer_id: UUID) -> Resolution:
+def _merge_owners(
+    interaction_id: UUID,
+    at: datetime,
+    verified: list[Identity],
+    owners: Mapping[Identity, Customer],
+    new_customer_id: UUID,
+) -> Resolution:
     # In the order of the identities: the channel's own sender identity comes first, and decides
     # whose touchpoint this is when a merge is not allowed.
     customers: list[Customer] = []

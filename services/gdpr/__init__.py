@@ -43,5 +43,12 @@ from services.gdpr.erase import Deployment, ErasureReport, erase_customer, scrub
 from services.gdpr.export import export_customer
 from services.gdpr.scope import CustomerNotFound, erasure_scope
 
-__all__ = ["CustomerNotFound", "Deployment", "ErasureReport", "erase_customer", "erasure_scope", "export_customer",
-           "scrub_read_models"]
+__all__ = [
+    "CustomerNotFound",
+    "Deployment",
+    "ErasureReport",
+    "erase_customer",
+    "erasure_scope",
+    "export_customer",
+    "scrub_read_models",
+]

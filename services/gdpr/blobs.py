@@ -38,7 +38,7 @@ def blob_refs(data: bytes) -> set[str]:
         interaction = INTERACTION_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return set()
-    return {a.ref[len(BLOB_PREFIX):] for a in interaction.attachments if a.ref and a.ref.startswith(BLOB_PREFIX)}
+    return {a.ref[len(BLOB_PREFIX) :] for a in interaction.attachments if a.ref and a.ref.startswith(BLOB_PREFIX)}
 
 
 def shared_blobs(store: EventStore, blobs: set[str]) -> set[str]:
@@ -46,13 +46,17 @@ def shared_blobs(store: EventStore, blobs: set[str]) -> set[str]:
     if not blobs:
         return set()
     with store.datastore.transaction(commit=False) as curs:
-        curs.execute("SELECT DISTINCT a->>'sha256' AS sha256 FROM proj_timeline, jsonb_array_elements(attachments) a "
-                     "WHERE a->>'sha256' = ANY(%s)", (sorted(blobs),))
+        curs.execute(
+            "SELECT DISTINCT a->>'sha256' AS sha256 FROM proj_timeline, jsonb_array_elements(attachments) a "
+            "WHERE a->>'sha256' = ANY(%s)",
+            (sorted(blobs),),
+        )
         return {r["sha256"] for r in curs.fetchall()}
 
 
-async def sweep_orphan_blobs(js, names: Names, store: EventStore, retention_seconds: int,
-                             now: datetime | None = None) -> int:
+async def sweep_orphan_blobs(
+    js, names: Names, store: EventStore, retention_seconds: int, now: datetime | None = None
+) -> int:
     """Attachments on nobody's timeline and older than the NATS retention: nothing can refer to them any more.
 
     An attachment is stored by the gateway before its interaction is published; if that interaction

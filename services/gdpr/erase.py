@@ -14,7 +14,12 @@ from projections.runner import all_projections
 from services.core.commands import erase_customer as erase_in_log
 from services.gdpr.blobs import delete_blobs, shared_blobs, sweep_orphan_blobs
 from services.gdpr.purge import (
-    delete_dead_letters, delete_events, delete_interactions, purge_chat_sessions, purge_outboxes)
+    delete_dead_letters,
+    delete_events,
+    delete_interactions,
+    purge_chat_sessions,
+    purge_outboxes,
+)
 from services.gdpr.scope import Footprint, erasure_scope, footprint, recorded
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
@@ -51,15 +56,18 @@ class ErasureReport:
     complete: bool = True  # False: the NATS clean-up did not finish (run the erasure again)
 
     def summary(self) -> str:
-        return (f"erased {self.customer_id} ({len(self.customer_ids)} customer record(s); keys destroyed); "
-                f"NATS: {self.chat_sessions} chat session(s), {self.outbox_subjects} outbox(es), "
-                f"{self.interactions_deleted} interaction(s), {self.events_deleted} event(s), "
-                f"{self.dead_letters_deleted} dead letter(s), {self.blobs_deleted} attachment(s) deleted; "
-                f"{self.orphan_blobs_deleted} orphan attachment(s) swept")
+        return (
+            f"erased {self.customer_id} ({len(self.customer_ids)} customer record(s); keys destroyed); "
+            f"NATS: {self.chat_sessions} chat session(s), {self.outbox_subjects} outbox(es), "
+            f"{self.interactions_deleted} interaction(s), {self.events_deleted} event(s), "
+            f"{self.dead_letters_deleted} dead letter(s), {self.blobs_deleted} attachment(s) deleted; "
+            f"{self.orphan_blobs_deleted} orphan attachment(s) swept"
+        )
 
 
-def erase_customer(sb: Deployment, customer_id: UUID, requested_by: str, now: datetime, *,
-                   relay_wait: float = 10.0) -> ErasureReport:
+def erase_customer(
+    sb: Deployment, customer_id: UUID, requested_by: str, now: datetime, *, relay_wait: float = 10.0
+) -> ErasureReport:
     """Erases a customer everywhere Switchboard keeps them (see the docstring of services.gdpr); idempotent.
 
     Running it again on an erased customer finishes a clean-up that was interrupted.
@@ -75,7 +83,8 @@ def erase_customer(sb: Deployment, customer_id: UUID, requested_by: str, now: da
             "chat_sessions = ARRAY(SELECT DISTINCT unnest(sb_erasures.chat_sessions || EXCLUDED.chat_sessions)), "
             "identity_blinds = ARRAY(SELECT DISTINCT unnest(sb_erasures.identity_blinds || EXCLUDED.identity_blinds)), "
             "blobs = ARRAY(SELECT DISTINCT unnest(sb_erasures.blobs || EXCLUDED.blobs)), cleaned_at = NULL",
-            (ids[0], ids, requested_by, now, sorted(found.sessions), sorted(found.blinds), sorted(found.blobs)))
+            (ids[0], ids, requested_by, now, sorted(found.sessions), sorted(found.blinds), sorted(found.blobs)),
+        )
     # The irreversible step: CustomerErased appended, keys destroyed, identity index dropped.
     erased = erase_in_log(store, customer_id, requested_by, now)
     ids = list(dict.fromkeys([*ids, *erased]))
@@ -88,11 +97,15 @@ def erase_customer(sb: Deployment, customer_id: UUID, requested_by: str, now: da
         curs.execute("SELECT chat_sessions, identity_blinds, blobs FROM sb_erasures WHERE customer_id = %s", (ids[0],))
         row = curs.fetchone()
         # Attachments are stored once by content: a file another customer also sent stays.
-        curs.execute("SELECT DISTINCT a->>'sha256' AS sha256 FROM proj_timeline, jsonb_array_elements(attachments) a "
-                     "WHERE a->>'sha256' = ANY(%s)", (row["blobs"],))
+        curs.execute(
+            "SELECT DISTINCT a->>'sha256' AS sha256 FROM proj_timeline, jsonb_array_elements(attachments) a "
+            "WHERE a->>'sha256' = ANY(%s)",
+            (row["blobs"],),
+        )
         shared = {r["sha256"] for r in curs.fetchall()}
-    pending = Footprint(set(row["chat_sessions"]), {bytes(b) for b in row["identity_blinds"]},
-                         set(row["blobs"]) - shared)
+    pending = Footprint(
+        set(row["chat_sessions"]), {bytes(b) for b in row["identity_blinds"]}, set(row["blobs"]) - shared
+    )
     report = ErasureReport(customer_id=customer_id, customer_ids=ids)
     try:
         asyncio.run(clean_nats(sb, store, ids, pending, report, relay_wait))
@@ -102,11 +115,20 @@ def erase_customer(sb: Deployment, customer_id: UUID, requested_by: str, now: da
         log.warning("customer_erasure_incomplete", customer_id=str(customer_id), error=type(exc).__name__)
         return report
     with store.datastore.transaction(commit=True) as curs:
-        curs.execute("UPDATE sb_erasures SET chat_sessions = '{}', identity_blinds = '{}', blobs = '{}', "
-                     "cleaned_at = now(), customer_ids = %s WHERE customer_id = %s", (ids, ids[0]))
-    log.info("customer_erased", customer_id=str(customer_id), customers=len(ids),
-             interactions_deleted=report.interactions_deleted, events_deleted=report.events_deleted,
-             dead_letters_deleted=report.dead_letters_deleted, chat_sessions=report.chat_sessions)
+        curs.execute(
+            "UPDATE sb_erasures SET chat_sessions = '{}', identity_blinds = '{}', blobs = '{}', "
+            "cleaned_at = now(), customer_ids = %s WHERE customer_id = %s",
+            (ids, ids[0]),
+        )
+    log.info(
+        "customer_erased",
+        customer_id=str(customer_id),
+        customers=len(ids),
+        interactions_deleted=report.interactions_deleted,
+        events_deleted=report.events_deleted,
+        dead_letters_deleted=report.dead_letters_deleted,
+        chat_sessions=report.chat_sessions,
+    )
     return report
 
 
@@ -117,8 +139,9 @@ def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
             projection.erase(curs, ids)
 
 
-async def clean_nats(sb: Deployment, store: EventStore, ids: list[UUID], found: Footprint,
-                     report: ErasureReport, relay_wait: float) -> None:
+async def clean_nats(
+    sb: Deployment, store: EventStore, ids: list[UUID], found: Footprint, report: ErasureReport, relay_wait: float
+) -> None:
     from services.platform.nats_client import connect  # noqa: PLC0415
 
     names: Names = sb.names
@@ -127,8 +150,15 @@ async def clean_nats(sb: Deployment, store: EventStore, ids: list[UUID], found: 
         log.debug("erase_nats_error", error=type(exc).__name__)
 
     # Not the service's patient reconnecting: NATS out of reach is reported (and the run repeated).
-    nc = await connect(sb.settings, name="switchboard-erase", connect_timeout=5, allow_reconnect=False,
-                       max_reconnect_attempts=2, reconnect_time_wait=0.5, error_cb=quiet)
+    nc = await connect(
+        sb.settings,
+        name="switchboard-erase",
+        connect_timeout=5,
+        allow_reconnect=False,
+        max_reconnect_attempts=2,
+        reconnect_time_wait=0.5,
+        error_cb=quiet,
+    )
     try:
         js = nc.jetstream()
         report.chat_sessions = await purge_chat_sessions(js, names, found.sessions)
@@ -139,12 +169,14 @@ async def clean_nats(sb: Deployment, store: EventStore, ids: list[UUID], found: 
         interaction_ids, case_ids = await asyncio.to_thread(recorded, store, ids)
         report.interactions_deleted = await delete_interactions(js, names, store, interaction_ids, case_ids)
         dead_blobs: set[str] = set()
-        report.dead_letters_deleted = await delete_dead_letters(js, names, store, interaction_ids, found.blinds,
-                                                                 dead_blobs)
+        report.dead_letters_deleted = await delete_dead_letters(
+            js, names, store, interaction_ids, found.blinds, dead_blobs
+        )
         # Attachments of dead letters were never on a timeline: nobody else refers to them unless they
         # sent the same file.
-        report.blobs_deleted += await delete_blobs(js, names, dead_blobs - await asyncio.to_thread(
-            shared_blobs, store, dead_blobs))
+        report.blobs_deleted += await delete_blobs(
+            js, names, dead_blobs - await asyncio.to_thread(shared_blobs, store, dead_blobs)
+        )
         report.orphan_blobs_deleted = await sweep_orphan_blobs(js, names, store, sb.settings.nats_retention_seconds)
         positions = await asyncio.to_thread(positions_after_relay, store, ids, relay_wait, report)
         report.events_deleted = await delete_events(js, names, positions)
@@ -160,8 +192,10 @@ def positions_after_relay(store: EventStore, ids: list[UUID], relay_wait: float,
     """
     with store.datastore.transaction(commit=False) as curs:
         clauses = " OR ".join(["position(%s::bytea in state) > 0"] * len(ids))
-        curs.execute(f"SELECT notification_id FROM sb_events WHERE {clauses} ORDER BY notification_id",
-                     [b'"customer_id":"%s"' % str(i).encode() for i in ids])
+        curs.execute(
+            f"SELECT notification_id FROM sb_events WHERE {clauses} ORDER BY notification_id",
+            [b'"customer_id":"%s"' % str(i).encode() for i in ids],
+        )
         positions = [row["notification_id"] for row in curs.fetchall()]
     if not positions:
         return []
@@ -175,8 +209,10 @@ def positions_after_relay(store: EventStore, ids: list[UUID], relay_wait: float,
         if relayed != last:
             last, last_change = relayed, now
         if now > deadline or now - last_change > 3.0:
-            report.warnings.append(f"the relay has published up to position {relayed}, not {positions[-1]}: "
-                                   "events after it will be published redacted")
+            report.warnings.append(
+                f"the relay has published up to position {relayed}, not {positions[-1]}: "
+                "events after it will be published redacted"
+            )
             break
         time.sleep(0.05)
     return [p for p in positions if p <= relayed]

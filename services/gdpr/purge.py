@@ -56,14 +56,18 @@ async def delete_message(js, stream: str, seq: int) -> bool:
         raise
 
 
-async def delete_interactions(js, names: Names, store: EventStore, interaction_ids: set[UUID],
-                              case_ids: set[UUID] = frozenset()) -> int:
+async def delete_interactions(
+    js, names: Names, store: EventStore, interaction_ids: set[UUID], case_ids: set[UUID] = frozenset()
+) -> int:
     """The customer's interactions, and the delivery statuses and bounces about their cases' replies."""
     if not (interaction_ids or case_ids) or not await stream_exists(js, names.interactions):
         return 0
     with store.datastore.transaction(commit=False) as curs:
-        curs.execute("SELECT stream_seq FROM sb_processed WHERE (interaction_id = ANY(%s) OR case_id = ANY(%s)) "
-                     "AND stream_seq IS NOT NULL", (list(interaction_ids), list(case_ids)))
+        curs.execute(
+            "SELECT stream_seq FROM sb_processed WHERE (interaction_id = ANY(%s) OR case_id = ANY(%s)) "
+            "AND stream_seq IS NOT NULL",
+            (list(interaction_ids), list(case_ids)),
+        )
         seqs = sorted(row["stream_seq"] for row in curs.fetchall())
     deleted = 0
     for seq in seqs:
@@ -71,8 +75,9 @@ async def delete_interactions(js, names: Names, store: EventStore, interaction_i
     return deleted
 
 
-async def delete_dead_letters(js, names: Names, store: EventStore, interaction_ids: set[UUID],
-                              blinds: set[bytes], blobs: set[str] | None = None) -> int:
+async def delete_dead_letters(
+    js, names: Names, store: EventStore, interaction_ids: set[UUID], blinds: set[bytes], blobs: set[str] | None = None
+) -> int:
     """Dead letters are interactions nobody could record: matched by id, or by one of the identities.
 
     Each goes with the original it was copied from, still in SB_INTERACTIONS (`Sb-Original-Sequence`).

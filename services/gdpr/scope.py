@@ -46,8 +46,9 @@ def footprint(store: EventStore, ids: list[UUID]) -> Footprint:
             elif isinstance(event, InteractionRecorded):
                 if event.thread_key and event.thread_key.startswith("chat:"):
                     sessions.add(event.thread_key.split(":", 1)[1])
-                blobs.update(a.ref[len(BLOB_PREFIX):] for a in event.attachments
-                             if a.ref and a.ref.startswith(BLOB_PREFIX))
+                blobs.update(
+                    a.ref[len(BLOB_PREFIX) :] for a in event.attachments if a.ref and a.ref.startswith(BLOB_PREFIX)
+                )
     return found
 
 

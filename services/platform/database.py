@@ -57,7 +57,9 @@ class Database:
             params = conninfo_to_dict(text)
         except psycopg.ProgrammingError as exc:
             reason = _hide_fragments(str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid")
-            raise DatabaseUrlError(f"SWITCHBOARD_DATABASE_URL is not a libpq URI or key=value string: {reason}") from None
+            raise DatabaseUrlError(
+                f"SWITCHBOARD_DATABASE_URL is not a libpq URI or key=value string: {reason}"
+            ) from None
         return cls({k: str(v) for k, v in params.items() if v is not None})
 
     # -- what the clients take ---------------------------------------------------------------------
@@ -152,8 +154,14 @@ class ConninfoDatastore(PostgresDatastore):
 
     def __init__(self, database: Database, **options: Any):
         params = database.params
-        super().__init__(dbname=params.get("dbname", ""), host=params.get("host", ""), port=params.get("port", ""),
-                         user=params.get("user", ""), password=params.get("password", ""), **options)
+        super().__init__(
+            dbname=params.get("dbname", ""),
+            host=params.get("host", ""),
+            port=params.get("port", ""),
+            user=params.get("user", ""),
+            password=params.get("password", ""),
+            **options,
+        )
         self.database = database
         self.pool.conninfo = database.conninfo
         self.pool.kwargs = {"row_factory": dict_row}
@@ -214,7 +222,7 @@ def _reason(message: str) -> str:
         # "connection failed: connection to server at "h" (1.2.3.4), port 5 failed: Connection refused"
         line = re.sub(r"^host: '[^']*', port: '[^']*'(, hostaddr: '[^']*')?: ", "", line)
         line = re.sub(r"^(connection failed|connection is bad): ", "", line)
-        line = re.sub(r'^connection to server (at|on) .*? failed: ', "", line)
+        line = re.sub(r"^connection to server (at|on) .*? failed: ", "", line)
         line = re.sub(r"^FATAL:\s+", "", line)
         if line and line not in reasons:
             reasons.append(line)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from nats.js.errors import NotFoundError
 
+from services.platform import nats_client
 from services.platform.settings import Settings
 from services.platform.streams import Names
-from services.platform import nats_client
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,22 @@ async def _read_all(js, names: Names) -> list[DeadLetter]:
     seq = 1
     while True:
         try:
-            msg = await js.get_msg(names.deadletters, seq=seq, subject=names.deadletter_subject("interactions"),
-                                   next=True)
+            msg = await js.get_msg(
+                names.deadletters, seq=seq, subject=names.deadletter_subject("interactions"), next=True
+            )
         except NotFoundError:
             return out
         headers = dict(msg.headers or {})
-        out.append(DeadLetter(seq=msg.seq, subject=headers.get("Sb-Original-Subject", "?"),
-                              reason=headers.get("Sb-Reason", "?"), deliveries=int(headers.get("Sb-Deliveries", 0) or 0),
-                              headers=headers, data=msg.data or b""))
+        out.append(
+            DeadLetter(
+                seq=msg.seq,
+                subject=headers.get("Sb-Original-Subject", "?"),
+                reason=headers.get("Sb-Reason", "?"),
+                deliveries=int(headers.get("Sb-Deliveries", 0) or 0),
+                headers=headers,
+                data=msg.data or b"",
+            )
+        )
         seq = msg.seq + 1
 
 
@@ -68,9 +76,11 @@ async def redrive(settings: Settings, sequences: set[int] | None, names: Names |
             if sequences is not None and letter.seq not in sequences:
                 continue
             original_id = letter.headers.get("Nats-Msg-Id", "").removeprefix("dl:")
-            await js.publish(letter.subject, letter.data,
-                             headers={"Nats-Msg-Id": f"redrive:{letter.seq}:{original_id}",
-                                      "Sb-Redriven-From": str(letter.seq)})
+            await js.publish(
+                letter.subject,
+                letter.data,
+                headers={"Nats-Msg-Id": f"redrive:{letter.seq}:{original_id}", "Sb-Redriven-From": str(letter.seq)},
+            )
             await js.delete_msg(names.deadletters, letter.seq)
             n += 1
     finally:

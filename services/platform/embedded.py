@@ -32,8 +32,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
-from services.platform.logs import get_logger
 from services.platform import embedded_system as system
+from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -135,8 +135,9 @@ def embedded_credentials(data_dir: Path) -> EmbeddedCredentials:
             _replace_private(path, msgspec.json.encode(stored))
     finally:
         os.close(fd)  # releases the lock
-    return EmbeddedCredentials(nats_user=NATS_USER, nats_password=stored["nats_password"],
-                               postgres_password=stored["postgres_password"])
+    return EmbeddedCredentials(
+        nats_user=NATS_USER, nats_password=stored["nats_password"], postgres_password=stored["postgres_password"]
+    )
 
 
 def _replace_private(path: Path, data: bytes) -> None:
@@ -191,8 +192,15 @@ class EmbeddedNats:
     not the command line, where every user of the machine could read it.
     """
 
-    def __init__(self, store_dir: Path, host: str = "127.0.0.1", port: int | None = None, *,
-                 user: str = NATS_USER, password: str | None = None):
+    def __init__(
+        self,
+        store_dir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        user: str = NATS_USER,
+        password: str | None = None,
+    ):
         _require_loopback(host)
         self.store_dir = Path(store_dir).resolve()
         self.host = host
@@ -222,13 +230,15 @@ class EmbeddedNats:
 
     def _config(self) -> str:
         q = json.dumps  # nats-server's configuration format reads JSON strings
-        return "\n".join([
-            f"listen: {q(f'{self.host}:{self.port}')}",
-            f"server_name: {q('switchboard-embedded')}",
-            f"jetstream {{ store_dir: {q(str(self.store_dir))} }}",
-            f"authorization {{ user: {q(self.user)}, password: {q(self.password)} }}",
-            "",
-        ])
+        return "\n".join(
+            [
+                f"listen: {q(f'{self.host}:{self.port}')}",
+                f"server_name: {q('switchboard-embedded')}",
+                f"jetstream {{ store_dir: {q(str(self.store_dir))} }}",
+                f"authorization {{ user: {q(self.user)}, password: {q(self.password)} }}",
+                "",
+            ]
+        )
 
     def start(self) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +247,9 @@ class EmbeddedNats:
         log_file = open(self.store_dir / "nats-server.log", "ab")
         self.proc = subprocess.Popen(
             [self.binary(), "--config", str(config)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent(signal.SIGTERM),
         )
         log_file.close()
@@ -279,8 +291,16 @@ class EmbeddedPostgres:
     its first start here.
     """
 
-    def __init__(self, pgdata: Path, host: str = "127.0.0.1", port: int | None = None, database: str = "switchboard",
-                 *, password: str | None = None, ephemeral: bool = False):
+    def __init__(
+        self,
+        pgdata: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        database: str = "switchboard",
+        *,
+        password: str | None = None,
+        ephemeral: bool = False,
+    ):
         _require_loopback(host)
         self.requested = Path(pgdata).resolve()
         self.pgdata = self.requested  # the cluster directory, once start() placed it
@@ -345,12 +365,32 @@ class EmbeddedPostgres:
             (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
         log_file = open(self.pgdata / "postgres.log", "ab")
         self.proc = subprocess.Popen(
-            [str(self._bins / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-h", self.host,
-             "-c", "unix_socket_directories=", "-c", "max_connections=200",
-             "-c", "shared_buffers=256MB", "-c", "synchronous_commit=on",
-             "-c", "password_encryption=scram-sha-256", "-c", "log_min_messages=warning"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent(signal.SIGINT), **self._run_as,
+            [
+                str(self._bins / "postgres"),
+                "-D",
+                str(self.pgdata),
+                "-p",
+                str(self.port),
+                "-h",
+                self.host,
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "password_encryption=scram-sha-256",
+                "-c",
+                "log_min_messages=warning",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(signal.SIGINT),
+            **self._run_as,
         )
         log_file.close()
         _wait_for_port(self.host, self.port, self.proc, "postgres")
@@ -370,9 +410,22 @@ class EmbeddedPostgres:
             if "user" in self._run_as:
                 os.chown(pwfile, self._run_as["user"], self._run_as["group"])
             subprocess.run(
-                [str(self._bins / "initdb"), "-D", str(self.pgdata), "-U", self.user, "--auth=scram-sha-256",
-                 f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "--no-instructions"],
-                check=True, capture_output=True, stdin=subprocess.DEVNULL, **self._run_as,
+                [
+                    str(self._bins / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    self.user,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
+                check=True,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                **self._run_as,
             )
         finally:
             Path(pwfile).unlink(missing_ok=True)
@@ -395,8 +448,9 @@ class EmbeddedPostgres:
         with conn:
             # Only the SCRAM verifier travels to the server, never the password itself.
             verifier = conn.pgconn.encrypt_password(self.password.encode(), self.user.encode(), b"scram-sha-256")
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(self.user), sql.Literal(verifier.decode())))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.user), sql.Literal(verifier.decode()))
+            )
             hba = self.pgdata / "pg_hba.conf"
             hba.write_text(scram_hba(hba.read_text()))  # written in place: owner and mode stay
             conn.execute("SELECT pg_reload_conf()")
@@ -412,8 +466,10 @@ class EmbeddedPostgres:
                     return
             except psycopg.OperationalError as exc:
                 if "password authentication failed" in str(exc):
-                    raise RuntimeError(f"the PostgreSQL cluster in {self.pgdata} refused the password kept for it "
-                                       "(secrets.json of the data dir)") from None
+                    raise RuntimeError(
+                        f"the PostgreSQL cluster in {self.pgdata} refused the password kept for it "
+                        "(secrets.json of the data dir)"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
@@ -430,7 +486,8 @@ class EmbeddedPostgres:
         """A plain-SQL dump of the database (used by tests that look for personal data)."""
         return subprocess.run(
             [str(self._bins / "pg_dump"), "--no-owner", self.admin_url(database or self.database)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         ).stdout
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -71,15 +71,30 @@ def service_user() -> ServiceUser:
 
 
 def _create_service_user() -> None:
-    useradd = shutil.which("useradd") or next((p for p in ("/usr/sbin/useradd", "/sbin/useradd") if Path(p).exists()), None)
+    useradd = shutil.which("useradd") or next(
+        (p for p in ("/usr/sbin/useradd", "/sbin/useradd") if Path(p).exists()), None
+    )
     if useradd is None:
         return
     shell = next((s for s in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false") if Path(s).exists()), "/bin/false")
     # Two processes may race here; the loser's "already exists" is fine, the caller looks the user up again.
     result = subprocess.run(
-        [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", shell, "--comment", "Switchboard embedded PostgreSQL", SERVICE_USER],
-        capture_output=True, stdin=subprocess.DEVNULL)
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            shell,
+            "--comment",
+            "Switchboard embedded PostgreSQL",
+            SERVICE_USER,
+        ],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
     if result.returncode == 0:
         log.info("embedded_postgres_service_user_created", user=SERVICE_USER)
 

@@ -67,8 +67,10 @@ def credentials_options(creds_path: str | None) -> dict[str, Any]:
     if re.fullmatch(r"\s*SU[A-Z2-7]{56}\s*", text):
         return {"nkeys_seed": str(path)}
     # nats-py would loop forever looking for a JWT that is not there: say what is wrong instead.
-    raise NatsSettingsError(f"SWITCHBOARD_NATS_CREDS: {path} is neither a NATS .creds file (user JWT and "
-                            "nkey seed) nor an nkey user seed (SU…)")
+    raise NatsSettingsError(
+        f"SWITCHBOARD_NATS_CREDS: {path} is neither a NATS .creds file (user JWT and "
+        "nkey seed) nor an nkey user seed (SU…)"
+    )
 
 
 def url_credentials(servers: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -134,5 +136,7 @@ async def connect(settings: Settings, **options: Any):
     except (asyncio.CancelledError, Exception):  # noqa: BLE001 — we report the refusal instead
         pass
     servers = ", ".join(redact_nats_url(s) for s in merged["servers"])
-    raise NatsRefused(f"NATS at {servers} refused the credentials (Authorization Violation): check the user and "
-                      "password in SWITCHBOARD_NATS_URL or SWITCHBOARD_NATS_CREDS")
+    raise NatsRefused(
+        f"NATS at {servers} refused the credentials (Authorization Violation): check the user and "
+        "password in SWITCHBOARD_NATS_URL or SWITCHBOARD_NATS_CREDS"
+    )

@@ -31,8 +31,13 @@ log = get_logger(__name__)
 
 # "Unreachable", not "this event is bad": the whole batch is tried again later, nothing is set aside.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, pg_errors.InsufficientPrivilege,
-    pg_errors.UndefinedTable, pg_errors.ReadOnlySqlTransaction)
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    ConnectionError,
+    pg_errors.InsufficientPrivilege,
+    pg_errors.UndefinedTable,
+    pg_errors.ReadOnlySqlTransaction,
+)
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^()]*=[^()]*\)")
 _EMAIL = re.compile(r"\S+@\S+")
@@ -59,8 +64,15 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
         diag = exc.diag
         message = diag.message_primary or str(exc)
-        where = [f"{label} {value}" for label, value in (("table", diag.table_name), ("column", diag.column_name),
-                                                          ("constraint", diag.constraint_name)) if value]
+        where = [
+            f"{label} {value}"
+            for label, value in (
+                ("table", diag.table_name),
+                ("column", diag.column_name),
+                ("constraint", diag.constraint_name),
+            )
+            if value
+        ]
         if exc.sqlstate:
             name = f"{name} [{exc.sqlstate}]"
     else:
@@ -80,9 +92,16 @@ def record(curs, consumer: str, position: int, event: DomainEvent, exc: BaseExce
         "INSERT INTO sb_quarantine (consumer, position, event_type, event_id, reason) VALUES (%s, %s, %s, %s, %s) "
         "ON CONFLICT (consumer, position) DO UPDATE SET reason = EXCLUDED.reason, "
         "attempts = sb_quarantine.attempts + 1, last_failed_at = now()",
-        (consumer, position, event.NAME, event.id, reason))
-    log.warning("event_quarantined", consumer=consumer, position=position, event_type=event.NAME,
-                event_id=str(event.id), reason=reason)
+        (consumer, position, event.NAME, event.id, reason),
+    )
+    log.warning(
+        "event_quarantined",
+        consumer=consumer,
+        position=position,
+        event_type=event.NAME,
+        event_id=str(event.id),
+        reason=reason,
+    )
     return reason
 
 
@@ -99,12 +118,25 @@ def clear(curs, consumers: Sequence[str]) -> None:
 
 def listing(curs, consumers: Sequence[str] | None = None, position: int | None = None) -> list[Quarantined]:
     """What is set aside, oldest position first; only these consumers / this position when given."""
-    query = ("SELECT consumer, position, event_type, event_id, reason, attempts, first_failed_at, last_failed_at "
-             "FROM sb_quarantine WHERE (%(consumers)s::text[] IS NULL OR consumer = ANY(%(consumers)s)) "
-             "AND (%(position)s::bigint IS NULL OR position = %(position)s) ORDER BY position, consumer")
+    query = (
+        "SELECT consumer, position, event_type, event_id, reason, attempts, first_failed_at, last_failed_at "
+        "FROM sb_quarantine WHERE (%(consumers)s::text[] IS NULL OR consumer = ANY(%(consumers)s)) "
+        "AND (%(position)s::bigint IS NULL OR position = %(position)s) ORDER BY position, consumer"
+    )
     curs.execute(query, {"consumers": list(consumers) if consumers is not None else None, "position": position})
-    return [Quarantined(r["consumer"], r["position"], r["event_type"], r["event_id"], r["reason"], r["attempts"],
-                        r["first_failed_at"], r["last_failed_at"]) for r in curs.fetchall()]
+    return [
+        Quarantined(
+            r["consumer"],
+            r["position"],
+            r["event_type"],
+            r["event_id"],
+            r["reason"],
+            r["attempts"],
+            r["first_failed_at"],
+            r["last_failed_at"],
+        )
+        for r in curs.fetchall()
+    ]
 
 
 def counts(curs) -> dict[str, int]:

@@ -79,7 +79,8 @@ def event_store_ddl(schema: str, events_table: str) -> tuple[Composed, list[Comp
         "PRIMARY KEY (originator_id, originator_version))"
     ).format(*table)
     recorded_at_index = SQL("CREATE INDEX IF NOT EXISTS {0} ON {1}.{2} (recorded_at)").format(
-        Identifier(f"{events_table}_recorded_at_idx"), *table)
+        Identifier(f"{events_table}_recorded_at_idx"), *table
+    )
     head = SQL(
         "CREATE TABLE IF NOT EXISTS {0}.{1} (id int PRIMARY KEY CHECK (id = 1), "
         "position bigint NOT NULL, chain bytea NOT NULL, seal bytea NOT NULL)"
@@ -198,14 +199,17 @@ def processed_case_id(curs: Any, master: MasterKey) -> None:
 
     ALTER TABLE and CREATE INDEX lock the table even when there is nothing to do: look first.
     """
-    curs.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                 "AND table_name = 'sb_processed' AND column_name = 'case_id'")
+    curs.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'sb_processed' AND column_name = 'case_id'"
+    )
     if curs.fetchone() is None:
         curs.execute("ALTER TABLE sb_processed ADD COLUMN IF NOT EXISTS case_id uuid")
     curs.execute("SELECT to_regclass('sb_processed_case_idx') IS NULL AS missing")
     if curs.fetchone()["missing"]:
-        curs.execute("CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) "
-                     "WHERE case_id IS NOT NULL")
+        curs.execute(
+            "CREATE INDEX IF NOT EXISTS sb_processed_case_idx ON sb_processed (case_id) WHERE case_id IS NOT NULL"
+        )
 
 
 def outbound_ids_hashed(curs: Any, master: MasterKey) -> None:
@@ -214,8 +218,9 @@ def outbound_ids_hashed(curs: Any, master: MasterKey) -> None:
     Once per database (the ledger says so). A row an older core writes during a rolling upgrade stays
     as it is: status lookups try its clear id too, and erasing the customer deletes it with the rest.
     """
-    curs.execute("INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') "
-                 "ON CONFLICT DO NOTHING")
+    curs.execute(
+        "INSERT INTO sb_schema_migrations (name) VALUES ('sb_outbound: provider ids hashed') ON CONFLICT DO NOTHING"
+    )
     if not curs.rowcount:
         return
     curs.execute("SELECT channel, provider_message_id FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
@@ -226,7 +231,8 @@ def outbound_ids_hashed(curs: Any, master: MasterKey) -> None:
         "INSERT INTO sb_outbound SELECT o.channel, b.blind, o.case_id, o.reply_id FROM sb_outbound o "
         "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS b(channel, clear, blind) "
         "ON o.channel = b.channel AND o.provider_message_id = b.clear ON CONFLICT DO NOTHING",
-        ([c for c, _ in clear], [p for _, p in clear], [master.outbound_blind(c, p) for c, p in clear]))
+        ([c for c, _ in clear], [p for _, p in clear], [master.outbound_blind(c, p) for c, p in clear]),
+    )
     curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
 
 

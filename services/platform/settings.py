@@ -139,7 +139,7 @@ def load_settings(environ: dict[str, str] | None = None, cwd: Path | None = None
                 values[key] = value
     for name, value in environ.items():
         if name.startswith(PREFIX):
-            key = name[len(PREFIX):].lower()
+            key = name[len(PREFIX) :].lower()
             if key in _FIELDS:
                 values[key] = value
     values.update({k: v for k, v in overrides.items() if v is not None})

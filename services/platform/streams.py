@@ -65,23 +65,44 @@ class Names:
 
 
 def stream_configs(names: Names, retention_seconds: int, replicas: int = 1) -> list[StreamConfig]:
-    common = dict(storage=StorageType.FILE, num_replicas=replicas, retention=RetentionPolicy.LIMITS,
-                  discard=DiscardPolicy.OLD, max_age=float(retention_seconds))
+    common = dict(
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_age=float(retention_seconds),
+    )
     return [
         # Interactions: Nats-Msg-Id is the interaction id; a provider retry within the window is
         # dropped by JetStream itself, and after it by the core's processed-interaction records.
-        StreamConfig(name=names.interactions, subjects=[names.subject("sb.interactions.>")],
-                     duplicate_window=float(min(retention_seconds, 24 * 3600)), **common),
-        StreamConfig(name=names.events, subjects=[names.subject("sb.events.>")],
-                     duplicate_window=float(min(retention_seconds, 24 * 3600)), **common),
+        StreamConfig(
+            name=names.interactions,
+            subjects=[names.subject("sb.interactions.>")],
+            duplicate_window=float(min(retention_seconds, 24 * 3600)),
+            **common,
+        ),
+        StreamConfig(
+            name=names.events,
+            subjects=[names.subject("sb.events.>")],
+            duplicate_window=float(min(retention_seconds, 24 * 3600)),
+            **common,
+        ),
         StreamConfig(name=names.deadletters, subjects=[names.subject("sb.deadletter.>")], **common),
-        StreamConfig(name=names.chat_outbox, subjects=[names.subject("sb.chat.outbox.>")],
-                     duplicate_window=120.0, **common),
+        StreamConfig(
+            name=names.chat_outbox, subjects=[names.subject("sb.chat.outbox.>")], duplicate_window=120.0, **common
+        ),
     ]
 
 
-async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int = 1, timeout: float = 120.0,
-                         *, chat_sessions: dict | None = None) -> None:
+async def ensure_streams(
+    js,
+    names: Names,
+    retention_seconds: int,
+    replicas: int = 1,
+    timeout: float = 120.0,
+    *,
+    chat_sessions: dict | None = None,
+) -> None:
     """Creates or updates the streams; retries while a cluster is still electing or busy.
 
     Many processes start at once in a deployment, all asking for the same replicated streams; the
@@ -90,7 +111,8 @@ async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int
     import asyncio  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError  # noqa: PLC0415
+    from nats.errors import NoRespondersError  # noqa: PLC0415
+    from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js.errors import ServiceUnavailableError  # noqa: PLC0415
 
     deadline = time.monotonic() + timeout
@@ -99,7 +121,7 @@ async def ensure_streams(js, names: Names, retention_seconds: int, replicas: int
         try:
             await _ensure_streams_once(js, names, retention_seconds, replicas, chat_sessions)
             return
-        except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError, NoRespondersError, ServiceUnavailableError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(delay)
@@ -126,8 +148,9 @@ def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
     return True
 
 
-async def _ensure_streams_once(js, names: Names, retention_seconds: int, replicas: int,
-                               chat_sessions: dict | None = None) -> None:
+async def _ensure_streams_once(
+    js, names: Names, retention_seconds: int, replicas: int, chat_sessions: dict | None = None
+) -> None:
     for config in stream_configs(names, retention_seconds, replicas):
         try:
             info = await js.stream_info(config.name)
@@ -142,17 +165,25 @@ async def _ensure_streams_once(js, names: Names, retention_seconds: int, replica
             # already right needs no update permission (see deploy/nats/auth.conf).
             await js.update_stream(config)
     # Without limits given (a tool, a test) an existing bucket keeps the limits the service set.
-    await ensure_chat_sessions_bucket(js, names, retention_seconds, replicas, update=chat_sessions is not None,
-                                      **(chat_sessions or {}))
+    await ensure_chat_sessions_bucket(
+        js, names, retention_seconds, replicas, update=chat_sessions is not None, **(chat_sessions or {})
+    )
 
 
 # A session record holds a few claims of at most 320 characters each: 4 KiB is plenty.
 CHAT_SESSION_MAX_VALUE = 4096
 
 
-async def ensure_chat_sessions_bucket(js, names: Names, retention_seconds: int, replicas: int = 1, *,
-                                      max_bytes: int = -1, ttl_seconds: int | None = None,
-                                      update: bool = True) -> None:
+async def ensure_chat_sessions_bucket(
+    js,
+    names: Names,
+    retention_seconds: int,
+    replicas: int = 1,
+    *,
+    max_bytes: int = -1,
+    ttl_seconds: int | None = None,
+    update: bool = True,
+) -> None:
     """The chat sessions' key-value bucket, bounded in size, value size and age.
 
     A full bucket refuses new sessions (the KV's discard policy is "new") rather than evicting live
@@ -166,9 +197,16 @@ async def ensure_chat_sessions_bucket(js, names: Names, retention_seconds: int, 
         info = await js.stream_info(stream)
     except NotFoundError:
         try:
-            await js.create_key_value(KeyValueConfig(bucket=names.chat_sessions_bucket, ttl=ttl, replicas=replicas,
-                                                     history=1, max_bytes=max_bytes,
-                                                     max_value_size=CHAT_SESSION_MAX_VALUE))
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=names.chat_sessions_bucket,
+                    ttl=ttl,
+                    replicas=replicas,
+                    history=1,
+                    max_bytes=max_bytes,
+                    max_value_size=CHAT_SESSION_MAX_VALUE,
+                )
+            )
             return
         except BadRequestError:  # another process created it between our look and our add
             info = await js.stream_info(stream)

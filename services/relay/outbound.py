@@ -52,8 +52,13 @@ def _customer_and_thread(store, customer_id: UUID, case_id: UUID) -> tuple[Custo
         nonlocal last
         events = store.load(customer_id)
         for event in events:  # stream order; a survivor's events come after the absorbed one's
-            if (isinstance(event, InteractionRecorded) and event.case_id == case_id and event.direction == "inbound"
-                    and event.kind not in MACHINE_KINDS and event.kind != "status"):
+            if (
+                isinstance(event, InteractionRecorded)
+                and event.case_id == case_id
+                and event.direction == "inbound"
+                and event.kind not in MACHINE_KINDS
+                and event.kind != "status"
+            ):
                 last = event
         customers[customer_id] = Customer.replay(customer_id, events)
         return customers[customer_id].survivor_id
@@ -74,9 +79,16 @@ class OutboundDispatcher:
         case_id = UUID(event["stream_id"])
         case = await asyncio.to_thread(load_case, store, case_id)
         customer, thread_meta = await asyncio.to_thread(_customer_and_thread, store, case.customer_id, case_id)
-        return Delivery(reply_id=UUID(event["reply_id"]), case_id=case_id, customer_id=customer.id,
-                        channel=case.channel, thread_key=case.thread_key, text=event["text"],
-                        identities=frozenset(customer.identities), thread_meta=thread_meta)
+        return Delivery(
+            reply_id=UUID(event["reply_id"]),
+            case_id=case_id,
+            customer_id=customer.id,
+            channel=case.channel,
+            thread_key=case.thread_key,
+            text=event["text"],
+            identities=frozenset(customer.identities),
+            thread_meta=thread_meta,
+        )
 
     async def handle(self, msg) -> None:
         body = msgspec.json.decode(msg.data)
@@ -93,9 +105,14 @@ class OutboundDispatcher:
             provider_id = await sender(delivery)
         except ProviderError as exc:
             if exc.retryable and attempt < MAX_ATTEMPTS:
-                delay = exc.retry_after or min(self.sb.settings.outbound_retry_base_seconds * 2 ** attempt, 60)
-                log.warning("reply_delivery_retry", reply_id=str(delivery.reply_id), attempt=attempt, delay=delay,
-                            reason=exc.detail)
+                delay = exc.retry_after or min(self.sb.settings.outbound_retry_base_seconds * 2**attempt, 60)
+                log.warning(
+                    "reply_delivery_retry",
+                    reply_id=str(delivery.reply_id),
+                    attempt=attempt,
+                    delay=delay,
+                    reason=exc.detail,
+                )
                 await msg.nak(delay=delay)
                 return
             await self._publish(delivery, None, failed=exc.detail)
@@ -107,24 +124,50 @@ class OutboundDispatcher:
     async def _publish(self, d: Delivery, provider_id: str | None, failed: str | None = None) -> None:
         now = datetime.now(UTC)
         if failed is None:
-            interaction = Interaction(id=outbound_interaction_id(d.reply_id), channel=d.channel, direction="outbound",
-                                      occurred_at=now, text=d.text, case_id=d.case_id, reply_id=d.reply_id,
-                                      provider_message_id=provider_id, thread_key=d.thread_key)
+            interaction = Interaction(
+                id=outbound_interaction_id(d.reply_id),
+                channel=d.channel,
+                direction="outbound",
+                occurred_at=now,
+                text=d.text,
+                case_id=d.case_id,
+                reply_id=d.reply_id,
+                provider_message_id=provider_id,
+                thread_key=d.thread_key,
+            )
         else:
-            interaction = Interaction(id=uuid.uuid5(_REPLY_NS, f"{d.reply_id}:failed"), channel=d.channel,
-                                      direction="outbound", occurred_at=now, kind="status", status="failed",
-                                      case_id=d.case_id, reply_id=d.reply_id, meta={"error": failed[:300]})
-        await self.sb.js.publish(self.sb.names.interaction_subject(d.channel, "outbound"),
-                                 msgspec.json.encode(interaction), headers={"Nats-Msg-Id": str(interaction.id)})
-        log.info("reply_delivered" if failed is None else "reply_failed", reply_id=str(d.reply_id),
-                 case_id=str(d.case_id), channel=d.channel)
+            interaction = Interaction(
+                id=uuid.uuid5(_REPLY_NS, f"{d.reply_id}:failed"),
+                channel=d.channel,
+                direction="outbound",
+                occurred_at=now,
+                kind="status",
+                status="failed",
+                case_id=d.case_id,
+                reply_id=d.reply_id,
+                meta={"error": failed[:300]},
+            )
+        await self.sb.js.publish(
+            self.sb.names.interaction_subject(d.channel, "outbound"),
+            msgspec.json.encode(interaction),
+            headers={"Nats-Msg-Id": str(interaction.id)},
+        )
+        log.info(
+            "reply_delivered" if failed is None else "reply_failed",
+            reply_id=str(d.reply_id),
+            case_id=str(d.case_id),
+            channel=d.channel,
+        )
 
     async def run(self) -> None:
         js = self.sb.js
         names = self.sb.names
         sub = await js.pull_subscribe(
-            names.event_subject("case", "ReplyRequested"), durable=DURABLE, stream=names.events,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_deliver=MAX_ATTEMPTS + 2))
+            names.event_subject("case", "ReplyRequested"),
+            durable=DURABLE,
+            stream=names.events,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_deliver=MAX_ATTEMPTS + 2),
+        )
         while not self.sb.stop_event.is_set():
             try:
                 msgs = await sub.fetch(20, timeout=1.0)

@@ -32,8 +32,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from events.base import DomainEvent
 from services.platform import quarantine
 from services.platform.logs import get_logger
-from services.relay.outbound import start_outbound
 from services.relay.anchor import start_anchor_refresh
+from services.relay.outbound import start_outbound
 
 log = get_logger(__name__)
 
@@ -55,8 +55,15 @@ class PublishedEvent(msgspec.Struct, kw_only=True):
 
 def event_message(position: int, event: DomainEvent, redacted: bool) -> tuple[str, str, bytes]:
     aggregate, event_type = event.NAME.split(".", 1)
-    body = _encode(PublishedEvent(type=event.NAME, version=type(event).VERSION, position=position,
-                                  redacted=redacted, event=msgspec.to_builtins(event)))
+    body = _encode(
+        PublishedEvent(
+            type=event.NAME,
+            version=type(event).VERSION,
+            position=position,
+            redacted=redacted,
+            event=msgspec.to_builtins(event),
+        )
+    )
     return aggregate, event_type, body
 
 

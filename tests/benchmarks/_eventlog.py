@@ -27,8 +27,29 @@ from services.domain.case import Case
 from services.domain.customer import Customer
 
 CHANNELS = ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
-WORDS = ("order", "refund", "delivery", "parcel", "invoice", "password", "account", "broken", "thanks", "please",
-         "when", "arrive", "tracking", "number", "help", "urgent", "again", "still", "waiting", "café", "naïve")
+WORDS = (
+    "order",
+    "refund",
+    "delivery",
+    "parcel",
+    "invoice",
+    "password",
+    "account",
+    "broken",
+    "thanks",
+    "please",
+    "when",
+    "arrive",
+    "tracking",
+    "number",
+    "help",
+    "urgent",
+    "again",
+    "still",
+    "waiting",
+    "café",
+    "naïve",
+)
 TAGS = ("vip", "refund", "Billing", "églantine", "late-delivery", "b2b", "Zebra", "àlpha")
 GROUP = 200
 START = datetime(2024, 6, 1, tzinfo=UTC)
@@ -64,8 +85,14 @@ class Life:
         if case is None or case.status == "resolved" and rng.random() < 0.7:
             channel = rng.choice(CHANNELS)
             message = self._message(rng, channel, None)
-            case = Case.open(uuid.uuid5(uuid.NAMESPACE_URL, f"case:{message.id}"), customer.id, channel,
-                             f"{channel}:{uuid.uuid4()}", at, interaction_id=message.id)
+            case = Case.open(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"case:{message.id}"),
+                customer.id,
+                channel,
+                f"{channel}:{uuid.uuid4()}",
+                at,
+                interaction_id=message.id,
+            )
             self.case = case
             self.cases.append(case)
         else:
@@ -76,8 +103,11 @@ class Life:
         customer.record(message, case.id, case.thread_key)
         roll = rng.random()
         if roll < 0.05:
-            customer.update_profile({"name": f"Customer {rng.randint(1, 9)}", "locale": rng.choice(("en-GB", "es-ES"))},
-                                    rng.random() < 0.7, at)
+            customer.update_profile(
+                {"name": f"Customer {rng.randint(1, 9)}", "locale": rng.choice(("en-GB", "es-ES"))},
+                rng.random() < 0.7,
+                at,
+            )
         elif roll < 0.08:
             customer.claim("email", f"claimed{rng.randint(1, 10**6)}@example.net", at)
         roll = rng.random()
@@ -100,20 +130,46 @@ class Life:
         return self.collect()
 
     def _message(self, rng: random.Random, channel: str, thread_key: str | None) -> Interaction:
-        attachments = [Attachment(name=f"photo {rng.randint(1, 99)}.jpg", content_type="image/jpeg",
-                                  size=rng.randint(1000, 90000), sha256=secrets.token_hex(32),
-                                  ref=f"blob:{uuid.uuid4()}")] if rng.random() < 0.08 else []
-        return Interaction(id=uuid.uuid4(), channel=channel, direction="inbound", occurred_at=self.at, text=_text(rng),
-                           provider_message_id=secrets.token_hex(8), thread_key=thread_key, attachments=attachments)
+        attachments = (
+            [
+                Attachment(
+                    name=f"photo {rng.randint(1, 99)}.jpg",
+                    content_type="image/jpeg",
+                    size=rng.randint(1000, 90000),
+                    sha256=secrets.token_hex(32),
+                    ref=f"blob:{uuid.uuid4()}",
+                )
+            ]
+            if rng.random() < 0.08
+            else []
+        )
+        return Interaction(
+            id=uuid.uuid4(),
+            channel=channel,
+            direction="inbound",
+            occurred_at=self.at,
+            text=_text(rng),
+            provider_message_id=secrets.token_hex(8),
+            thread_key=thread_key,
+            attachments=attachments,
+        )
 
     def _reply(self, rng: random.Random, case: Case, at: datetime) -> None:
         reply_id = uuid.uuid4()
         sent_at = at + timedelta(minutes=rng.randint(1, 30))
         case.request_reply(reply_id, _text(rng, 6, 20), "agent-7", sent_at)
         if rng.random() < 0.8:  # the relay sent it: the outbound message joins the case and the timeline
-            out = Interaction(id=uuid.uuid4(), channel=case.channel, direction="outbound", occurred_at=sent_at,
-                              text=_text(rng, 6, 20), provider_message_id=secrets.token_hex(8), case_id=case.id,
-                              reply_id=reply_id, thread_key=case.thread_key)
+            out = Interaction(
+                id=uuid.uuid4(),
+                channel=case.channel,
+                direction="outbound",
+                occurred_at=sent_at,
+                text=_text(rng, 6, 20),
+                provider_message_id=secrets.token_hex(8),
+                case_id=case.id,
+                reply_id=reply_id,
+                thread_key=case.thread_key,
+            )
             case.add_message(out.id, "outbound", case.channel, sent_at)
             case.reply_sent(reply_id, out.provider_message_id, sent_at)
             self.customer.record(out, case.id, case.thread_key)
@@ -133,8 +189,15 @@ def _new_life(rng: random.Random, index: int, budget: int) -> Life:
     return Life(customer, budget, at)
 
 
-def events(*, customers: int, target: int, heavy: int = 0, heavy_events: int = 10_000, merge_rate: float = 0.01,
-           seed: int = 20240601) -> Callable[[], list[DomainEvent] | None]:
+def events(
+    *,
+    customers: int,
+    target: int,
+    heavy: int = 0,
+    heavy_events: int = 10_000,
+    merge_rate: float = 0.01,
+    seed: int = 20240601,
+) -> Callable[[], list[DomainEvent] | None]:
     """A source of the log's events, one group of customers at a time (None when done).
 
     About `target` events in all: `heavy` customers with about `heavy_events` each, spread over the
@@ -155,7 +218,9 @@ def events(*, customers: int, target: int, heavy: int = 0, heavy_events: int = 1
         lives = [_new_life(rng, i, per_customer) for i in range(first, min(first + GROUP, customers))]
         streams: list[list[DomainEvent]] = [life.collect() for life in lives]
         n_groups = -(-customers // GROUP)
-        heavy_steps = [max(1, (life.budget - life.produced) // max(1, n_groups - first // GROUP) // 3) for life in heavies]
+        heavy_steps = [
+            max(1, (life.budget - life.produced) // max(1, n_groups - first // GROUP) // 3) for life in heavies
+        ]
         active = list(range(len(lives)))
         rounds = 0
         while active or any(heavy_steps):
@@ -198,14 +263,18 @@ def _interleave(rng: random.Random, streams: list[list[DomainEvent]]) -> list[Do
         for c in cursors:
             stream, i = c
             n = rng.randint(1, 4)
-            out.extend(stream[i:i + n])
+            out.extend(stream[i : i + n])
             c[1] = i + n
         cursors = [c for c in cursors if c[1] < len(c[0])]
     return out
 
 
-def write(store, source: Callable[[], list[DomainEvent] | None], batch: int = 10_000,
-          progress: Callable[[int], None] | None = None) -> int:
+def write(
+    store,
+    source: Callable[[], list[DomainEvent] | None],
+    batch: int = 10_000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Appends every event of `source` through the event store (sealed, chained), `batch` per transaction."""
     written = 0
     pending: list[DomainEvent] = []

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psycopg
 
-from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
 from services.platform.database import with_database
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
 
 
 @contextlib.contextmanager

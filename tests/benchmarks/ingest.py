@@ -45,8 +45,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from services.domain.identity import InvalidIdentity, normalized_value
-from services.platform.streams import Names, ensure_streams
 from services.platform.database import parse_database_url, with_database
+from services.platform.streams import Names, ensure_streams
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 2_000
@@ -102,21 +102,40 @@ class Traffic:
             session = f"session-{i}-{0 if first else rng.randrange(3)}"
             identities = [Identity("chat", session)]
             if first or rng.random() > 0.025:
-                identities += [Identity("external", f"user-{i}"), Identity("email", f"person{i}@example.org"),
-                               Identity("phone", phone)]
+                identities += [
+                    Identity("external", f"user-{i}"),
+                    Identity("email", f"person{i}@example.org"),
+                    Identity("phone", phone),
+                ]
             else:
                 identities += [Identity("email", f"someone{i}@example.net", verified=False)]
             thread = f"chat:{session}"
             profile = {"name": f"Person {i}"}
         provider_id = secrets.token_hex(10)
         text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 40)))
-        return Interaction(id=interaction_id(channel, provider_id), channel=channel, direction="inbound",
-                           occurred_at=self.start + timedelta(milliseconds=k * 10), identities=identities, text=text,
-                           profile=profile, thread_key=thread, provider_message_id=provider_id, meta=meta)
+        return Interaction(
+            id=interaction_id(channel, provider_id),
+            channel=channel,
+            direction="inbound",
+            occurred_at=self.start + timedelta(milliseconds=k * 10),
+            identities=identities,
+            text=text,
+            profile=profile,
+            thread_key=thread,
+            provider_message_id=provider_id,
+            meta=meta,
+        )
 
 
-async def run_backlog(js, names: Names, nats_url: str, database_url: str, backlog: list[Interaction],
-                      deployment: tuple[tuple[str, ...], ...], paced=None) -> tuple[float, list[float]]:
+async def run_backlog(
+    js,
+    names: Names,
+    nats_url: str,
+    database_url: str,
+    backlog: list[Interaction],
+    deployment: tuple[tuple[str, ...], ...],
+    paced=None,
+) -> tuple[float, list[float]]:
     """Publishes the backlog to fresh streams, starts the deployment and times backlog → timeline rows;
     then, if given, `paced(rate)` measures latencies against the same running deployment."""
     await fresh_streams(js, names)
@@ -130,8 +149,11 @@ async def run_backlog(js, names: Names, nats_url: str, database_url: str, backlo
         with psycopg.connect(database_url) as conn:
             events = conn.execute("SELECT count(*) FROM sb_events").fetchone()[0]
             processed = conn.execute("SELECT count(*) FROM sb_processed").fetchone()[0]
-        print(f"   {shape}: {rate:,.0f} interactions/s sustained, backlog → timeline rows; {events:,} events "
-              f"({events / len(backlog):.2f} per interaction), {processed:,} processed", flush=True)
+        print(
+            f"   {shape}: {rate:,.0f} interactions/s sustained, backlog → timeline rows; {events:,} events "
+            f"({events / len(backlog):.2f} per interaction), {processed:,} processed",
+            flush=True,
+        )
         latencies = await paced(rate) if paced is not None else []
     finally:
         stop_switchboard(procs)
@@ -157,11 +179,19 @@ async def raw_nats(nats_url: str, bodies: list[bytes]) -> float:
     await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["benchraw.>"]))
     t0 = time.perf_counter()
     for start in range(0, len(bodies), 1000):
-        await asyncio.gather(*(js.publish("benchraw.interactions", body, headers={"Nats-Msg-Id": f"raw-{start + j}"})
-                               for j, body in enumerate(bodies[start:start + 1000])))
+        await asyncio.gather(
+            *(
+                js.publish("benchraw.interactions", body, headers={"Nats-Msg-Id": f"raw-{start + j}"})
+                for j, body in enumerate(bodies[start : start + 1000])
+            )
+        )
     publish_rate = len(bodies) / (time.perf_counter() - t0)
-    sub = await js.pull_subscribe("benchraw.>", durable="raw", stream="BENCH_RAW",
-                                  config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000))
+    sub = await js.pull_subscribe(
+        "benchraw.>",
+        durable="raw",
+        stream="BENCH_RAW",
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
+    )
     got = 0
     t0 = time.perf_counter()
     while got < len(bodies):
@@ -209,16 +239,26 @@ def naive_application(database_url: str):
                 customer = self.repository.get(customer_id)
             except AggregateNotFoundError:
                 customer = NaiveCustomer(identity=f"{identity.kind}:{value}")
-            customer.record(str(interaction.id), interaction.channel, interaction.direction, interaction.text,
-                            interaction.occurred_at.isoformat())
+            customer.record(
+                str(interaction.id),
+                interaction.channel,
+                interaction.direction,
+                interaction.text,
+                interaction.occurred_at.isoformat(),
+            )
             self.save(customer)
 
     # eventsourcing's own configuration (POSTGRES_*), as a naive application would be set up.
     params = parse_database_url(database_url).params
-    env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "POSTGRES_DBNAME": params.get("dbname", "postgres"),
-           "POSTGRES_HOST": params.get("host", "127.0.0.1"), "POSTGRES_PORT": params.get("port", "5432"),
-           "POSTGRES_USER": params.get("user", "postgres"), "POSTGRES_PASSWORD": params.get("password", ""),
-           "CREATE_TABLE": "y"}
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": params.get("dbname", "postgres"),
+        "POSTGRES_HOST": params.get("host", "127.0.0.1"),
+        "POSTGRES_PORT": params.get("port", "5432"),
+        "POSTGRES_USER": params.get("user", "postgres"),
+        "POSTGRES_PASSWORD": params.get("password", ""),
+        "CREATE_TABLE": "y",
+    }
     return NaiveIngest(env=env)
 
 
@@ -228,9 +268,10 @@ async def naive(nats_url: str, database_url: str, bodies: list[bytes]) -> float:
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="BENCH_NAIVE", subjects=["benchnaive.>"]))
     for start in range(0, len(bodies), 1000):
-        await asyncio.gather(*(js.publish("benchnaive.interactions", body) for body in bodies[start:start + 1000]))
-    sub = await js.pull_subscribe("benchnaive.>", durable="naive", stream="BENCH_NAIVE",
-                                  config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+        await asyncio.gather(*(js.publish("benchnaive.interactions", body) for body in bodies[start : start + 1000]))
+    sub = await js.pull_subscribe(
+        "benchnaive.>", durable="naive", stream="BENCH_NAIVE", config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
+    )
     decode = msgspec.json.Decoder(Interaction).decode
     got = 0
     t0 = time.perf_counter()
@@ -240,8 +281,11 @@ async def naive(nats_url: str, database_url: str, bodies: list[bytes]) -> float:
             await msg.ack()
             got += 1
     rate = got / (time.perf_counter() - t0)
-    print(f"   naive (eventsourcing Application, one save() per message): {got:,} in {NAIVE_SECONDS:.0f}s, "
-          f"{rate:,.0f} interactions/s", flush=True)
+    print(
+        f"   naive (eventsourcing Application, one save() per message): {got:,} in {NAIVE_SECONDS:.0f}s, "
+        f"{rate:,.0f} interactions/s",
+        flush=True,
+    )
     await js.delete_stream("BENCH_NAIVE")
     await nc.close()
     app.close()
@@ -253,22 +297,44 @@ async def naive(nats_url: str, database_url: str, bodies: list[bytes]) -> float:
 
 async def publish_interactions(js, names: Names, interactions: list[Interaction]) -> None:
     for start in range(0, len(interactions), 1000):
-        await asyncio.gather(*(js.publish(names.interaction_subject(i.channel, i.direction), ENCODER.encode(i),
-                                          headers={"Nats-Msg-Id": str(i.id)})
-                               for i in interactions[start:start + 1000]))
+        await asyncio.gather(
+            *(
+                js.publish(
+                    names.interaction_subject(i.channel, i.direction),
+                    ENCODER.encode(i),
+                    headers={"Nats-Msg-Id": str(i.id)},
+                )
+                for i in interactions[start : start + 1000]
+            )
+        )
 
 
-def start_switchboard(nats_url: str, database_url: str, workdir: Path, deployment: tuple[tuple[str, ...], ...]
-                      ) -> list[subprocess.Popen]:
+def start_switchboard(
+    nats_url: str, database_url: str, workdir: Path, deployment: tuple[tuple[str, ...], ...]
+) -> list[subprocess.Popen]:
     """One `switchboard serve ROLES…` process per entry of `deployment`."""
-    env = {**os.environ, "SWITCHBOARD_NATS_URL": nats_url, "SWITCHBOARD_DATABASE_URL": database_url,
-           "SWITCHBOARD_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(), "SWITCHBOARD_DATA_DIR": str(workdir),
-           "SWITCHBOARD_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "SWITCHBOARD_NATS_URL": nats_url,
+        "SWITCHBOARD_DATABASE_URL": database_url,
+        "SWITCHBOARD_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "SWITCHBOARD_DATA_DIR": str(workdir),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+    }
     procs = []
     for roles in deployment:
-        log = open(workdir / f"{'-'.join(roles)}.log", "wb")  # JSON logs, one line per interaction: kept, as in production
-        procs.append(subprocess.Popen([str(Path(sys.executable).with_name("switchboard")), "serve", *roles],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir))
+        log = open(
+            workdir / f"{'-'.join(roles)}.log", "wb"
+        )  # JSON logs, one line per interaction: kept, as in production
+        procs.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).with_name("switchboard")), "serve", *roles],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        )
     return procs
 
 
@@ -351,9 +417,15 @@ async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: 
             owed -= 1
         for interaction in batch:
             published[str(interaction.id)] = time.perf_counter()
-            pending.append(asyncio.ensure_future(js.publish(
-                names.interaction_subject(interaction.channel, interaction.direction), ENCODER.encode(interaction),
-                headers={"Nats-Msg-Id": str(interaction.id)})))
+            pending.append(
+                asyncio.ensure_future(
+                    js.publish(
+                        names.interaction_subject(interaction.channel, interaction.direction),
+                        ENCODER.encode(interaction),
+                        headers={"Nats-Msg-Id": str(interaction.id)},
+                    )
+                )
+            )
         next_tick = t0 + tick * (round((time.perf_counter() - t0) / tick) + 1)
         await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
     await asyncio.gather(*pending)
@@ -373,8 +445,11 @@ async def run(nats_url: str, database_url: str) -> str:
     channels = {c: 0 for c in CHANNEL_MIX}
     for i in backlog:
         channels[i.channel] += 1
-    print(f"   traffic: {BACKLOG:,} interactions of {CUSTOMERS:,} customers; "
-          + ", ".join(f"{c} {n * 100 // BACKLOG}%" for c, n in channels.items()), flush=True)
+    print(
+        f"   traffic: {BACKLOG:,} interactions of {CUSTOMERS:,} customers; "
+        + ", ".join(f"{c} {n * 100 // BACKLOG}%" for c, n in channels.items()),
+        flush=True,
+    )
 
     raw_rate = await raw_nats(nats_url, bodies)
     naive_rate = await naive(nats_url, database_url, bodies)
@@ -385,24 +460,39 @@ async def run(nats_url: str, database_url: str) -> str:
     try:
         # `switchboard up`'s shape: core and projector in one process (the projector takes the core's
         # events from memory). Sustained rate only.
-        single, _ = await run_backlog(js, names, nats_url, await fresh_database(database_url), backlog,
-                                      (("core", "projector"),))
+        single, _ = await run_backlog(
+            js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
+        )
         # Production's shape on one node: a core process and a projector process. Sustained, then latency
         # at half the sustained rate, on the same running processes.
         rate, latencies = await run_backlog(
-            js, names, nats_url, database_url, backlog, (("core",), ("projector",)),
-            paced=lambda sustained_rate: latency(js, nc, names, traffic, paced_rate(sustained_rate), LATENCY_SECONDS))
+            js,
+            names,
+            nats_url,
+            database_url,
+            backlog,
+            (("core",), ("projector",)),
+            paced=lambda sustained_rate: latency(js, nc, names, traffic, paced_rate(sustained_rate), LATENCY_SECONDS),
+        )
     finally:
         await nc.close()
     p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
-    print(f"   latency publish → timeline row, core and projector processes, at {paced_rate(rate):,.0f} interactions/s "
-          f"(half the {TARGET_RATE:,} interactions/s target, or of the sustained rate if lower) for "
-          f"{LATENCY_SECONDS:.0f}s, {len(latencies):,} interactions: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
-          f"max {max(latencies):.1f} ms", flush=True)
-    print(f"   sustained: {rate / naive_rate:.1f}× naive; {rate / raw_rate:.2f}× raw JetStream consume+ack; "
-          f"one process for both roles: {single:,.0f} interactions/s", flush=True)
-    return (f"ingest: interactions_per_s={rate:.0f} naive_per_s={naive_rate:.0f} raw_nats_per_s={raw_rate:.0f} "
-            f"p50_ms={p50:.0f} p99_ms={p99:.0f}")
+    print(
+        f"   latency publish → timeline row, core and projector processes, at {paced_rate(rate):,.0f} interactions/s "
+        f"(half the {TARGET_RATE:,} interactions/s target, or of the sustained rate if lower) for "
+        f"{LATENCY_SECONDS:.0f}s, {len(latencies):,} interactions: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+        f"max {max(latencies):.1f} ms",
+        flush=True,
+    )
+    print(
+        f"   sustained: {rate / naive_rate:.1f}× naive; {rate / raw_rate:.2f}× raw JetStream consume+ack; "
+        f"one process for both roles: {single:,.0f} interactions/s",
+        flush=True,
+    )
+    return (
+        f"ingest: interactions_per_s={rate:.0f} naive_per_s={naive_rate:.0f} raw_nats_per_s={raw_rate:.0f} "
+        f"p50_ms={p50:.0f} p99_ms={p99:.0f}"
+    )
 
 
 def main() -> str:

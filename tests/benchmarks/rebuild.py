@@ -47,13 +47,19 @@ SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 
 def _copy_baseline(database_url: str) -> tuple[int, float]:
     with psycopg.connect(database_url, autocommit=True) as source, psycopg.connect(database_url) as target:
-        target.execute("CREATE TABLE bench_copy (notification_id bigint, originator_id uuid, originator_version bigint, "
-                       "topic text, state bytea)")
+        target.execute(
+            "CREATE TABLE bench_copy (notification_id bigint, originator_id uuid, originator_version bigint, "
+            "topic text, state bytea)"
+        )
         target.commit()
         t0 = time.perf_counter()
-        with source.cursor().copy("COPY (SELECT notification_id, originator_id, originator_version, topic, state "
-                                  "FROM sb_events ORDER BY notification_id) TO STDOUT (FORMAT BINARY)") as out, \
-                target.cursor().copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as into:
+        with (
+            source.cursor().copy(
+                "COPY (SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM sb_events ORDER BY notification_id) TO STDOUT (FORMAT BINARY)"
+            ) as out,
+            target.cursor().copy("COPY bench_copy FROM STDIN (FORMAT BINARY)") as into,
+        ):
             for block in out:
                 into.write(block)
         target.commit()
@@ -68,12 +74,18 @@ def _rebuild(settings: Settings) -> tuple[int, float, float]:
     """Events rebuilt, seconds the verb reports, and CPU seconds its process used (user + system):
     on a machine shared with other work, the CPU time per event shows linearity better than the
     wall clock does."""
-    env = {**os.environ, "SWITCHBOARD_NATS_URL": settings.nats_url, "SWITCHBOARD_DATABASE_URL": settings.database_url,
-           "SWITCHBOARD_MASTER_KEY": settings.master_key, "SWITCHBOARD_DATA_DIR": str(settings.data_dir),
-           "SWITCHBOARD_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "SWITCHBOARD_NATS_URL": settings.nats_url,
+        "SWITCHBOARD_DATABASE_URL": settings.database_url,
+        "SWITCHBOARD_MASTER_KEY": settings.master_key,
+        "SWITCHBOARD_DATA_DIR": str(settings.data_dir),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+    }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run([SWITCHBOARD, "projections", "rebuild"], env=env, capture_output=True, text=True,
-                            timeout=3600, check=False)
+    result = subprocess.run(
+        [SWITCHBOARD, "projections", "rebuild"], env=env, capture_output=True, text=True, timeout=3600, check=False
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     print(f"   (the rebuild process's peak memory: {after.ru_maxrss / 1024:,.0f} MB)", flush=True)
@@ -102,17 +114,28 @@ def main() -> str:
     from services.bootstrap import Switchboard  # noqa: PLC0415
 
     with servers() as (nats_url, database_url), TemporaryDirectory(prefix="sb-bench-rebuild-") as tmp:
-        settings = Settings(data_dir=Path(tmp), nats_url=nats_url, database_url=database_url,
-                            master_key=base64.b64encode(secrets.token_bytes(32)).decode())
+        settings = Settings(
+            data_dir=Path(tmp),
+            nats_url=nats_url,
+            database_url=database_url,
+            master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        )
         sb = Switchboard(settings)
         sb.create_schema()
         store = sb.open_store()
         try:
             t0 = time.perf_counter()
-            written = _eventlog.write(store, _eventlog.events(customers=CUSTOMERS, target=EVENTS, heavy=HEAVY,
-                                                              heavy_events=HEAVY_EVENTS, merge_rate=0.01))
-            print(f"   wrote {written:,} events of {CUSTOMERS:,} customers ({HEAVY} with ~{HEAVY_EVENTS:,} events) "
-                  f"in {time.perf_counter() - t0:.1f}s", flush=True)
+            written = _eventlog.write(
+                store,
+                _eventlog.events(
+                    customers=CUSTOMERS, target=EVENTS, heavy=HEAVY, heavy_events=HEAVY_EVENTS, merge_rate=0.01
+                ),
+            )
+            print(
+                f"   wrote {written:,} events of {CUSTOMERS:,} customers ({HEAVY} with ~{HEAVY_EVENTS:,} events) "
+                f"in {time.perf_counter() - t0:.1f}s",
+                flush=True,
+            )
             with psycopg.connect(database_url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE sb_events")
             copied, copy_s = _copy_baseline(database_url)
@@ -123,15 +146,23 @@ def main() -> str:
             store.datastore.close()
     assert rebuilt == copied == written, (rebuilt, copied, written)
     rebuild_rate, copy_rate, live_rate = rebuilt / rebuild_s, copied / copy_s, live_n / live_s
-    print(f"   projections rebuild:          {rebuilt:,} events in {rebuild_s:.1f}s = {rebuild_rate:,.0f} events/s "
-          f"({rebuild_cpu / rebuilt * 1e6:.1f} us of its own CPU per event; load average {load:.1f} on "
-          f"{os.cpu_count()} CPUs)")
-    print(f"   plain COPY of the same rows:  {copied:,} rows in {copy_s:.1f}s = {copy_rate:,.0f} rows/s "
-          f"(rebuild at {rebuild_rate / copy_rate:.2f}x)")
-    print(f"   live projector, first {live_n:,}: {live_s:.1f}s = {live_rate:,.0f} events/s "
-          f"(rebuild at {rebuild_rate / live_rate:.1f}x)")
-    return (f"rebuild: events={rebuilt} events_per_s={rebuild_rate:.0f} copy_rows_per_s={copy_rate:.0f} "
-            f"live_events_per_s={live_rate:.0f}")
+    print(
+        f"   projections rebuild:          {rebuilt:,} events in {rebuild_s:.1f}s = {rebuild_rate:,.0f} events/s "
+        f"({rebuild_cpu / rebuilt * 1e6:.1f} us of its own CPU per event; load average {load:.1f} on "
+        f"{os.cpu_count()} CPUs)"
+    )
+    print(
+        f"   plain COPY of the same rows:  {copied:,} rows in {copy_s:.1f}s = {copy_rate:,.0f} rows/s "
+        f"(rebuild at {rebuild_rate / copy_rate:.2f}x)"
+    )
+    print(
+        f"   live projector, first {live_n:,}: {live_s:.1f}s = {live_rate:,.0f} events/s "
+        f"(rebuild at {rebuild_rate / live_rate:.1f}x)"
+    )
+    return (
+        f"rebuild: events={rebuilt} events_per_s={rebuild_rate:.0f} copy_rows_per_s={copy_rate:.0f} "
+        f"live_events_per_s={live_rate:.0f}"
+    )
 
 
 if __name__ == "__main__":

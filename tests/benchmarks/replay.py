@@ -33,11 +33,11 @@ import psycopg
 
 from events.base import DomainEvent
 from events.interactions import Attachment, Interaction
+from services.bootstrap import Switchboard
 from services.domain.case import Case
 from services.domain.customer import Customer
 from services.platform.settings import Settings
 from services.replay import replay_events
-from services.bootstrap import Switchboard
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 4_000
@@ -45,8 +45,29 @@ TARGET_EVENTS = 200_000
 WRITE_BATCH = 10_000
 READ_BATCH = 5_000
 CHANNELS = ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
-WORDS = ("order", "refund", "delivery", "parcel", "invoice", "password", "account", "broken", "thanks", "please",
-         "when", "arrive", "tracking", "number", "help", "urgent", "again", "still", "waiting", "café", "naïve")
+WORDS = (
+    "order",
+    "refund",
+    "delivery",
+    "parcel",
+    "invoice",
+    "password",
+    "account",
+    "broken",
+    "thanks",
+    "please",
+    "when",
+    "arrive",
+    "tracking",
+    "number",
+    "help",
+    "urgent",
+    "again",
+    "still",
+    "waiting",
+    "café",
+    "naïve",
+)
 
 
 def _text(rng: random.Random, low: int = 4, high: int = 40) -> str:
@@ -70,11 +91,26 @@ def _customer_events(rng: random.Random, index: int, start: datetime) -> list[Do
             case = Case.open(uuid.uuid4(), customer.id, channel, f"{channel}:{uuid.uuid4()}", at)
             cases.append(case)
         interaction = Interaction(
-            id=uuid.uuid4(), channel=case.channel, direction="inbound", occurred_at=at, text=_text(rng),
-            provider_message_id=secrets.token_hex(8), thread_key=case.thread_key,
-            attachments=[Attachment(name="photo.jpg", content_type="image/jpeg", size=48213,
-                                    sha256=secrets.token_hex(32), ref=f"blob:{uuid.uuid4()}")] if rng.random() < 0.1 else [],
-            meta={"message_id": f"<{secrets.token_hex(6)}@example.org>"} if case.channel == "email" else {})
+            id=uuid.uuid4(),
+            channel=case.channel,
+            direction="inbound",
+            occurred_at=at,
+            text=_text(rng),
+            provider_message_id=secrets.token_hex(8),
+            thread_key=case.thread_key,
+            attachments=[
+                Attachment(
+                    name="photo.jpg",
+                    content_type="image/jpeg",
+                    size=48213,
+                    sha256=secrets.token_hex(32),
+                    ref=f"blob:{uuid.uuid4()}",
+                )
+            ]
+            if rng.random() < 0.1
+            else [],
+            meta={"message_id": f"<{secrets.token_hex(6)}@example.org>"} if case.channel == "email" else {},
+        )
         case.add_message(interaction.id, "inbound", case.channel, at)
         customer.record(interaction, case.id, case.thread_key)
         roll = rng.random()
@@ -100,7 +136,7 @@ def _interleaved(customers: list[list[DomainEvent]]) -> list[DomainEvent]:
     """200 customers talk at a time, their events interleaved; then the next 200."""
     out: list[DomainEvent] = []
     for first in range(0, len(customers), 200):
-        group = [deque(events) for events in customers[first:first + 200]]
+        group = [deque(events) for events in customers[first : first + 200]]
         while group:
             for queue in group:
                 out.append(queue.popleft())
@@ -112,7 +148,7 @@ def _write(store, events: list[DomainEvent]) -> float:
     t0 = time.perf_counter()
     for start in range(0, len(events), WRITE_BATCH):
         with store.transaction() as tx:
-            tx.append(events[start:start + WRITE_BATCH])
+            tx.append(events[start : start + WRITE_BATCH])
     return time.perf_counter() - t0
 
 
@@ -121,8 +157,10 @@ def _raw_select(database_url: str) -> tuple[int, float]:
     n = 0
     with psycopg.connect(database_url) as conn, conn.cursor(name="bench_raw", binary=True) as curs:
         curs.itersize = READ_BATCH
-        curs.execute("SELECT notification_id, originator_id, originator_version, topic, state, recorded_at "
-                     "FROM sb_events ORDER BY notification_id")
+        curs.execute(
+            "SELECT notification_id, originator_id, originator_version, topic, state, recorded_at "
+            "FROM sb_events ORDER BY notification_id"
+        )
         while rows := curs.fetchmany(READ_BATCH):
             n += len(rows)
     return n, time.perf_counter() - t0
@@ -140,11 +178,16 @@ def main() -> str:
     start = datetime(2024, 6, 1, tzinfo=UTC)
     t0 = time.perf_counter()
     events = _interleaved([_customer_events(rng, i, start) for i in range(CUSTOMERS)])
-    print(f"   generated {len(events):,} events of {CUSTOMERS:,} customers in {time.perf_counter() - t0:.1f}s",
-          flush=True)
+    print(
+        f"   generated {len(events):,} events of {CUSTOMERS:,} customers in {time.perf_counter() - t0:.1f}s", flush=True
+    )
     with servers() as (nats_url, database_url), TemporaryDirectory(prefix="sb-bench-replay-") as tmp:
-        settings = Settings(data_dir=Path(tmp), nats_url=nats_url, database_url=database_url,
-                            master_key=base64.b64encode(secrets.token_bytes(32)).decode())
+        settings = Settings(
+            data_dir=Path(tmp),
+            nats_url=nats_url,
+            database_url=database_url,
+            master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+        )
         sb = Switchboard(settings)
         sb.create_schema()
         store = sb.open_store()

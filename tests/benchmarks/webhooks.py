@@ -58,9 +58,9 @@ def _serve(config: dict) -> None:
 
     import channels.routes  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
     from services.platform.logs import configure_logging  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
-    from services.server import Server  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
     from services.platform.settings import ensure_secrets, load_settings  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
     from services.platform.streams import Names  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
+    from services.server import Server  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
 
     class Ping(msgspec.Struct):
         id: str
@@ -76,10 +76,17 @@ def _serve(config: dict) -> None:
     production = channels.routes.channel_handlers
     channels.routes.channel_handlers = lambda: [*production(), bare]
 
-    settings = ensure_secrets(load_settings(
-        environ={}, data_dir=Path(config["data_dir"]), nats_url=config["nats_url"],
-        database_url=config["database_url"], twilio_auth_token=config["twilio_token"],
-        meta_app_secret=config["meta_secret"], log_format="json"))
+    settings = ensure_secrets(
+        load_settings(
+            environ={},
+            data_dir=Path(config["data_dir"]),
+            nats_url=config["nats_url"],
+            database_url=config["database_url"],
+            twilio_auth_token=config["twilio_token"],
+            meta_app_secret=config["meta_secret"],
+            log_format="json",
+        )
+    )
     # As in production: JSON lines at info (one per published interaction), to a discarded stderr.
     configure_logging(settings.log_format, settings.log_level)
 
@@ -108,8 +115,12 @@ class Scenario:
         raise NotImplementedError
 
     def _http(self, path: str, content_type: str, body: bytes, headers: dict[str, str]) -> bytes:
-        head = [f"POST {path} HTTP/1.1", f"Host: {self.host}", f"Content-Type: {content_type}",
-                f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in headers.items()]
+        head = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.host}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+        ] + [f"{k}: {v}" for k, v in headers.items()]
         return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
@@ -117,27 +128,62 @@ class TwilioSms(Scenario):
     def request(self) -> bytes:
         self.counter += 1
         sid = f"SM{self.counter:032x}"
-        params = {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32, "From": "+14155550100",
-                  "To": "+15005550006", "Body": f"Where is my order {self.counter}?", "NumMedia": "0"}
+        params = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": "AC" + "0" * 32,
+            "From": "+14155550100",
+            "To": "+15005550006",
+            "Body": f"Where is my order {self.counter}?",
+            "NumMedia": "0",
+        }
         url = f"http://{self.host}/channels/sms/twilio"
         payload = url + "".join(k + params[k] for k in sorted(params))
         signature = base64.b64encode(hmac.new(TWILIO_TOKEN.encode(), payload.encode(), hashlib.sha1).digest())
-        return self._http("/channels/sms/twilio", "application/x-www-form-urlencoded",
-                          urlencode(params).encode(), {"X-Twilio-Signature": signature.decode()})
+        return self._http(
+            "/channels/sms/twilio",
+            "application/x-www-form-urlencoded",
+            urlencode(params).encode(),
+            {"X-Twilio-Signature": signature.decode()},
+        )
 
 
 class WhatsApp(Scenario):
     def request(self) -> bytes:
         self.counter += 1
-        body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
-            "field": "messages", "value": {
-                "messaging_product": "whatsapp",
-                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
-                "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "16505551234"}],
-                "messages": [{"from": "16505551234", "id": f"wamid.BENCH{self.counter:020d}",
-                              "timestamp": "1749416383", "type": "text",
-                              "text": {"body": f"Does it come in another color? ({self.counter})"}}]}}]}]},
-            separators=(",", ":")).encode()
+        body = json.dumps(
+            {
+                "object": "whatsapp_business_account",
+                "entry": [
+                    {
+                        "id": "102290129340398",
+                        "changes": [
+                            {
+                                "field": "messages",
+                                "value": {
+                                    "messaging_product": "whatsapp",
+                                    "metadata": {
+                                        "display_phone_number": "15550783881",
+                                        "phone_number_id": "106540352242922",
+                                    },
+                                    "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "16505551234"}],
+                                    "messages": [
+                                        {
+                                            "from": "16505551234",
+                                            "id": f"wamid.BENCH{self.counter:020d}",
+                                            "timestamp": "1749416383",
+                                            "type": "text",
+                                            "text": {"body": f"Does it come in another color? ({self.counter})"},
+                                        }
+                                    ],
+                                },
+                            }
+                        ],
+                    }
+                ],
+            },
+            separators=(",", ":"),
+        ).encode()
         signature = "sha256=" + hmac.new(META_SECRET.encode(), body, hashlib.sha256).hexdigest()
         return self._http("/channels/social/meta", "application/json", body, {"X-Hub-Signature-256": signature})
 
@@ -213,19 +259,31 @@ def main() -> str:
 
     with servers() as (nats_url, database_url), tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
-        config = {"nats_url": nats_url, "database_url": database_url, "data_dir": data_dir, "port": port,
-                  "twilio_token": TWILIO_TOKEN, "meta_secret": META_SECRET}
-        gateway = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.webhooks", "--serve", json.dumps(config)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   cwd=Path(__file__).parents[2])
+        config = {
+            "nats_url": nats_url,
+            "database_url": database_url,
+            "data_dir": data_dir,
+            "port": port,
+            "twilio_token": TWILIO_TOKEN,
+            "meta_secret": META_SECRET,
+        }
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "tests.benchmarks.webhooks", "--serve", json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=Path(__file__).parents[2],
+        )
         try:
             line = gateway.stdout.readline()
             if b"ready" not in line:
                 raise RuntimeError("the benchmark gateway did not start")
             pinned = _pin(gateway.pid, 1) and _pin(0, 0)
-            print(f"   gateway pid {gateway.pid} {'on CPU 1, load generator on CPU 0' if pinned else 'unpinned'}; "
-                  f"{CONNECTIONS} keep-alive connections, {MEASURE_S:.0f}s per scenario after {WARMUP_S}s warm-up",
-                  flush=True)
+            print(
+                f"   gateway pid {gateway.pid} {'on CPU 1, load generator on CPU 0' if pinned else 'unpinned'}; "
+                f"{CONNECTIONS} keep-alive connections, {MEASURE_S:.0f}s per scenario after {WARMUP_S}s warm-up",
+                flush=True,
+            )
             rates = asyncio.run(_measure(port))
         finally:
             with contextlib.suppress(Exception):
@@ -237,8 +295,10 @@ def main() -> str:
                 gateway.wait()
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    return (f"webhook: sms_req_per_s={rates['sms']:.0f} whatsapp_req_per_s={rates['whatsapp']:.0f} "
-            f"bare_req_per_s={rates['bare']:.0f}")
+    return (
+        f"webhook: sms_req_per_s={rates['sms']:.0f} whatsapp_req_per_s={rates['whatsapp']:.0f} "
+        f"bare_req_per_s={rates['bare']:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -69,9 +69,14 @@ async def test_limits_times_and_enums_out_of_range_get_400(server, admin_headers
             _assert_contract_4xx(await client.get(f"/api/v1/metrics?to={when}"))
         # NUL anywhere in the URL: PostgreSQL text cannot hold it. (NUL in a command's text is
         # cleaned by the one sanitiser instead: tests/e2e/test_poisonous_text.py.)
-        for url in ("/api/v1/cases?assignee=a%00b", "/api/v1/cases?queue=%00", "/api/v1/customers?q=%00",
-                    "/api/v1/customers/lookup?kind=email&value=a%00@b.example", "/api/v1/attachments/%00",
-                    f"/api/v1/customers/{CUSTOMER}/timeline?cursor=%00"):
+        for url in (
+            "/api/v1/cases?assignee=a%00b",
+            "/api/v1/cases?queue=%00",
+            "/api/v1/customers?q=%00",
+            "/api/v1/customers/lookup?kind=email&value=a%00@b.example",
+            "/api/v1/attachments/%00",
+            f"/api/v1/customers/{CUSTOMER}/timeline?cursor=%00",
+        ):
             _assert_contract_4xx(await client.get(url))
         # A timeline of a customer nobody has: 404, and a channel nobody has: 400 before that.
         _assert_contract_4xx(await client.get(f"/api/v1/customers/{CUSTOMER}/timeline?channel=fax"))
@@ -79,12 +84,23 @@ async def test_limits_times_and_enums_out_of_range_get_400(server, admin_headers
 
 
 async def test_odd_authorization_headers_get_401(server):
-    odd = [b"Bearer \xe9\xff\xfe", "Bearer ²".encode(), b"Bearer \x01\x02", b"Bearer " + b"x" * 5000,
-           b"Bearer", b"Basic YWRtaW46YWRtaW4=", b"bearer   x y", "Bearer токен".encode()]
+    odd = [
+        b"Bearer \xe9\xff\xfe",
+        "Bearer ²".encode(),
+        b"Bearer \x01\x02",
+        b"Bearer " + b"x" * 5000,
+        b"Bearer",
+        b"Basic YWRtaW46YWRtaW4=",
+        b"bearer   x y",
+        "Bearer токен".encode(),
+    ]
     async with httpx.AsyncClient(base_url=server.http_url) as client:
         for header in odd:
-            for method, path in (("GET", "/api/v1/cases"), ("POST", "/api/v1/events/ticket"),
-                                 ("GET", "/api/v1/events")):
+            for method, path in (
+                ("GET", "/api/v1/cases"),
+                ("POST", "/api/v1/events/ticket"),
+                ("GET", "/api/v1/events"),
+            ):
                 response = await client.request(method, path, headers={"Authorization": header})
                 _assert_contract_4xx(response, 401)
 
@@ -158,15 +174,25 @@ async def test_case_commands_refuse_odd_bodies_and_record_nothing(server, settin
 
         case_id = (await eventually(items, lambda i: i and i[0]["case_id"]))[0]["case_id"]
         before = await stored_events(settings.database_url)
-        odd = [("snooze", {"until": "2026-12-01T09:00:00"}), ("snooze", {"until": "soon"}), ("snooze", {}),
-               ("priority", {"priority": "bogus"}), ("priority", {"priority": 3}), ("tags", {"tags": "vip"}),
-               ("notes", {"text": None}), ("assign", []), ("reply", {"text": "x", "extra": 1}), ("reply", "²")]
+        odd = [
+            ("snooze", {"until": "2026-12-01T09:00:00"}),
+            ("snooze", {"until": "soon"}),
+            ("snooze", {}),
+            ("priority", {"priority": "bogus"}),
+            ("priority", {"priority": 3}),
+            ("tags", {"tags": "vip"}),
+            ("notes", {"text": None}),
+            ("assign", []),
+            ("reply", {"text": "x", "extra": 1}),
+            ("reply", "²"),
+        ]
         for command, body in odd:
             response = await client.post(f"/api/v1/cases/{case_id}/{command}", json=body)
             _assert_contract_4xx(response)
         for command in ("reply", "notes", "tags"):
-            response = await client.post(f"/api/v1/cases/{case_id}/{command}", content=b"\xff\xfe{",
-                                         headers={"content-type": "application/json"})
+            response = await client.post(
+                f"/api/v1/cases/{case_id}/{command}", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+            )
             _assert_contract_4xx(response)
         assert await stored_events(settings.database_url) == before
         snoozed = await client.post(f"/api/v1/cases/{case_id}/snooze", json={"until": "2026-12-01T09:00:00+01:00"})

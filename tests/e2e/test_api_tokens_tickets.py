@@ -123,8 +123,7 @@ async def test_an_open_stream_ends_when_its_token_is_revoked(srv, settings):
 async def test_tokens_are_read_from_the_authorization_header_only(srv, settings):
     admin = settings.admin_token
     async with httpx.AsyncClient(base_url=srv.http_url, timeout=30) as client:
-        for path in ("/api/v1/cases", "/api/v1/events", "/api/v1/attachments/" + "0" * 64,
-                     "/api/v1/customers?q=x"):
+        for path in ("/api/v1/cases", "/api/v1/events", "/api/v1/attachments/" + "0" * 64, "/api/v1/customers?q=x"):
             for name in ("access_token", "token", "ticket"):
                 if path == "/api/v1/events" and name == "ticket":
                     continue  # the one place a ticket (not a token) goes in the URL
@@ -146,8 +145,9 @@ async def test_tokens_are_read_from_the_authorization_header_only(srv, settings)
 async def test_a_ticket_from_one_api_process_is_redeemed_once_by_another(srv, settings, names):
     async with running_server(settings, names, ("api",)) as other:
         async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.post(srv.http_url + "/api/v1/events/ticket",
-                                         headers={"Authorization": f"Bearer {settings.admin_token}"})
+            response = await client.post(
+                srv.http_url + "/api/v1/events/ticket", headers={"Authorization": f"Bearer {settings.admin_token}"}
+            )
             ticket = response.json()["ticket"]
             async with client.stream("GET", other.http_url + "/api/v1/events", params={"ticket": ticket}) as stream:
                 assert stream.status_code == 200

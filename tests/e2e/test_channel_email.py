@@ -19,7 +19,8 @@ from services.server import Server
 from tests.fixtures.providers import FakeSMTPRelay, eventually
 from tests.fixtures.recorded import customer as _lookup
 from tests.fixtures.recorded import published as _published
-from tests.fixtures.recorded import running_server, stored_events, timeline as _timeline
+from tests.fixtures.recorded import running_server, stored_events
+from tests.fixtures.recorded import timeline as _timeline
 from tests.fixtures.recorded import timeline_until as _timeline_until
 
 pytestmark = pytest.mark.e2e
@@ -41,8 +42,14 @@ async def relay():
 async def mail_server(settings, names, relay):
     """Every role, with outbound email through the loopback relay and quick retries; the test's own
     SMTP connections (loopback) and webhook posts vouch for From, as the company's MX would."""
-    settings = settings.with_(smtp_relay=relay.address, email_from=SUPPORT, outbound_retry_base_seconds=0.05,
-                              max_body_bytes=MAX_BODY, smtp_trusted_relays="127.0.0.1", email_webhook_trusted=True)
+    settings = settings.with_(
+        smtp_relay=relay.address,
+        email_from=SUPPORT,
+        outbound_retry_base_seconds=0.05,
+        max_body_bytes=MAX_BODY,
+        smtp_trusted_relays="127.0.0.1",
+        email_webhook_trusted=True,
+    )
     async with running_server(settings, names) as srv:
         yield srv
 
@@ -53,8 +60,16 @@ async def api(mail_server, admin_headers):
         yield client
 
 
-def _mail(sender: str, subject: str, body: str, message_id: str, *, in_reply_to: str | None = None,
-          references: str | None = None, extra: str = "") -> bytes:
+def _mail(
+    sender: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    *,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    extra: str = "",
+) -> bytes:
     # No Date header: the time of receipt orders the timeline.
     headers = [f"From: {sender}", "To: support@shop.test", f"Subject: {subject}", f"Message-ID: <{message_id}>"]
     if in_reply_to:
@@ -102,10 +117,20 @@ async def test_a_thread_opens_one_case_and_a_reply_joins_it(mail_server, api, se
     assert customer["name"] == "Ada Lovelace"
     [opened] = await _timeline_until(api, customer["id"], 1)
     assert (opened["channel"], opened["direction"], opened["kind"], opened["text"]) == (
-        "email", "inbound", "message", "My kettle leaks.")
+        "email",
+        "inbound",
+        "message",
+        "My kettle leaks.",
+    )
 
-    reply = _mail("ada@example.org", "Re: Broken kettle", "Photo attached soon.\n\nOn Monday you wrote:\n> hi",
-                  "k3@example.org", in_reply_to="k2@shop.test", references="<k1@example.org> <k2@shop.test>")
+    reply = _mail(
+        "ada@example.org",
+        "Re: Broken kettle",
+        "Photo attached soon.\n\nOn Monday you wrote:\n> hi",
+        "k3@example.org",
+        in_reply_to="k2@shop.test",
+        references="<k1@example.org> <k2@shop.test>",
+    )
     response = await _webhook(mail_server, reply, token=settings.ingest_token)
     assert response.status_code == 200, response.text
     assert response.json()["duplicate"] is False
@@ -113,6 +138,7 @@ async def test_a_thread_opens_one_case_and_a_reply_joins_it(mail_server, api, se
     items = await _timeline_until(api, customer["id"], 2)
     assert [i["text"] for i in items] == ["Photo attached soon.", "My kettle leaks."]
     assert items[0]["case_id"] == items[1]["case_id"] == opened["case_id"]
+
     async def case():
         return (await api.get(f"/api/v1/cases/{opened['case_id']}")).json()
 
@@ -142,8 +168,9 @@ async def test_auto_replies_are_recorded_without_a_case_and_bounces_register_nob
     assert item["kind"] == "auto_reply" and item["case_id"] is None
     # The bounce is the mail server's, about a message we never sent: it changes nothing.
     await asyncio.sleep(0.5)
-    missing = await api.get("/api/v1/customers/lookup",
-                            params={"kind": "email", "value": EXPECTED["09_dsn_bounce.eml"]["sender"]})
+    missing = await api.get(
+        "/api/v1/customers/lookup", params={"kind": "email", "value": EXPECTED["09_dsn_bounce.eml"]["sender"]}
+    )
     assert missing.status_code == 404
     assert (await api.get("/api/v1/cases")).json()["items"] == []
 
@@ -151,35 +178,37 @@ async def test_auto_replies_are_recorded_without_a_case_and_bounces_register_nob
 def _bounce_of(message_id: str, recipient: str) -> bytes:
     """A delivery status notification (RFC 3464) as a receiving MTA writes it, returning our message."""
     boundary = "dsn-boundary"
-    return "\r\n".join([
-        "From: Mail Delivery Subsystem <mailer-daemon@mx.example.org>",
-        "To: support@shop.test",
-        "Subject: Undelivered Mail Returned to Sender",
-        "Message-ID: <bounce-1@mx.example.org>",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=utf-8",
-        "",
-        "Your message could not be delivered.",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        "Reporting-MTA: dns; mx.example.org",
-        "",
-        f"Final-Recipient: rfc822; {recipient}",
-        "Action: failed",
-        "Status: 5.1.1",
-        f"--{boundary}",
-        "Content-Type: text/rfc822-headers",
-        "",
-        f"Message-ID: <{message_id}>",
-        f"To: {recipient}",
-        "Subject: Re: Order 7781",
-        f"--{boundary}--",
-        "",
-    ]).encode()
+    return "\r\n".join(
+        [
+            "From: Mail Delivery Subsystem <mailer-daemon@mx.example.org>",
+            "To: support@shop.test",
+            "Subject: Undelivered Mail Returned to Sender",
+            "Message-ID: <bounce-1@mx.example.org>",
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+            "",
+            f"--{boundary}",
+            "Content-Type: text/plain; charset=utf-8",
+            "",
+            "Your message could not be delivered.",
+            f"--{boundary}",
+            "Content-Type: message/delivery-status",
+            "",
+            "Reporting-MTA: dns; mx.example.org",
+            "",
+            f"Final-Recipient: rfc822; {recipient}",
+            "Action: failed",
+            "Status: 5.1.1",
+            f"--{boundary}",
+            "Content-Type: text/rfc822-headers",
+            "",
+            f"Message-ID: <{message_id}>",
+            f"To: {recipient}",
+            "Subject: Re: Order 7781",
+            f"--{boundary}--",
+            "",
+        ]
+    ).encode()
 
 
 async def test_a_bounce_of_our_reply_marks_the_reply_failed(mail_server, api, relay, settings):
@@ -202,22 +231,28 @@ async def test_a_bounce_of_our_reply_marks_the_reply_failed(mail_server, api, re
 
     status, reason = await eventually(reply_status, lambda row: row is not None and row[0] == "failed")
     assert reason.startswith("bounced")
-    lookup = await api.get("/api/v1/customers/lookup", params={"kind": "email", "value": "mailer-daemon@mx.example.org"})
+    lookup = await api.get(
+        "/api/v1/customers/lookup", params={"kind": "email", "value": "mailer-daemon@mx.example.org"}
+    )
     assert lookup.status_code == 404
 
 
 async def test_attachments_are_kept_and_served_by_sha256(mail_server, api, settings):
     raw = (FIXTURES / "07_pdf_and_image_attachments.eml").read_bytes()
     message = BytesParser(policy=policy.default).parsebytes(raw)
-    sent = [part.get_payload(decode=True) for part in message.walk()
-            if not part.is_multipart() and part.get_content_maintype() != "text"]
+    sent = [
+        part.get_payload(decode=True)
+        for part in message.walk()
+        if not part.is_multipart() and part.get_content_maintype() != "text"
+    ]
     assert await _smtp_send(mail_server, _crlf(raw)) == {}
 
     customer = await _customer(api, "zoe@example.org")
     [item] = await _timeline_until(api, customer["id"], 1)
     expected = EXPECTED["07_pdf_and_image_attachments.eml"]["attachments"]
     assert [(a["name"], a["content_type"], a["size"]) for a in item["attachments"]] == [
-        (e["name"], e["content_type"], e["size"]) for e in expected]
+        (e["name"], e["content_type"], e["size"]) for e in expected
+    ]
     assert [a["sha256"] for a in item["attachments"]] == [hashlib.sha256(data).hexdigest() for data in sent]
     for attachment, data in zip(item["attachments"], sent, strict=True):
         response = await api.get(f"/api/v1/attachments/{attachment['sha256']}")
@@ -230,8 +265,16 @@ async def test_attachments_are_kept_and_served_by_sha256(mail_server, api, setti
     assert (await api.get("/api/v1/attachments/not-a-digest")).status_code == 404
 
 
-@pytest.mark.parametrize("name", ["01_gmail_alternative_reply.eml", "04_windows1252_8bit.eml", "05_shift_jis.eml",
-                                  "11_thread_reply_references.eml", "17_outlook_web_german_reply.eml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "01_gmail_alternative_reply.eml",
+        "04_windows1252_8bit.eml",
+        "05_shift_jis.eml",
+        "11_thread_reply_references.eml",
+        "17_outlook_web_german_reply.eml",
+    ],
+)
 async def test_real_world_mails_reach_the_timeline_as_written(mail_server, api, settings, name):
     response = await _webhook(mail_server, (FIXTURES / name).read_bytes(), token=settings.ingest_token)
     assert response.status_code == 200, response.text
@@ -239,21 +282,29 @@ async def test_real_world_mails_reach_the_timeline_as_written(mail_server, api, 
     customer = await _customer(api, expected["sender"])
     [item] = await _timeline_until(api, customer["id"], 1)
     assert (item["channel"], item["direction"], item["kind"], item["text"]) == (
-        "email", "inbound", expected["kind"], expected["text"])
+        "email",
+        "inbound",
+        expected["kind"],
+        expected["text"],
+    )
     assert [a["name"] for a in item["attachments"]] == [a["name"] for a in expected["attachments"]]
 
 
-@pytest.mark.parametrize("token,content_type,body,status,code", [
-    (None, "message/rfc822", b"From: a@example.org\r\n\r\nhi", 401, "unauthorized"),
-    ("wrong", "message/rfc822", b"From: a@example.org\r\n\r\nhi", 401, "unauthorized"),
-    ("ok", "text/plain", b"From: a@example.org\r\n\r\nhi", 415, "unsupported_media_type"),
-    ("ok", "message/rfc822", b"this is not an email at all", 400, "malformed"),
-    ("ok", "message/rfc822", b"", 400, "malformed"),
-    ("ok", "message/rfc822", b"\x00\xff\xfe" * 50, 400, "malformed"),
-    ("ok", "message/rfc822", b"From: a@example.org\r\n\r\n" + b"x" * (MAX_BODY + 1), 413, "too_large"),
-])
-async def test_bad_webhook_requests_get_the_contract_error_and_record_nothing(mail_server, settings, token,
-                                                                              content_type, body, status, code):
+@pytest.mark.parametrize(
+    "token,content_type,body,status,code",
+    [
+        (None, "message/rfc822", b"From: a@example.org\r\n\r\nhi", 401, "unauthorized"),
+        ("wrong", "message/rfc822", b"From: a@example.org\r\n\r\nhi", 401, "unauthorized"),
+        ("ok", "text/plain", b"From: a@example.org\r\n\r\nhi", 415, "unsupported_media_type"),
+        ("ok", "message/rfc822", b"this is not an email at all", 400, "malformed"),
+        ("ok", "message/rfc822", b"", 400, "malformed"),
+        ("ok", "message/rfc822", b"\x00\xff\xfe" * 50, 400, "malformed"),
+        ("ok", "message/rfc822", b"From: a@example.org\r\n\r\n" + b"x" * (MAX_BODY + 1), 413, "too_large"),
+    ],
+)
+async def test_bad_webhook_requests_get_the_contract_error_and_record_nothing(
+    mail_server, settings, token, content_type, body, status, code
+):
     token = settings.ingest_token if token == "ok" else token
     response = await _webhook(mail_server, body, token=token, content_type=content_type)
     assert response.status_code == status
@@ -304,12 +355,21 @@ async def test_an_agent_reply_goes_out_in_the_thread_and_the_answer_joins_the_ca
 
     items = await _timeline_until(api, customer["id"], 2)
     assert (items[0]["direction"], items[0]["text"], items[0]["case_id"]) == (
-        "outbound", "It ships today. Grüße!", case_id)
+        "outbound",
+        "It ships today. Grüße!",
+        case_id,
+    )
 
     # The customer answers our reply: their mail client threads onto our Message-ID.
     ours = sent["Message-ID"].strip("<>")
-    answer = _mail("grace@example.org", "Re: Order 7781", "Thanks!", "o3@example.org", in_reply_to=ours,
-                   references=f"<o1@example.org> <{ours}>")
+    answer = _mail(
+        "grace@example.org",
+        "Re: Order 7781",
+        "Thanks!",
+        "o3@example.org",
+        in_reply_to=ours,
+        references=f"<o1@example.org> <{ours}>",
+    )
     assert await _smtp_send(mail_server, answer) == {}
     items = await _timeline_until(api, customer["id"], 3)
     assert items[0]["text"] == "Thanks!" and items[0]["case_id"] == case_id

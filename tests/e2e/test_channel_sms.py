@@ -13,8 +13,16 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.fixtures.providers import FakeHTTPProvider, Recorded, eventually
-from tests.fixtures.recorded import case_event_until, case_events, customer, published, running_server
-from tests.fixtures.recorded import stored_events, timeline, timeline_until
+from tests.fixtures.recorded import (
+    case_event_until,
+    case_events,
+    customer,
+    published,
+    running_server,
+    stored_events,
+    timeline,
+    timeline_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,8 +50,14 @@ async def twilio():
 
 @pytest.fixture
 async def sms_server(settings, names, twilio):
-    settings = settings.with_(twilio_account_sid=ACCOUNT_SID, twilio_from=OUR_NUMBER, twilio_api_base=twilio.url,
-                              public_url=PUBLIC_URL, outbound_retry_base_seconds=0.05, max_body_bytes=MAX_BODY)
+    settings = settings.with_(
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_from=OUR_NUMBER,
+        twilio_api_base=twilio.url,
+        public_url=PUBLIC_URL,
+        outbound_retry_base_seconds=0.05,
+        max_body_bytes=MAX_BODY,
+    )
     async with running_server(settings, names) as srv:
         yield srv
 
@@ -54,8 +68,15 @@ async def api(sms_server, admin_headers):
         yield client
 
 
-async def _post_signed(server, params: dict, path: str = "/channels/sms/twilio", *, url: str | None = None,
-                       signature: str | None = None, headers: dict | None = None) -> httpx.Response:
+async def _post_signed(
+    server,
+    params: dict,
+    path: str = "/channels/sms/twilio",
+    *,
+    url: str | None = None,
+    signature: str | None = None,
+    headers: dict | None = None,
+) -> httpx.Response:
     """Posts `params` the way Twilio does: form-encoded, signed over the URL it requested (the
     public URL the server is configured with)."""
     url = url or PUBLIC_URL + path
@@ -63,15 +84,32 @@ async def _post_signed(server, params: dict, path: str = "/channels/sms/twilio",
     if signature is None:
         signature = RequestValidator(token).compute_signature(url, params)
     async with httpx.AsyncClient(base_url=server.http_url) as client:
-        return await client.post(path, content=urlencode(params),
-                                 headers={"content-type": "application/x-www-form-urlencoded; charset=UTF-8",
-                                          "x-twilio-signature": signature, **(headers or {})})
+        return await client.post(
+            path,
+            content=urlencode(params),
+            headers={
+                "content-type": "application/x-www-form-urlencoded; charset=UTF-8",
+                "x-twilio-signature": signature,
+                **(headers or {}),
+            },
+        )
 
 
 def _sms(sender: str, body: str, sid: str | None = None, **extra) -> dict:
-    return {"MessageSid": sid or _sid(), "SmsSid": sid or _sid(), "AccountSid": ACCOUNT_SID, "From": sender,
-            "To": OUR_NUMBER, "Body": body, "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
-            "ApiVersion": "2010-04-01", "FromCountry": "US", **extra}
+    return {
+        "MessageSid": sid or _sid(),
+        "SmsSid": sid or _sid(),
+        "AccountSid": ACCOUNT_SID,
+        "From": sender,
+        "To": OUR_NUMBER,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+        "FromCountry": "US",
+        **extra,
+    }
 
 
 # -- inbound -------------------------------------------------------------------------------------
@@ -84,22 +122,31 @@ async def test_an_sms_reaches_the_timeline_and_twilio_gets_empty_twiml(sms_serve
     found = await customer(api, "phone", "+14155550100")
     [item] = await timeline_until(api, found["id"], 1)
     assert (item["channel"], item["direction"], item["kind"], item["text"]) == (
-        "sms", "inbound", "message", "Is my order shipped?")
+        "sms",
+        "inbound",
+        "message",
+        "Is my order shipped?",
+    )
     assert item["case_id"] is not None
 
 
 async def test_an_mms_keeps_its_media_references(sms_server, api):
-    media = {"NumMedia": "2", "MediaUrl0": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/"
-             "MM1/Media/ME0", "MediaContentType0": "image/jpeg",
-             "MediaUrl1": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM1/Media/ME1",
-             "MediaContentType1": "application/pdf"}
+    media = {
+        "NumMedia": "2",
+        "MediaUrl0": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM1/Media/ME0",
+        "MediaContentType0": "image/jpeg",
+        "MediaUrl1": f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM1/Media/ME1",
+        "MediaContentType1": "application/pdf",
+    }
     response = await _post_signed(sms_server, _sms("+14155550101", "photos of the damage", _sid("MM"), **media))
     assert response.status_code == 200
     found = await customer(api, "phone", "+14155550101")
     [item] = await timeline_until(api, found["id"], 1)
     assert item["kind"] == "media" and item["text"] == "photos of the damage"
     assert [(a["name"], a["content_type"]) for a in item["attachments"]] == [
-        ("ME0.jpg", "image/jpeg"), ("ME1.pdf", "application/pdf")]
+        ("ME0.jpg", "image/jpeg"),
+        ("ME1.pdf", "application/pdf"),
+    ]
 
 
 async def test_twilio_retrying_the_same_message_records_it_once(sms_server, api):
@@ -122,15 +169,20 @@ async def test_the_configured_public_url_is_what_is_verified(sms_server, api):
     direct = validator.compute_signature(sms_server.http_url + "/channels/sms/twilio", params)
     assert (await _post_signed(sms_server, params, signature=direct)).status_code == 401
     spoofed = validator.compute_signature("https://attacker.example/channels/sms/twilio", params)
-    response = await _post_signed(sms_server, params, signature=spoofed,
-                                  headers={"x-forwarded-proto": "https", "x-forwarded-host": "attacker.example"})
+    response = await _post_signed(
+        sms_server,
+        params,
+        signature=spoofed,
+        headers={"x-forwarded-proto": "https", "x-forwarded-host": "attacker.example"},
+    )
     assert response.status_code == 401
     assert await published(sms_server) == 0
     # Signed over the public URL: accepted, with or without proxy headers.
     public = validator.compute_signature(PUBLIC_URL + "/channels/sms/twilio", params)
     assert (await _post_signed(sms_server, params, signature=public)).status_code == 200
-    proxied = await _post_signed(sms_server, params, signature=public,
-                                 headers={"x-forwarded-proto": "http", "x-forwarded-host": "internal:8000"})
+    proxied = await _post_signed(
+        sms_server, params, signature=public, headers={"x-forwarded-proto": "http", "x-forwarded-host": "internal:8000"}
+    )
     assert proxied.status_code == 200
     await customer(api, "phone", "+14155550103")
 
@@ -171,8 +223,11 @@ async def test_bad_requests_get_the_contract_error_and_record_nothing(sms_server
                 assert response.status_code == status, (path, body[:40], response.text)
                 assert set(response.json()) == {"error", "detail"}
     # Correctly signed, but not a message Twilio would send: no From, a bad SID, a bad number.
-    for params in ({"MessageSid": _sid(), "Body": "no sender"}, _sms("+14155550106", "x", sid="SM../../etc"),
-                   _sms("not a number", "x")):
+    for params in (
+        {"MessageSid": _sid(), "Body": "no sender"},
+        _sms("+14155550106", "x", sid="SM../../etc"),
+        _sms("not a number", "x"),
+    ):
         response = await _post_signed(sms_server, params)
         assert response.status_code == 400 and response.json()["error"] == "malformed"
     await asyncio.sleep(0.2)
@@ -209,14 +264,24 @@ async def test_an_agent_reply_is_sent_through_twilio_and_its_delivery_recorded(s
 
     items = await timeline_until(api, found["id"], 2)
     assert (items[0]["direction"], items[0]["text"], items[0]["case_id"]) == (
-        "outbound", "Yes, reply with the new one.", case_id)
+        "outbound",
+        "Yes, reply with the new one.",
+        case_id,
+    )
     sent_event = await case_event_until(sms_server, case_id, "case.ReplySent")
     message_sid = sent_event.provider_message_id
     assert message_sid.startswith("SM") and str(sent_event.reply_id) == reply_id
 
     for status in ("sent", "delivered"):
-        callback = {"MessageSid": message_sid, "SmsSid": message_sid, "MessageStatus": status,
-                    "SmsStatus": status, "AccountSid": ACCOUNT_SID, "From": OUR_NUMBER, "To": "+14155550107"}
+        callback = {
+            "MessageSid": message_sid,
+            "SmsSid": message_sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "AccountSid": ACCOUNT_SID,
+            "From": OUR_NUMBER,
+            "To": "+14155550107",
+        }
         response = await _post_signed(sms_server, callback, "/channels/sms/twilio/status")
         assert response.status_code == 200
     delivered = await case_event_until(sms_server, case_id, "case.ReplyDelivered")
@@ -231,7 +296,8 @@ async def test_an_agent_reply_is_sent_through_twilio_and_its_delivery_recorded(s
 
 async def test_a_twilio_outage_is_retried_until_the_reply_goes_out_once(sms_server, api, twilio):
     twilio.script = [(500, {"code": 20500, "message": "Internal Server Error"})] * 2 + [
-        (503, {"code": 20503, "message": "Service Unavailable"})]
+        (503, {"code": 20503, "message": "Service Unavailable"})
+    ]
     found, case_id = await _open_case(sms_server, api, "+14155550108")
     await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Sorry for the wait."})
 
@@ -248,8 +314,7 @@ async def test_a_twilio_outage_is_retried_until_the_reply_goes_out_once(sms_serv
 
 
 async def test_a_refused_reply_is_recorded_as_failed_without_retrying(sms_server, api, twilio):
-    twilio.script = [(400, {"code": 21211, "message": "The 'To' number is not a valid phone number.",
-                            "status": 400})]
+    twilio.script = [(400, {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400})]
     _, case_id = await _open_case(sms_server, api, "+14155550109")
     await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Hello?"})
     failed = await case_event_until(sms_server, case_id, "case.ReplyFailed", timeout=10)

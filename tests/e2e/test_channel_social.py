@@ -15,8 +15,15 @@ import httpx
 import pytest
 
 from tests.fixtures.providers import FakeHTTPProvider, Recorded, eventually
-from tests.fixtures.recorded import case_event_until, customer, published, running_server, stored_events
-from tests.fixtures.recorded import timeline, timeline_until
+from tests.fixtures.recorded import (
+    case_event_until,
+    customer,
+    published,
+    running_server,
+    stored_events,
+    timeline,
+    timeline_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +37,25 @@ MAX_BODY = 64 * 1024
 def _graph(request: Recorded) -> tuple[int, dict]:
     body = request.json()
     if body.get("messaging_product") == "whatsapp":
-        return 200, {"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
-                     "messages": [{"id": "wamid.OUT" + secrets.token_hex(8)}]}
+        return 200, {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+            "messages": [{"id": "wamid.OUT" + secrets.token_hex(8)}],
+        }
     return 200, {"recipient_id": body["recipient"]["id"], "message_id": "m_" + secrets.token_hex(8)}
 
 
 def _telegram(request: Recorded) -> tuple[int, dict]:
     body = request.json()
-    return 200, {"ok": True, "result": {"message_id": 4242, "date": 1749417500, "text": body["text"],
-                                        "chat": {"id": body["chat_id"], "type": "private"}}}
+    return 200, {
+        "ok": True,
+        "result": {
+            "message_id": 4242,
+            "date": 1749417500,
+            "text": body["text"],
+            "chat": {"id": body["chat_id"], "type": "private"},
+        },
+    }
 
 
 @pytest.fixture
@@ -57,9 +74,14 @@ async def bot_api():
 
 @pytest.fixture
 async def social_server(settings, names, graph, bot_api):
-    settings = settings.with_(meta_access_token=ACCESS_TOKEN, meta_graph_base=graph.url + "/v21.0",
-                              telegram_bot_token=BOT_TOKEN, telegram_api_base=bot_api.url,
-                              outbound_retry_base_seconds=0.05, max_body_bytes=MAX_BODY)
+    settings = settings.with_(
+        meta_access_token=ACCESS_TOKEN,
+        meta_graph_base=graph.url + "/v21.0",
+        telegram_bot_token=BOT_TOKEN,
+        telegram_api_base=bot_api.url,
+        outbound_retry_base_seconds=0.05,
+        max_body_bytes=MAX_BODY,
+    )
     async with running_server(settings, names) as srv:
         yield srv
 
@@ -106,10 +128,13 @@ async def _deliver_fixture(server, name: str) -> httpx.Response:
 async def test_the_meta_verification_handshake(social_server):
     token = social_server.settings.meta_verify_token
     async with httpx.AsyncClient(base_url=social_server.http_url) as client:
-        ok = await client.get("/channels/social/meta", params={"hub.mode": "subscribe", "hub.verify_token": token,
-                                                               "hub.challenge": "1158201444"})
-        wrong = await client.get("/channels/social/meta", params={"hub.mode": "subscribe",
-                                                                  "hub.verify_token": "guess", "hub.challenge": "1"})
+        ok = await client.get(
+            "/channels/social/meta",
+            params={"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "1158201444"},
+        )
+        wrong = await client.get(
+            "/channels/social/meta", params={"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"}
+        )
         no_mode = await client.get("/channels/social/meta", params={"hub.verify_token": token, "hub.challenge": "1"})
     assert ok.status_code == 200 and ok.text == "1158201444" and ok.headers["content-type"].startswith("text/plain")
     assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
@@ -118,12 +143,26 @@ async def test_the_meta_verification_handshake(social_server):
 
 # -- inbound -------------------------------------------------------------------------------------
 
-SAMPLE = ["whatsapp_text.json", "whatsapp_image.json", "whatsapp_location.json", "whatsapp_button_reply.json",
-          "whatsapp_list_reply.json", "whatsapp_unsupported.json", "messenger_text.json",
-          "messenger_attachment.json", "instagram_dm.json", "telegram_text.json", "telegram_photo.json",
-          "telegram_edited.json"]
-NOTHING_FOR_THE_TIMELINE = ["whatsapp_template_status_update.json", "messenger_echo.json",
-                            "telegram_callback_query.json", "whatsapp_status.json"]
+SAMPLE = [
+    "whatsapp_text.json",
+    "whatsapp_image.json",
+    "whatsapp_location.json",
+    "whatsapp_button_reply.json",
+    "whatsapp_list_reply.json",
+    "whatsapp_unsupported.json",
+    "messenger_text.json",
+    "messenger_attachment.json",
+    "instagram_dm.json",
+    "telegram_text.json",
+    "telegram_photo.json",
+    "telegram_edited.json",
+]
+NOTHING_FOR_THE_TIMELINE = [
+    "whatsapp_template_status_update.json",
+    "messenger_echo.json",
+    "telegram_callback_query.json",
+    "whatsapp_status.json",
+]
 
 
 async def test_real_provider_payloads_reach_the_timeline_as_expected(social_server, api):
@@ -135,7 +174,8 @@ async def test_real_provider_payloads_reach_the_timeline_as_expected(social_serv
     for name in SAMPLE:
         for expected in EXPECTED[name]:
             wanted.setdefault((expected["sender_kind"], expected["sender_value"]), []).append(
-                (expected["channel"], "inbound", expected["kind"], expected["text"]))
+                (expected["channel"], "inbound", expected["kind"], expected["text"])
+            )
     for (kind, value), entries in wanted.items():
         found = await customer(api, kind, value)
         items = await timeline_until(api, found["id"], len(entries))
@@ -171,9 +211,13 @@ async def test_bad_webhooks_get_the_contract_error_and_record_nothing(social_ser
         (b"{not json", None, "application/json", 400),
         (b"[1, 2, 3]", None, "application/json", 400),
         (b'{"object": 5}', None, "application/json", 400),
-        (b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": '
-         b'{"messages": [{"id": "wamid.X", "from": "not-a-number", "type": "text", "text": {"body": "x"}}]}}]}]}',
-         None, "application/json", 400),
+        (
+            b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": '
+            b'{"messages": [{"id": "wamid.X", "from": "not-a-number", "type": "text", "text": {"body": "x"}}]}}]}]}',
+            None,
+            "application/json",
+            400,
+        ),
         (b'{"object": "page", "entry": [' + b" " * MAX_BODY + b"]}", None, "application/json", 413),
     ]
     for body, signature, content_type, status in meta_cases:
@@ -188,8 +232,12 @@ async def test_bad_webhooks_get_the_contract_error_and_record_nothing(social_ser
         (update, None, "text/plain", 415),
         (b"garbage", None, "application/json", 400),
         (b'{"update_id": "one"}', None, "application/json", 400),
-        (b'{"update_id": 1, "message": {"message_id": 1, "date": 99999999999999, "chat": {"id": 1}}}',
-         None, "application/json", 400),
+        (
+            b'{"update_id": 1, "message": {"message_id": 1, "date": 99999999999999, "chat": {"id": 1}}}',
+            None,
+            "application/json",
+            400,
+        ),
     ]
     for body, secret, content_type, status in telegram_cases:
         response = await _telegram_update(social_server, body, secret=secret, content_type=content_type)
@@ -223,10 +271,17 @@ async def test_whatsapp_replies_go_through_the_cloud_api_and_report_delivery(soc
     assert request.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
     body = request.json()
     assert (body["messaging_product"], body["to"], body["type"], body["text"]["body"]) == (
-        "whatsapp", "16505551234", "text", "Yes, in blue and green.")
+        "whatsapp",
+        "16505551234",
+        "text",
+        "Yes, in blue and green.",
+    )
     items = await timeline_until(api, found["id"], 2)
     assert (items[0]["channel"], items[0]["direction"], items[0]["text"]) == (
-        "whatsapp", "outbound", "Yes, in blue and green.")
+        "whatsapp",
+        "outbound",
+        "Yes, in blue and green.",
+    )
 
     wamid = (await case_event_until(social_server, case_id, "case.ReplySent")).provider_message_id
     status = json.loads((FIXTURES / "whatsapp_status.json").read_bytes())
@@ -237,12 +292,16 @@ async def test_whatsapp_replies_go_through_the_cloud_api_and_report_delivery(soc
     assert str(delivered.reply_id) == reply_id
 
 
-@pytest.mark.parametrize("fixture,kind,value,path,recipient", [
-    ("messenger_text.json", "messenger", "6945812301234567", "/v21.0/me/messages", "6945812301234567"),
-    ("instagram_dm.json", "instagram", "1234567890123456", "/v21.0/me/messages", "1234567890123456"),
-])
-async def test_messenger_and_instagram_replies_go_through_the_graph_api(social_server, api, graph, fixture, kind,
-                                                                        value, path, recipient):
+@pytest.mark.parametrize(
+    "fixture,kind,value,path,recipient",
+    [
+        ("messenger_text.json", "messenger", "6945812301234567", "/v21.0/me/messages", "6945812301234567"),
+        ("instagram_dm.json", "instagram", "1234567890123456", "/v21.0/me/messages", "1234567890123456"),
+    ],
+)
+async def test_messenger_and_instagram_replies_go_through_the_graph_api(
+    social_server, api, graph, fixture, kind, value, path, recipient
+):
     assert (await _deliver_fixture(social_server, fixture)).status_code == 200
     found, case_id = await _case_of(api, kind, value)
     await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Thanks for writing!"})

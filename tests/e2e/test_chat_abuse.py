@@ -75,8 +75,9 @@ async def test_messages_of_one_session_are_rate_limited_with_an_error_frame(sett
         assert await published(srv) == 2
 
 
-@pytest.mark.parametrize("per_ip,total,status,code", [(2, 100, 429, "too_many_connections"),
-                                                      (100, 2, 503, "unavailable")])
+@pytest.mark.parametrize(
+    "per_ip,total,status,code", [(2, 100, 429, "too_many_connections"), (100, 2, 503, "unavailable")]
+)
 async def test_connections_over_the_limit_are_refused(settings, names, per_ip, total, status, code):
     limited = settings.with_(chat_max_connections_per_ip=per_ip, chat_max_connections=total)
     async with running_server(limited, names, roles=GATEWAY) as srv:
@@ -102,8 +103,7 @@ async def test_connections_over_the_limit_are_refused(settings, names, per_ip, t
 
 
 async def test_the_session_store_is_bounded(settings, names):
-    bounded = settings.with_(chat_session_store_max_bytes=2048, chat_session_ttl_seconds=3600,
-                             chat_session_burst=1000)
+    bounded = settings.with_(chat_session_store_max_bytes=2048, chat_session_ttl_seconds=3600, chat_session_burst=1000)
     async with running_server(bounded, names, roles=GATEWAY) as srv:
         info = await srv.sb.js.stream_info(f"KV_{names.chat_sessions_bucket}")
         assert info.config.max_bytes == 2048 and info.config.max_age == 3600
@@ -136,7 +136,9 @@ async def test_many_sockets_share_one_outbox_consumer_and_each_gets_its_own_repl
 
             async def case_of(session: dict) -> str:
                 async def lookup():
-                    return await api.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]})
+                    return await api.get(
+                        "/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]}
+                    )
 
                 found = (await eventually(lookup, lambda r: r.status_code == 200)).json()
                 items = (await api.get(f"/api/v1/customers/{found['id']}/timeline")).json()["items"]
@@ -144,7 +146,9 @@ async def test_many_sockets_share_one_outbox_consumer_and_each_gets_its_own_repl
 
             for n in (0, 2):
                 case_id = await case_of(sessions[n])
-                assert (await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": f"reply {n}"})).status_code == 200
+                assert (
+                    await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": f"reply {n}"})
+                ).status_code == 200
             first_tab = json.loads(await asyncio.wait_for(sockets[0].recv(), 30))
             second_tab = json.loads(await asyncio.wait_for(sockets[4].recv(), 30))
             third = json.loads(await asyncio.wait_for(sockets[2].recv(), 30))
@@ -177,7 +181,9 @@ async def test_erasing_a_customer_closes_their_open_chat_sockets(server, admin_h
             assert json.loads(await ws.recv())["type"] == "ack"
 
             async def lookup():
-                return await api.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]})
+                return await api.get(
+                    "/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]}
+                )
 
             customer = (await eventually(lookup, lambda r: r.status_code == 200)).json()
             report = await asyncio.to_thread(erase_customer, server.sb, UUID(customer["id"]), "test", datetime.now(UTC))

@@ -73,8 +73,9 @@ async def test_a_hash_over_user_id_email_and_phone_verifies_all_three(server, se
 
 async def test_a_hash_of_user_id_alone_leaves_email_a_claim_that_links_nobody(server, settings, api):
     email = "grace@example.org"
-    session = await open_session(api, user_id="member-2", email=email,
-                                 identity_hash=sign(settings.chat_identity_secret, "member-2"))
+    session = await open_session(
+        api, user_id="member-2", email=email, identity_hash=sign(settings.chat_identity_secret, "member-2")
+    )
     await say(server, session, "hello from the website")
     visitor = await customer(api, "external", "member-2")
     assert {"kind": "email", "value": email} in visitor["claims"]
@@ -82,10 +83,15 @@ async def test_a_hash_of_user_id_alone_leaves_email_a_claim_that_links_nobody(se
     assert (await lookup(api, "email", email)).status_code == 404
 
     # Later, a real email from that address: its own customer, not merged into the chat visitor.
-    raw = (f"From: Grace <{email}>\r\nTo: support@shop.test\r\nSubject: hi\r\nMessage-ID: <g1@example.org>\r\n"
-           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIt is me, by mail\r\n").encode()
-    inbound = await api.post("/channels/email/inbound", content=raw,
-                             headers={"content-type": "message/rfc822", "authorization": f"Bearer {settings.ingest_token}"})
+    raw = (
+        f"From: Grace <{email}>\r\nTo: support@shop.test\r\nSubject: hi\r\nMessage-ID: <g1@example.org>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIt is me, by mail\r\n"
+    ).encode()
+    inbound = await api.post(
+        "/channels/email/inbound",
+        content=raw,
+        headers={"content-type": "message/rfc822", "authorization": f"Bearer {settings.ingest_token}"},
+    )
     assert inbound.status_code == 200, inbound.text
     by_mail = await customer(api, "email", email)
     assert by_mail["id"] != visitor["id"]
@@ -96,9 +102,14 @@ async def test_a_hash_of_user_id_alone_leaves_email_a_claim_that_links_nobody(se
 @pytest.mark.parametrize("signed", ["member-3|someone-else@example.org|", "member-4", "member-3|"])
 async def test_a_hash_that_matches_neither_form_gets_401_and_no_session(server, settings, signed):
     async with httpx.AsyncClient(base_url=server.http_url) as client:
-        response = await client.post("/channels/chat/sessions", json={
-            "user_id": "member-3", "email": "a@example.org",
-            "identity_hash": sign(settings.chat_identity_secret, signed)})
+        response = await client.post(
+            "/channels/chat/sessions",
+            json={
+                "user_id": "member-3",
+                "email": "a@example.org",
+                "identity_hash": sign(settings.chat_identity_secret, signed),
+            },
+        )
     assert response.status_code == 401 and response.json()["error"] == "unauthorized"
     sessions = await server.sb.js.stream_info(f"KV_{server.sb.names.chat_sessions_bucket}")
     assert sessions.state.messages == 0
@@ -109,10 +120,12 @@ async def test_without_a_secret_every_identity_hash_gets_401(settings, names):
     async with running_server(settings.with_(chat_identity_secret=None), names, roles=("gateway",)) as srv:
         async with httpx.AsyncClient(base_url=srv.http_url) as client:
             # The HMAC with an empty key: what anyone can compute when no secret is configured.
-            forged = await client.post("/channels/chat/sessions", json={
-                "user_id": "admin", "identity_hash": sign("", "admin||")})
-            alone = await client.post("/channels/chat/sessions", json={
-                "user_id": "admin", "identity_hash": sign("", "admin")})
+            forged = await client.post(
+                "/channels/chat/sessions", json={"user_id": "admin", "identity_hash": sign("", "admin||")}
+            )
+            alone = await client.post(
+                "/channels/chat/sessions", json={"user_id": "admin", "identity_hash": sign("", "admin")}
+            )
             anonymous = await client.post("/channels/chat/sessions", json={"name": "Ada"})
     assert forged.status_code == alone.status_code == 401
     assert forged.json()["error"] == "unauthorized"
@@ -150,21 +163,31 @@ def test_serve_without_a_chat_secret_starts_warns_once_and_verifies_nobody(setti
     command = [str(script)] if script.exists() else [sys.executable, "-m", "services.cli"]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_DATA_DIR=str(tmp_path / "serve"), SWITCHBOARD_DATABASE_URL=settings.database_url,
-               SWITCHBOARD_NATS_URL=settings.nats_url, SWITCHBOARD_MASTER_KEY=settings.master_key,
-               SWITCHBOARD_LOG_FORMAT="json")
+    env.update(
+        SWITCHBOARD_DATA_DIR=str(tmp_path / "serve"),
+        SWITCHBOARD_DATABASE_URL=settings.database_url,
+        SWITCHBOARD_NATS_URL=settings.nats_url,
+        SWITCHBOARD_MASTER_KEY=settings.master_key,
+        SWITCHBOARD_LOG_FORMAT="json",
+    )
     stderr_path = tmp_path / "serve.err"
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen([*command, "serve", "gateway", "--http", f"127.0.0.1:{port}",
-                                 "--smtp", f"127.0.0.1:{free_port()}"], env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(
+            [*command, "serve", "gateway", "--http", f"127.0.0.1:{port}", "--smtp", f"127.0.0.1:{free_port()}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         asyncio.run(_wait_for_health(url, proc))
         with httpx.Client(base_url=url) as client:
             # Both forms, made with the empty key anyone can use when no secret is configured.
-            refused = [client.post("/channels/chat/sessions", json={"user_id": "u1", "identity_hash": sign("", signed)})
-                       for signed in ("u1||", "u1")]
+            refused = [
+                client.post("/channels/chat/sessions", json={"user_id": "u1", "identity_hash": sign("", signed)})
+                for signed in ("u1||", "u1")
+            ]
             anonymous = client.post("/channels/chat/sessions", json={"name": "Ada"})
         assert [r.status_code for r in refused] == [401, 401]
         assert {r.json()["error"] for r in refused} == {"unauthorized"}

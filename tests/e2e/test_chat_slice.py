@@ -53,7 +53,8 @@ async def test_chat_message_reaches_the_timeline_of_a_new_customer(server, admin
 
         timeline = (await client.get(f"/api/v1/customers/{customer['id']}/timeline")).json()
         assert [(i["channel"], i["direction"], i["text"]) for i in timeline["items"]] == [
-            ("chat", "inbound", "Where is my order?")]
+            ("chat", "inbound", "Where is my order?")
+        ]
         assert timeline["items"][0]["id"] == ack["id"] and timeline["next_cursor"] is None
 
 
@@ -86,7 +87,9 @@ async def test_agent_reply_is_pushed_live_and_joins_the_timeline(server, admin_h
             await ws.recv()
 
             async def lookup():
-                return await client.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]})
+                return await client.get(
+                    "/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]}
+                )
 
             customer = (await _eventually(lookup, lambda r: r.status_code == 200)).json()
             items = (await client.get(f"/api/v1/customers/{customer['id']}/timeline")).json()["items"]
@@ -130,15 +133,19 @@ async def _count_events(database_url: str) -> int:
         return (await cur.fetchone())[0]
 
 
-@pytest.mark.parametrize("body,content_type,status,code", [
-    (b"{not json", "application/json", 400, "malformed"),
-    (b'{"name": 42}', "application/json", 400, "malformed"),
-    (b'{"user_id": "u1", "identity_hash": "00"}', "application/json", 401, "unauthorized"),
-    (b'{"user_id": "u1"}', "application/json", 400, "malformed"),
-    (b"name=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
-])
-async def test_bad_session_requests_get_the_contract_error_and_record_nothing(server, settings, body, content_type,
-                                                                              status, code):
+@pytest.mark.parametrize(
+    "body,content_type,status,code",
+    [
+        (b"{not json", "application/json", 400, "malformed"),
+        (b'{"name": 42}', "application/json", 400, "malformed"),
+        (b'{"user_id": "u1", "identity_hash": "00"}', "application/json", 401, "unauthorized"),
+        (b'{"user_id": "u1"}', "application/json", 400, "malformed"),
+        (b"name=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    ],
+)
+async def test_bad_session_requests_get_the_contract_error_and_record_nothing(
+    server, settings, body, content_type, status, code
+):
     async with httpx.AsyncClient(base_url=server.http_url) as client:
         response = await client.post("/channels/chat/sessions", content=body, headers={"content-type": content_type})
     assert response.status_code == status
@@ -148,8 +155,11 @@ async def test_bad_session_requests_get_the_contract_error_and_record_nothing(se
 
 async def test_oversized_session_request_is_413(server, settings):
     async with httpx.AsyncClient(base_url=server.http_url) as client:
-        response = await client.post("/channels/chat/sessions", content=b"{" + b" " * (settings.max_body_bytes + 10) + b"}",
-                                     headers={"content-type": "application/json"})
+        response = await client.post(
+            "/channels/chat/sessions",
+            content=b"{" + b" " * (settings.max_body_bytes + 10) + b"}",
+            headers={"content-type": "application/json"},
+        )
     assert response.status_code == 413 and response.json()["error"] == "too_large"
 
 
@@ -166,9 +176,14 @@ async def test_bad_frames_get_an_error_frame_and_record_nothing(server, settings
     async with httpx.AsyncClient(base_url=server.http_url) as client:
         session = await _session(client)
     async with websockets.connect(_ws_url(server, session["token"]), max_size=None) as ws:
-        frames = ["not json", json.dumps({"type": "message"}), json.dumps({"type": "message", "text": "x"}),
-                  json.dumps({"type": "dance"}), json.dumps([1, 2]),
-                  json.dumps({"type": "message", "text": "x" * (settings.max_chat_text + 1), "client_id": "big"})]
+        frames = [
+            "not json",
+            json.dumps({"type": "message"}),
+            json.dumps({"type": "message", "text": "x"}),
+            json.dumps({"type": "dance"}),
+            json.dumps([1, 2]),
+            json.dumps({"type": "message", "text": "x" * (settings.max_chat_text + 1), "client_id": "big"}),
+        ]
         replies = []
         for frame in frames:
             await ws.send(frame)
@@ -183,8 +198,9 @@ async def test_bad_frames_get_an_error_frame_and_record_nothing(server, settings
 async def test_api_needs_a_valid_token(server):
     async with httpx.AsyncClient(base_url=server.http_url) as client:
         missing = await client.get("/api/v1/customers/lookup", params={"kind": "chat", "value": "x"})
-        wrong = await client.get("/api/v1/customers/lookup", params={"kind": "chat", "value": "x"},
-                                 headers={"Authorization": "Bearer nope"})
+        wrong = await client.get(
+            "/api/v1/customers/lookup", params={"kind": "chat", "value": "x"}, headers={"Authorization": "Bearer nope"}
+        )
     assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
     assert wrong.status_code == 401
 

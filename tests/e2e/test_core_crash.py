@@ -44,9 +44,15 @@ def own_nats(tmp_path):
 
 @pytest.fixture
 def env(settings, own_nats, database_url, tmp_path):
-    return {**os.environ, "SWITCHBOARD_NATS_URL": own_nats, "SWITCHBOARD_DATABASE_URL": database_url,
-            "SWITCHBOARD_MASTER_KEY": settings.master_key, "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
-            "SWITCHBOARD_LOG_FORMAT": "json", "SWITCHBOARD_CORE_ACK_WAIT_SECONDS": "2"}
+    return {
+        **os.environ,
+        "SWITCHBOARD_NATS_URL": own_nats,
+        "SWITCHBOARD_DATABASE_URL": database_url,
+        "SWITCHBOARD_MASTER_KEY": settings.master_key,
+        "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+        "SWITCHBOARD_CORE_ACK_WAIT_SECONDS": "2",
+    }
 
 
 class Processes:
@@ -56,8 +62,9 @@ class Processes:
     def start(self, *roles: str, **extra_env: str) -> subprocess.Popen:
         self.n += 1
         log = open(self.tmp_path / f"{'-'.join(roles)}-{self.n}.log", "wb")
-        proc = subprocess.Popen([SWITCHBOARD, "serve", *roles], env={**self.env, **extra_env}, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [SWITCHBOARD, "serve", *roles], env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT
+        )
         proc.log_path = self.tmp_path / f"{'-'.join(roles)}-{self.n}.log"  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -99,22 +106,40 @@ def traffic(n: int, customers: int = 4) -> list[Interaction]:
     out = []
     for k in range(n):
         c = k % customers
-        channel, identity = [("sms", Identity("phone", f"+44 7700 90{c:04d}")),
-                             ("whatsapp", Identity("phone", f"447700 90{c:04d}".replace(" ", ""))),
-                             ("email", Identity("email", f"Customer{c}@Example.org")),
-                             ("telegram", Identity("telegram", f"tg-{c}"))][k % 4]
+        channel, identity = [
+            ("sms", Identity("phone", f"+44 7700 90{c:04d}")),
+            ("whatsapp", Identity("phone", f"447700 90{c:04d}".replace(" ", ""))),
+            ("email", Identity("email", f"Customer{c}@Example.org")),
+            ("telegram", Identity("telegram", f"tg-{c}")),
+        ][k % 4]
         provider_id = f"crash-{k}"
-        out.append(Interaction(id=interaction_id(channel, provider_id), channel=channel, direction="inbound",
-                               occurred_at=T0 + timedelta(seconds=k), identities=[identity], text=f"touchpoint {k}",
-                               provider_message_id=provider_id))
+        out.append(
+            Interaction(
+                id=interaction_id(channel, provider_id),
+                channel=channel,
+                direction="inbound",
+                occurred_at=T0 + timedelta(seconds=k),
+                identities=[identity],
+                text=f"touchpoint {k}",
+                provider_message_id=provider_id,
+            )
+        )
     return out
 
 
 async def publish_paced(js, interactions: list[Interaction], per_second: float) -> None:
     for start in range(0, len(interactions), 20):
-        chunk = interactions[start:start + 20]
-        await asyncio.gather(*(js.publish(NAMES.interaction_subject(i.channel, i.direction), ENCODER.encode(i),
-                                          headers={"Nats-Msg-Id": str(i.id)}) for i in chunk))
+        chunk = interactions[start : start + 20]
+        await asyncio.gather(
+            *(
+                js.publish(
+                    NAMES.interaction_subject(i.channel, i.direction),
+                    ENCODER.encode(i),
+                    headers={"Nats-Msg-Id": str(i.id)},
+                )
+                for i in chunk
+            )
+        )
         await asyncio.sleep(len(chunk) / per_second)
 
 
@@ -127,12 +152,18 @@ def assert_exactly_once(database_url: str, interactions: list[Interaction]) -> N
     expected = {str(i.id) for i in interactions}
     with psycopg.connect(database_url) as conn:
         processed = [str(r[0]) for r in conn.execute("SELECT interaction_id FROM sb_processed")]
-        touchpoints = [r[0] for r in conn.execute(
-            "SELECT convert_from(state, 'UTF8')::jsonb -> 'd' ->> 'interaction_id' FROM sb_events "
-            "WHERE topic = 'customer.InteractionRecorded'")]
+        touchpoints = [
+            r[0]
+            for r in conn.execute(
+                "SELECT convert_from(state, 'UTF8')::jsonb -> 'd' ->> 'interaction_id' FROM sb_events "
+                "WHERE topic = 'customer.InteractionRecorded'"
+            )
+        ]
         timeline = [str(r[0]) for r in conn.execute("SELECT interaction_id FROM proj_timeline")]
-        streams = conn.execute("SELECT originator_id, array_agg(originator_version ORDER BY originator_version) "
-                               "FROM sb_events GROUP BY originator_id").fetchall()
+        streams = conn.execute(
+            "SELECT originator_id, array_agg(originator_version ORDER BY originator_version) "
+            "FROM sb_events GROUP BY originator_id"
+        ).fetchall()
     assert sorted(processed) == sorted(expected), "sb_processed: every interaction once"
     assert sorted(touchpoints) == sorted(expected), "event store: every touchpoint once"
     assert sorted(timeline) == sorted(expected), "timeline: every touchpoint once"
@@ -141,13 +172,20 @@ def assert_exactly_once(database_url: str, interactions: list[Interaction]) -> N
 
 
 async def test_core_killed_between_commit_and_ack_and_mid_stream_records_everything_once(
-        own_nats, database_url, store, processes, tmp_path):
+    own_nats, database_url, store, processes, tmp_path
+):
     nc = await nats.connect(own_nats)
     js = nc.jetstream()
     await ensure_streams(js, NAMES, 3600)
     interactions = traffic(1200)
-    poison = Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=T0, text="?",
-                         identities=[Identity("phone", "not a phone")])
+    poison = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="inbound",
+        occurred_at=T0,
+        text="?",
+        identities=[Identity("phone", "not a phone")],
+    )
     failpoint = tmp_path / "crash-after-commit"
     first = processes.start("core", SWITCHBOARD_FAILPOINT_FILE=str(failpoint))
     # The last 300 are held back until the SIGKILL below, so that kill lands mid-stream however fast the
@@ -179,19 +217,32 @@ async def test_core_killed_between_commit_and_ack_and_mid_stream_records_everyth
     later = [line for proc in (second, third, fourth) for line in batch_log(proc)]
     assert sum(line["duplicates"] for line in later) > 0
     # The poison message is a dead letter with its reason, listed and re-driven by the CLI.
-    listed = subprocess.run([SWITCHBOARD, "deadletters", "list"], env=processes.env, capture_output=True, text=True,
-                            check=True, timeout=60)
+    listed = subprocess.run(
+        [SWITCHBOARD, "deadletters", "list"], env=processes.env, capture_output=True, text=True, check=True, timeout=60
+    )
     [line] = listed.stdout.splitlines()
     seq, subject, deliveries, reason = line.split("\t")
     # Dead-lettered on the first delivery a core finished; one more per core killed while holding it.
     assert subject == "sb.interactions.sms.inbound" and 1 <= int(deliveries) <= 3 and "invalid verified phone" in reason
-    redriven = subprocess.run([SWITCHBOARD, "deadletters", "redrive", "--all"], env=processes.env, capture_output=True,
-                              text=True, check=True, timeout=60)
+    redriven = subprocess.run(
+        [SWITCHBOARD, "deadletters", "redrive", "--all"],
+        env=processes.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert "re-drove 1" in redriven.stdout
 
     async def dead_letters() -> list[str]:
-        out = subprocess.run([SWITCHBOARD, "deadletters", "list"], env=processes.env, capture_output=True, text=True,
-                             check=True, timeout=60)
+        out = subprocess.run(
+            [SWITCHBOARD, "deadletters", "list"],
+            env=processes.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         return out.stdout.splitlines()
 
     for _ in range(100):  # still poison: back on the dead-letter stream, under a new sequence
@@ -204,12 +255,13 @@ async def test_core_killed_between_commit_and_ack_and_mid_stream_records_everyth
     await nc.close()
 
 
-async def test_relay_killed_mid_stream_publishes_every_event_once_in_order(
-        own_nats, database_url, store, processes):
+async def test_relay_killed_mid_stream_publishes_every_event_once_in_order(own_nats, database_url, store, processes):
     CoreProcessor(store).process([(i, n) for n, i in enumerate(traffic(2500, customers=300), 1)])
     with psycopg.connect(database_url) as conn:
-        log = conn.execute("SELECT notification_id, convert_from(state, 'UTF8')::jsonb -> 'd' ->> 'id', topic "
-                           "FROM sb_events ORDER BY notification_id").fetchall()
+        log = conn.execute(
+            "SELECT notification_id, convert_from(state, 'UTF8')::jsonb -> 'd' ->> 'id', topic "
+            "FROM sb_events ORDER BY notification_id"
+        ).fetchall()
     nc = await nats.connect(own_nats)
     js = nc.jetstream()
     await ensure_streams(js, NAMES, 3600)
@@ -231,14 +283,18 @@ async def test_relay_killed_mid_stream_publishes_every_event_once_in_order(
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)  # anything sent twice would have landed by now
 
-    sub = await js.pull_subscribe(NAMES.subject("sb.events.>"), stream=NAMES.events,
-                                  config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL))
+    sub = await js.pull_subscribe(
+        NAMES.subject("sb.events.>"),
+        stream=NAMES.events,
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
+    )
     messages = []
     while len(messages) < len(log):
         messages += await sub.fetch(1000, timeout=5)
     assert await published() == len(log)
     assert [(int(m.headers["Sb-Position"]), m.headers["Nats-Msg-Id"], m.subject) for m in messages] == [
-        (position, event_id, f"sb.events.{topic}") for position, event_id, topic in log]
+        (position, event_id, f"sb.events.{topic}") for position, event_id, topic in log
+    ]
     body = json.loads(messages[0].data)
     assert body["position"] == log[0][0] and body["type"] == log[0][2] and body["event"]["id"] == log[0][1]
     await nc.close()

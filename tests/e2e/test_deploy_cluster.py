@@ -46,11 +46,21 @@ class Cluster:
     def start(self) -> None:
         routes = {f"NATS_ROUTE_{i + 1}": f"nats-route://127.0.0.1:{p}" for i, p in enumerate(self.cluster_ports)}
         for i in range(3):
-            env = dict(os.environ, NATS_NAME=f"nats-{i + 1}", NATS_CLIENT_PORT=str(self.client_ports[i]),
-                       NATS_CLUSTER_PORT=str(self.cluster_ports[i]), NATS_STORE=str(self.tmp / f"nats-{i + 1}"), **routes,
-                       **password_env(self.passwords))
-            self.procs[i] = subprocess.Popen([EmbeddedNats.binary(), "-c", str(NODE_CONF)], env=env,
-                                             stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"nats-{i + 1}.log", "ab"))
+            env = dict(
+                os.environ,
+                NATS_NAME=f"nats-{i + 1}",
+                NATS_CLIENT_PORT=str(self.client_ports[i]),
+                NATS_CLUSTER_PORT=str(self.cluster_ports[i]),
+                NATS_STORE=str(self.tmp / f"nats-{i + 1}"),
+                **routes,
+                **password_env(self.passwords),
+            )
+            self.procs[i] = subprocess.Popen(
+                [EmbeddedNats.binary(), "-c", str(NODE_CONF)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.tmp / f"nats-{i + 1}.log", "ab"),
+            )
 
     async def wait_for_jetstream(self, timeout: float = 30.0) -> None:
         import nats  # noqa: PLC0415
@@ -85,15 +95,19 @@ class Cluster:
 
 def _serve(settings, nats_url: str, roles: list[str], tmp: Path, name: str, http_port: int | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_NATS_URL=nats_url, SWITCHBOARD_DATABASE_URL=settings.database_url,
-               SWITCHBOARD_MASTER_KEY=settings.master_key, SWITCHBOARD_ADMIN_TOKEN=settings.admin_token,
-               SWITCHBOARD_CHAT_IDENTITY_SECRET=settings.chat_identity_secret, SWITCHBOARD_NATS_REPLICAS="3",
-               SWITCHBOARD_LOG_FORMAT="json")
+    env.update(
+        SWITCHBOARD_NATS_URL=nats_url,
+        SWITCHBOARD_DATABASE_URL=settings.database_url,
+        SWITCHBOARD_MASTER_KEY=settings.master_key,
+        SWITCHBOARD_ADMIN_TOKEN=settings.admin_token,
+        SWITCHBOARD_CHAT_IDENTITY_SECRET=settings.chat_identity_secret,
+        SWITCHBOARD_NATS_REPLICAS="3",
+        SWITCHBOARD_LOG_FORMAT="json",
+    )
     args = [SWITCHBOARD, "serve", *roles]
     if http_port:
         args += ["--http", f"127.0.0.1:{http_port}", "--smtp", f"127.0.0.1:{free_port()}"]
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "ab"),
-                            cwd=tmp)
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "ab"), cwd=tmp)
 
 
 async def _ready(url: str, timeout: float = 60.0) -> None:
@@ -125,7 +139,7 @@ async def _send(gateway: str, sessions: dict, n_sessions: int, start: int, stop:
                             reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
                             assert reply["type"] == "ack", reply
                     break
-                except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException, AssertionError):
+                except (TimeoutError, OSError, websockets.exceptions.WebSocketException, AssertionError):
                     # A node just died: the client retries with the same client ids, as a widget would.
                     await asyncio.sleep(0.5)
             else:
@@ -140,10 +154,14 @@ async def test_cluster_with_many_processes_per_role_survives_a_nats_node_loss(se
     try:
         await cluster.wait_for_jetstream()
         gateways = [free_port(), free_port()]
-        procs += [_serve(settings, cluster.url("web"), ["gateway", "api"], tmp_path, f"gw{i}", port)
-                  for i, port in enumerate(gateways)]
+        procs += [
+            _serve(settings, cluster.url("web"), ["gateway", "api"], tmp_path, f"gw{i}", port)
+            for i, port in enumerate(gateways)
+        ]
         procs += [_serve(settings, cluster.url("core"), ["core"], tmp_path, f"core{i}") for i in range(2)]
-        procs += [_serve(settings, cluster.url("projector"), ["projector"], tmp_path, f"projector{i}") for i in range(2)]
+        procs += [
+            _serve(settings, cluster.url("projector"), ["projector"], tmp_path, f"projector{i}") for i in range(2)
+        ]
         procs += [_serve(settings, cluster.url("relay"), ["relay"], tmp_path, "relay0")]
         urls = [f"http://127.0.0.1:{p}" for p in gateways]
         for url in urls:
@@ -161,8 +179,11 @@ async def test_cluster_with_many_processes_per_role_survives_a_nats_node_loss(se
             with psycopg.connect(settings.database_url) as conn:
                 rows = conn.execute(
                     "SELECT i.value, t.text FROM proj_timeline t JOIN proj_identities i ON i.customer_id = t.customer_id "
-                    "AND i.kind = 'chat'").fetchall()
-                events = conn.execute("SELECT count(*) FROM sb_events WHERE topic = 'customer.InteractionRecorded'").fetchone()[0]
+                    "AND i.kind = 'chat'"
+                ).fetchall()
+                events = conn.execute(
+                    "SELECT count(*) FROM sb_events WHERE topic = 'customer.InteractionRecorded'"
+                ).fetchone()[0]
             if len(rows) >= len(expected) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)

@@ -45,10 +45,15 @@ def auth_nats(tmp_path):
 
 def _serve(settings, server: AuthorizedNats, user: str, roles: list[str], tmp: Path, http_port: int | None = None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_NATS_URL=server.url(user), SWITCHBOARD_DATABASE_URL=settings.database_url,
-               SWITCHBOARD_MASTER_KEY=settings.master_key, SWITCHBOARD_ADMIN_TOKEN=settings.admin_token,
-               SWITCHBOARD_CHAT_IDENTITY_SECRET=settings.chat_identity_secret, SWITCHBOARD_LOG_FORMAT="json",
-               SWITCHBOARD_INGEST_TOKEN=settings.ingest_token)
+    env.update(
+        SWITCHBOARD_NATS_URL=server.url(user),
+        SWITCHBOARD_DATABASE_URL=settings.database_url,
+        SWITCHBOARD_MASTER_KEY=settings.master_key,
+        SWITCHBOARD_ADMIN_TOKEN=settings.admin_token,
+        SWITCHBOARD_CHAT_IDENTITY_SECRET=settings.chat_identity_secret,
+        SWITCHBOARD_LOG_FORMAT="json",
+        SWITCHBOARD_INGEST_TOKEN=settings.ingest_token,
+    )
     args = [SWITCHBOARD, "serve", *roles]
     if http_port:
         args += ["--http", f"127.0.0.1:{http_port}", "--smtp", f"127.0.0.1:{free_port()}"]
@@ -78,11 +83,13 @@ def _stop_all(procs: list[subprocess.Popen]) -> None:
 async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path):
     gateway_port, api_port = free_port(), free_port()
     # All at once, on a server without streams yet: whichever role comes first creates them.
-    procs = [_serve(settings, auth_nats, "gateway", ["gateway"], tmp_path, gateway_port),
-             _serve(settings, auth_nats, "api", ["api"], tmp_path, api_port),
-             _serve(settings, auth_nats, "core", ["core"], tmp_path),
-             _serve(settings, auth_nats, "projector", ["projector"], tmp_path),
-             _serve(settings, auth_nats, "relay", ["relay"], tmp_path)]
+    procs = [
+        _serve(settings, auth_nats, "gateway", ["gateway"], tmp_path, gateway_port),
+        _serve(settings, auth_nats, "api", ["api"], tmp_path, api_port),
+        _serve(settings, auth_nats, "core", ["core"], tmp_path),
+        _serve(settings, auth_nats, "projector", ["projector"], tmp_path),
+        _serve(settings, auth_nats, "relay", ["relay"], tmp_path),
+    ]
     reader = await auth_nats.client("reader")
     try:
         gateway, api = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{api_port}"
@@ -90,8 +97,10 @@ async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path
             await wait_for(lambda url=url: _ready(url), 60, f"{url}/ready")
 
         headers = {"Authorization": f"Bearer {settings.admin_token}"}
-        async with httpx.AsyncClient(base_url=gateway) as visitor, \
-                httpx.AsyncClient(base_url=api, headers=headers) as agent:
+        async with (
+            httpx.AsyncClient(base_url=gateway) as visitor,
+            httpx.AsyncClient(base_url=api, headers=headers) as agent,
+        ):
             session = (await visitor.post("/channels/chat/sessions", json={"name": "Ada"})).json()
             ws_url = gateway.replace("http://", "ws://") + f"/channels/chat/ws?token={session['token']}"
             async with websockets.connect(ws_url) as ws:
@@ -99,7 +108,9 @@ async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path
                 assert json.loads(await asyncio.wait_for(ws.recv(), 15))["type"] == "ack"
 
                 async def customer():
-                    r = await agent.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]})
+                    r = await agent.get(
+                        "/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]}
+                    )
                     return r.json() if r.status_code == 200 else None
 
                 found = await wait_for(customer, 60, "the customer in the read model")
@@ -117,9 +128,11 @@ async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path
             mail.set_content("see attached")
             pdf = b"%PDF-1.4 " + uuid.uuid4().bytes * 64
             mail.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice.pdf")
-            stored = await visitor.post("/channels/email/inbound", content=mail.as_bytes(),
-                                        headers={"content-type": "message/rfc822",
-                                                 "authorization": f"Bearer {settings.ingest_token}"})
+            stored = await visitor.post(
+                "/channels/email/inbound",
+                content=mail.as_bytes(),
+                headers={"content-type": "message/rfc822", "authorization": f"Bearer {settings.ingest_token}"},
+            )
             assert stored.status_code < 300, stored.text
             # Attachments are served by their SHA-256; the 2xx came after the bytes were stored.
             served = await agent.get(f"/api/v1/attachments/{hashlib.sha256(pdf).hexdigest()}")
@@ -127,8 +140,9 @@ async def test_every_role_works_under_its_own_user(settings, auth_nats, tmp_path
 
         # A downstream reader consumes SB_EVENTS through a durable consumer of its own.
         js = reader.jetstream()
-        sub = await js.pull_subscribe("sb.events.>", durable="downstream", stream="SB_EVENTS",
-                                      config=ConsumerConfig(ack_wait=30))
+        sub = await js.pull_subscribe(
+            "sb.events.>", durable="downstream", stream="SB_EVENTS", config=ConsumerConfig(ack_wait=30)
+        )
         seen: list[str] = []
 
         async def read_events():
@@ -174,8 +188,9 @@ async def test_the_gateway_cannot_publish_events_and_the_reader_only_reads_event
 
         # The gateway stores an interaction ...
         gateway = await connect("gateway")
-        ack = await gateway.jetstream().publish("sb.interactions.chat.inbound", body,
-                                                headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        ack = await gateway.jetstream().publish(
+            "sb.interactions.chat.inbound", body, headers={"Nats-Msg-Id": str(uuid.uuid4())}
+        )
         assert ack.stream == "SB_INTERACTIONS"
         # ... but cannot put anything into the events stream.
         with pytest.raises(nats.errors.TimeoutError):
@@ -218,8 +233,14 @@ async def test_the_gateway_cannot_publish_events_and_the_reader_only_reads_event
 
         # A wrong password is refused outright.
         with pytest.raises(nats.errors.Error, match="[Aa]uthorization"):
-            await auth_nats.client("gateway", password="wrong", max_reconnect_attempts=0, allow_reconnect=False,
-                                   connect_timeout=2, error_cb=_ignore)
+            await auth_nats.client(
+                "gateway",
+                password="wrong",
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                connect_timeout=2,
+                error_cb=_ignore,
+            )
     finally:
         await admin.close()
 
@@ -227,9 +248,13 @@ async def test_the_gateway_cannot_publish_events_and_the_reader_only_reads_event
 @pytest.mark.parametrize("verb", [["serve", "core"], ["deadletters", "list"]])
 def test_a_wrong_nats_password_is_one_line_and_exit_1(settings, auth_nats, tmp_path, verb):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_NATS_URL=auth_nats.url("core", password="not-the-password"),
-               SWITCHBOARD_DATABASE_URL=settings.database_url, SWITCHBOARD_MASTER_KEY=settings.master_key,
-               SWITCHBOARD_DATA_DIR=str(settings.data_dir), SWITCHBOARD_LOG_FORMAT="json")
+    env.update(
+        SWITCHBOARD_NATS_URL=auth_nats.url("core", password="not-the-password"),
+        SWITCHBOARD_DATABASE_URL=settings.database_url,
+        SWITCHBOARD_MASTER_KEY=settings.master_key,
+        SWITCHBOARD_DATA_DIR=str(settings.data_dir),
+        SWITCHBOARD_LOG_FORMAT="json",
+    )
     proc = subprocess.run([SWITCHBOARD, *verb], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr

@@ -22,20 +22,36 @@ from tests.fixtures.recorded import published, running_server, stored_events, ti
 pytestmark = pytest.mark.e2e
 
 
-def _mail(sender: str, message_id: str, body: str = "Hello", *, headers: tuple[str, ...] = (),
-          content_type: str = "text/plain; charset=utf-8", attachments: tuple[tuple[str, bytes], ...] = ()) -> bytes:
-    head = [*headers, f"From: {sender}", "To: support@shop.test", "Subject: Help", f"Message-ID: <{message_id}>",
-            "MIME-Version: 1.0"]
+def _mail(
+    sender: str,
+    message_id: str,
+    body: str = "Hello",
+    *,
+    headers: tuple[str, ...] = (),
+    content_type: str = "text/plain; charset=utf-8",
+    attachments: tuple[tuple[str, bytes], ...] = (),
+) -> bytes:
+    head = [
+        *headers,
+        f"From: {sender}",
+        "To: support@shop.test",
+        "Subject: Help",
+        f"Message-ID: <{message_id}>",
+        "MIME-Version: 1.0",
+    ]
     text = body.replace("\r\n", "\n").replace("\n", "\r\n")
     if not attachments:
         return ("\r\n".join([*head, f"Content-Type: {content_type}", "", text, ""])).encode()
     parts = [f"--b\r\nContent-Type: {content_type}\r\n\r\n{text}\r\n"]
     for name, data in attachments:
         encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
-        parts.append(f'--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="{name}"\r\n'
-                     f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n")
-    return ("\r\n".join([*head, "Content-Type: multipart/mixed; boundary=b", "", ""]) + "".join(parts)
-            + "--b--\r\n").encode()
+        parts.append(
+            f'--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="{name}"\r\n'
+            f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"
+        )
+    return (
+        "\r\n".join([*head, "Content-Type: multipart/mixed; boundary=b", "", ""]) + "".join(parts) + "--b--\r\n"
+    ).encode()
 
 
 async def _smtp(server: Server, raw: bytes, sender: str = "relay@example.org") -> int:
@@ -103,12 +119,14 @@ async def test_a_message_over_its_budget_is_refused_permanently_and_records_noth
 
 
 async def test_a_message_too_big_for_nats_is_refused_permanently_not_retried_for_days(settings, names):
-    settings = settings.with_(max_body_bytes=6 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
-                              email_webhook_trusted=True)
+    settings = settings.with_(
+        max_body_bytes=6 * 1024 * 1024, smtp_trusted_relays="127.0.0.1", email_webhook_trusted=True
+    )
     async with running_server(settings, names) as server:
         max_payload = server.sb.nc.max_payload
-        text = "\n".join(["A long complaint, line after line, all of it text the customer typed."] * (
-            max_payload // 70 + 100))
+        text = "\n".join(
+            ["A long complaint, line after line, all of it text the customer typed."] * (max_payload // 70 + 100)
+        )
         assert max_payload < len(text) < settings.max_body_bytes
         huge = _mail("a@example.org", "huge@example.org", text)
         # Before: JetStream's refusal was read as an outage, 451 (the MTA retries for days) / 503.
@@ -142,16 +160,25 @@ async def test_smtp_advertises_its_size_limit_and_refuses_a_larger_declared_size
 
 
 async def test_parsing_never_blocks_the_loop_and_a_full_parser_is_a_temporary_refusal(settings, names):
-    settings = settings.with_(email_parse_workers=1, email_parse_queue=0, email_max_html_tags=1_000_000,
-                              email_parse_seconds=300.0, max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
-                              email_webhook_trusted=True)
+    settings = settings.with_(
+        email_parse_workers=1,
+        email_parse_queue=0,
+        email_max_html_tags=1_000_000,
+        email_parse_seconds=300.0,
+        max_body_bytes=8 * 1024 * 1024,
+        smtp_trusted_relays="127.0.0.1",
+        email_webhook_trusted=True,
+    )
     async with running_server(settings, names) as server:
         # Pathological but within budget: seconds of BeautifulSoup (each part stays under the tag
         # count past which HTML is read by a cheap regex instead).
         html_part = "Content-Type: text/html; charset=utf-8\r\n\r\n" + "<p>w</p>" * 24_000
-        slow = ("From: slow@example.org\r\nMessage-ID: <slow@example.org>\r\nMIME-Version: 1.0\r\n"
-                "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-                + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6)) + "--b--\r\n").encode()
+        slow = (
+            "From: slow@example.org\r\nMessage-ID: <slow@example.org>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6))
+            + "--b--\r\n"
+        ).encode()
         parser = parser_of(server.services)
         big = asyncio.create_task(_webhook(server, slow))
         await eventually(lambda: asyncio.sleep(0, parser.in_flight), lambda n: n == 1)
@@ -183,8 +210,13 @@ async def _blob_bucket_state(server: Server):
 
 
 async def test_a_full_attachment_store_refuses_temporarily_and_keeps_nothing_half_written(settings, names):
-    settings = settings.with_(blobs_max_bytes=256 * 1024, blobs_max_object_bytes=200 * 1024, max_body_bytes=1024 * 1024,
-                              smtp_trusted_relays="127.0.0.1", email_webhook_trusted=True)
+    settings = settings.with_(
+        blobs_max_bytes=256 * 1024,
+        blobs_max_object_bytes=200 * 1024,
+        max_body_bytes=1024 * 1024,
+        smtp_trusted_relays="127.0.0.1",
+        email_webhook_trusted=True,
+    )
     async with running_server(settings, names) as server:
         first = _mail("a@example.org", "f1@example.org", attachments=(("one.pdf", os.urandom(150 * 1024)),))
         assert (await _webhook(server, first)).status_code == 200
@@ -207,7 +239,9 @@ async def test_a_full_attachment_store_refuses_temporarily_and_keeps_nothing_hal
 
 # -- who vouches for From --------------------------------------------------------------------------
 
-DMARC_PASS = "Authentication-Results: mx.shop.test; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org"
+DMARC_PASS = (
+    "Authentication-Results: mx.shop.test; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org"
+)
 
 
 async def _customers_matching(api: httpx.AsyncClient, text: str, count: int) -> list[dict]:
@@ -227,20 +261,23 @@ async def test_a_trusted_relay_vouches_for_from(settings, names, api_of):
 async def test_from_is_only_a_claim_unless_a_trusted_upstream_vouches_for_it(settings, names, api_of):
     """Loopback is not a trusted relay here; the webhook's poster is authenticated but does not
     vouch for From; mx.shop.test's DMARC verdict is believed from an authenticated upstream only."""
-    settings = settings.with_(smtp_trusted_relays="192.0.2.0/24", email_webhook_trusted=False,
-                              email_trust_auth_results="mx.shop.test")
+    settings = settings.with_(
+        smtp_trusted_relays="192.0.2.0/24", email_webhook_trusted=False, email_trust_auth_results="mx.shop.test"
+    )
     async with running_server(settings, names) as server:
         api = api_of(server)
         # Through the authenticated webhook, with our MX's DMARC pass: verified.
-        response = await _webhook(server, _mail("Bob <bob@example.org>", "v1@example.org", "My order is late",
-                                                headers=(DMARC_PASS,)))
+        response = await _webhook(
+            server, _mail("Bob <bob@example.org>", "v1@example.org", "My order is late", headers=(DMARC_PASS,))
+        )
         assert response.status_code == 200
         bob = await _lookup(api, "email", "bob@example.org")
         await timeline_until(api, bob["id"], 1)
 
         # The same header, forged, from an SMTP peer nobody trusts: a claim that merges with nobody.
-        forged = _mail("Bob <bob@example.org>", "v2@example.org", "Send the refund to my new account",
-                       headers=(DMARC_PASS,))
+        forged = _mail(
+            "Bob <bob@example.org>", "v2@example.org", "Send the refund to my new account", headers=(DMARC_PASS,)
+        )
         assert await _smtp(server, forged) == 250
         both = await _customers_matching(api, "bob@example.org", 2)
         [claimant_id] = [c["id"] for c in both if c["id"] != bob["id"]]
@@ -262,19 +299,32 @@ async def test_from_is_only_a_claim_unless_a_trusted_upstream_vouches_for_it(set
 
 async def test_a_sender_hanging_up_mid_parse_keeps_its_slot_until_the_parse_ends(settings, names):
     """Otherwise SMTP clients that send and hang up would queue unbounded work on the parsers."""
-    settings = settings.with_(email_parse_workers=1, email_parse_queue=0, email_max_html_tags=1_000_000,
-                              email_parse_seconds=300.0, max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
-                              email_webhook_trusted=True)
+    settings = settings.with_(
+        email_parse_workers=1,
+        email_parse_queue=0,
+        email_max_html_tags=1_000_000,
+        email_parse_seconds=300.0,
+        max_body_bytes=8 * 1024 * 1024,
+        smtp_trusted_relays="127.0.0.1",
+        email_webhook_trusted=True,
+    )
     async with running_server(settings, names) as server:
         html_part = "Content-Type: text/html; charset=utf-8\r\n\r\n" + "\r\n".join(["<p>w</p>" * 100] * 240)
-        slow = ("From: slow@example.org\r\nMessage-ID: <slow2@example.org>\r\nMIME-Version: 1.0\r\n"
-                "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-                + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6)) + "--b--\r\n").encode()
+        slow = (
+            "From: slow@example.org\r\nMessage-ID: <slow2@example.org>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6))
+            + "--b--\r\n"
+        ).encode()
         parser = parser_of(server.services)
         reader, writer = await asyncio.open_connection(*server.smtp)
         await reader.readline()  # greeting
-        for command in (b"HELO mx.example.org", b"MAIL FROM:<relay@example.org>", b"RCPT TO:<support@shop.test>",
-                        b"DATA"):
+        for command in (
+            b"HELO mx.example.org",
+            b"MAIL FROM:<relay@example.org>",
+            b"RCPT TO:<support@shop.test>",
+            b"DATA",
+        ):
             writer.write(command + b"\r\n")
             await writer.drain()
             await reader.readline()
@@ -291,15 +341,23 @@ async def test_a_sender_hanging_up_mid_parse_keeps_its_slot_until_the_parse_ends
 
 
 async def test_a_message_that_takes_too_long_to_read_is_refused_and_the_parser_carries_on(settings, names):
-    settings = settings.with_(email_parse_workers=1, email_parse_seconds=1.0, email_max_html_tags=1_000_000,
-                              max_body_bytes=8 * 1024 * 1024, smtp_trusted_relays="127.0.0.1",
-                              email_webhook_trusted=True)
+    settings = settings.with_(
+        email_parse_workers=1,
+        email_parse_seconds=1.0,
+        email_max_html_tags=1_000_000,
+        max_body_bytes=8 * 1024 * 1024,
+        smtp_trusted_relays="127.0.0.1",
+        email_webhook_trusted=True,
+    )
     async with running_server(settings, names) as server:
         html_part = "Content-Type: text/html; charset=utf-8\r\n\r\n" + "\r\n".join(["<p>w</p>" * 100] * 240)
         # Six parts of 48,000 tags: seconds of BeautifulSoup, several times the budget.
-        slow = ("From: slow@example.org\r\nMessage-ID: <slow3@example.org>\r\nMIME-Version: 1.0\r\n"
-                "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-                + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6)) + "--b--\r\n").encode()
+        slow = (
+            "From: slow@example.org\r\nMessage-ID: <slow3@example.org>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + "".join(f"--b\r\n{html_part}\r\n" for _ in range(6))
+            + "--b--\r\n"
+        ).encode()
         response = await _webhook(server, slow)
         assert response.status_code == 422
         assert response.json() == {"error": "too_complex", "detail": "more than 1 seconds to read"}

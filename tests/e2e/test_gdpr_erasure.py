@@ -66,10 +66,18 @@ DEAD_ATTACHMENT_BYTES = b"GIF89a photo of the squashed marmalade parcel, taken b
 # message id starts with the chat id (the user's id); a Messenger PSID; the widget's client_id; an
 # email Message-ID with the sender's own host. And a tag an agent wrote.
 PHONE_DIGITS = PHONE[1:]
-WAMID = "wamid." + base64.b64encode(b"\x15\x02\x00\x11\x18\x0b" + PHONE_DIGITS.encode() + b"\x15\x02\x00\x12\x18\x14"
-                                    + b"3EB0C4A5F1E2D3C4B5A6").decode()
-WAMID_OUT = "wamid." + base64.b64encode(b"\x15\x02\x00\x11\x18\x0b" + PHONE_DIGITS.encode() + b"\x15\x02\x00\x11\x18\x12"
-                                        + b"HBgLMTQxNTU1NTAxOT").decode()
+WAMID = (
+    "wamid."
+    + base64.b64encode(
+        b"\x15\x02\x00\x11\x18\x0b" + PHONE_DIGITS.encode() + b"\x15\x02\x00\x12\x18\x14" + b"3EB0C4A5F1E2D3C4B5A6"
+    ).decode()
+)
+WAMID_OUT = (
+    "wamid."
+    + base64.b64encode(
+        b"\x15\x02\x00\x11\x18\x0b" + PHONE_DIGITS.encode() + b"\x15\x02\x00\x11\x18\x12" + b"HBgLMTQxNTU1NTAxOT"
+    ).decode()
+)
 TELEGRAM_CHAT_ID = "8316402975"
 PSID = "27184930561234567"
 CLIENT_ID = "zq-widget-client-5be1d0"
@@ -77,10 +85,35 @@ SENDER_HOST = "mx1.quixwhistle-family.example"
 MESSAGE_ID = f"<CAzq.7781.1700000000@{SENDER_HOST}>"
 TAG = "zq-marmalade-dispute"
 
-NEEDLES = [NAME, EMAIL_TYPED, EMAIL, PHONE_TYPED, PHONE_SPACED, PHONE, OTHER_PHONE_TYPED, OTHER_PHONE, USER_ID,
-           CHAT_TEXT, SMS_TEXT, OTHER_TEXT, DEAD_TEXT, REPLY, NOTE, ATTACHMENT_NAME, ATTACHMENT_BYTES[:60].decode(),
-           DEAD_ATTACHMENT_BYTES[:60].decode(), WAMID, WAMID[6:30], WAMID_OUT, PHONE_DIGITS, TELEGRAM_CHAT_ID, PSID,
-           CLIENT_ID, SENDER_HOST, TAG]
+NEEDLES = [
+    NAME,
+    EMAIL_TYPED,
+    EMAIL,
+    PHONE_TYPED,
+    PHONE_SPACED,
+    PHONE,
+    OTHER_PHONE_TYPED,
+    OTHER_PHONE,
+    USER_ID,
+    CHAT_TEXT,
+    SMS_TEXT,
+    OTHER_TEXT,
+    DEAD_TEXT,
+    REPLY,
+    NOTE,
+    ATTACHMENT_NAME,
+    ATTACHMENT_BYTES[:60].decode(),
+    DEAD_ATTACHMENT_BYTES[:60].decode(),
+    WAMID,
+    WAMID[6:30],
+    WAMID_OUT,
+    PHONE_DIGITS,
+    TELEGRAM_CHAT_ID,
+    PSID,
+    CLIENT_ID,
+    SENDER_HOST,
+    TAG,
+]
 
 
 def _forms(needle: str) -> dict[bytes, str]:
@@ -108,14 +141,16 @@ class Service(msgspec.Struct):
     proc: object
 
     def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(SWITCHBOARD), *args], env=self.env, cwd=self.settings.data_dir,
-                                capture_output=True, timeout=timeout)
+        result = subprocess.run(
+            [str(SWITCHBOARD), *args], env=self.env, cwd=self.settings.data_dir, capture_output=True, timeout=timeout
+        )
         self.outputs.append(result.stdout + result.stderr)
         return result
 
     def pg_dump(self, bin_dir: Path) -> bytes:
-        return subprocess.run([str(bin_dir / "pg_dump"), "--no-owner", self.settings.database_url],
-                              check=True, capture_output=True).stdout
+        return subprocess.run(
+            [str(bin_dir / "pg_dump"), "--no-owner", self.settings.database_url], check=True, capture_output=True
+        ).stdout
 
     def sql(self, query: str, params=()) -> list:
         with psycopg.connect(self.settings.database_url) as conn:
@@ -127,18 +162,45 @@ def service(settings, tmp_path):
     nats_server = EmbeddedNats(tmp_path / "nats").start()
     settings = settings.with_(nats_url=nats_server.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    for name in ("data_dir", "nats_url", "database_url", "admin_token", "master_key", "ingest_token",
-                 "twilio_auth_token", "meta_app_secret", "meta_verify_token", "telegram_secret_token",
-                 "chat_identity_secret"):
+    for name in (
+        "data_dir",
+        "nats_url",
+        "database_url",
+        "admin_token",
+        "master_key",
+        "ingest_token",
+        "twilio_auth_token",
+        "meta_app_secret",
+        "meta_verify_token",
+        "telegram_secret_token",
+        "chat_identity_secret",
+    ):
         env["SWITCHBOARD_" + name.upper()] = str(getattr(settings, name))
-    env.update(SWITCHBOARD_LOG_FORMAT="json", SWITCHBOARD_LOG_LEVEL="debug",
-               SWITCHBOARD_NATS_RETENTION_SECONDS=str(RETENTION))
+    env.update(
+        SWITCHBOARD_LOG_FORMAT="json", SWITCHBOARD_LOG_LEVEL="debug", SWITCHBOARD_NATS_RETENTION_SECONDS=str(RETENTION)
+    )
     http = free_port()
     log = tmp_path / "switchboard.log"
     with open(log, "wb") as log_file:
-        proc = subprocess.Popen([str(SWITCHBOARD), "serve", "gateway", "core", "projector", "api", "relay",
-                                 "--http", f"127.0.0.1:{http}", "--smtp", f"127.0.0.1:{free_port()}"],
-                                env=env, cwd=settings.data_dir, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                str(SWITCHBOARD),
+                "serve",
+                "gateway",
+                "core",
+                "projector",
+                "api",
+                "relay",
+                "--http",
+                f"127.0.0.1:{http}",
+                "--smtp",
+                f"127.0.0.1:{free_port()}",
+            ],
+            env=env,
+            cwd=settings.data_dir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{http}"
     deadline = time.monotonic() + 60
     while True:
@@ -173,11 +235,13 @@ async def _eventually(fetch, predicate, timeout: float = 20.0, what: str = "cond
 
 async def _caught_up(service: Service) -> None:
     """Every stored event projected and relayed."""
+
     def positions():
         return service.sql(
             "SELECT (SELECT coalesce(max(notification_id), 0) FROM sb_events), "
             "(SELECT coalesce(min(notification_id), 0) FROM sb_tracking WHERE application_name LIKE 'projection:%%'), "
-            "(SELECT coalesce(max(notification_id), 0) FROM sb_tracking WHERE application_name = 'relay:sb-events')")[0]
+            "(SELECT coalesce(max(notification_id), 0) FROM sb_tracking WHERE application_name = 'relay:sb-events')"
+        )[0]
 
     async def fetch():
         return await asyncio.to_thread(positions)
@@ -186,8 +250,11 @@ async def _caught_up(service: Service) -> None:
 
 
 async def _publish(js, interaction: Interaction) -> None:
-    await js.publish(f"sb.interactions.{interaction.channel}.{interaction.direction}", msgspec.json.encode(interaction),
-                     headers={"Nats-Msg-Id": str(interaction.id)})
+    await js.publish(
+        f"sb.interactions.{interaction.channel}.{interaction.direction}",
+        msgspec.json.encode(interaction),
+        headers={"Nats-Msg-Id": str(interaction.id)},
+    )
 
 
 async def _all_messages(js) -> dict[str, list[bytes]]:
@@ -236,9 +303,18 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
             # It signs user_id|email|phone, so the email and the phone are verified too.
             signed = f"{USER_ID}|{EMAIL_TYPED}|{PHONE_TYPED}"
             signature = hmac.new(settings.chat_identity_secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
-            session = (await api.post("/channels/chat/sessions", json={
-                "name": NAME, "email": EMAIL_TYPED, "phone": PHONE_TYPED, "user_id": USER_ID,
-                "identity_hash": signature})).json()
+            session = (
+                await api.post(
+                    "/channels/chat/sessions",
+                    json={
+                        "name": NAME,
+                        "email": EMAIL_TYPED,
+                        "phone": PHONE_TYPED,
+                        "user_id": USER_ID,
+                        "identity_hash": signature,
+                    },
+                )
+            ).json()
             ws_url = service.url.replace("http://", "ws://") + f"/channels/chat/ws?token={session['token']}"
             async with websockets.connect(ws_url) as ws:
                 await ws.send(json.dumps({"type": "message", "text": CHAT_TEXT, "client_id": CLIENT_ID}))
@@ -247,8 +323,13 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
                 async def lookup(kind: str, value: str):
                     return await api.get("/api/v1/customers/lookup", params={"kind": kind, "value": value})
 
-                customer = (await _eventually(lambda: lookup("chat", session["session_id"]),
-                                              lambda r: r.status_code == 200, what="chat customer")).json()
+                customer = (
+                    await _eventually(
+                        lambda: lookup("chat", session["session_id"]),
+                        lambda r: r.status_code == 200,
+                        what="chat customer",
+                    )
+                ).json()
                 customer_id = customer["id"]
                 assert customer["name"] == NAME
 
@@ -256,50 +337,120 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
                 #    differently; then a second customer, merged in by a message carrying both numbers.
                 #    The attachment's bytes go to the object store first, as channel adapters do.
                 sha256 = hashlib.sha256(ATTACHMENT_BYTES).hexdigest()
-                obs = await js.object_store("SB_BLOBS") if await _has_stream(js, "OBJ_SB_BLOBS") else \
-                    await js.create_object_store("SB_BLOBS")
+                obs = (
+                    await js.object_store("SB_BLOBS")
+                    if await _has_stream(js, "OBJ_SB_BLOBS")
+                    else await js.create_object_store("SB_BLOBS")
+                )
                 await obs.put(sha256, ATTACHMENT_BYTES, meta=ObjectMeta(name=sha256))
                 now = datetime.now(UTC)
-                await _publish(js, Interaction(
-                    id=interaction_id("sms", "SMzq1"), channel="sms", direction="inbound", occurred_at=now,
-                    identities=[Identity("phone", PHONE_SPACED)], text=SMS_TEXT, provider_message_id="SMzq1",
-                    attachments=[Attachment(name=ATTACHMENT_NAME, content_type="application/pdf",
-                                            size=len(ATTACHMENT_BYTES), sha256=sha256, ref=f"blob:{sha256}")]))
-                await _publish(js, Interaction(
-                    id=interaction_id("sms", "SMzq2"), channel="sms", direction="inbound", occurred_at=now,
-                    identities=[Identity("phone", OTHER_PHONE_TYPED)], text=OTHER_TEXT, provider_message_id="SMzq2"))
-                other = (await _eventually(lambda: lookup("phone", OTHER_PHONE), lambda r: r.status_code == 200,
-                                           what="second customer")).json()
+                await _publish(
+                    js,
+                    Interaction(
+                        id=interaction_id("sms", "SMzq1"),
+                        channel="sms",
+                        direction="inbound",
+                        occurred_at=now,
+                        identities=[Identity("phone", PHONE_SPACED)],
+                        text=SMS_TEXT,
+                        provider_message_id="SMzq1",
+                        attachments=[
+                            Attachment(
+                                name=ATTACHMENT_NAME,
+                                content_type="application/pdf",
+                                size=len(ATTACHMENT_BYTES),
+                                sha256=sha256,
+                                ref=f"blob:{sha256}",
+                            )
+                        ],
+                    ),
+                )
+                await _publish(
+                    js,
+                    Interaction(
+                        id=interaction_id("sms", "SMzq2"),
+                        channel="sms",
+                        direction="inbound",
+                        occurred_at=now,
+                        identities=[Identity("phone", OTHER_PHONE_TYPED)],
+                        text=OTHER_TEXT,
+                        provider_message_id="SMzq2",
+                    ),
+                )
+                other = (
+                    await _eventually(
+                        lambda: lookup("phone", OTHER_PHONE), lambda r: r.status_code == 200, what="second customer"
+                    )
+                ).json()
                 assert other["id"] != customer_id
-                await _publish(js, Interaction(
-                    id=interaction_id("sms", "SMzq3"), channel="sms", direction="inbound", occurred_at=now,
-                    identities=[Identity("phone", PHONE_TYPED), Identity("phone", OTHER_PHONE_TYPED)],
-                    text="both my numbers", provider_message_id="SMzq3"))
+                await _publish(
+                    js,
+                    Interaction(
+                        id=interaction_id("sms", "SMzq3"),
+                        channel="sms",
+                        direction="inbound",
+                        occurred_at=now,
+                        identities=[Identity("phone", PHONE_TYPED), Identity("phone", OTHER_PHONE_TYPED)],
+                        text="both my numbers",
+                        provider_message_id="SMzq3",
+                    ),
+                )
                 # Only a claim, no verified identity: the core dead-letters it (and its attachment).
                 dead_sha256 = hashlib.sha256(DEAD_ATTACHMENT_BYTES).hexdigest()
                 await obs.put(dead_sha256, DEAD_ATTACHMENT_BYTES, meta=ObjectMeta(name=dead_sha256))
-                await _publish(js, Interaction(
-                    id=interaction_id("sms", "SMzq4"), channel="sms", direction="inbound", occurred_at=now,
-                    identities=[Identity("email", EMAIL_TYPED, verified=False)], text=DEAD_TEXT,
-                    provider_message_id="SMzq4",
-                    attachments=[Attachment(name="parcel.gif", content_type="image/gif", size=len(DEAD_ATTACHMENT_BYTES),
-                                            sha256=dead_sha256, ref=f"blob:{dead_sha256}")]))
+                await _publish(
+                    js,
+                    Interaction(
+                        id=interaction_id("sms", "SMzq4"),
+                        channel="sms",
+                        direction="inbound",
+                        occurred_at=now,
+                        identities=[Identity("email", EMAIL_TYPED, verified=False)],
+                        text=DEAD_TEXT,
+                        provider_message_id="SMzq4",
+                        attachments=[
+                            Attachment(
+                                name="parcel.gif",
+                                content_type="image/gif",
+                                size=len(DEAD_ATTACHMENT_BYTES),
+                                sha256=dead_sha256,
+                                ref=f"blob:{dead_sha256}",
+                            )
+                        ],
+                    ),
+                )
                 # The same person on WhatsApp, Telegram, Messenger and email, through a connector that
                 # asserts their number too; the provider ids embed them.
                 for channel, provider_id, identity, thread_key in (
-                        ("whatsapp", WAMID, Identity("phone", PHONE), f"whatsapp:106540352242922:{PHONE_DIGITS}"),
-                        ("telegram", f"{TELEGRAM_CHAT_ID}:311", Identity("telegram", TELEGRAM_CHAT_ID),
-                         f"telegram:{TELEGRAM_CHAT_ID}"),
-                        ("messenger", "m_zq8UvB3kqN1", Identity("messenger", PSID), f"messenger:1047:{PSID}"),
-                        ("email", MESSAGE_ID, Identity("email", EMAIL), MESSAGE_ID)):
-                    await _publish(js, Interaction(
-                        id=interaction_id(channel, provider_id), channel=channel, direction="inbound",
-                        occurred_at=now, identities=list(dict.fromkeys([identity, Identity("phone", PHONE)])),
-                        text=f"about the parcel, on {channel}", provider_message_id=provider_id,
-                        thread_key=thread_key, meta={"message_id": provider_id}))
-                merged = await _eventually(lambda: lookup("phone", OTHER_PHONE),
-                                           lambda r: r.status_code == 200 and r.json()["id"] == customer_id,
-                                           what="merge")
+                    ("whatsapp", WAMID, Identity("phone", PHONE), f"whatsapp:106540352242922:{PHONE_DIGITS}"),
+                    (
+                        "telegram",
+                        f"{TELEGRAM_CHAT_ID}:311",
+                        Identity("telegram", TELEGRAM_CHAT_ID),
+                        f"telegram:{TELEGRAM_CHAT_ID}",
+                    ),
+                    ("messenger", "m_zq8UvB3kqN1", Identity("messenger", PSID), f"messenger:1047:{PSID}"),
+                    ("email", MESSAGE_ID, Identity("email", EMAIL), MESSAGE_ID),
+                ):
+                    await _publish(
+                        js,
+                        Interaction(
+                            id=interaction_id(channel, provider_id),
+                            channel=channel,
+                            direction="inbound",
+                            occurred_at=now,
+                            identities=list(dict.fromkeys([identity, Identity("phone", PHONE)])),
+                            text=f"about the parcel, on {channel}",
+                            provider_message_id=provider_id,
+                            thread_key=thread_key,
+                            meta={"message_id": provider_id},
+                        ),
+                    )
+                merged = await _eventually(
+                    lambda: lookup("phone", OTHER_PHONE),
+                    lambda r: r.status_code == 200 and r.json()["id"] == customer_id,
+                    what="merge",
+                )
                 assert {"kind": "phone", "value": PHONE} in merged.json()["identities"]
 
                 # 3. An agent replies (pushed to the visitor), leaves a note and a tag.
@@ -307,8 +458,11 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
                     items = (await api.get(f"/api/v1/customers/{customer_id}/timeline")).json()["items"]
                     return {i["channel"]: i["case_id"] for i in items}
 
-                cases = await _eventually(channels, lambda c: {"chat", "whatsapp", "telegram", "messenger", "email"} <= set(c),
-                                          what="every channel on the timeline")
+                cases = await _eventually(
+                    channels,
+                    lambda c: {"chat", "whatsapp", "telegram", "messenger", "email"} <= set(c),
+                    what="every channel on the timeline",
+                )
                 case_id = cases["chat"]
                 assert (await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": REPLY})).status_code == 200
                 assert (await api.post(f"/api/v1/cases/{case_id}/notes", json={"text": NOTE})).status_code == 200
@@ -317,45 +471,88 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
                 assert pushed["text"] == REPLY
                 # A message sent on WhatsApp from the provider's own console, and Meta's status for it
                 # (which names the recipient's number): the status finds its case by a keyed hash.
-                await _publish(js, Interaction(
-                    id=interaction_id("whatsapp", WAMID_OUT), channel="whatsapp", direction="outbound",
-                    occurred_at=now, text="sent from the WhatsApp console", case_id=cases["whatsapp"],
-                    provider_message_id=WAMID_OUT))
+                await _publish(
+                    js,
+                    Interaction(
+                        id=interaction_id("whatsapp", WAMID_OUT),
+                        channel="whatsapp",
+                        direction="outbound",
+                        occurred_at=now,
+                        text="sent from the WhatsApp console",
+                        case_id=cases["whatsapp"],
+                        provider_message_id=WAMID_OUT,
+                    ),
+                )
 
                 async def texts_now():
                     items = (await api.get(f"/api/v1/customers/{customer_id}/timeline")).json()["items"]
                     return {i["text"] for i in items}
 
                 await _eventually(texts_now, lambda t: "sent from the WhatsApp console" in t, what="console message")
-                await _publish(js, Interaction(
-                    id=interaction_id("whatsapp", f"{WAMID_OUT}:status:delivered"), channel="whatsapp",
-                    direction="outbound", occurred_at=now, kind="status", status="delivered",
-                    identities=[Identity("phone", PHONE_DIGITS)], provider_message_id=WAMID_OUT,
-                    thread_key=f"whatsapp:106540352242922:{PHONE_DIGITS}"))
+                await _publish(
+                    js,
+                    Interaction(
+                        id=interaction_id("whatsapp", f"{WAMID_OUT}:status:delivered"),
+                        channel="whatsapp",
+                        direction="outbound",
+                        occurred_at=now,
+                        kind="status",
+                        status="delivered",
+                        identities=[Identity("phone", PHONE_DIGITS)],
+                        provider_message_id=WAMID_OUT,
+                        thread_key=f"whatsapp:106540352242922:{PHONE_DIGITS}",
+                    ),
+                )
 
             async def texts():
                 items = (await api.get(f"/api/v1/customers/{customer_id}/timeline")).json()["items"]
                 return {i["text"] for i in items}
 
-            await _eventually(texts, lambda t: {CHAT_TEXT, SMS_TEXT, OTHER_TEXT, REPLY, "sent from the WhatsApp console"} <= t,
-                              what="timeline")
+            await _eventually(
+                texts,
+                lambda t: {CHAT_TEXT, SMS_TEXT, OTHER_TEXT, REPLY, "sent from the WhatsApp console"} <= t,
+                what="timeline",
+            )
             # The status was matched to the case (the core records which case it reported on).
-            await _eventually(lambda: asyncio.to_thread(service.sql, "SELECT count(*) FROM sb_processed WHERE case_id = %s",
-                                                        (uuid.UUID(cases["whatsapp"]),)),
-                              lambda r: r[0][0] == 1, what="status matched to its case")
+            await _eventually(
+                lambda: asyncio.to_thread(
+                    service.sql, "SELECT count(*) FROM sb_processed WHERE case_id = %s", (uuid.UUID(cases["whatsapp"]),)
+                ),
+                lambda r: r[0][0] == 1,
+                what="status matched to its case",
+            )
             await _eventually(lambda: _count(js, "SB_DEADLETTER"), lambda n: n == 1, what="dead letter")
             await _caught_up(service)
 
             # 4. Before: the read models hold the personal data; the event log never does.
             tables = _dump_tables(await asyncio.to_thread(service.pg_dump, embedded_pg_bin))
             assert "sb_events" in tables and "proj_timeline" in tables
-            for table in ("sb_events", "sb_customer_keys", "sb_identities", "sb_processed", "sb_outbound", "sb_tracking"):
+            for table in (
+                "sb_events",
+                "sb_customer_keys",
+                "sb_identities",
+                "sb_processed",
+                "sb_outbound",
+                "sb_tracking",
+            ):
                 assert not found_in(tables.get(table, b"")), f"{table} holds {found_in(tables[table])}"
             in_views = found_in(b"".join(v for k, v in tables.items() if k.startswith("proj_")))
             assert {NAME, EMAIL, PHONE, OTHER_PHONE, CHAT_TEXT, SMS_TEXT, REPLY, NOTE, ATTACHMENT_NAME, TAG} <= in_views
             before_nats = found_in(b"".join(m for msgs in (await _all_messages(js)).values() for m in msgs))
-            assert {NAME, CHAT_TEXT, SMS_TEXT, DEAD_TEXT, REPLY, WAMID, WAMID_OUT, TELEGRAM_CHAT_ID, PSID, CLIENT_ID,
-                    SENDER_HOST, DEAD_ATTACHMENT_BYTES[:60].decode()} <= before_nats
+            assert {
+                NAME,
+                CHAT_TEXT,
+                SMS_TEXT,
+                DEAD_TEXT,
+                REPLY,
+                WAMID,
+                WAMID_OUT,
+                TELEGRAM_CHAT_ID,
+                PSID,
+                CLIENT_ID,
+                SENDER_HOST,
+                DEAD_ATTACHMENT_BYTES[:60].decode(),
+            } <= before_nats
 
             # 5. Erase, as an operator does.
             erased = service.cli("customer", "erase", customer_id, "--yes")
@@ -389,11 +586,20 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
         assert replayed.returncode == 0
         lines = [json.loads(line) for line in replayed.stdout.splitlines()]
         assert not found_in(replayed.stdout)
-        sealed_types = {"customer.IdentityLinked", "customer.ProfileUpdated", "customer.InteractionRecorded",
-                        "case.Opened", "case.NoteAdded", "case.ReplyRequested", "case.Tagged"}
+        sealed_types = {
+            "customer.IdentityLinked",
+            "customer.ProfileUpdated",
+            "customer.InteractionRecorded",
+            "case.Opened",
+            "case.NoteAdded",
+            "case.ReplyRequested",
+            "case.Tagged",
+        }
         assert {line["type"] for line in lines} >= sealed_types | {"customer.Merged", "customer.Erased"}
         for line in lines:
-            assert line["redacted"] is (line["type"] in sealed_types | {"customer.IdentityClaimed", "case.ReplySent"}), line
+            assert line["redacted"] is (
+                line["type"] in sealed_types | {"customer.IdentityClaimed", "case.ReplySent"}
+            ), line
         recorded = [line["payload"] for line in lines if line["type"] == "customer.InteractionRecorded"]
         assert recorded and all(p["text"] == "[erased]" and p["attachments"] == [] for p in recorded)
         assert len({line["stream_id"] for line in lines if line["type"] == "customer.Registered"}) == 2

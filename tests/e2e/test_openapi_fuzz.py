@@ -19,12 +19,11 @@ import json
 from dataclasses import dataclass
 
 import httpx
-import websockets
-
 import psycopg
 import pytest
 import requests
 import schemathesis
+import websockets
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
@@ -34,6 +33,7 @@ from tests.fixtures.providers import eventually
 from tests.fixtures.recorded import running_server
 
 pytestmark = pytest.mark.e2e
+
 
 @schemathesis.serializer("message/rfc822")
 def _raw_email(ctx, value) -> bytes:
@@ -80,10 +80,17 @@ class Fuzzer:
     def recorded(self) -> Recorded:
         row = self.conn.execute(
             "SELECT (SELECT coalesce(max(notification_id), 0) FROM sb_events), (SELECT count(*) FROM sb_events), "
-            "(SELECT count(*) FROM sb_tokens), (SELECT count(*) FROM sb_event_tickets)").fetchone()
+            "(SELECT count(*) FROM sb_tokens), (SELECT count(*) FROM sb_event_tickets)"
+        ).fetchone()
         names = self.server.sb.names
-        return Recorded(row[0], row[1], self._stream_seq(names.interactions),
-                        self._stream_seq("KV_" + names.chat_sessions_bucket), row[2], row[3])
+        return Recorded(
+            row[0],
+            row[1],
+            self._stream_seq(names.interactions),
+            self._stream_seq("KV_" + names.chat_sessions_bucket),
+            row[2],
+            row[3],
+        )
 
     def send(self, case) -> None:
         kwargs = case.as_transport_kwargs(base_url=self.server.http_url, headers=self.headers)
@@ -96,22 +103,32 @@ class Fuzzer:
                 if not r.headers.get("content-type", "").startswith("text/event-stream"):
                     body = r.content
         except requests.RequestException as exc:
-            self.problems.append(f"{case.method} {case.formatted_path}: no answer ({type(exc).__name__}) "
-                                 f"to {case.as_curl_command()}")
+            self.problems.append(
+                f"{case.method} {case.formatted_path}: no answer ({type(exc).__name__}) to {case.as_curl_command()}"
+            )
             return
         if status >= 500:
-            self.problems.append(f"{case.method} {case.formatted_path}: {status} {body[:200]!r} "
-                                 f"for {case.as_curl_command()}")
+            self.problems.append(
+                f"{case.method} {case.formatted_path}: {status} {body[:200]!r} for {case.as_curl_command()}"
+            )
         elif 400 <= status < 500 and self.compare_recorded and (after := self.recorded()) != before:
-            self.problems.append(f"{case.method} {case.formatted_path}: {status} but recorded {before} -> {after} "
-                                 f"for {case.as_curl_command()}")
+            self.problems.append(
+                f"{case.method} {case.formatted_path}: {status} but recorded {before} -> {after} "
+                f"for {case.as_curl_command()}"
+            )
         elif status < 300 and case.path.endswith(LATER_EFFECTS):
             self.compare_recorded = False
 
     def fuzz(self, operation, mode: GenerationMode, path_parameters: dict | None = None) -> None:
         @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
-        @hypothesis_settings(max_examples=MAX_EXAMPLES[mode], deadline=None, database=None, derandomize=True,
-                             phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @hypothesis_settings(
+            max_examples=MAX_EXAMPLES[mode],
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         def run(case):
             self.send(case)
 
@@ -174,8 +191,14 @@ async def test_every_public_operation_survives_fuzzing(settings, names):
         loop = asyncio.get_running_loop()
         operations, problems, sent = await asyncio.to_thread(_fuzz_all, server, loop, real)
     # The document covers the surface: channel endpoints, agent API, the ticket and the stream.
-    for expected in ("POST /channels/sms/twilio", "POST /channels/chat/sessions", "GET /api/v1/cases",
-                     "POST /api/v1/cases/{case_id}/reply", "POST /api/v1/events/ticket", "GET /api/v1/events"):
+    for expected in (
+        "POST /channels/sms/twilio",
+        "POST /channels/chat/sessions",
+        "GET /api/v1/cases",
+        "POST /api/v1/cases/{case_id}/reply",
+        "POST /api/v1/events/ticket",
+        "GET /api/v1/events",
+    ):
         assert expected in operations, operations
     print(f"fuzzed {len(operations)} operations with {sent} requests")
     assert sent >= len(operations)

@@ -67,9 +67,15 @@ async def _chat(server, api, text: str, name: str | None = None, session: dict |
 
 
 def _email(sender: str, subject: str, body: str) -> bytes:
-    headers = [f"From: Customer <{sender}>", "To: support@shop.test", f"Subject: {subject}",
-               f"Message-ID: <{secrets.token_hex(8)}@example.org>", "Date: Mon, 02 Mar 2026 10:00:00 +0000",
-               "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8"]
+    headers = [
+        f"From: Customer <{sender}>",
+        "To: support@shop.test",
+        f"Subject: {subject}",
+        f"Message-ID: <{secrets.token_hex(8)}@example.org>",
+        "Date: Mon, 02 Mar 2026 10:00:00 +0000",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
     return ("\r\n".join(headers) + "\r\n\r\n" + body + "\r\n").encode()
 
 
@@ -87,55 +93,122 @@ async def _post(server, path: str, body: bytes, headers: dict) -> httpx.Response
 
 
 async def _twilio(server, sender: str, text: str) -> httpx.Response:
-    params = {"MessageSid": "SM" + secrets.token_hex(16), "AccountSid": "AC" + "1" * 32, "From": sender,
-              "To": "+15005550006", "Body": text, "NumMedia": "0"}
+    params = {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "AccountSid": "AC" + "1" * 32,
+        "From": sender,
+        "To": "+15005550006",
+        "Body": text,
+        "NumMedia": "0",
+    }
     signature = RequestValidator(server.settings.twilio_auth_token).compute_signature(
-        server.http_url + "/channels/sms/twilio", params)
-    return await _post(server, "/channels/sms/twilio", urlencode(params).encode(),
-                       {"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature})
+        server.http_url + "/channels/sms/twilio", params
+    )
+    return await _post(
+        server,
+        "/channels/sms/twilio",
+        urlencode(params).encode(),
+        {"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature},
+    )
 
 
 async def _meta(server, payload: dict) -> httpx.Response:
     body = json.dumps(payload).encode()  # json escapes controls as \u0000 etc., as Meta's JSON would
     signature = "sha256=" + hmac.new(server.settings.meta_app_secret.encode(), body, hashlib.sha256).hexdigest()
-    return await _post(server, "/channels/social/meta", body,
-                       {"content-type": "application/json", "x-hub-signature-256": signature})
+    return await _post(
+        server, "/channels/social/meta", body, {"content-type": "application/json", "x-hub-signature-256": signature}
+    )
 
 
 def _whatsapp(wa_id: str, text: str) -> dict:
-    return {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
-        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1"},
-        "contacts": [{"profile": {"name": "Sheena\x00 Nelson"}, "wa_id": wa_id}],
-        "messages": [{"from": wa_id, "id": "wamid." + secrets.token_hex(12), "timestamp": "1772445600",
-                      "type": "text", "text": {"body": text}}]}}]}]}
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1"},
+                            "contacts": [{"profile": {"name": "Sheena\x00 Nelson"}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": "wamid." + secrets.token_hex(12),
+                                    "timestamp": "1772445600",
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def _messaging(platform: str, sender: str, text: str) -> dict:
-    return {"object": platform, "entry": [{"id": "17841400008460056", "time": 1772445600000, "messaging": [{
-        "sender": {"id": sender}, "recipient": {"id": "17841400008460056"}, "timestamp": 1772445600000,
-        "message": {"mid": "m_" + secrets.token_hex(12), "text": text}}]}]}
+    return {
+        "object": platform,
+        "entry": [
+            {
+                "id": "17841400008460056",
+                "time": 1772445600000,
+                "messaging": [
+                    {
+                        "sender": {"id": sender},
+                        "recipient": {"id": "17841400008460056"},
+                        "timestamp": 1772445600000,
+                        "message": {"mid": "m_" + secrets.token_hex(12), "text": text},
+                    }
+                ],
+            }
+        ],
+    }
 
 
 async def _telegram(server, user_id: int, text: str) -> httpx.Response:
-    update = {"update_id": secrets.randbelow(10**9), "message": {
-        "message_id": secrets.randbelow(10**6), "date": 1772445600, "text": text,
-        "from": {"id": user_id, "is_bot": False, "first_name": "Ada\x00", "last_name": "Love\x01lace"},
-        "chat": {"id": user_id, "type": "private"}}}
-    return await _post(server, "/channels/social/telegram", json.dumps(update).encode(),
-                       {"content-type": "application/json",
-                        "x-telegram-bot-api-secret-token": server.settings.telegram_secret_token})
+    update = {
+        "update_id": secrets.randbelow(10**9),
+        "message": {
+            "message_id": secrets.randbelow(10**6),
+            "date": 1772445600,
+            "text": text,
+            "from": {"id": user_id, "is_bot": False, "first_name": "Ada\x00", "last_name": "Love\x01lace"},
+            "chat": {"id": user_id, "type": "private"},
+        },
+    }
+    return await _post(
+        server,
+        "/channels/social/telegram",
+        json.dumps(update).encode(),
+        {"content-type": "application/json", "x-telegram-bot-api-secret-token": server.settings.telegram_secret_token},
+    )
 
 
 async def _connector(server, phone: str, text: str) -> None:
     """A company's own connector publishing straight onto sb.interactions.<channel>.inbound."""
     provider_id = "connector-" + secrets.token_hex(6)
     interaction = Interaction(
-        id=interaction_id("sms", provider_id), channel="sms", direction="inbound", occurred_at=datetime.now(UTC),
-        identities=[Identity("phone", phone)], text=text, profile={"name": "Con\x00 Nector"},
-        provider_message_id=provider_id, meta={"note\x00": "x\x00y"},
-        attachments=[Attachment(name="scan\x00.pdf", content_type="application/pdf", size=1, sha256="00")])
-    ack = await server.sb.js.publish(server.sb.names.interaction_subject("sms", "inbound"), ENCODER.encode(interaction),
-                                     headers={"Nats-Msg-Id": str(interaction.id)})
+        id=interaction_id("sms", provider_id),
+        channel="sms",
+        direction="inbound",
+        occurred_at=datetime.now(UTC),
+        identities=[Identity("phone", phone)],
+        text=text,
+        profile={"name": "Con\x00 Nector"},
+        provider_message_id=provider_id,
+        meta={"note\x00": "x\x00y"},
+        attachments=[Attachment(name="scan\x00.pdf", content_type="application/pdf", size=1, sha256="00")],
+    )
+    ack = await server.sb.js.publish(
+        server.sb.names.interaction_subject("sms", "inbound"),
+        ENCODER.encode(interaction),
+        headers={"Nats-Msg-Id": str(interaction.id)},
+    )
     assert not ack.duplicate
 
 
@@ -162,8 +235,9 @@ async def test_control_characters_on_every_channel_are_stored_clean_and_nothing_
     ingest = {"content-type": "message/rfc822", "authorization": f"Bearer {srv.settings.ingest_token}"}
     chat = await _chat(srv, api, DIRTY, name="Ada\x00 Chat")
     assert await _smtp(srv, _email("smtp-sender@example.org", "Order\x01 42", DIRTY)) == {}
-    assert (await _post(srv, "/channels/email/inbound",
-                        _email("mime-sender@example.org", "Order 42", DIRTY), ingest)).status_code == 200
+    assert (
+        await _post(srv, "/channels/email/inbound", _email("mime-sender@example.org", "Order 42", DIRTY), ingest)
+    ).status_code == 200
     assert (await _twilio(srv, "+14155550161", DIRTY)).status_code == 200
     assert (await _meta(srv, _whatsapp("16505550162", DIRTY))).status_code == 200
     assert (await _meta(srv, _messaging("page", "6945812300000163", DIRTY))).status_code == 200
@@ -171,10 +245,17 @@ async def test_control_characters_on_every_channel_are_stored_clean_and_nothing_
     assert (await _telegram(srv, 111000165, DIRTY)).status_code == 200
     await _connector(srv, "+14155550166", DIRTY)
 
-    senders = [("chat", chat["session_id"]), ("email", "smtp-sender@example.org"),
-               ("email", "mime-sender@example.org"), ("phone", "+14155550161"), ("phone", "+16505550162"),
-               ("messenger", "6945812300000163"), ("instagram", "1234567800000164"), ("telegram", "111000165"),
-               ("phone", "+14155550166")]
+    senders = [
+        ("chat", chat["session_id"]),
+        ("email", "smtp-sender@example.org"),
+        ("email", "mime-sender@example.org"),
+        ("phone", "+14155550161"),
+        ("phone", "+16505550162"),
+        ("messenger", "6945812300000163"),
+        ("instagram", "1234567800000164"),
+        ("telegram", "111000165"),
+        ("phone", "+14155550166"),
+    ]
     for kind, value in senders:
         profile, item = await _first_item(api, kind, value)
         assert item["text"] == CLEAN, (kind, value, item["text"])
@@ -187,7 +268,11 @@ async def test_control_characters_on_every_channel_are_stored_clean_and_nothing_
     reply = await api.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Thanks\x00 for\x07 writing\r\n"})
     note = await api.post(f"/api/v1/cases/{case_id}/notes", json={"text": "call\x00 back\x1b"})
     tags = await api.post(f"/api/v1/cases/{case_id}/tags", json={"tags": ["vip\x00", "ref\x01und"]})
-    assert (reply.status_code, note.status_code, tags.status_code) == (200, 200, 200), (reply.text, note.text, tags.text)
+    assert (reply.status_code, note.status_code, tags.status_code) == (200, 200, 200), (
+        reply.text,
+        note.text,
+        tags.text,
+    )
 
     async def case():
         return (await api.get(f"/api/v1/cases/{case_id}")).json()
@@ -203,9 +288,11 @@ async def test_control_characters_on_every_channel_are_stored_clean_and_nothing_
         found = await customer(api, kind, value)
         return [i["text"] for i in (await api.get(f"/api/v1/customers/{found['id']}/timeline")).json()["items"]]
 
-    chat_texts = await eventually(lambda: texts("chat", chat["session_id"]),
-                                  lambda got: "a later message" in got and "Thanks for writing\n" in got,
-                                  timeout=LATER_DEADLINE)
+    chat_texts = await eventually(
+        lambda: texts("chat", chat["session_id"]),
+        lambda got: "a later message" in got and "Thanks for writing\n" in got,
+        timeout=LATER_DEADLINE,
+    )
     assert CLEAN in chat_texts
     await eventually(lambda: texts("phone", "+14155550161"), lambda got: "later by sms" in got, timeout=LATER_DEADLINE)
 
@@ -220,9 +307,15 @@ async def test_control_characters_on_every_channel_are_stored_clean_and_nothing_
 
 async def test_the_live_projector_quarantines_an_old_poisonous_event_and_metrics_count_it(srv, api):
     """A log written before the sanitiser may hold NUL: the running projector sets that event aside."""
-    old = Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=datetime.now(UTC),
-                      identities=[Identity("phone", "+14155550170")], text="from an old log\x00",
-                      provider_message_id=secrets.token_hex(6))
+    old = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="inbound",
+        occurred_at=datetime.now(UTC),
+        identities=[Identity("phone", "+14155550170")],
+        text="from an old log\x00",
+        provider_message_id=secrets.token_hex(6),
+    )
     store = srv.sb.open_store()
     await asyncio.to_thread(CoreProcessor(store).process, [(old, None)])
     assert (await _twilio(srv, "+14155550171", "after the old one")).status_code == 200
@@ -238,10 +331,16 @@ async def test_the_live_projector_quarantines_an_old_poisonous_event_and_metrics
 
 
 async def test_control_characters_in_query_parameters_get_a_400_not_a_500(srv, api):
-    for path, params in [("/api/v1/customers", {"q": "a\x00b"}), ("/api/v1/cases", {"queue": "chat\x01"}),
-                         ("/api/v1/customers/lookup", {"kind": "email", "value": "a\x1b@example.org"})]:
+    for path, params in [
+        ("/api/v1/customers", {"q": "a\x00b"}),
+        ("/api/v1/cases", {"queue": "chat\x01"}),
+        ("/api/v1/customers/lookup", {"kind": "email", "value": "a\x1b@example.org"}),
+    ]:
         response = await api.get(path, params=params)
         assert response.status_code == 400, (path, response.text)
-        assert response.json() == {"error": "malformed", "detail": "query parameters must not contain control characters"}
+        assert response.json() == {
+            "error": "malformed",
+            "detail": "query parameters must not contain control characters",
+        }
     # Tab, newline and ordinary percent-encoding still pass.
     assert (await api.get("/api/v1/customers", params={"q": "a\tb\nc%20 ü"})).status_code == 200

@@ -22,16 +22,28 @@ PROXY_HEADERS = {"x-forwarded-proto": "https", "x-forwarded-host": "sms.example.
 
 def _sms() -> dict:
     sid = "SM" + secrets.token_hex(16)
-    return {"MessageSid": sid, "AccountSid": "AC" + "1" * 32, "From": "+14155550170", "To": "+15005550006",
-            "Body": "hello", "NumMedia": "0"}
+    return {
+        "MessageSid": sid,
+        "AccountSid": "AC" + "1" * 32,
+        "From": "+14155550170",
+        "To": "+15005550006",
+        "Body": "hello",
+        "NumMedia": "0",
+    }
 
 
 async def _post(server, params: dict, signed_url: str, headers: dict | None = None, query: str = "") -> int:
     signature = RequestValidator(server.settings.twilio_auth_token).compute_signature(signed_url, params)
     async with httpx.AsyncClient(base_url=server.http_url) as client:
-        response = await client.post(PATH + query, content=urlencode(params),
-                                     headers={"content-type": "application/x-www-form-urlencoded",
-                                              "x-twilio-signature": signature, **(headers or {})})
+        response = await client.post(
+            PATH + query,
+            content=urlencode(params),
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                "x-twilio-signature": signature,
+                **(headers or {}),
+            },
+        )
     return response.status_code
 
 
@@ -39,8 +51,12 @@ async def test_forwarded_headers_count_from_a_trusted_proxy(settings, names):
     async with running_server(settings.with_(trusted_proxies="10.0.0.0/8, 127.0.0.1"), names, ("gateway",)) as srv:
         # The proxy terminated TLS for https://sms.example.com and says so: that is what Twilio signed.
         assert await _post(srv, _sms(), "https://sms.example.com" + PATH, PROXY_HEADERS) == 200
-        assert await _post(srv, _sms(), "https://sms.example.com" + PATH + "?a=1&b=%C3%A9", PROXY_HEADERS,
-                           query="?a=1&b=%C3%A9") == 200
+        assert (
+            await _post(
+                srv, _sms(), "https://sms.example.com" + PATH + "?a=1&b=%C3%A9", PROXY_HEADERS, query="?a=1&b=%C3%A9"
+            )
+            == 200
+        )
         # Signed over the internal URL while the proxy says otherwise: refused.
         assert await _post(srv, _sms(), srv.http_url + PATH, PROXY_HEADERS) == 401
         assert await published(srv) == 2

@@ -20,8 +20,12 @@ SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 
 def _cli(settings, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_NATS_URL=settings.nats_url, SWITCHBOARD_DATABASE_URL=settings.database_url,
-               SWITCHBOARD_MASTER_KEY=settings.master_key, SWITCHBOARD_DATA_DIR=str(settings.data_dir))
+    env.update(
+        SWITCHBOARD_NATS_URL=settings.nats_url,
+        SWITCHBOARD_DATABASE_URL=settings.database_url,
+        SWITCHBOARD_MASTER_KEY=settings.master_key,
+        SWITCHBOARD_DATA_DIR=str(settings.data_dir),
+    )
     return subprocess.run([SWITCHBOARD, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -33,7 +37,9 @@ async def _a_case(server, admin_headers) -> str:
             await ws.send(json.dumps({"type": "message", "text": "help", "client_id": "1"}))
             await ws.recv()
         for _ in range(300):
-            found = await client.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]})
+            found = await client.get(
+                "/api/v1/customers/lookup", params={"kind": "chat", "value": session["session_id"]}
+            )
             if found.status_code == 200:
                 items = (await client.get(f"/api/v1/customers/{found.json()['id']}/timeline")).json()["items"]
                 if items:

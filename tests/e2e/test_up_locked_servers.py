@@ -45,8 +45,20 @@ class Up:
         self.url = f"http://127.0.0.1:{self.http}"
         with open(log, "ab") as err:
             self.proc = subprocess.Popen(
-                [SWITCHBOARD, "up", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{self.http}",
-                 "--smtp", f"127.0.0.1:{free_port()}"], stdout=subprocess.DEVNULL, stderr=err, env=_env())
+                [
+                    SWITCHBOARD,
+                    "up",
+                    "--data-dir",
+                    str(data_dir),
+                    "--http",
+                    f"127.0.0.1:{self.http}",
+                    "--smtp",
+                    f"127.0.0.1:{free_port()}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=_env(),
+            )
 
     async def ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -73,8 +85,13 @@ class Up:
 
 
 def _verb(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SWITCHBOARD, *args, "--data-dir", str(data_dir)], env=_env(), cwd=data_dir.parent,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        [SWITCHBOARD, *args, "--data-dir", str(data_dir)],
+        env=_env(),
+        cwd=data_dir.parent,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def _run_url(data_dir: Path, name: str) -> str:

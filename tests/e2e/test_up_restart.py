@@ -27,9 +27,20 @@ SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 def _start(data_dir: Path, http_port: int, smtp_port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     return subprocess.Popen(
-        [SWITCHBOARD, "up", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{http_port}",
-         "--smtp", f"127.0.0.1:{smtp_port}"],
-        stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env)
+        [
+            SWITCHBOARD,
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--http",
+            f"127.0.0.1:{http_port}",
+            "--smtp",
+            f"127.0.0.1:{smtp_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),
+        env=env,
+    )
 
 
 async def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:

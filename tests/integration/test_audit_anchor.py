@@ -22,10 +22,10 @@ import psycopg
 import pytest
 
 from events.interactions import Identity, Interaction
-from services.platform.eventstore import anchor as anchors
-from services.core.processor import CoreProcessor
-from services.platform.eventstore.keys import MasterKey
 from services.bootstrap import Switchboard
+from services.core.processor import CoreProcessor
+from services.platform.eventstore import anchor as anchors
+from services.platform.eventstore.keys import MasterKey
 from services.relay.anchor import refresh_kv_anchor
 from tests.fixtures.cli import switchboard
 
@@ -34,9 +34,18 @@ pytestmark = pytest.mark.integration
 
 def _interactions(n: int, start: int) -> list[Interaction]:
     at = datetime(2024, 6, 1, tzinfo=UTC)
-    return [Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=at + timedelta(minutes=i),
-                        identities=[Identity("phone", f"+4477009{i:05d}")], text=f"message {i}",
-                        provider_message_id=secrets.token_hex(6)) for i in range(start, start + n)]
+    return [
+        Interaction(
+            id=uuid.uuid4(),
+            channel="sms",
+            direction="inbound",
+            occurred_at=at + timedelta(minutes=i),
+            identities=[Identity("phone", f"+4477009{i:05d}")],
+            text=f"message {i}",
+            provider_message_id=secrets.token_hex(6),
+        )
+        for i in range(start, start + n)
+    ]
 
 
 class Log:
@@ -137,7 +146,9 @@ def test_the_newest_rows_removed_are_found(settings, log: Log, tmp_path: Path) -
     log.sql("DELETE FROM sb_events WHERE notification_id > %s", (anchored - 4,))
     result = switchboard(settings, "audit", "verify", "--anchor", str(anchor_file))
     assert result.returncode == 1
-    assert f"log truncated: anchored position {anchored} missing (the log ends at position {anchored - 4}" in _out(result)
+    assert f"log truncated: anchored position {anchored} missing (the log ends at position {anchored - 4}" in _out(
+        result
+    )
 
 
 def test_all_rows_removed_are_found(settings, log: Log, tmp_path: Path) -> None:

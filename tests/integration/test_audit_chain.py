@@ -42,8 +42,7 @@ class PostgresServer:
     admin_db: str
 
     def conninfo(self, dbname: str) -> str:
-        return make_conninfo(host=self.host, port=self.port, user=self.user, password=self.password,
-                             dbname=dbname)
+        return make_conninfo(host=self.host, port=self.port, user=self.user, password=self.password, dbname=dbname)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +51,13 @@ def server() -> Iterator[PostgresServer]:
     url = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")
     if url:
         params = conninfo_to_dict(url)
-        yield PostgresServer(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432),
-                             str(params.get("user") or "postgres"), str(params.get("password") or ""),
-                             str(params.get("dbname") or "postgres"))
+        yield PostgresServer(
+            str(params.get("host") or "127.0.0.1"),
+            int(params.get("port") or 5432),
+            str(params.get("user") or "postgres"),
+            str(params.get("password") or ""),
+            str(params.get("dbname") or "postgres"),
+        )
         return
     tmp = Path(tempfile.mkdtemp(prefix="sb-audit-"))
     embedded = EmbeddedPostgres(tmp / "pgdata", ephemeral=True).start()
@@ -83,14 +86,20 @@ class ChainedLog:
         with self.connect() as conn:
             return conn.execute(
                 "SELECT originator_id, originator_version, topic, state, chain FROM sb_events "
-                "WHERE notification_id = %s", (position,)).fetchone()
+                "WHERE notification_id = %s",
+                (position,),
+            ).fetchone()
 
 
 def _events() -> list[StoredEvent]:
     streams = [uuid4() for _ in range(STREAMS)]
     return [
-        StoredEvent(originator_id=stream, originator_version=version, topic=f"Topic{version % 3}",
-                    state=b'{"n":%d,"s":"%s"}' % (version, stream.hex[:8].encode()))
+        StoredEvent(
+            originator_id=stream,
+            originator_version=version,
+            topic=f"Topic{version % 3}",
+            state=b'{"n":%d,"s":"%s"}' % (version, stream.hex[:8].encode()),
+        )
         for version in range(1, VERSIONS + 1)
         for stream in streams
     ]
@@ -110,7 +119,7 @@ def log(server: PostgresServer) -> Iterator[ChainedLog]:
         events = _events()
         positions: list[int] = []
         for start in range(0, len(events), BATCH):
-            positions += recorder.insert_events(events[start:start + BATCH])
+            positions += recorder.insert_events(events[start : start + BATCH])
         yield ChainedLog(server.conninfo(dbname), datastore, recorder, positions)
     finally:
         datastore.close()
@@ -185,7 +194,8 @@ def test_a_row_inserted_out_of_band_breaks_at_that_row(log: ChainedLog) -> None:
         forged = conn.execute(
             "INSERT INTO sb_events (originator_id, originator_version, topic, state, chain) "
             "VALUES (%s, 1, 'Forged', %s, %s) RETURNING notification_id",
-            (uuid4(), b"{}", os.urandom(32))).fetchone()[0]
+            (uuid4(), b"{}", os.urandom(32)),
+        ).fetchone()[0]
     assert forged == log.positions[-1] + 1
     with pytest.raises(ChainBreak) as broken:
         log.verify()

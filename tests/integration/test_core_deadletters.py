@@ -25,8 +25,16 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 def sms(phone: str, text: str = "hello", **fields) -> Interaction:
     provider_id = uuid.uuid4().hex
-    return Interaction(id=interaction_id("sms", provider_id), channel="sms", direction="inbound", occurred_at=T0,
-                       identities=[Identity("phone", phone)], text=text, provider_message_id=provider_id, **fields)
+    return Interaction(
+        id=interaction_id("sms", provider_id),
+        channel="sms",
+        direction="inbound",
+        occurred_at=T0,
+        identities=[Identity("phone", phone)],
+        text=text,
+        provider_message_id=provider_id,
+        **fields,
+    )
 
 
 def recorded(database_url: str) -> set[uuid.UUID]:
@@ -55,9 +63,12 @@ async def core(settings, names, nats_url, store):
 
     async def publish(subject_of: Interaction | None, body: bytes | None = None, msg_id: str | None = None) -> None:
         i = subject_of
-        subject = names.interaction_subject(i.channel, i.direction) if i else names.interaction_subject("sms", "inbound")
-        await js.publish(subject, body if body is not None else ENCODER.encode(i),
-                         headers={"Nats-Msg-Id": msg_id or str(i.id)})
+        subject = (
+            names.interaction_subject(i.channel, i.direction) if i else names.interaction_subject("sms", "inbound")
+        )
+        await js.publish(
+            subject, body if body is not None else ENCODER.encode(i), headers={"Nats-Msg-Id": msg_id or str(i.id)}
+        )
 
     yield processor, publish
     await consumer.stop()
@@ -70,8 +81,15 @@ async def test_poison_is_dead_lettered_with_its_reason_and_redriven_once_fixed(c
     opening = sms("+447700900399", "my parcel?")
     case_id = new_case_id(opening.id)  # the case `opening` will open
     # An agent's reply on a case the core has not seen yet: it cannot be recorded now.
-    early_reply = Interaction(id=uuid.uuid4(), channel="sms", direction="outbound", occurred_at=T0, text="on its way",
-                              case_id=case_id, provider_message_id="SM-early")
+    early_reply = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="outbound",
+        occurred_at=T0,
+        text="on its way",
+        case_id=case_id,
+        provider_message_id="SM-early",
+    )
     bad_phone = sms("not a number")
     await publish(good[0])
     await publish(None, b"{not json", msg_id="garbage-1")
@@ -91,8 +109,10 @@ async def test_poison_is_dead_lettered_with_its_reason_and_redriven_once_fixed(c
     assert any(r.startswith("undecodable") for r in reasons)
     assert any("invalid verified phone" in r for r in reasons)
     assert any(f"case {case_id} not found" in r for r in reasons)
-    assert all(letter.subject == names.interaction_subject("sms", "inbound") or letter.subject.endswith("outbound")
-               for letter in letters)
+    assert all(
+        letter.subject == names.interaction_subject("sms", "inbound") or letter.subject.endswith("outbound")
+        for letter in letters
+    )
 
     # The fix: the customer's message that opens the case arrives. Then the reply is re-driven.
     await publish(opening)
@@ -101,7 +121,9 @@ async def test_poison_is_dead_lettered_with_its_reason_and_redriven_once_fixed(c
     assert await redrive(settings, {reply_letter.seq}, names) == 1
     await eventually(lambda: asyncio.sleep(0, result=early_reply.id in recorded(database_url)))
     remaining = await list_dead_letters(settings, names)
-    assert sorted(letter.seq for letter in remaining) == sorted(letter.seq for letter in letters if letter is not reply_letter)
+    assert sorted(letter.seq for letter in remaining) == sorted(
+        letter.seq for letter in letters if letter is not reply_letter
+    )
     # Re-driving it again (say, by mistake) records nothing twice.
     await redrive(settings, None, names)
     await asyncio.sleep(0.5)
@@ -111,7 +133,8 @@ async def test_poison_is_dead_lettered_with_its_reason_and_redriven_once_fixed(c
 
 
 async def test_a_message_that_keeps_failing_is_dead_lettered_after_n_deliveries_then_redriven(
-        core, settings, names, database_url, monkeypatch):
+    core, settings, names, database_url, monkeypatch
+):
     processor, publish = core
     flaky, fine = sms("+447700900401"), sms("+447700900402")
     handle = processor._handle

@@ -18,9 +18,17 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 def email(*identities: Identity, at: int = 0, name: str = "Ann") -> Interaction:
     provider_id = f"{uuid.uuid4().hex}@example.org"
-    return Interaction(id=interaction_id("email", provider_id), channel="email", direction="inbound",
-                       occurred_at=T0 + timedelta(seconds=at), identities=list(identities), text="hello",
-                       provider_message_id=provider_id, thread_key=provider_id, profile={"name": name})
+    return Interaction(
+        id=interaction_id("email", provider_id),
+        channel="email",
+        direction="inbound",
+        occurred_at=T0 + timedelta(seconds=at),
+        identities=list(identities),
+        text="hello",
+        provider_message_id=provider_id,
+        thread_key=provider_id,
+        profile={"name": name},
+    )
 
 
 def rows(database_url: str, query: str, *params) -> list[tuple]:
@@ -43,7 +51,13 @@ def test_an_unverified_sender_gets_a_customer_of_its_own_holding_only_a_claim(st
 
 
 def test_claims_alone_on_another_channel_are_still_poison(store):
-    sms = Interaction(id=interaction_id("sms", "SM1"), channel="sms", direction="inbound", occurred_at=T0,
-                      identities=[Identity("email", "ann@example.org", verified=False)], provider_message_id="SM1")
+    sms = Interaction(
+        id=interaction_id("sms", "SM1"),
+        channel="sms",
+        direction="inbound",
+        occurred_at=T0,
+        identities=[Identity("email", "ann@example.org", verified=False)],
+        provider_message_id="SM1",
+    )
     outcome = CoreProcessor(store).process([(sms, 1)])
     assert "no verified identity" in outcome.poison[sms.id]

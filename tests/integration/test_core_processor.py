@@ -15,8 +15,8 @@ import pytest
 from events.interactions import ENCODER, Identity, Interaction, interaction_id
 from projections.runner import ProjectionRunner
 from services.bootstrap import Switchboard
-from services.core.processor import CoreProcessor
 from services.core.commands import run_case_command
+from services.core.processor import CoreProcessor
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +25,16 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 def message(channel: str, *identities: Identity, at: int = 0, text: str = "hello", **fields) -> Interaction:
     provider_id = uuid.uuid4().hex
-    return Interaction(id=interaction_id(channel, provider_id), channel=channel, direction="inbound",
-                       occurred_at=T0 + timedelta(seconds=at), identities=list(identities), text=text,
-                       provider_message_id=provider_id, **fields)
+    return Interaction(
+        id=interaction_id(channel, provider_id),
+        channel=channel,
+        direction="inbound",
+        occurred_at=T0 + timedelta(seconds=at),
+        identities=list(identities),
+        text=text,
+        provider_message_id=provider_id,
+        **fields,
+    )
 
 
 def rows(database_url: str, query: str, *params) -> list[tuple]:
@@ -75,8 +82,9 @@ async def published(settings, names, nats_url):
 
     async def publish(*interactions: Interaction) -> None:
         for i in interactions:
-            await js.publish(names.interaction_subject(i.channel, i.direction), ENCODER.encode(i),
-                             headers={"Nats-Msg-Id": str(i.id)})
+            await js.publish(
+                names.interaction_subject(i.channel, i.direction), ENCODER.encode(i), headers={"Nats-Msg-Id": str(i.id)}
+            )
 
     yield publish
     await nc.close()
@@ -100,10 +108,18 @@ async def test_a_chat_with_the_verified_email_of_a_known_customer_merges_them(se
     session = Identity("chat", f"session-{uuid.uuid4()}")
     by_mail = message("email", email, at=0, text="my order?", thread_key="email:<o1@example.org>")
     anonymous = message("chat", session, at=60, text="hi, anyone?", thread_key=f"chat:{session.value}")
-    logged_in = message("chat", session, Identity("external", "user-ada"), Identity("email", "ada@example.org"),
-                        at=120, text="it's me, logged in now", thread_key=f"chat:{session.value}")
+    logged_in = message(
+        "chat",
+        session,
+        Identity("external", "user-ada"),
+        Identity("email", "ada@example.org"),
+        at=120,
+        text="it's me, logged in now",
+        thread_key=f"chat:{session.value}",
+    )
     await published(by_mail, anonymous)
     async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers) as client:
+
         async def lookup(kind: str, value: str):
             return await client.get("/api/v1/customers/lookup", params={"kind": kind, "value": value})
 
@@ -127,35 +143,45 @@ async def test_a_chat_with_the_verified_email_of_a_known_customer_merges_them(se
 
 def test_two_different_external_ids_make_a_suggested_merge_not_a_merge(store, database_url):
     processor = CoreProcessor(store)
-    x = message("chat", Identity("chat", "s-x"), Identity("external", "user-1"), Identity("email", "x@example.org"), at=0)
+    x = message(
+        "chat", Identity("chat", "s-x"), Identity("external", "user-1"), Identity("email", "x@example.org"), at=0
+    )
     y = message("chat", Identity("chat", "s-y"), Identity("external", "user-2"), at=1)
     # User 2, logged in, says (verified by the website) that their email is user 1's.
-    conflict = message("chat", Identity("chat", "s-y"), Identity("external", "user-2"),
-                       Identity("email", "x@example.org"), at=2)
+    conflict = message(
+        "chat", Identity("chat", "s-y"), Identity("external", "user-2"), Identity("email", "x@example.org"), at=2
+    )
     outcome = process(processor, x, y, conflict)
     assert len(outcome.recorded) == 3
     assert events_of(database_url, "customer.Merged") == 0 and events_of(database_url, "customer.Absorbed") == 0
     suggested = rows(database_url, "SELECT originator_id FROM sb_events WHERE topic = 'customer.MergeSuggested'")
     assert len({r[0] for r in suggested}) == 2  # each side knows about the other
-    owners = rows(database_url, "SELECT kind, count(DISTINCT customer_id) FROM sb_identities GROUP BY kind ORDER BY kind")
+    owners = rows(
+        database_url, "SELECT kind, count(DISTINCT customer_id) FROM sb_identities GROUP BY kind ORDER BY kind"
+    )
     assert owners == [("chat", 2), ("email", 1), ("external", 2)]  # the email stayed with user 1
     assert events_of(database_url, "customer.InteractionRecorded") == 3
 
 
 def test_a_new_external_id_is_not_linked_to_a_customer_who_has_another_one(store, database_url):
     processor = CoreProcessor(store)
-    known = message("chat", Identity("chat", "s-1"), Identity("external", "user-1"), Identity("email", "x@example.org"),
-                    at=0)
+    known = message(
+        "chat", Identity("chat", "s-1"), Identity("external", "user-1"), Identity("email", "x@example.org"), at=0
+    )
     # Another logged-in user whose (signed) email is user 1's: the email leads to user 1's customer,
     # whose one external id is user-1; user-2 must not become their second one.
-    other = message("chat", Identity("chat", "s-2"), Identity("external", "user-2"), Identity("email", "x@example.org"),
-                    at=1)
-    again = message("chat", Identity("chat", "s-2"), Identity("external", "user-2"), Identity("email", "x@example.org"),
-                    at=2)
+    other = message(
+        "chat", Identity("chat", "s-2"), Identity("external", "user-2"), Identity("email", "x@example.org"), at=1
+    )
+    again = message(
+        "chat", Identity("chat", "s-2"), Identity("external", "user-2"), Identity("email", "x@example.org"), at=2
+    )
     outcome = process(processor, known, other, again)
     assert len(outcome.recorded) == 3
-    owners = rows(database_url, "SELECT kind, count(DISTINCT customer_id), count(*) FROM sb_identities "
-                                "GROUP BY kind ORDER BY kind")
+    owners = rows(
+        database_url,
+        "SELECT kind, count(DISTINCT customer_id), count(*) FROM sb_identities GROUP BY kind ORDER BY kind",
+    )
     assert owners == [("chat", 2, 2), ("email", 1, 1), ("external", 2, 2)]
     per_customer = rows(database_url, "SELECT count(*) FROM sb_identities WHERE kind = 'external' GROUP BY customer_id")
     assert sorted(n for (n,) in per_customer) == [1, 1]
@@ -167,8 +193,13 @@ def test_a_new_external_id_is_not_linked_to_a_customer_who_has_another_one(store
 def test_unverified_claims_are_kept_but_never_link(store, database_url):
     processor = CoreProcessor(store)
     known = message("email", Identity("email", "ada@example.org"), at=0)
-    visitor = message("chat", Identity("chat", "s-1"), Identity("email", "ada@example.org", verified=False),
-                      Identity("phone", "+44 7700 900003", verified=False), at=1)
+    visitor = message(
+        "chat",
+        Identity("chat", "s-1"),
+        Identity("email", "ada@example.org", verified=False),
+        Identity("phone", "+44 7700 900003", verified=False),
+        at=1,
+    )
     process(processor, known, visitor)
     assert events_of(database_url, "customer.Registered") == 2 and events_of(database_url, "customer.Merged") == 0
     assert events_of(database_url, "customer.IdentityClaimed") == 2
@@ -191,7 +222,7 @@ def test_two_cores_on_one_customer_lose_and_fork_nothing(store, settings, databa
         try:
             share = shares[index]
             for start in range(0, len(share), 10):
-                chunk = share[start:start + 10]
+                chunk = share[start : start + 10]
                 outcome = cores[index].process([(i, interactions.index(i) + 1) for i in chunk])
                 assert not outcome.poison and not outcome.failed
         except BaseException as exc:  # noqa: BLE001 — reported below
@@ -209,12 +240,16 @@ def test_two_cores_on_one_customer_lose_and_fork_nothing(store, settings, databa
     assert events_of(database_url, "customer.Registered") == 1
     assert rows(database_url, "SELECT count(DISTINCT interaction_id) FROM sb_processed")[0][0] == 300
     # Every stream's versions run 1..n without a gap or a fork.
-    for stream, versions in rows(database_url, "SELECT originator_id, array_agg(originator_version ORDER BY "
-                                               "originator_version) FROM sb_events GROUP BY originator_id"):
+    for stream, versions in rows(
+        database_url,
+        "SELECT originator_id, array_agg(originator_version ORDER BY "
+        "originator_version) FROM sb_events GROUP BY originator_id",
+    ):
         assert versions == list(range(1, len(versions) + 1)), stream
     ProjectionRunner(store).catch_up()
-    timeline = rows(database_url, "SELECT count(*), count(DISTINCT interaction_id), count(DISTINCT customer_id) "
-                                  "FROM proj_timeline")
+    timeline = rows(
+        database_url, "SELECT count(*), count(DISTINCT interaction_id), count(DISTINCT customer_id) FROM proj_timeline"
+    )
     assert timeline == [(300, 300, 1)]
     texts = {r[0] for r in rows(database_url, "SELECT text FROM proj_timeline")}
     assert texts == {f"message {n}" for n in range(300)}
@@ -259,19 +294,45 @@ def test_an_outbound_reply_and_its_delivery_status_land_on_the_case(store, datab
 
     reply_id = uuid.uuid4()
     run_case_command(store, case_id, lambda c: c.request_reply(reply_id, "On its way", "agent-1", T0))
-    outbound = Interaction(id=uuid.uuid4(), channel="sms", direction="outbound", occurred_at=T0 + timedelta(seconds=5),
-                           text="On its way", case_id=case_id, reply_id=reply_id, provider_message_id="SM1")
-    status = Interaction(id=uuid.uuid4(), channel="sms", direction="outbound", kind="status", status="delivered",
-                         occurred_at=T0 + timedelta(seconds=9), provider_message_id="SM1")
+    outbound = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="outbound",
+        occurred_at=T0 + timedelta(seconds=5),
+        text="On its way",
+        case_id=case_id,
+        reply_id=reply_id,
+        provider_message_id="SM1",
+    )
+    status = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="outbound",
+        kind="status",
+        status="delivered",
+        occurred_at=T0 + timedelta(seconds=9),
+        provider_message_id="SM1",
+    )
     outcome = process(processor, outbound, status, first_seq=10)  # the same core: its cached case is stale
     assert len(outcome.recorded) == 2 and not outcome.poison
-    topics = [r[0] for r in rows(database_url, "SELECT topic FROM sb_events WHERE originator_id = %s "
-                                               "ORDER BY originator_version", case_id)]
-    assert topics == ["case.Opened", "case.ReplyRequested", "case.MessageAdded", "case.ReplySent", "case.ReplyDelivered"]
+    topics = [
+        r[0]
+        for r in rows(
+            database_url, "SELECT topic FROM sb_events WHERE originator_id = %s ORDER BY originator_version", case_id
+        )
+    ]
+    assert topics == [
+        "case.Opened",
+        "case.ReplyRequested",
+        "case.MessageAdded",
+        "case.ReplySent",
+        "case.ReplyDelivered",
+    ]
     ProjectionRunner(store).catch_up()
     assert rows(database_url, "SELECT status FROM proj_replies WHERE reply_id = %s", reply_id) == [("delivered",)]
-    assert rows(database_url, "SELECT direction FROM proj_timeline WHERE case_id = %s ORDER BY occurred_at",
-                case_id) == [("inbound",), ("outbound",)]
+    assert rows(
+        database_url, "SELECT direction FROM proj_timeline WHERE case_id = %s ORDER BY occurred_at", case_id
+    ) == [("inbound",), ("outbound",)]
 
 
 def test_an_interaction_is_sealed_with_its_customers_key(store, database_url):
@@ -289,10 +350,22 @@ def test_a_refused_reply_is_recorded_as_failed_although_the_core_had_the_case_ca
 
     reply_id = uuid.uuid4()  # the API appends ReplyRequested: the core's cached case does not know it
     run_case_command(store, case_id, lambda c: c.request_reply(reply_id, "Hi", "agent-1", T0))
-    refused = Interaction(id=uuid.uuid4(), channel="sms", direction="outbound", kind="status", status="failed",
-                          occurred_at=T0 + timedelta(seconds=3), case_id=case_id, reply_id=reply_id,
-                          meta={"error": "21211 invalid To number"})
+    refused = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="outbound",
+        kind="status",
+        status="failed",
+        occurred_at=T0 + timedelta(seconds=3),
+        case_id=case_id,
+        reply_id=reply_id,
+        meta={"error": "21211 invalid To number"},
+    )
     assert process(processor, refused, first_seq=5).recorded == [refused.id]
-    topics = [r[0] for r in rows(database_url, "SELECT topic FROM sb_events WHERE originator_id = %s "
-                                               "ORDER BY originator_version", case_id)]
+    topics = [
+        r[0]
+        for r in rows(
+            database_url, "SELECT topic FROM sb_events WHERE originator_id = %s ORDER BY originator_version", case_id
+        )
+    ]
     assert topics == ["case.Opened", "case.ReplyRequested", "case.ReplyFailed"]

@@ -77,8 +77,9 @@ def test_postgres_refuses_connections_without_the_password(postgres):
 
     with psycopg.connect(postgres.url) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
-        assert conn.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'"
-                            ).fetchone() == (True,)
+        assert conn.execute(
+            "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'"
+        ).fetchone() == (True,)
         rules = conn.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
     assert rules and {method for _, method in rules} == {"scram-sha-256"}
     assert _listening(postgres.proc.pid) == {"127.0.0.1"}
@@ -105,8 +106,9 @@ def test_postgres_restarted_on_the_same_data_dir_takes_the_same_password(tmp_pat
             conn.execute("INSERT INTO kept VALUES ('before')")
     finally:
         server.stop()
-    server = EmbeddedPostgres(pgdata, password=embedded_credentials(tmp_path / "data").postgres_password,
-                              ephemeral=True).start()
+    server = EmbeddedPostgres(
+        pgdata, password=embedded_credentials(tmp_path / "data").postgres_password, ephemeral=True
+    ).start()
     try:
         with psycopg.connect(server.url) as conn:
             assert conn.execute("SELECT v FROM kept").fetchall() == [("before",)]
@@ -135,12 +137,39 @@ def _old_trust_cluster(pgdata: Path) -> None:
     cluster.mkdir(mode=0o700)
     if root:
         os.chown(cluster, nobody.pw_uid, nobody.pw_gid)
-    subprocess.run([str(bins / "initdb"), "-D", str(cluster), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C",
-                    "--no-instructions"], check=True, capture_output=True, **run_as)
+    subprocess.run(
+        [
+            str(bins / "initdb"),
+            "-D",
+            str(cluster),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ],
+        check=True,
+        capture_output=True,
+        **run_as,
+    )
     port = free_port()
-    proc = subprocess.Popen([str(bins / "postgres"), "-D", str(cluster), "-p", str(port), "-h", "127.0.0.1",
-                             "-c", "unix_socket_directories="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            **run_as)
+    proc = subprocess.Popen(
+        [
+            str(bins / "postgres"),
+            "-D",
+            str(cluster),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        **run_as,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -227,7 +256,6 @@ def test_as_root_a_cluster_left_by_a_deleted_data_dir_is_not_reused(tmp_path):
         server.stop()
 
 
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="system clusters exist only for root")
 def test_as_root_a_moved_data_dir_keeps_its_cluster(tmp_path):
     credentials = embedded_credentials(tmp_path / "before")
@@ -238,8 +266,9 @@ def test_as_root_a_moved_data_dir_keeps_its_cluster(tmp_path):
     server.stop()
     (tmp_path / "before").rename(tmp_path / "after")
 
-    server = EmbeddedPostgres(tmp_path / "after" / "postgres", password=credentials.postgres_password,
-                              ephemeral=True).start()
+    server = EmbeddedPostgres(
+        tmp_path / "after" / "postgres", password=credentials.postgres_password, ephemeral=True
+    ).start()
     try:
         with psycopg.connect(server.url) as conn:
             assert conn.execute("SELECT v FROM kept").fetchall() == [("moved along",)]

@@ -32,11 +32,20 @@ async def test_old_unreferenced_attachments_are_swept_and_nothing_else(store, se
         blobs = await BlobStore.open(js, names)
         kept = await blobs.put(b"an invoice on a customer's timeline " * 10)
         orphan = await blobs.put(b"the photo of an interaction that was never recorded " * 10)
-        interaction = Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=datetime.now(UTC),
-                                  identities=[Identity("phone", "+447700900555")], text="see attached",
-                                  provider_message_id=uuid.uuid4().hex,
-                                  attachments=[Attachment(name="invoice.pdf", content_type="application/pdf",
-                                                          size=360, sha256=kept, ref=blob_ref(kept))])
+        interaction = Interaction(
+            id=uuid.uuid4(),
+            channel="sms",
+            direction="inbound",
+            occurred_at=datetime.now(UTC),
+            identities=[Identity("phone", "+447700900555")],
+            text="see attached",
+            provider_message_id=uuid.uuid4().hex,
+            attachments=[
+                Attachment(
+                    name="invoice.pdf", content_type="application/pdf", size=360, sha256=kept, ref=blob_ref(kept)
+                )
+            ],
+        )
         CoreProcessor(store).process([(interaction, 1)])
         ProjectionRunner(store).catch_up()
 

@@ -16,11 +16,11 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 
 from events.interactions import Identity, Interaction
-from services.platform.embedded import free_port
-from services.platform.streams import ensure_streams
 from services.bootstrap import Switchboard
 from services.core.processor import CoreProcessor
 from services.gdpr import erase_customer
+from services.platform.embedded import free_port
+from services.platform.streams import ensure_streams
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,21 @@ async def test_an_erasure_interrupted_before_nats_completes_on_the_next_run(sett
         offline = Switchboard(settings.with_(nats_url=f"nats://127.0.0.1:{free_port()}"), names)
         offline.create_schema()
         store = offline.open_store()
-        interaction = Interaction(id=uuid.uuid4(), channel="chat", direction="inbound", occurred_at=datetime.now(UTC),
-                                  identities=[Identity("chat", session_id), Identity("phone", "+447700900777")],
-                                  text="hello", thread_key=f"chat:{session_id}", profile={"name": "Ada Lovelace"})
+        interaction = Interaction(
+            id=uuid.uuid4(),
+            channel="chat",
+            direction="inbound",
+            occurred_at=datetime.now(UTC),
+            identities=[Identity("chat", session_id), Identity("phone", "+447700900777")],
+            text="hello",
+            thread_key=f"chat:{session_id}",
+            profile={"name": "Ada Lovelace"},
+        )
         outcome = CoreProcessor(store).process([(interaction, None)])
-        (customer_id,) = {e.customer_id for e in store.load(uuid.uuid5(uuid.UUID("3d0c5f3e-6b0a-4a8e-8f55-0d9b7f0c2e10"),
-                                                                       str(interaction.id)))}
+        (customer_id,) = {
+            e.customer_id
+            for e in store.load(uuid.uuid5(uuid.UUID("3d0c5f3e-6b0a-4a8e-8f55-0d9b7f0c2e10"), str(interaction.id)))
+        }
         assert outcome.recorded == [interaction.id]
 
         first = await _in_thread(erase_customer, offline, customer_id, "test", datetime.now(UTC), relay_wait=0)
@@ -62,7 +71,7 @@ async def test_an_erasure_interrupted_before_nats_completes_on_the_next_run(sett
         with pytest.raises(KeyNotFoundError):
             await kv.get(session_id)
         with psycopg.connect(settings.database_url) as conn:
-            (sessions, cleaned_at), = conn.execute("SELECT chat_sessions, cleaned_at FROM sb_erasures").fetchall()
+            ((sessions, cleaned_at),) = conn.execute("SELECT chat_sessions, cleaned_at FROM sb_erasures").fetchall()
         assert sessions == [] and cleaned_at is not None
     finally:
         await nc.close()

@@ -21,8 +21,15 @@ AT = datetime(2024, 6, 1, tzinfo=UTC)
 
 
 def _linked(customer: uuid.UUID, version: int, value: str) -> IdentityLinked:
-    return IdentityLinked(id=uuid.uuid4(), stream_id=customer, version=version, occurred_at=AT, customer_id=customer,
-                          kind="email", value=value)
+    return IdentityLinked(
+        id=uuid.uuid4(),
+        stream_id=customer,
+        version=version,
+        occurred_at=AT,
+        customer_id=customer,
+        kind="email",
+        value=value,
+    )
 
 
 def _second_process(store: EventStore) -> EventStore:
@@ -46,9 +53,19 @@ def test_a_key_destroyed_by_another_process_is_not_used_from_the_cache(store: Ev
         tx.append([_linked(customer, 1, "ana@example.org")])
     assert store.keyring.cached(customer) not in (None, False)  # this process holds the key
     _second_process(store).erase_keys([customer])  # the erasure, elsewhere
-    late = InteractionRecorded(id=uuid.uuid4(), stream_id=customer, version=2, occurred_at=AT, customer_id=customer,
-                               interaction_id=uuid.uuid4(), channel="sms", direction="inbound", kind="message",
-                               case_id=None, text="written after the erasure")
+    late = InteractionRecorded(
+        id=uuid.uuid4(),
+        stream_id=customer,
+        version=2,
+        occurred_at=AT,
+        customer_id=customer,
+        interaction_id=uuid.uuid4(),
+        channel="sms",
+        direction="inbound",
+        kind="message",
+        case_id=None,
+        text="written after the erasure",
+    )
     with pytest.raises(ConcurrencyError), store.transaction() as tx:
         tx.append([late])
     with pytest.raises(KeyDestroyedError), store.transaction() as tx:  # the retry: the key is gone

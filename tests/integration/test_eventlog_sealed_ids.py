@@ -25,8 +25,8 @@ from events.interactions import Attachment, Identity, Interaction, interaction_i
 from events.registry import REGISTRY, EventRegistry
 from projections.runner import ProjectionRunner
 from services.core.commands import run_case_command
-from services.domain.case import Case
 from services.core.processor import CoreProcessor
+from services.domain.case import Case
 from services.platform.eventstore.codec import EventCodec
 from services.platform.eventstore.store import EventStore
 from services.platform.schema import bring_up_to_date
@@ -49,17 +49,32 @@ def rows(database_url: str, query: str, *params) -> list[tuple]:
 
 def _whatsapp_conversation(store: EventStore) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     """An inbound WhatsApp message, a tag, a reply sent by wamid; returns (customer, case, reply)."""
-    inbound = Interaction(id=interaction_id("whatsapp", WAMID_IN), channel="whatsapp", direction="inbound",
-                          occurred_at=T0, identities=[Identity("phone", PHONE)], text="hello",
-                          provider_message_id=WAMID_IN, thread_key=f"whatsapp:1234:{PHONE[1:]}")
+    inbound = Interaction(
+        id=interaction_id("whatsapp", WAMID_IN),
+        channel="whatsapp",
+        direction="inbound",
+        occurred_at=T0,
+        identities=[Identity("phone", PHONE)],
+        text="hello",
+        provider_message_id=WAMID_IN,
+        thread_key=f"whatsapp:1234:{PHONE[1:]}",
+    )
     CoreProcessor(store).process([(inbound, 1)])
     opened = next(e for _, e, _ in store.read(0, 100) if e.NAME == "case.Opened")
     case_id, customer_id = opened.stream_id, opened.customer_id
     reply_id = uuid.uuid4()
     run_case_command(store, case_id, lambda c: c.tag([TAG], "agent-1", T0))
     run_case_command(store, case_id, lambda c: c.request_reply(reply_id, "On its way", "agent-1", T0))
-    outbound = Interaction(id=uuid.uuid4(), channel="whatsapp", direction="outbound", occurred_at=T0 + timedelta(seconds=5),
-                           text="On its way", case_id=case_id, reply_id=reply_id, provider_message_id=WAMID_OUT)
+    outbound = Interaction(
+        id=uuid.uuid4(),
+        channel="whatsapp",
+        direction="outbound",
+        occurred_at=T0 + timedelta(seconds=5),
+        text="On its way",
+        case_id=case_id,
+        reply_id=reply_id,
+        provider_message_id=WAMID_OUT,
+    )
     CoreProcessor(store).process([(outbound, 2)])
     return customer_id, case_id, reply_id
 
@@ -67,8 +82,15 @@ def _whatsapp_conversation(store: EventStore) -> tuple[uuid.UUID, uuid.UUID, uui
 def test_provider_ids_and_tags_are_sealed_and_statuses_still_find_their_reply(store, database_url) -> None:
     customer_id, case_id, reply_id = _whatsapp_conversation(store)
     # Another core (nothing cached): the status finds the reply through the keyed hash in sb_outbound.
-    status = Interaction(id=uuid.uuid4(), channel="whatsapp", direction="outbound", kind="status", status="delivered",
-                         occurred_at=T0 + timedelta(seconds=9), provider_message_id=WAMID_OUT)
+    status = Interaction(
+        id=uuid.uuid4(),
+        channel="whatsapp",
+        direction="outbound",
+        kind="status",
+        status="delivered",
+        occurred_at=T0 + timedelta(seconds=9),
+        provider_message_id=WAMID_OUT,
+    )
     assert CoreProcessor(store).process([(status, 3)]).recorded == [status.id]
     assert Case.replay(case_id, store.load(case_id)).replies[reply_id] == "delivered"
 
@@ -95,12 +117,22 @@ def test_a_database_an_older_release_wrote_is_brought_up_to_date_at_start(store,
         conn.execute("ALTER TABLE sb_processed DROP COLUMN case_id")
         conn.execute("DROP TABLE sb_schema_migrations")
     bring_up_to_date(store)
-    assert rows(database_url, "SELECT column_name FROM information_schema.columns "
-                              "WHERE table_name = 'sb_processed' AND column_name = 'case_id'") == [("case_id",)]
-    (held,), = rows(database_url, "SELECT provider_message_id FROM sb_outbound")
+    assert rows(
+        database_url,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'sb_processed' AND column_name = 'case_id'",
+    ) == [("case_id",)]
+    ((held,),) = rows(database_url, "SELECT provider_message_id FROM sb_outbound")
     assert held == CoreProcessor(store).outbound_blind("whatsapp", WAMID_OUT)
-    status = Interaction(id=uuid.uuid4(), channel="whatsapp", direction="outbound", kind="status", status="read",
-                         occurred_at=T0 + timedelta(seconds=9), provider_message_id=WAMID_OUT)
+    status = Interaction(
+        id=uuid.uuid4(),
+        channel="whatsapp",
+        direction="outbound",
+        kind="status",
+        status="read",
+        occurred_at=T0 + timedelta(seconds=9),
+        provider_message_id=WAMID_OUT,
+    )
     CoreProcessor(store).process([(status, 3)])
     assert Case.replay(case_id, store.load(case_id)).replies[reply_id] == "delivered"
 
@@ -150,23 +182,41 @@ def test_events_stored_with_clear_ids_still_load_and_read_redacted_after_erasure
     customer_id, case_id = uuid.uuid4(), uuid.uuid4()
     common = {"customer_id": customer_id, "occurred_at": T0}
     with old.transaction() as tx:
-        tx.append([
-            InteractionRecordedV1(id=uuid.uuid4(), stream_id=customer_id, version=1, interaction_id=uuid.uuid4(),
-                                  channel="whatsapp", direction="inbound", kind="message", case_id=case_id,
-                                  text="hello", provider_message_id=WAMID_IN, **common),
-            CaseTaggedV1(id=uuid.uuid4(), stream_id=case_id, version=1, tags=[TAG], by="agent-1", **common),
-            ReplySentV1(id=uuid.uuid4(), stream_id=case_id, version=2, reply_id=uuid.uuid4(),
-                        provider_message_id=WAMID_OUT, **common),
-        ])
+        tx.append(
+            [
+                InteractionRecordedV1(
+                    id=uuid.uuid4(),
+                    stream_id=customer_id,
+                    version=1,
+                    interaction_id=uuid.uuid4(),
+                    channel="whatsapp",
+                    direction="inbound",
+                    kind="message",
+                    case_id=case_id,
+                    text="hello",
+                    provider_message_id=WAMID_IN,
+                    **common,
+                ),
+                CaseTaggedV1(id=uuid.uuid4(), stream_id=case_id, version=1, tags=[TAG], by="agent-1", **common),
+                ReplySentV1(
+                    id=uuid.uuid4(),
+                    stream_id=case_id,
+                    version=2,
+                    reply_id=uuid.uuid4(),
+                    provider_message_id=WAMID_OUT,
+                    **common,
+                ),
+            ]
+        )
     assert WAMID_IN.encode() in bytes(rows(database_url, "SELECT state FROM sb_events WHERE notification_id = 1")[0][0])
-    recorded, = store.load(customer_id)
+    (recorded,) = store.load(customer_id)
     tagged, sent = store.load(case_id)
     assert isinstance(recorded, InteractionRecorded) and recorded.provider_message_id == WAMID_IN
     assert isinstance(tagged, CaseTagged) and tagged.tags == [TAG]
     assert isinstance(sent, ReplySent) and sent.provider_message_id == WAMID_OUT
 
     store.erase_keys([customer_id])
-    recorded, = store.load(customer_id)
+    (recorded,) = store.load(customer_id)
     tagged, sent = store.load(case_id)
     assert recorded.provider_message_id is None and recorded.text == "[erased]"
     assert tagged.tags == [] and sent.provider_message_id is None
@@ -174,6 +224,9 @@ def test_events_stored_with_clear_ids_still_load_and_read_redacted_after_erasure
     replay_events(store, out, conninfo=database_url)
     lines = {line["type"]: line for line in map(json.loads, out.getvalue().splitlines())}
     assert lines["case.Tagged"]["redacted"] is True and lines["case.Tagged"]["payload"]["tags"] == []
-    assert lines["case.ReplySent"]["redacted"] is True and lines["case.ReplySent"]["payload"]["provider_message_id"] is None
+    assert (
+        lines["case.ReplySent"]["redacted"] is True
+        and lines["case.ReplySent"]["payload"]["provider_message_id"] is None
+    )
     assert lines["customer.InteractionRecorded"]["payload"]["provider_message_id"] is None
     assert WAMID_IN.encode() not in out.getvalue() and TAG.encode() not in out.getvalue()

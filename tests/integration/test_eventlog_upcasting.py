@@ -64,14 +64,34 @@ def old_cases(store: EventStore) -> dict[int, tuple[uuid.UUID, uuid.UUID]]:
         case_id, customer_id = uuid.uuid4(), uuid.uuid4()
         cases[priority] = (case_id, customer_id)
         common = {"stream_id": case_id, "customer_id": customer_id}
-        events.append(CaseOpenedV1(id=uuid.uuid4(), version=1, occurred_at=AT, channel="sms",
-                                   thread_key=f"sms:+4477009000{priority}", queue="sms", priority=priority,
-                                   sla_due_at=AT + timedelta(hours=priority), **common))
-        events.append(CaseMessageAdded(id=uuid.uuid4(), version=2, occurred_at=AT, interaction_id=uuid.uuid4(),
-                                       direction="inbound", channel="sms", **common))
+        events.append(
+            CaseOpenedV1(
+                id=uuid.uuid4(),
+                version=1,
+                occurred_at=AT,
+                channel="sms",
+                thread_key=f"sms:+4477009000{priority}",
+                queue="sms",
+                priority=priority,
+                sla_due_at=AT + timedelta(hours=priority),
+                **common,
+            )
+        )
+        events.append(
+            CaseMessageAdded(
+                id=uuid.uuid4(),
+                version=2,
+                occurred_at=AT,
+                interaction_id=uuid.uuid4(),
+                direction="inbound",
+                channel="sms",
+                **common,
+            )
+        )
         if priority == 1:
-            events.append(CaseResolved(id=uuid.uuid4(), version=3, occurred_at=AT + timedelta(hours=1), by="agent-1",
-                                       **common))
+            events.append(
+                CaseResolved(id=uuid.uuid4(), version=3, occurred_at=AT + timedelta(hours=1), by="agent-1", **common)
+            )
     with old.transaction() as tx:
         tx.append(events)
     # What the old release reads back is its own class, with the number.
@@ -149,6 +169,11 @@ def test_an_erased_customers_old_event_upcasts_with_its_fields_redacted(store: E
 
 
 def test_the_upcaster_alone() -> None:
-    assert [upcast_case_opened_v1({"priority": n})["priority"] for n in (1, 2, 3, 4, 5)] == \
-        ["urgent", "high", "normal", "low", "low"]
+    assert [upcast_case_opened_v1({"priority": n})["priority"] for n in (1, 2, 3, 4, 5)] == [
+        "urgent",
+        "high",
+        "normal",
+        "low",
+        "low",
+    ]
     assert REGISTRY.upcast("case.Opened", 2, {"priority": "high"}) == {"priority": "high"}

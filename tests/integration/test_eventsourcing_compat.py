@@ -85,12 +85,15 @@ class PostgresServer:
             self._tmp = Path(tempfile.mkdtemp(prefix="sb-es-compat-"))
             self._embedded = EmbeddedPostgres(self._tmp / "pgdata", ephemeral=True).start()
             self.host, self.port, self.user, self.password = (
-                self._embedded.host, self._embedded.port, self._embedded.user, self._embedded.password)
+                self._embedded.host,
+                self._embedded.port,
+                self._embedded.user,
+                self._embedded.password,
+            )
             self._admin_db = "postgres"
 
     def conninfo(self, dbname: str) -> str:
-        return make_conninfo(host=self.host, port=self.port, user=self.user, password=self.password,
-                             dbname=dbname)
+        return make_conninfo(host=self.host, port=self.port, user=self.user, password=self.password, dbname=dbname)
 
     def create_database(self) -> str:
         name = f"sb_test_{uuid4().hex[:16]}"
@@ -134,9 +137,14 @@ class ChainedRecorderOnFreshDatabase(TestCase):
         assert _server is not None, "setUpModule did not run"
         self.dbname = _server.create_database()
         self.addCleanup(_server.drop_database, self.dbname)
-        self.datastore = PostgresDatastore(self.dbname, _server.host, _server.port,
-                                           user=_server.user, password=_server.password,
-                                           enable_db_functions=self.enable_db_functions)
+        self.datastore = PostgresDatastore(
+            self.dbname,
+            _server.host,
+            _server.port,
+            user=_server.user,
+            password=_server.password,
+            enable_db_functions=self.enable_db_functions,
+        )
         self.addCleanup(self.datastore.close)
         self.recorders: list[ChainedRecorder] = []
 

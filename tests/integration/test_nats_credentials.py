@@ -33,9 +33,13 @@ SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 
 def _env(settings, nats_url: str, creds: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    env.update(SWITCHBOARD_NATS_URL=nats_url, SWITCHBOARD_DATABASE_URL=settings.database_url,
-               SWITCHBOARD_MASTER_KEY=settings.master_key, SWITCHBOARD_DATA_DIR=str(settings.data_dir),
-               SWITCHBOARD_LOG_FORMAT="json")
+    env.update(
+        SWITCHBOARD_NATS_URL=nats_url,
+        SWITCHBOARD_DATABASE_URL=settings.database_url,
+        SWITCHBOARD_MASTER_KEY=settings.master_key,
+        SWITCHBOARD_DATA_DIR=str(settings.data_dir),
+        SWITCHBOARD_LOG_FORMAT="json",
+    )
     if creds is not None:
         env["SWITCHBOARD_NATS_CREDS"] = str(creds)
     return env
@@ -59,8 +63,13 @@ def operator_nats(tmp_path):
 @pytest.mark.timeout(120)
 async def test_the_core_runs_on_a_creds_file_alone(settings, operator_nats, tmp_path):
     core_creds = operator_nats.creds("core")
-    core = subprocess.Popen([SWITCHBOARD, "serve", "core"], env=_env(settings, operator_nats.url, core_creds),
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "core.log", "ab"), cwd=tmp_path)
+    core = subprocess.Popen(
+        [SWITCHBOARD, "serve", "core"],
+        env=_env(settings, operator_nats.url, core_creds),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "core.log", "ab"),
+        cwd=tmp_path,
+    )
     connector = await nats.connect(operator_nats.url, user_credentials=str(operator_nats.creds("connector")))
     try:
         js = connector.jetstream()
@@ -74,18 +83,31 @@ async def test_the_core_runs_on_a_creds_file_alone(settings, operator_nats, tmp_
                 assert time.monotonic() < deadline, "the core never created its streams"
                 await asyncio.sleep(0.2)
         provider_id = uuid.uuid4().hex
-        message = Interaction(id=interaction_id("sms", provider_id), channel="sms", direction="inbound",
-                              occurred_at=datetime(2026, 3, 1, 9, tzinfo=UTC), identities=[Identity("phone", "+447700900321")],
-                              text="over a creds file", provider_message_id=provider_id)
-        await js.publish("sb.interactions.sms.inbound", ENCODER.encode(message), headers={"Nats-Msg-Id": str(message.id)})
+        message = Interaction(
+            id=interaction_id("sms", provider_id),
+            channel="sms",
+            direction="inbound",
+            occurred_at=datetime(2026, 3, 1, 9, tzinfo=UTC),
+            identities=[Identity("phone", "+447700900321")],
+            text="over a creds file",
+            provider_message_id=provider_id,
+        )
+        await js.publish(
+            "sb.interactions.sms.inbound", ENCODER.encode(message), headers={"Nats-Msg-Id": str(message.id)}
+        )
         while _processed(settings.database_url) < 1:
             assert time.monotonic() < deadline, (tmp_path / "core.log").read_text()
             await asyncio.sleep(0.2)
         assert _processed(settings.database_url) == 1
 
         listed = await asyncio.to_thread(
-            subprocess.run, [SWITCHBOARD, "deadletters", "list"], env=_env(settings, operator_nats.url, core_creds),
-            capture_output=True, text=True, timeout=60)
+            subprocess.run,
+            [SWITCHBOARD, "deadletters", "list"],
+            env=_env(settings, operator_nats.url, core_creds),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert listed.returncode == 0 and "0 dead letter(s)" in listed.stderr, listed.stderr
     finally:
         await connector.close()
@@ -96,8 +118,14 @@ async def test_the_core_runs_on_a_creds_file_alone(settings, operator_nats, tmp_
 async def test_a_user_of_another_operator_is_refused(operator_nats, tmp_path):
     stranger = OperatorModeNats(tmp_path / "elsewhere")  # never started: only its keys sign the JWT
     with pytest.raises(nats.errors.Error, match="[Aa]uthorization"):
-        await nats.connect(operator_nats.url, user_credentials=str(stranger.creds("intruder")),
-                           allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, error_cb=_ignore)
+        await nats.connect(
+            operator_nats.url,
+            user_credentials=str(stranger.creds("intruder")),
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=2,
+            error_cb=_ignore,
+        )
 
 
 async def _ignore(exc: Exception) -> None:
@@ -110,18 +138,31 @@ def test_an_nkey_seed_file_works_for_the_verbs(settings, tmp_path):
     seed.write_text(user.seed.decode() + "\n")
     port = free_port()
     conf = tmp_path / "nkey.conf"
-    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\n"
-                    f"authorization {{ users: [ {{nkey: {user.public_key.decode()}}} ] }}\n")
-    proc = subprocess.Popen([EmbeddedNats.binary(), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\n"
+        f"authorization {{ users: [ {{nkey: {user.public_key.decode()}}} ] }}\n"
+    )
+    proc = subprocess.Popen(
+        [EmbeddedNats.binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for_port("127.0.0.1", port, proc, "nats-server (nkeys)")
         url = f"nats://127.0.0.1:{port}"
-        ok = subprocess.run([SWITCHBOARD, "deadletters", "list"], env=_env(settings, url, seed),
-                            capture_output=True, text=True, timeout=60)
+        ok = subprocess.run(
+            [SWITCHBOARD, "deadletters", "list"],
+            env=_env(settings, url, seed),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert ok.returncode == 0 and "0 dead letter(s)" in ok.stderr, ok.stderr
-        redriven = subprocess.run([SWITCHBOARD, "deadletters", "redrive", "--all"], env=_env(settings, url, seed),
-                                  capture_output=True, text=True, timeout=60)
+        redriven = subprocess.run(
+            [SWITCHBOARD, "deadletters", "redrive", "--all"],
+            env=_env(settings, url, seed),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert redriven.returncode == 0 and "re-drove 0 message(s)" in redriven.stdout, redriven.stderr
     finally:
         _stop(proc, signal.SIGTERM, 10.0, "nats-server")
@@ -131,7 +172,12 @@ def test_an_unusable_creds_setting_is_one_line(settings, nats_url, tmp_path):
     junk = tmp_path / "junk.creds"
     junk.write_text("not a credential")
     for creds, message in ((junk, "neither a NATS .creds file"), (tmp_path / "missing.creds", "cannot read")):
-        proc = subprocess.run([SWITCHBOARD, "deadletters", "list"], env=_env(settings, nats_url, creds),
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [SWITCHBOARD, "deadletters", "list"],
+            env=_env(settings, nats_url, creds),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], proc.stderr

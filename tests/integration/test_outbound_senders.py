@@ -24,16 +24,29 @@ pytestmark = pytest.mark.integration
 
 
 def _delivery(channel: str, thread_key: str | None, identities=(), thread_meta=None, text="Hello") -> Delivery:
-    return Delivery(reply_id=uuid.uuid4(), case_id=uuid.uuid4(), customer_id=uuid.uuid4(), channel=channel,
-                    thread_key=thread_key, text=text, identities=frozenset(identities),
-                    thread_meta=thread_meta or {})
+    return Delivery(
+        reply_id=uuid.uuid4(),
+        case_id=uuid.uuid4(),
+        customer_id=uuid.uuid4(),
+        channel=channel,
+        thread_key=thread_key,
+        text=text,
+        identities=frozenset(identities),
+        thread_meta=thread_meta or {},
+    )
 
 
 def test_only_configured_channels_get_a_sender():
     assert provider_senders(Settings()) == {}
-    everything = Settings(smtp_relay="127.0.0.1:25", email_from="s@shop.test", twilio_account_sid="AC1",
-                          twilio_auth_token="t", twilio_from="+15005550006", meta_access_token="m",
-                          telegram_bot_token="1:b")
+    everything = Settings(
+        smtp_relay="127.0.0.1:25",
+        email_from="s@shop.test",
+        twilio_account_sid="AC1",
+        twilio_auth_token="t",
+        twilio_from="+15005550006",
+        meta_access_token="m",
+        telegram_bot_token="1:b",
+    )
     assert set(provider_senders(everything)) == {"email", "sms", "whatsapp", "messenger", "instagram", "telegram"}
     assert set(provider_senders(Settings(meta_access_token="m"))) == {"whatsapp", "messenger", "instagram"}
     assert set(provider_senders(Settings(smtp_relay="127.0.0.1:25"))) == set()  # no sender address
@@ -41,9 +54,17 @@ def test_only_configured_channels_get_a_sender():
 
 def test_an_email_reply_threads_onto_the_customers_last_message():
     sender = EmailSender("127.0.0.1:2525", "Support <support@shop.test>")
-    d = _delivery("email", "root@example.org", {("email", "a@example.org"), ("email", "b@example.org")},
-                  {"from": "b@example.org", "message_id": "m3@example.org", "subject": "Re: Refund",
-                   "references": "root@example.org m2@shop.test"})
+    d = _delivery(
+        "email",
+        "root@example.org",
+        {("email", "a@example.org"), ("email", "b@example.org")},
+        {
+            "from": "b@example.org",
+            "message_id": "m3@example.org",
+            "subject": "Re: Refund",
+            "references": "root@example.org m2@shop.test",
+        },
+    )
     message, message_id, recipient = sender.compose(d, datetime(2024, 6, 1, tzinfo=UTC))
     assert recipient == "b@example.org" and message["To"] == "b@example.org"
     assert message_id == f"{d.reply_id}@shop.test" and message["Message-ID"] == f"<{message_id}>"
@@ -71,8 +92,9 @@ class _Refuse:
 async def test_smtp_refusals_are_classified(answer, retryable):
     port = free_port()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(_Refuse(answer), hostname="relay.test", loop=loop),
-                                      "127.0.0.1", port)
+    server = await loop.create_server(
+        lambda: SMTP(_Refuse(answer), hostname="relay.test", loop=loop), "127.0.0.1", port
+    )
     try:
         sender = EmailSender(f"127.0.0.1:{port}", "support@shop.test")
         with pytest.raises(ProviderError) as failed:
@@ -86,7 +108,8 @@ async def test_smtp_refusals_are_classified(answer, retryable):
 async def test_an_unreachable_relay_is_worth_a_retry():
     with pytest.raises(ProviderError) as failed:
         await EmailSender(f"127.0.0.1:{free_port()}", "s@shop.test")(
-            _delivery("email", "r@x.org", {("email", "who@example.org")}))
+            _delivery("email", "r@x.org", {("email", "who@example.org")})
+        )
     assert failed.value.retryable is True
 
 
@@ -118,9 +141,16 @@ def _ok(request):
 async def test_whatsapp_replies_leave_the_way_the_customer_came():
     fake = await FakeHTTPProvider(default=_ok).start()
     try:
-        senders = provider_senders(Settings(
-            twilio_account_sid="AC1", twilio_auth_token="t", twilio_from="+15005550006", twilio_api_base=fake.url,
-            meta_access_token="m", meta_graph_base=fake.url + "/v21.0"))
+        senders = provider_senders(
+            Settings(
+                twilio_account_sid="AC1",
+                twilio_auth_token="t",
+                twilio_from="+15005550006",
+                twilio_api_base=fake.url,
+                meta_access_token="m",
+                meta_graph_base=fake.url + "/v21.0",
+            )
+        )
         via_twilio = await senders["whatsapp"](_delivery("whatsapp", "whatsapp:+14155238886:+14155550100"))
         via_meta = await senders["whatsapp"](_delivery("whatsapp", "whatsapp:106540352242922:16505551234"))
         sms = await senders["sms"](_delivery("sms", "sms:+15005550001:+14155550100"))
@@ -150,9 +180,15 @@ async def jetstream(nats_url, names):
 
 
 async def test_the_channels_own_a_sender_for_every_channel(jetstream, names):
-    everything = Settings(smtp_relay="127.0.0.1:25", email_from="s@shop.test", twilio_account_sid="AC1",
-                          twilio_auth_token="t", twilio_from="+15005550006", meta_access_token="m",
-                          telegram_bot_token="1:b")
+    everything = Settings(
+        smtp_relay="127.0.0.1:25",
+        email_from="s@shop.test",
+        twilio_account_sid="AC1",
+        twilio_auth_token="t",
+        twilio_from="+15005550006",
+        meta_access_token="m",
+        telegram_bot_token="1:b",
+    )
     assert set(channel_senders(everything, jetstream, names)) == set(CHANNELS)
     only_chat = channel_senders(Settings(), jetstream, names)
     assert set(only_chat) == {"chat"} and isinstance(only_chat["chat"], ChatSender)
@@ -166,7 +202,11 @@ async def test_a_chat_reply_lands_once_in_its_sessions_outbox(jetstream, names):
     stored = await jetstream.get_msg(names.chat_outbox, subject=names.chat_outbox_subject("s-1"), next=True, seq=1)
     frame = msgspec.json.decode(stored.data)
     assert (frame["type"], frame["id"], frame["text"], frame["from"]) == (
-        "message", str(reply.reply_id), "Your parcel left today", "agent")
+        "message",
+        str(reply.reply_id),
+        "Your parcel left today",
+        "agent",
+    )
     assert stored.headers["Nats-Msg-Id"] == str(reply.reply_id)
     assert (await jetstream.stream_info(names.chat_outbox)).state.messages == 1
 

@@ -13,34 +13,56 @@ from services.platform.schema import bring_up_to_date
 
 pytestmark = pytest.mark.integration
 
-PLATFORM_TABLES = {"sb_events", "sb_events_head", "sb_tracking", "sb_customer_keys", "sb_identities",
-                   "sb_customer_aliases", "sb_processed", "sb_schema_migrations", "sb_outbound", "sb_quarantine",
-                   "sb_tokens", "sb_event_tickets", "sb_erasures"}
+PLATFORM_TABLES = {
+    "sb_events",
+    "sb_events_head",
+    "sb_tracking",
+    "sb_customer_keys",
+    "sb_identities",
+    "sb_customer_aliases",
+    "sb_processed",
+    "sb_schema_migrations",
+    "sb_outbound",
+    "sb_quarantine",
+    "sb_tokens",
+    "sb_event_tickets",
+    "sb_erasures",
+}
 PLATFORM_INDEXES = {"sb_identities_customer_idx", "sb_processed_case_idx", "sb_events_recorded_at_idx"}
 
 
 def _read_model_tables() -> set[str]:
     """The tables the projections' own DDL names (theirs, not the platform's)."""
-    return {name for p in all_projections()
-            for name in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", p.schema)}
+    return {name for p in all_projections() for name in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", p.schema)}
 
 
 def _catalog(database_url: str) -> dict[str, object]:
     """Every table, column (type, default, nullability), index (definition) and ledger row of the database."""
     with psycopg.connect(database_url) as conn:
-        tables = conn.execute("SELECT table_name FROM information_schema.tables "
-                              "WHERE table_schema = current_schema() ORDER BY 1").fetchall()
-        columns = conn.execute("SELECT table_name, column_name, data_type, column_default, is_nullable "
-                               "FROM information_schema.columns WHERE table_schema = current_schema() "
-                               "ORDER BY 1, 2").fetchall()
-        indexes = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
-                               "ORDER BY 1").fetchall()
-        constraints = conn.execute("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
-                                   "FROM pg_constraint WHERE connamespace = current_schema()::regnamespace "
-                                   "ORDER BY 1, 2").fetchall()
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1"
+        ).fetchall()
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type, column_default, is_nullable "
+            "FROM information_schema.columns WHERE table_schema = current_schema() "
+            "ORDER BY 1, 2"
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1"
+        ).fetchall()
+        constraints = conn.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE connamespace = current_schema()::regnamespace "
+            "ORDER BY 1, 2"
+        ).fetchall()
         ledger = conn.execute("SELECT name, done_at FROM sb_schema_migrations ORDER BY 1").fetchall()
-    return {"tables": [t for (t,) in tables], "columns": columns, "indexes": indexes, "constraints": constraints,
-            "ledger": ledger}
+    return {
+        "tables": [t for (t,) in tables],
+        "columns": columns,
+        "indexes": indexes,
+        "constraints": constraints,
+        "ledger": ledger,
+    }
 
 
 def test_a_fresh_database_gets_every_table_through_the_one_function(settings, database_url) -> None:
@@ -71,5 +93,9 @@ def test_running_it_again_changes_nothing(store, database_url) -> None:
 
 def _catalog_tables(database_url: str) -> set[str]:
     with psycopg.connect(database_url) as conn:
-        return {t for (t,) in conn.execute("SELECT table_name FROM information_schema.tables "
-                                           "WHERE table_schema = current_schema()").fetchall()}
+        return {
+            t
+            for (t,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+            ).fetchall()
+        }

@@ -25,9 +25,15 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 def _sms(n: int, text: str) -> Interaction:
-    return Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=T0 + timedelta(seconds=n),
-                       identities=[Identity("phone", f"+44770090{n:04d}")], text=text,
-                       provider_message_id=secrets.token_hex(8))
+    return Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="inbound",
+        occurred_at=T0 + timedelta(seconds=n),
+        identities=[Identity("phone", f"+44770090{n:04d}")],
+        text=text,
+        provider_message_id=secrets.token_hex(8),
+    )
 
 
 def _record(store, interactions: list[Interaction]) -> None:
@@ -46,7 +52,9 @@ def _timeline_ids(settings) -> set[uuid.UUID]:
 
 
 def _quarantine(settings) -> list[tuple]:
-    return _sql(settings, "SELECT consumer, position, event_type, reason, attempts FROM sb_quarantine ORDER BY position")
+    return _sql(
+        settings, "SELECT consumer, position, event_type, reason, attempts FROM sb_quarantine ORDER BY position"
+    )
 
 
 def test_a_nul_in_the_middle_of_a_batch_is_quarantined_and_the_rest_projected(store, settings) -> None:
@@ -69,8 +77,12 @@ def test_a_nul_in_the_middle_of_a_batch_is_quarantined_and_the_rest_projected(st
     assert reason.startswith("DataError") and "NUL" in reason
     assert "secret" not in reason and "900123" not in reason
     # The other projections applied the same event: the customer is there, with the message counted.
-    counts = _sql(settings, "SELECT c.interaction_count FROM proj_customers c JOIN proj_identities i "
-                            "ON i.customer_id = c.id WHERE i.value = %s", (poison.identities[0].value,))
+    counts = _sql(
+        settings,
+        "SELECT c.interaction_count FROM proj_customers c JOIN proj_identities i "
+        "ON i.customer_id = c.id WHERE i.value = %s",
+        (poison.identities[0].value,),
+    )
     assert counts == [(1,)]
     assert all(runner.positions().values()) and len(set(runner.positions().values())) == 1
 

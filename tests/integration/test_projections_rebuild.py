@@ -25,23 +25,33 @@ from tests.benchmarks import _eventlog
 pytestmark = pytest.mark.integration
 
 READ_MODELS = {  # table → its key, for an ordered dump
-    "proj_timeline": "interaction_id", "proj_customer_alias": "absorbed_id", "proj_customers": "id",
-    "proj_identities": "customer_id, kind, value", "proj_cases": "id", "proj_case_notes": "note_id",
+    "proj_timeline": "interaction_id",
+    "proj_customer_alias": "absorbed_id",
+    "proj_customers": "id",
+    "proj_identities": "customer_id, kind, value",
+    "proj_cases": "id",
+    "proj_case_notes": "note_id",
     "proj_replies": "reply_id",
 }
 
 
 def dump(database_url: str, tables=READ_MODELS) -> dict[str, list[tuple]]:
     with psycopg.connect(database_url) as conn:
-        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY {READ_MODELS[table]}").fetchall()
-                for table in tables}
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY {READ_MODELS[table]}").fetchall() for table in tables
+        }
 
 
 def differences(a: list[tuple], b: list[tuple]) -> list[tuple]:
     """What differs between two dumps of a table, a few at most: (key, column, one, other)."""
     theirs = {row[0]: row for row in b}
-    out = [(row[0], i, x, y) for row in a if row[0] in theirs
-           for i, (x, y) in enumerate(zip(row, theirs[row[0]], strict=True)) if x != y]
+    out = [
+        (row[0], i, x, y)
+        for row in a
+        if row[0] in theirs
+        for i, (x, y) in enumerate(zip(row, theirs[row[0]], strict=True))
+        if x != y
+    ]
     out += [("only in one", row[0]) for row in a if row[0] not in theirs]
     out += [("only in the other", k) for k in set(theirs) - {row[0] for row in a}]
     return [str(x) for x in out[:4]]
@@ -49,8 +59,12 @@ def differences(a: list[tuple], b: list[tuple]) -> list[tuple]:
 
 def positions(database_url: str) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
-        return dict(conn.execute("SELECT application_name, max(notification_id) FROM sb_tracking "
-                                 "WHERE application_name LIKE 'projection:%%' GROUP BY application_name").fetchall())
+        return dict(
+            conn.execute(
+                "SELECT application_name, max(notification_id) FROM sb_tracking "
+                "WHERE application_name LIKE 'projection:%%' GROUP BY application_name"
+            ).fetchall()
+        )
 
 
 def shadow_exists(database_url: str) -> bool:
@@ -61,25 +75,46 @@ def shadow_exists(database_url: str) -> bool:
 def write_log(store, database_url: str, live: ProjectionRunner) -> dict:
     """A log with merges (some chained), erasures, a duplicated interaction; projected live as it
     grows (odd batch size), the way a running projector would have seen it."""
-    _eventlog.write(store, _eventlog.events(customers=80, target=7000, heavy=2, heavy_events=1200, merge_rate=0.35,
-                                            seed=7), batch=1000)
+    _eventlog.write(
+        store,
+        _eventlog.events(customers=80, target=7000, heavy=2, heavy_events=1200, merge_rate=0.35, seed=7),
+        batch=1000,
+    )
     live.catch_up()
     with psycopg.connect(database_url) as conn:
-        survivors = [r[0] for r in conn.execute(
-            "SELECT originator_id FROM sb_events WHERE topic = 'customer.Merged' ORDER BY notification_id")]
-        first_two = [r[0] for r in conn.execute(
-            "SELECT DISTINCT ON (originator_id) originator_id FROM sb_events WHERE topic = 'customer.Registered' "
-            "ORDER BY originator_id LIMIT 2")]
+        survivors = [
+            r[0]
+            for r in conn.execute(
+                "SELECT originator_id FROM sb_events WHERE topic = 'customer.Merged' ORDER BY notification_id"
+            )
+        ]
+        first_two = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT ON (originator_id) originator_id FROM sb_events WHERE topic = 'customer.Registered' "
+                "ORDER BY originator_id LIMIT 2"
+            )
+        ]
     # The same interaction recorded for a second customer (a redelivery after a merge, say).
     one, other = (Customer.replay(c, store.load(c)) for c in first_two)
     recorded = next(e for e in store.load(one.id) if isinstance(e, InteractionRecorded))
-    other.record(Interaction(id=recorded.interaction_id, channel=recorded.channel, direction=recorded.direction,
-                             occurred_at=recorded.occurred_at, text="again"), None)
+    other.record(
+        Interaction(
+            id=recorded.interaction_id,
+            channel=recorded.channel,
+            direction=recorded.direction,
+            occurred_at=recorded.occurred_at,
+            text="again",
+        ),
+        None,
+    )
     with store.transaction() as tx:
         tx.append(other.collect())
     live.catch_up()
-    erased = [erase_customer(store, survivors[0], "test", datetime.now(UTC)),
-              erase_customer(store, first_two[1], "test", datetime.now(UTC))]
+    erased = [
+        erase_customer(store, survivors[0], "test", datetime.now(UTC)),
+        erase_customer(store, first_two[1], "test", datetime.now(UTC)),
+    ]
     _eventlog.write(store, _eventlog.events(customers=10, target=500, seed=8))  # life goes on after
     live.catch_up()
     return {"survivors": survivors, "erased": erased, "duplicate": recorded.interaction_id}
@@ -100,13 +135,24 @@ def test_rebuilt_read_models_equal_live_ones_and_each_row_is_written_once(store,
     with psycopg.connect(database_url, autocommit=True) as conn:
         # Read before anything else touches the pages: the old rebuild left a dead version per UPDATE.
         conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
-        for table in ("proj_customers", "proj_identities", "proj_cases", "proj_case_notes", "proj_replies",
-                      "proj_customer_alias"):
-            live_rows, dead = conn.execute(f"SELECT tuple_count, dead_tuple_count FROM pgstattuple('{table}')").fetchone()
+        for table in (
+            "proj_customers",
+            "proj_identities",
+            "proj_cases",
+            "proj_case_notes",
+            "proj_replies",
+            "proj_customer_alias",
+        ):
+            live_rows, dead = conn.execute(
+                f"SELECT tuple_count, dead_tuple_count FROM pgstattuple('{table}')"
+            ).fetchone()
             assert live_rows > 0 and dead == 0, (table, live_rows, dead)
-        live_rows, dead = conn.execute("SELECT tuple_count, dead_tuple_count FROM pgstattuple('proj_timeline')").fetchone()
-        corrected = conn.execute("SELECT count(*) FROM proj_timeline WHERE customer_id <> origin_customer_id "
-                                 "OR text = %s", (REDACTED,)).fetchone()[0]
+        live_rows, dead = conn.execute(
+            "SELECT tuple_count, dead_tuple_count FROM pgstattuple('proj_timeline')"
+        ).fetchone()
+        corrected = conn.execute(
+            "SELECT count(*) FROM proj_timeline WHERE customer_id <> origin_customer_id OR text = %s", (REDACTED,)
+        ).fetchone()[0]
         assert dead <= corrected < live_rows / 2
     after = dump(database_url)
     for table in READ_MODELS:
@@ -172,8 +218,10 @@ def test_the_live_projector_and_readers_carry_on_while_a_rebuild_runs(store, dat
 
 def _position_of_an_interaction(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
-        return conn.execute("SELECT notification_id FROM sb_events WHERE topic = 'customer.InteractionRecorded' "
-                            "ORDER BY notification_id OFFSET 100 LIMIT 1").fetchone()[0]
+        return conn.execute(
+            "SELECT notification_id FROM sb_events WHERE topic = 'customer.InteractionRecorded' "
+            "ORDER BY notification_id OFFSET 100 LIMIT 1"
+        ).fetchone()[0]
 
 
 def test_an_event_a_fold_cannot_apply_stops_the_rebuild_naming_its_position(store, database_url):
@@ -189,16 +237,22 @@ def test_an_event_a_fold_cannot_apply_stops_the_rebuild_naming_its_position(stor
                 raise ValueError("cannot")
             super().apply(position, event, redacted)
 
-    with pytest.raises(RebuildError, match=rf"'timeline' could not apply the event at position {bad} "
-                                           r"\(customer.InteractionRecorded, stream [0-9a-f-]{36}\): ValueError"):
+    with pytest.raises(
+        RebuildError,
+        match=rf"'timeline' could not apply the event at position {bad} "
+        r"\(customer.InteractionRecorded, stream [0-9a-f-]{36}\): ValueError",
+    ):
         Rebuild(ProjectionRunner(store), folds={**FOLDS, "timeline": Exploding}, on_failure=fail_on_event).run()
     assert dump(database_url) == before
     assert not shadow_exists(database_url)
 
     # The seam a quarantine hooks into: told about the event, it may record it and let the rebuild go on.
     set_aside = []
-    Rebuild(ProjectionRunner(store), folds={**FOLDS, "timeline": Exploding},
-            on_failure=lambda name, item, error: set_aside.append((name, item[0], type(error).__name__))).run()
+    Rebuild(
+        ProjectionRunner(store),
+        folds={**FOLDS, "timeline": Exploding},
+        on_failure=lambda name, item, error: set_aside.append((name, item[0], type(error).__name__)),
+    ).run()
     assert set_aside == [("timeline", bad, "ValueError")]
     after = dump(database_url)
     assert len(after["proj_timeline"]) == len(before["proj_timeline"]) - 1
@@ -210,7 +264,8 @@ def test_an_event_a_fold_cannot_apply_stops_the_rebuild_naming_its_position(stor
     for _ in range(2):
         Rebuild(runner, folds={**FOLDS, "timeline": Exploding}).run()
         assert [(q.consumer, q.position, q.event_type, q.attempts) for q in runner.quarantined()] == [
-            ("projection:timeline", bad, "customer.InteractionRecorded", 1)]
+            ("projection:timeline", bad, "customer.InteractionRecorded", 1)
+        ]
     assert dump(database_url) == after
 
 

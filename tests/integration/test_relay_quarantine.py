@@ -21,10 +21,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events.interactions import Identity, Interaction
 from services.bootstrap import Switchboard
-from services.platform.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
-from services.relay.relay import TRACKING_NAME, relay_once, resume_state
-from services.platform.streams import Names
 from services.core.processor import CoreProcessor
+from services.platform.embedded import EmbeddedNats, _stop, _wait_for_port, free_port
+from services.platform.streams import Names
+from services.relay.relay import TRACKING_NAME, relay_once, resume_state
 from tests.fixtures.cli import switchboard
 
 pytestmark = pytest.mark.integration
@@ -44,9 +44,21 @@ class NatsServer:
         config = self.root / "nats.conf"
         config.write_text(f"max_payload: {max_payload}\n" if max_payload else "")
         self.proc = subprocess.Popen(
-            [EmbeddedNats.binary(), "-c", str(config), "--jetstream", "--store_dir", str(self.root / "js"),
-             "--addr", "127.0.0.1", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                EmbeddedNats.binary(),
+                "-c",
+                str(config),
+                "--jetstream",
+                "--store_dir",
+                str(self.root / "js"),
+                "--addr",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_for_port("127.0.0.1", self.port, self.proc, "nats-server")
 
     def stop(self) -> None:
@@ -62,9 +74,15 @@ def small_nats(tmp_path):
 
 
 def _sms(n: int, text: str) -> Interaction:
-    return Interaction(id=uuid.uuid4(), channel="sms", direction="inbound", occurred_at=T0 + timedelta(seconds=n),
-                       identities=[Identity("phone", f"+44770091{n:04d}")], text=text,
-                       provider_message_id=secrets.token_hex(8))
+    return Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="inbound",
+        occurred_at=T0 + timedelta(seconds=n),
+        identities=[Identity("phone", f"+44770091{n:04d}")],
+        text=text,
+        provider_message_id=secrets.token_hex(8),
+    )
 
 
 def _record(store, interactions: list[Interaction]) -> None:
@@ -88,8 +106,11 @@ async def _published(url: str) -> list[tuple[int, str]]:
     js = nc.jetstream()
     names = Names()
     total = (await js.stream_info(names.events)).state.messages
-    sub = await js.pull_subscribe(names.subject("sb.events.>"), stream=names.events,
-                                  config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL))
+    sub = await js.pull_subscribe(
+        names.subject("sb.events.>"),
+        stream=names.events,
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
+    )
     messages = []
     while len(messages) < total:
         messages += await sub.fetch(total - len(messages), timeout=5)
@@ -99,8 +120,10 @@ async def _published(url: str) -> list[tuple[int, str]]:
 
 def _log(settings) -> list[tuple[int, str]]:
     with psycopg.connect(settings.database_url) as conn:
-        return conn.execute("SELECT notification_id, convert_from(state, 'UTF8')::jsonb -> 'd' ->> 'id' "
-                            "FROM sb_events ORDER BY notification_id").fetchall()
+        return conn.execute(
+            "SELECT notification_id, convert_from(state, 'UTF8')::jsonb -> 'd' ->> 'id' "
+            "FROM sb_events ORDER BY notification_id"
+        ).fetchall()
 
 
 async def test_an_event_too_large_to_publish_is_quarantined_and_published_after_the_fix(store, settings, small_nats):
@@ -111,8 +134,9 @@ async def test_an_event_too_large_to_publish_is_quarantined_and_published_after_
     _record(store, [_sms(4, "fourth"), _sms(5, "fifth")])
     log = _log(settings)
     with psycopg.connect(settings.database_url) as conn:
-        ((bad_position,),) = conn.execute("SELECT notification_id FROM sb_events WHERE length(state) > %s",
-                                          (SMALL_MAX_PAYLOAD,)).fetchall()
+        ((bad_position,),) = conn.execute(
+            "SELECT notification_id FROM sb_events WHERE length(state) > %s", (SMALL_MAX_PAYLOAD,)
+        ).fetchall()
 
     sb = Switchboard(settings)
     await sb.connect_nats()

@@ -21,6 +21,7 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 def test_a_misspelt_handler_fails_at_class_creation():
     with pytest.raises(TypeError, match="when_Reslved"):
+
         class Misspelt(Aggregate):  # noqa: F841
             EVENTS = (CaseOpened, CaseResolved)
 
@@ -33,6 +34,7 @@ def test_a_misspelt_handler_fails_at_class_creation():
 
 def test_a_declared_event_without_a_handler_fails_at_class_creation():
     with pytest.raises(TypeError, match="case.Resolved.*when_Resolved"):
+
         class Forgetful(Aggregate):  # noqa: F841
             EVENTS = (CaseOpened, CaseResolved)
 
@@ -50,6 +52,7 @@ def test_an_event_that_changes_nothing_says_so_and_then_has_no_handler():
 
     assert Quiet._handlers[CaseNoteAdded] is None
     with pytest.raises(TypeError, match="STATELESS"):
+
         class Contradictory(Aggregate):  # noqa: F841
             EVENTS = (CaseOpened, CaseNoteAdded)
             STATELESS = (CaseNoteAdded,)
@@ -57,7 +60,9 @@ def test_an_event_that_changes_nothing_says_so_and_then_has_no_handler():
             def when_Opened(self, e): ...
 
             def when_NoteAdded(self, e): ...
+
     with pytest.raises(TypeError, match="does not declare"):
+
         class Undeclared(Aggregate):  # noqa: F841
             EVENTS = (CaseOpened,)
             STATELESS = (CsatRecorded,)

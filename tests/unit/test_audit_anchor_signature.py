@@ -35,7 +35,9 @@ def test_another_key_is_a_forgery() -> None:
         anchors.decode(anchors.encode(anchors.sign(b"b" * 32, 7, os.urandom(32), AT)), KEY)
 
 
-@pytest.mark.parametrize("data", [b"", b"{", b'{"position": "x"}', b'{"position": 1, "chain": "zz", "at": "2026-01-01T00:00:00Z"}'])
+@pytest.mark.parametrize(
+    "data", [b"", b"{", b'{"position": "x"}', b'{"position": 1, "chain": "zz", "at": "2026-01-01T00:00:00Z"}']
+)
 def test_garbage_is_unreadable(data: bytes) -> None:
     with pytest.raises(anchors.AnchorError, match="anchor unreadable"):
         anchors.decode(data, KEY)

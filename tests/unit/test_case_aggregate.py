@@ -33,8 +33,9 @@ CUSTOMER = uuid.uuid4()
 
 
 def opened(**kwargs) -> Case:
-    case = Case.open(uuid.uuid4(), CUSTOMER, "email", "email:<root@example.org>", T0, interaction_id=uuid.uuid4(),
-                     **kwargs)
+    case = Case.open(
+        uuid.uuid4(), CUSTOMER, "email", "email:<root@example.org>", T0, interaction_id=uuid.uuid4(), **kwargs
+    )
     case.collect()
     return case
 
@@ -45,8 +46,18 @@ def test_open_emits_opened_with_its_sla_queue_and_first_message():
     [event] = case.collect()
     assert isinstance(event, CaseOpened)
     assert (event.stream_id, event.version, event.customer_id, event.channel, event.thread_key) == (
-        case.id, 1, CUSTOMER, "sms", "sms:thread")
-    assert (event.queue, event.priority, event.sla_due_at, event.interaction_id) == ("sms", "high", T0 + SLA["high"], first)
+        case.id,
+        1,
+        CUSTOMER,
+        "sms",
+        "sms:thread",
+    )
+    assert (event.queue, event.priority, event.sla_due_at, event.interaction_id) == (
+        "sms",
+        "high",
+        T0 + SLA["high"],
+        first,
+    )
     assert case.status == "open" and case.messages == {first}
     case.add_message(first, "inbound", "sms", T0)  # the opening message is already the case's first
     assert case.collect() == []
@@ -87,7 +98,14 @@ def test_status_moves_open_pending_open_snoozed_open_resolved_open():
     case.reopen("supervisor", T0)
     assert case.status == "open"
     assert [type(e) for e in case.collect()] == [
-        ReplyRequested, CaseMessageAdded, CaseSnoozed, CaseMessageAdded, CaseMessageAdded, CaseResolved, CaseReopened]
+        ReplyRequested,
+        CaseMessageAdded,
+        CaseSnoozed,
+        CaseMessageAdded,
+        CaseMessageAdded,
+        CaseResolved,
+        CaseReopened,
+    ]
 
 
 def test_a_resolved_case_cannot_be_snoozed():
@@ -119,8 +137,11 @@ def test_notes_need_text():
     note = uuid.uuid4()
     case.add_note(note, "called back, no answer", "agent-1", T0)
     [event] = case.collect()
-    assert isinstance(event, CaseNoteAdded) and (event.note_id, event.text, event.by) == (note, "called back, no answer",
-                                                                                           "agent-1")
+    assert isinstance(event, CaseNoteAdded) and (event.note_id, event.text, event.by) == (
+        note,
+        "called back, no answer",
+        "agent-1",
+    )
     with pytest.raises(DomainError):
         case.add_note(uuid.uuid4(), "   ", "agent-1", T0)
 
@@ -173,4 +194,10 @@ def test_replay_rebuilds_status_and_replies():
     case.assign("agent-2", "supervisor", T0)
     again = Case.replay(case.id, case.collect())
     assert (again.version, again.status, again.replies, again.assignee, again.customer_id, again.channel) == (
-        4, "pending", {reply: "sent"}, "agent-2", CUSTOMER, "chat")
+        4,
+        "pending",
+        {reply: "sent"},
+        "agent-2",
+        CUSTOMER,
+        "chat",
+    )

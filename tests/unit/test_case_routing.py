@@ -20,9 +20,16 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 def message(n: int = 1, **fields) -> Interaction:
-    return Interaction(**{"id": uuid.uuid4(), "channel": "sms", "direction": "inbound",
-                          "occurred_at": T0 + timedelta(minutes=n), "identities": [Identity("phone", "+447700900001")],
-                          **fields})
+    return Interaction(
+        **{
+            "id": uuid.uuid4(),
+            "channel": "sms",
+            "direction": "inbound",
+            "occurred_at": T0 + timedelta(minutes=n),
+            "identities": [Identity("phone", "+447700900001")],
+            **fields,
+        }
+    )
 
 
 def conversation(status: str = "open") -> tuple[Customer, Case, Interaction]:
@@ -56,7 +63,11 @@ def test_a_first_inbound_message_opens_a_case_it_is_the_first_message_of():
     [opened] = case.collect()
     assert isinstance(opened, CaseOpened)
     assert (opened.customer_id, opened.channel, opened.queue, opened.interaction_id) == (
-        customer.id, "sms", "sms", inbound.id)
+        customer.id,
+        "sms",
+        "sms",
+        inbound.id,
+    )
     assert opened.thread_key == f"sms:{customer.id}"  # a channel without threads: one conversation
 
 
@@ -110,7 +121,11 @@ def test_an_email_finds_its_case_through_an_earlier_message_of_the_thread():
     assert case is not None
     customer.record(first, case.id, "<root@example.com>")
     # A reply whose own thread key is new, but whose References name the root.
-    reply = message(5, channel="email", thread_key="<other@example.com>",
-                    meta={"thread_ids": "<unknown@example.com> <root@example.com>"})
+    reply = message(
+        5,
+        channel="email",
+        thread_key="<other@example.com>",
+        meta={"thread_ids": "<unknown@example.com> <root@example.com>"},
+    )
     assert thread_key_of(customer, reply) == "<other@example.com>"
     assert known_case(customer, reply, "<other@example.com>") == case.id

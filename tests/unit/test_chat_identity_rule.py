@@ -24,15 +24,21 @@ def hex_hmac(key: str, message: str) -> str:
 
 
 def test_the_hash_is_hmac_sha256_of_user_id_email_and_phone_joined_by_bars():
-    assert identity_hash(SECRET, "u1", "a@example.org", "+447700900001") == hex_hmac(SECRET, "u1|a@example.org|+447700900001")
+    assert identity_hash(SECRET, "u1", "a@example.org", "+447700900001") == hex_hmac(
+        SECRET, "u1|a@example.org|+447700900001"
+    )
     assert identity_hash(SECRET, "u1") == hex_hmac(SECRET, "u1||")
     assert identity_hash(SECRET, "u1", phone="+1") == hex_hmac(SECRET, "u1||+1")
     assert identity_hash(SECRET, "u1", user_id_only=True) == hex_hmac(SECRET, "u1")
 
 
 def test_a_hash_over_all_three_verifies_all_three():
-    request = SessionRequest(user_id="u1", email="A@Example.org", phone="+44 7700 900001",
-                             identity_hash=hex_hmac(SECRET, "u1|A@Example.org|+44 7700 900001"))
+    request = SessionRequest(
+        user_id="u1",
+        email="A@Example.org",
+        phone="+44 7700 900001",
+        identity_hash=hex_hmac(SECRET, "u1|A@Example.org|+44 7700 900001"),
+    )
     verification = verify_identity(SECRET, request)
     assert verification.external and verification.contacts
 
@@ -49,18 +55,22 @@ def test_upper_case_hex_is_accepted():
 
 
 def test_a_hash_of_user_id_alone_verifies_user_id_only():
-    request = SessionRequest(user_id="u1", email="a@example.org", phone="+447700900001",
-                             identity_hash=hex_hmac(SECRET, "u1"))
+    request = SessionRequest(
+        user_id="u1", email="a@example.org", phone="+447700900001", identity_hash=hex_hmac(SECRET, "u1")
+    )
     verification = verify_identity(SECRET, request)
     assert verification.external and not verification.contacts
 
 
-@pytest.mark.parametrize("signed", [
-    "u2|a@example.org|",          # another user
-    "u1|b@example.org|",          # another email than the one sent
-    "u1|a@example.org|+1555",     # a phone that was not sent
-    "u1a@example.org",            # no separators
-])
+@pytest.mark.parametrize(
+    "signed",
+    [
+        "u2|a@example.org|",  # another user
+        "u1|b@example.org|",  # another email than the one sent
+        "u1|a@example.org|+1555",  # a phone that was not sent
+        "u1a@example.org",  # no separators
+    ],
+)
 def test_a_hash_matching_neither_form_is_refused(signed):
     request = SessionRequest(user_id="u1", email="a@example.org", identity_hash=hex_hmac(SECRET, signed))
     with pytest.raises(Unauthorized):
@@ -87,10 +97,15 @@ def _identities(session: ChatSession):
 
 
 def test_what_a_session_carries_into_its_interactions():
-    both = ChatSession("s1", email="a@example.org", phone="+447700900001", user_id="u1",
-                       external_verified=True, contacts_verified=True)
-    assert _identities(both) == [("chat", "s1", True), ("external", "u1", True), ("email", "a@example.org", True),
-                                 ("phone", "+447700900001", True)]
+    both = ChatSession(
+        "s1", email="a@example.org", phone="+447700900001", user_id="u1", external_verified=True, contacts_verified=True
+    )
+    assert _identities(both) == [
+        ("chat", "s1", True),
+        ("external", "u1", True),
+        ("email", "a@example.org", True),
+        ("phone", "+447700900001", True),
+    ]
     alone = ChatSession("s2", email="a@example.org", user_id="u1", external_verified=True)
     assert _identities(alone) == [("chat", "s2", True), ("external", "u1", True), ("email", "a@example.org", False)]
     anonymous = ChatSession("s3", email="a@example.org", user_id="u1")

@@ -17,9 +17,16 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 VERBS = {
-    "up": None, "serve": None, "demo": None, "replay": None,
-    "projections": {"rebuild"}, "quarantine": {"list", "retry"}, "audit": {"verify", "anchor"},
-    "token": {"create", "revoke"}, "customer": {"export", "erase"}, "deadletters": {"list", "redrive"},
+    "up": None,
+    "serve": None,
+    "demo": None,
+    "replay": None,
+    "projections": {"rebuild"},
+    "quarantine": {"list", "retry"},
+    "audit": {"verify", "anchor"},
+    "token": {"create", "revoke"},
+    "customer": {"export", "erase"},
+    "deadletters": {"list", "redrive"},
 }
 
 
@@ -53,8 +60,9 @@ def test_help_lists_the_verbs_and_a_bad_verb_is_a_usage_error():
 
 
 def test_python_dash_m_runs_the_same_command():
-    done = subprocess.run([sys.executable, "-m", "services.cli", "--help"], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert done.returncode == 0
     assert "Switchboard: an event-sourced omnichannel contact centre." in done.stdout
 

@@ -76,8 +76,13 @@ TAG = "sorrentino-divorce-case"
 
 
 def _base(cls: type[DomainEvent], stream_id: uuid.UUID, version: int) -> dict[str, Any]:
-    return {"id": uuid.uuid5(stream_id, str(version)), "stream_id": stream_id, "version": version,
-            "occurred_at": AT + timedelta(seconds=version), "customer_id": CUSTOMER}
+    return {
+        "id": uuid.uuid5(stream_id, str(version)),
+        "stream_id": stream_id,
+        "version": version,
+        "occurred_at": AT + timedelta(seconds=version),
+        "customer_id": CUSTOMER,
+    }
 
 
 def _samples() -> list[DomainEvent]:
@@ -95,18 +100,37 @@ def _samples() -> list[DomainEvent]:
         customer(IdentityLinked, 2, kind="email", value=EMAIL),
         customer(IdentityClaimed, 3, kind="phone", value=PHONE),
         customer(ProfileUpdated, 4, attributes={"name": NAME}, verified=False),
-        customer(InteractionRecorded, 5, interaction_id=interaction, channel="email", direction="inbound",
-                 kind="message", case_id=CASE, text=TEXT, provider_message_id=MESSAGE_ID,
-                 thread_key=THREAD, meta={"x-header": META},
-                 attachments=[Attachment(name=ATTACHMENT, content_type="application/pdf", size=48213,
-                                         sha256="ab" * 32, ref="blob:42")]),
+        customer(
+            InteractionRecorded,
+            5,
+            interaction_id=interaction,
+            channel="email",
+            direction="inbound",
+            kind="message",
+            case_id=CASE,
+            text=TEXT,
+            provider_message_id=MESSAGE_ID,
+            thread_key=THREAD,
+            meta={"x-header": META},
+            attachments=[
+                Attachment(name=ATTACHMENT, content_type="application/pdf", size=48213, sha256="ab" * 32, ref="blob:42")
+            ],
+        ),
         customer(CustomerMerged, 6, absorbed_id=other, interaction_id=interaction),
         customer(CustomerAbsorbed, 7, survivor_id=other),
         customer(MergeSuggested, 8, other_id=other, reason="different external ids"),
         customer(ConsentChanged, 9, channel="sms", granted=False),
         customer(CustomerErased, 10, requested_by="cli"),
-        case(CaseOpened, 1, channel="email", thread_key=THREAD, queue="email", priority="high",
-             sla_due_at=AT + timedelta(hours=1), interaction_id=interaction),
+        case(
+            CaseOpened,
+            1,
+            channel="email",
+            thread_key=THREAD,
+            queue="email",
+            priority="high",
+            sla_due_at=AT + timedelta(hours=1),
+            interaction_id=interaction,
+        ),
         case(CaseMessageAdded, 2, interaction_id=interaction, direction="inbound", channel="email"),
         case(CaseAssigned, 3, assignee="agent-7", by="supervisor-1"),
         case(CasePrioritized, 4, priority="urgent", by="agent-7"),
@@ -124,8 +148,21 @@ def _samples() -> list[DomainEvent]:
 
 
 SAMPLES = _samples()
-PERSONAL_VALUES = [NAME, EMAIL, PHONE, TEXT, NOTE, REPLY, THREAD, ATTACHMENT, META, WAMID, MESSAGE_ID, TAG,
-                   "philippa-sorrentino-home.example"]
+PERSONAL_VALUES = [
+    NAME,
+    EMAIL,
+    PHONE,
+    TEXT,
+    NOTE,
+    REPLY,
+    THREAD,
+    ATTACHMENT,
+    META,
+    WAMID,
+    MESSAGE_ID,
+    TAG,
+    "philippa-sorrentino-home.example",
+]
 
 
 def _ids(event: DomainEvent) -> str:
@@ -193,8 +230,12 @@ def test_each_seal_uses_a_fresh_nonce(codec: EventCodec, key: AESGCM, event: Dom
 def _with_sealed(stored: StoredEvent, sealed: str) -> StoredEvent:
     document = json.loads(stored.state)
     document["p"] = sealed
-    return StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
-                       json.dumps(document, separators=(",", ":")).encode())
+    return StoredEvent(
+        stored.originator_id,
+        stored.originator_version,
+        stored.topic,
+        json.dumps(document, separators=(",", ":")).encode(),
+    )
 
 
 @pytest.mark.parametrize("event", [e for e in SAMPLES if type(e).PERSONAL], ids=_ids)
@@ -249,8 +290,13 @@ REDACTIONS = {
     "customer.IdentityLinked": {"value": REDACTED},
     "customer.IdentityClaimed": {"value": REDACTED},
     "customer.ProfileUpdated": {"attributes": {}},
-    "customer.InteractionRecorded": {"text": REDACTED, "thread_key": None, "attachments": [], "meta": {},
-                                     "provider_message_id": None},
+    "customer.InteractionRecorded": {
+        "text": REDACTED,
+        "thread_key": None,
+        "attachments": [],
+        "meta": {},
+        "provider_message_id": None,
+    },
     "case.Opened": {"thread_key": None},
     "case.Tagged": {"tags": []},
     "case.ReplySent": {"provider_message_id": None},
@@ -281,8 +327,9 @@ def test_without_the_key_personal_fields_read_as_redacted(codec: EventCodec, key
     assert payload_redacted is redacted
     for value in PERSONAL_VALUES:
         assert value.encode() not in payload and json.dumps(value)[1:-1].encode() not in payload
-    assert msgspec.json.decode(payload) == {k: v for k, v in msgspec.to_builtins(opened).items()
-                                            if k not in ("stream_id", "version")}
+    assert msgspec.json.decode(payload) == {
+        k: v for k, v in msgspec.to_builtins(opened).items() if k not in ("stream_id", "version")
+    }
 
 
 def test_the_owner_is_found_even_when_clear_fields_mention_other_customers(codec: EventCodec, key: AESGCM) -> None:
@@ -297,6 +344,8 @@ def test_the_owner_is_found_even_when_clear_fields_mention_other_customers(codec
 def test_personal_fields_are_sealed_in_declaration_order(codec: EventCodec, key: AESGCM) -> None:
     """Not in a frozenset's order, which changes between processes: replay output is stable."""
     event = SAMPLES[4]
-    payload, _ = codec.payload(event.NAME, event.stream_id, event.version, codec.view(codec.seal(event, key).state), key)
+    payload, _ = codec.payload(
+        event.NAME, event.stream_id, event.version, codec.view(codec.seal(event, key).state), key
+    )
     keys = list(msgspec.json.decode(payload))
     assert keys[-5:] == ["text", "provider_message_id", "thread_key", "attachments", "meta"]

@@ -5,17 +5,32 @@ from __future__ import annotations
 import pytest
 
 from services.platform.database import Database, DatabaseUrlError, redact_database_url, with_database
-from services.platform.nats_client import NatsSettingsError, credentials_options, nats_servers, redact_nats_url, url_credentials
+from services.platform.nats_client import (
+    NatsSettingsError,
+    credentials_options,
+    nats_servers,
+    redact_nats_url,
+    url_credentials,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def test_a_uri_with_percent_encoding_several_hosts_and_query_parameters():
-    db = Database.parse("postgres://app:p%40ss%2Fw@db1:5432,db2:5433/sb%20main?sslmode=require"
-                        "&target_session_attrs=read-write&options=-c%20search_path%3Dsb")
-    assert db.params == {"user": "app", "password": "p@ss/w", "host": "db1,db2", "port": "5432,5433",
-                         "dbname": "sb main", "sslmode": "require", "target_session_attrs": "read-write",
-                         "options": "-c search_path=sb"}
+    db = Database.parse(
+        "postgres://app:p%40ss%2Fw@db1:5432,db2:5433/sb%20main?sslmode=require"
+        "&target_session_attrs=read-write&options=-c%20search_path%3Dsb"
+    )
+    assert db.params == {
+        "user": "app",
+        "password": "p@ss/w",
+        "host": "db1,db2",
+        "port": "5432,5433",
+        "dbname": "sb main",
+        "sslmode": "require",
+        "target_session_attrs": "read-write",
+        "options": "-c search_path=sb",
+    }
     assert db.hosts == ["db1:5432", "db2:5433"]
     assert "connect_timeout=10" in db.conninfo and "options='-c search_path=sb'" in db.conninfo
 
@@ -41,25 +56,36 @@ def test_what_libpq_rejects_is_a_database_url_error(bad):
 
 
 def test_another_database_keeps_the_form_and_the_options():
-    assert with_database("postgresql://u:p@h1:1,h2:2/old?sslmode=disable", "new") == \
-        "postgresql://u:p@h1:1,h2:2/new?sslmode=disable"
-    assert Database.parse(with_database("host=/tmp dbname=old user=u", "new")).params == \
-        {"host": "/tmp", "dbname": "new", "user": "u"}
+    assert (
+        with_database("postgresql://u:p@h1:1,h2:2/old?sslmode=disable", "new")
+        == "postgresql://u:p@h1:1,h2:2/new?sslmode=disable"
+    )
+    assert Database.parse(with_database("host=/tmp dbname=old user=u", "new")).params == {
+        "host": "/tmp",
+        "dbname": "new",
+        "user": "u",
+    }
     # A dbname in the query would win over the path: the result is rebuilt as key=value.
     assert Database.parse(with_database("postgresql://h/x?dbname=old", "new")).params["dbname"] == "new"
 
 
 def test_passwords_never_show():
     assert redact_database_url("postgresql://app:s3cret@db:5432/sb") == "postgresql://app:***@db:5432/sb"
-    assert redact_database_url("postgresql://app@db/sb?password=s3cret&sslmode=require") == \
-        "postgresql://app@db/sb?password=***&sslmode=require"
+    assert (
+        redact_database_url("postgresql://app@db/sb?password=s3cret&sslmode=require")
+        == "postgresql://app@db/sb?password=***&sslmode=require"
+    )
     assert "s3cret" not in redact_database_url("host=db password=s3cret dbname=sb")
     assert "s3cret" not in Database.parse("host=db password=s3cret").redacted()
     failure = Database.parse("host=db user=app password=s3cret dbname=sb").describe_failure(
-        Exception('connection failed: connection to server at "db" (10.0.0.5), port 5432 failed: '
-                  'FATAL:  password authentication failed for user "app"'))
-    assert failure == ('cannot connect to PostgreSQL at db:5432 (database sb, user app): '
-                       'password authentication failed for user "app"')
+        Exception(
+            'connection failed: connection to server at "db" (10.0.0.5), port 5432 failed: '
+            'FATAL:  password authentication failed for user "app"'
+        )
+    )
+    assert failure == (
+        'cannot connect to PostgreSQL at db:5432 (database sb, user app): password authentication failed for user "app"'
+    )
 
 
 def test_nats_urls_keep_credentials_for_the_client_and_hide_them_in_print():
@@ -74,8 +100,10 @@ def test_nats_urls_keep_credentials_for_the_client_and_hide_them_in_print():
 
 def test_nats_creds_file_kinds(tmp_path):
     creds = tmp_path / "user.creds"
-    creds.write_text("-----BEGIN NATS USER JWT-----\neyJ0eXAi.x.y\n------END NATS USER JWT------\n\n"
-                     "-----BEGIN USER NKEY SEED-----\nSUAM\n------END USER NKEY SEED------\n")
+    creds.write_text(
+        "-----BEGIN NATS USER JWT-----\neyJ0eXAi.x.y\n------END NATS USER JWT------\n\n"
+        "-----BEGIN USER NKEY SEED-----\nSUAM\n------END USER NKEY SEED------\n"
+    )
     assert credentials_options(str(creds)) == {"user_credentials": str(creds)}
     seed = tmp_path / "user.nk"
     seed.write_text("SU" + "A" * 56 + "\n")

@@ -37,8 +37,9 @@ def customer(**identities: str) -> Customer:
 
 
 def interaction(**fields) -> Interaction:
-    return Interaction(**{"id": uuid.uuid4(), "channel": "sms", "direction": "inbound", "occurred_at": T0,
-                          "text": "hello", **fields})
+    return Interaction(
+        **{"id": uuid.uuid4(), "channel": "sms", "direction": "inbound", "occurred_at": T0, "text": "hello", **fields}
+    )
 
 
 def test_register_emits_registered_as_version_one_with_a_derived_id():
@@ -55,7 +56,11 @@ def test_link_emits_identity_linked_once():
     c.link("email", "ada@example.org", T0)
     c.link("email", "ada@example.org", T0)
     [event] = c.collect()
-    assert isinstance(event, IdentityLinked) and (event.kind, event.value, event.version) == ("email", "ada@example.org", 2)
+    assert isinstance(event, IdentityLinked) and (event.kind, event.value, event.version) == (
+        "email",
+        "ada@example.org",
+        2,
+    )
     assert c.identities == {("email", "ada@example.org")}
 
 
@@ -86,14 +91,25 @@ def test_record_emits_interaction_recorded_with_the_touchpoint_and_deduplicates(
     c = customer(phone="+447700900123")
     case_id = uuid.uuid4()
     attachment = Attachment(name="p.jpg", content_type="image/jpeg", size=3, sha256="ab" * 32)
-    i = interaction(channel="whatsapp", text="where is my parcel?", provider_message_id="wamid.1",
-                    attachments=[attachment], meta={"k": "v"})
+    i = interaction(
+        channel="whatsapp",
+        text="where is my parcel?",
+        provider_message_id="wamid.1",
+        attachments=[attachment],
+        meta={"k": "v"},
+    )
     c.record(i, case_id, "whatsapp:thread")
     c.record(i, case_id, "whatsapp:thread")  # redelivered: recorded once
     [event] = c.collect()
     assert isinstance(event, InteractionRecorded)
     assert (event.interaction_id, event.channel, event.direction, event.kind, event.case_id, event.text) == (
-        i.id, "whatsapp", "inbound", "message", case_id, "where is my parcel?")
+        i.id,
+        "whatsapp",
+        "inbound",
+        "message",
+        case_id,
+        "where is my parcel?",
+    )
     assert event.provider_message_id == "wamid.1" and event.thread_key == "whatsapp:thread"
     assert event.attachments == [attachment] and event.meta == {"k": "v"}
     assert c.threads == {"whatsapp:thread": case_id} and c.interactions == {i.id}
@@ -119,8 +135,12 @@ def test_absorb_moves_identities_and_profile_to_the_survivor_and_marks_the_other
 def test_an_absorbed_customer_takes_no_more_commands():
     survivor, other = customer(), customer()
     survivor.absorb(other, T0)
-    for command in (lambda: other.link("email", "x@example.org", T0), lambda: other.record(interaction(), None),
-                    lambda: other.update_profile({"name": "X"}, True, T0), lambda: survivor.absorb(other, T0)):
+    for command in (
+        lambda: other.link("email", "x@example.org", T0),
+        lambda: other.record(interaction(), None),
+        lambda: other.update_profile({"name": "X"}, True, T0),
+        lambda: survivor.absorb(other, T0),
+    ):
         with pytest.raises(CustomerAbsorbedError):
             command()
 
@@ -177,4 +197,10 @@ def test_replaying_the_emitted_events_rebuilds_the_same_state():
     events = c.collect()
     again = Customer.replay(c.id, events)
     assert (again.version, again.identities, again.claims, again.profile, again.threads, again.interactions) == (
-        5, {("email", "a@example.org")}, {("phone", "+447700900123")}, {"name": "Ada"}, {"sms:1": case_id}, {i.id})
+        5,
+        {("email", "a@example.org")},
+        {("phone", "+447700900123")},
+        {"name": "Ada"},
+        {"sms:1": case_id},
+        {i.id},
+    )

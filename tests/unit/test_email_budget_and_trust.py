@@ -25,13 +25,22 @@ def parse(raw: bytes, budget: EmailBudget | None = None, trust: SenderTrust | No
 
 def multipart(parts: list[bytes], boundary: str = "b") -> bytes:
     body = b"".join(b"--" + boundary.encode() + b"\r\n" + p + b"\r\n" for p in parts)
-    return (b"From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=" + boundary.encode()
-            + b"\r\n\r\n" + body + b"--" + boundary.encode() + b"--\r\n")
+    return (
+        b"From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="
+        + boundary.encode()
+        + b"\r\n\r\n"
+        + body
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
 
 
 def attachment(name: str, data: bytes) -> bytes:
-    return (f'Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="{name}"\r\n'
-            "Content-Transfer-Encoding: base64\r\n\r\n").encode() + base64.encodebytes(data)
+    return (
+        f'Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="{name}"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    ).encode() + base64.encodebytes(data)
 
 
 def html_message(html: str) -> bytes:
@@ -104,7 +113,9 @@ def test_deep_html_nesting_is_over_budget():
 def test_deep_mime_nesting_is_over_budget():
     depth = 10
     head = b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n"
-    body = b"".join(f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n".encode() for i in range(depth))
+    body = b"".join(
+        f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n".encode() for i in range(depth)
+    )
     raw = head + body + b"--b%d\r\nContent-Type: text/plain\r\n\r\ndeep\r\n" % depth
     assert parse(raw, EmailBudget(max_mime_depth=depth + 1)).interaction.text == "deep"
     with pytest.raises(OverBudget) as refused:
@@ -117,7 +128,11 @@ def test_over_budget_survives_the_process_boundary():
 
     again = pickle.loads(pickle.dumps(OverBudget("html_tags", "more than 5 HTML tags", structural=True)))
     assert (again.limit, again.detail, again.structural, str(again)) == (
-        "html_tags", "more than 5 HTML tags", True, "more than 5 HTML tags")
+        "html_tags",
+        "more than 5 HTML tags",
+        True,
+        "more than 5 HTML tags",
+    )
 
 
 def test_budget_defaults_come_from_settings():
@@ -152,8 +167,10 @@ def test_callers_without_a_door_keep_the_old_assertion():
     assert sender_of(mail(), None).verified  # the pure parser's own tests and tools
 
 
-DMARC_PASS = "Authentication-Results: mx.shop.test; spf=pass smtp.mailfrom=example.org; " \
-             "dkim=pass (good signature) header.i=@example.org; dmarc=pass (p=REJECT; dis=none) header.from=Example.org"
+DMARC_PASS = (
+    "Authentication-Results: mx.shop.test; spf=pass smtp.mailfrom=example.org; "
+    "dkim=pass (good signature) header.i=@example.org; dmarc=pass (p=REJECT; dis=none) header.from=Example.org"
+)
 
 
 def test_dmarc_pass_from_a_trusted_authserv_id_through_an_authenticated_upstream_verifies():
@@ -166,16 +183,19 @@ def test_the_same_header_from_an_unauthenticated_peer_is_ignored():
     assert not sender_of(mail(DMARC_PASS), trust).verified
 
 
-@pytest.mark.parametrize("header", [
-    "Authentication-Results: mx.other.test; dmarc=pass header.from=example.org",  # not our authserv-id
-    "Authentication-Results: mx.shop.test; dmarc=fail header.from=example.org",
-    "Authentication-Results: mx.shop.test; dmarc=pass header.from=evil.test",  # another domain's pass
-    "Authentication-Results: mx.shop.test; dkim=pass header.i=@example.org",  # DKIM alone is not alignment
-    "Authentication-Results: mx.shop.test; dmarc=pass",
-    "Authentication-Results: mx.shop.test; dmarc=pass header.from=",
-    "Authentication-Results: ;;; dmarc=pass header.from=example.org",
-    "Authentication-Results: mx.shop.test (dmarc=pass header.from=example.org)",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Authentication-Results: mx.other.test; dmarc=pass header.from=example.org",  # not our authserv-id
+        "Authentication-Results: mx.shop.test; dmarc=fail header.from=example.org",
+        "Authentication-Results: mx.shop.test; dmarc=pass header.from=evil.test",  # another domain's pass
+        "Authentication-Results: mx.shop.test; dkim=pass header.i=@example.org",  # DKIM alone is not alignment
+        "Authentication-Results: mx.shop.test; dmarc=pass",
+        "Authentication-Results: mx.shop.test; dmarc=pass header.from=",
+        "Authentication-Results: ;;; dmarc=pass header.from=example.org",
+        "Authentication-Results: mx.shop.test (dmarc=pass header.from=example.org)",
+    ],
+)
 def test_anything_short_of_our_dmarc_pass_for_the_from_domain_leaves_a_claim(header):
     trust = SenderTrust(upstream_authenticated=True, authserv_ids=TRUSTED_MX)
     assert not sender_of(mail(header), trust).verified
@@ -210,8 +230,9 @@ def test_authserv_ids_are_compared_lower_case():
 def test_switchboard_up_trusts_loopback_and_its_own_webhook_unless_told_otherwise():
     default = single_node_trust(load_settings(environ={}))
     assert (default.smtp_trusted_relays, default.email_webhook_trusted) == ("127.0.0.0/8,::1", True)
-    told = single_node_trust(load_settings(environ={"SWITCHBOARD_SMTP_TRUSTED_RELAYS": "",
-                                                    "SWITCHBOARD_EMAIL_WEBHOOK_TRUSTED": "false"}))
+    told = single_node_trust(
+        load_settings(environ={"SWITCHBOARD_SMTP_TRUSTED_RELAYS": "", "SWITCHBOARD_EMAIL_WEBHOOK_TRUSTED": "false"})
+    )
     assert (told.smtp_trusted_relays, told.email_webhook_trusted) == ("", False)
     production = load_settings(environ={})
     assert (production.smtp_trusted_relays, production.email_webhook_trusted) == (None, None)

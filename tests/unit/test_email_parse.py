@@ -194,9 +194,7 @@ def test_malformed_email_is_a_value_error():
 
 
 def test_message_id_is_normalized_and_drives_the_interaction_id():
-    raw = message(headers=[]).replace(
-        b"Message-ID: <m1@example.com>", b"Message-ID:   < abc.123@Example.com >  "
-    )
+    raw = message(headers=[]).replace(b"Message-ID: <m1@example.com>", b"Message-ID:   < abc.123@Example.com >  ")
     interaction = parse(raw).interaction
     assert interaction.provider_message_id == "abc.123@Example.com"
     assert interaction.id == interaction_id("email", "abc.123@Example.com")
@@ -239,9 +237,7 @@ def test_references_without_brackets_are_still_read():
 
 
 def test_recipients_are_kept_in_meta():
-    raw = message().replace(
-        b"To: support@shop.example.com", b"To: Support <Support@Shop.example.com>, b@x.example"
-    )
+    raw = message().replace(b"To: support@shop.example.com", b"To: Support <Support@Shop.example.com>, b@x.example")
     assert parse(raw).interaction.meta["to"] == "support@shop.example.com, b@x.example"
 
 
@@ -375,20 +371,13 @@ def test_unknown_transfer_encoding_reads_the_raw_text():
 
 def test_encoded_words_split_inside_a_multibyte_character_are_joined():
     data = "Ärger mit der Lieferung".encode()
-    subject = (
-        f"=?utf-8?B?{base64.b64encode(data[:1]).decode()}?= =?utf-8?B?{base64.b64encode(data[1:]).decode()}?="
-    )
-    assert (
-        parse(message(headers=[("Subject", subject)])).interaction.meta["subject"]
-        == "Ärger mit der Lieferung"
-    )
+    subject = f"=?utf-8?B?{base64.b64encode(data[:1]).decode()}?= =?utf-8?B?{base64.b64encode(data[1:]).decode()}?="
+    assert parse(message(headers=[("Subject", subject)])).interaction.meta["subject"] == "Ärger mit der Lieferung"
 
 
 def test_whitespace_between_encoded_words_is_dropped_but_around_plain_text_kept():
     subject = "Re: =?utf-8?Q?Caf=C3=A9?=\r\n =?utf-8?Q?_au_lait?= order"
-    assert (
-        parse(message(headers=[("Subject", subject)])).interaction.meta["subject"] == "Re: Café au lait order"
-    )
+    assert parse(message(headers=[("Subject", subject)])).interaction.meta["subject"] == "Re: Café au lait order"
 
 
 def test_encoded_word_with_language_suffix_and_missing_padding():
@@ -404,9 +393,7 @@ def test_encoded_word_with_wrong_charset_is_read_leniently():
 def test_raw_utf8_and_latin1_in_headers_are_readable():
     raw = message(headers=[]).replace(b"MIME-Version", "Subject: Rückgabe ✓\r\nMIME-Version".encode(), 1)
     assert parse(raw).interaction.meta["subject"] == "Rückgabe ✓"
-    raw = message(headers=[]).replace(
-        b"MIME-Version", "Subject: Rückgabe\r\nMIME-Version".encode("latin-1"), 1
-    )
+    raw = message(headers=[]).replace(b"MIME-Version", "Subject: Rückgabe\r\nMIME-Version".encode("latin-1"), 1)
     assert parse(raw).interaction.meta["subject"] == "Rückgabe"
 
 
@@ -615,9 +602,7 @@ def test_delivery_status_report_is_a_bounce_with_its_details():
 
 
 def test_returned_full_message_gives_the_bounced_message_id():
-    returned = (
-        b"From: support@shop.example.com\r\nMessage-ID: <case-9.reply-1@shop.example.com>\r\n\r\nHi\r\n"
-    )
+    returned = b"From: support@shop.example.com\r\nMessage-ID: <case-9.reply-1@shop.example.com>\r\n\r\nHi\r\n"
     raw = multipart(
         "report",
         [
@@ -721,9 +706,7 @@ def test_named_text_is_the_body_when_whole_or_inline_and_a_file_otherwise():
 
 
 def test_forwarded_message_is_an_eml_attachment_not_text():
-    forwarded = (
-        b"From: courier@x.example\r\nSubject: Parcel held\r\nMessage-ID: <f@x>\r\n\r\nCome pick it up.\r\n"
-    )
+    forwarded = b"From: courier@x.example\r\nSubject: Parcel held\r\nMessage-ID: <f@x>\r\n\r\nCome pick it up.\r\n"
     raw = multipart("mixed", [part("Please look at this.", "text/plain"), part(forwarded, "message/rfc822")])
     parsed = parse(raw)
     assert parsed.interaction.text == "Please look at this."
@@ -739,9 +722,7 @@ def test_image_beside_html_alternative_is_kept_and_alternative_text_not_doubled(
 
 
 def test_nested_multiparts_collect_text_from_each_inline_part():
-    inner = multipart(
-        "alternative", [part("inner plain", "text/plain"), part("<b>inner html</b>", "text/html")]
-    )
+    inner = multipart("alternative", [part("inner plain", "text/plain"), part("<b>inner html</b>", "text/html")])
     inner_part = inner.split(b"\r\n", 2)[2]  # drop From/Message-ID, keep its Content-Type and body
     raw = multipart("mixed", [part("first", "text/plain"), inner_part, part("last", "text/plain")])
     assert parse(raw).interaction.text == "first\n\ninner plain\n\nlast"
@@ -846,9 +827,7 @@ def encode_text(text: str, charset: str) -> bytes:
 @st.composite
 def leaf_parts(draw) -> bytes:
     content_type = draw(
-        st.sampled_from(
-            ["text/plain", "text/html", "application/pdf", "image/png", "message/rfc822", "text/calendar"]
-        )
+        st.sampled_from(["text/plain", "text/html", "application/pdf", "image/png", "message/rfc822", "text/calendar"])
     )
     charset = draw(st.sampled_from(CHARSETS))
     transfer_encoding = draw(st.sampled_from(TRANSFER_ENCODINGS))
@@ -869,9 +848,7 @@ def leaf_parts(draw) -> bytes:
         headers.append(f"Content-Transfer-Encoding: {transfer_encoding}")
     if draw(st.booleans()):
         filename = encoded_word(draw(st.text(min_size=1, max_size=30)), "utf-8")
-        headers.append(
-            f'Content-Disposition: {draw(st.sampled_from(["attachment", "inline"]))}; filename="{filename}"'
-        )
+        headers.append(f'Content-Disposition: {draw(st.sampled_from(["attachment", "inline"]))}; filename="{filename}"')
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + data
 
 

@@ -155,25 +155,53 @@ def test_whatsapp_reaction():
 def test_messenger_delivery_receipts_become_statuses_and_reads_are_ignored():
     body = {
         "object": "page",
-        "entry": [{"id": "107425612345678", "time": 1749417000000, "messaging": [
-            {"sender": {"id": "6945812301234567"}, "recipient": {"id": "107425612345678"},
-             "delivery": {"mids": ["m_1", "m_2"], "watermark": 1749417000000}},
-            {"sender": {"id": "6945812301234567"}, "recipient": {"id": "107425612345678"},
-             "timestamp": 1749417000001, "read": {"watermark": 1749417000000}},
-        ]}],
+        "entry": [
+            {
+                "id": "107425612345678",
+                "time": 1749417000000,
+                "messaging": [
+                    {
+                        "sender": {"id": "6945812301234567"},
+                        "recipient": {"id": "107425612345678"},
+                        "delivery": {"mids": ["m_1", "m_2"], "watermark": 1749417000000},
+                    },
+                    {
+                        "sender": {"id": "6945812301234567"},
+                        "recipient": {"id": "107425612345678"},
+                        "timestamp": 1749417000001,
+                        "read": {"watermark": 1749417000000},
+                    },
+                ],
+            }
+        ],
     }
 
     statuses = parse_meta_webhook(json.dumps(body).encode())
 
     assert [(s.kind, s.status, s.provider_message_id) for s in statuses] == [
-        ("status", "delivered", "m_1"), ("status", "delivered", "m_2")
+        ("status", "delivered", "m_1"),
+        ("status", "delivered", "m_2"),
     ]
 
 
 def test_messenger_postback_is_a_message():
-    body = {"object": "page", "entry": [{"id": "1", "time": 1, "messaging": [{
-        "sender": {"id": "42"}, "recipient": {"id": "1"}, "timestamp": 1749417000000,
-        "postback": {"title": "Talk to a human", "payload": "HUMAN", "mid": "m_pb"}}]}]}
+    body = {
+        "object": "page",
+        "entry": [
+            {
+                "id": "1",
+                "time": 1,
+                "messaging": [
+                    {
+                        "sender": {"id": "42"},
+                        "recipient": {"id": "1"},
+                        "timestamp": 1749417000000,
+                        "postback": {"title": "Talk to a human", "payload": "HUMAN", "mid": "m_pb"},
+                    }
+                ],
+            }
+        ],
+    }
 
     [interaction] = parse_meta_webhook(json.dumps(body).encode())
 
@@ -262,6 +290,7 @@ def test_handshake_returns_the_challenge_for_our_token():
 
 
 # -- fuzzing -----------------------------------------------------------------------------------
+
 
 @st.composite
 def mutated_fixtures(draw, names):

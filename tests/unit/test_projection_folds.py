@@ -135,8 +135,12 @@ def test_cases_fold_erasure_redacts_notes_of_the_customer_and_those_merged_into_
     ada_case.add_note(uuid.uuid4(), "written after", "agent-7", at(5))
     feed(fold, ada_case)
     texts = {(note[0], note[1]) for note in fold.notes.values()}
-    assert texts == {(ada_case.id, REDACTED), (bob_case.id, REDACTED), (other_case.id, "private"),
-                     (ada_case.id, "written after")}
+    assert texts == {
+        (ada_case.id, REDACTED),
+        (bob_case.id, REDACTED),
+        (other_case.id, "private"),
+        (ada_case.id, "written after"),
+    }
     rows = fold.rows(sorted)["proj_cases"][1]
     assert {r[0]: r[1] for r in rows}[bob_case.id] == ada.id  # the case follows its customer
     # Tags are agents' words about the customer: erased with them.
@@ -157,7 +161,9 @@ def test_timeline_fold_streams_rows_and_marks_erasures_by_position():
     ada.erase("gdpr", at(4))
     erased_at = feed(fold, ada)[0]
     assert sorted(fold.redactions) == sorted([(ada.id, erased_at), (bob.id, erased_at)])
-    assert fold.rows(sorted) == {"proj_customer_alias": (fold.rows(sorted)["proj_customer_alias"][0], [(bob.id, ada.id)])}
+    assert fold.rows(sorted) == {
+        "proj_customer_alias": (fold.rows(sorted)["proj_customer_alias"][0], [(bob.id, ada.id)])
+    }
     statements = [sql for sql, _params, _staged in fold.corrections()]
     assert any("customer_id = a.survivor_id" in sql for sql in statements)
     assert any("position < s.before" in sql for sql in statements)

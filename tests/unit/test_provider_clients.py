@@ -54,8 +54,9 @@ class LoopbackProvider:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 provider.requests.append(
-                    Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
-                             self.rfile.read(length))
+                    Recorded(
+                        "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
+                    )
                 )
                 reply = provider.replies.pop(0) if provider.replies else Reply()
                 if reply.delay:
@@ -78,9 +79,7 @@ class LoopbackProvider:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def reply(self, status: int = 200, body: object = None, **kwargs) -> None:
         self.replies.append(Reply(status, {} if body is None else body, **kwargs))
@@ -116,16 +115,14 @@ async def test_twilio_posts_the_form_with_basic_auth_and_returns_the_sid(provide
     provider.reply(201, {"sid": "SM9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d", "status": "queued"})
     client = TwilioClient(ACCOUNT_SID, AUTH_TOKEN, "+14155552671", api_base=provider.url, http=http)
 
-    sid = await client.send_sms(
-        "+14155550100", "Your parcel ships today", status_callback="https://sb.example/status"
-    )
+    sid = await client.send_sms("+14155550100", "Your parcel ships today", status_callback="https://sb.example/status")
 
     assert sid == "SM9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"
     [request] = provider.requests
     assert request.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
-    assert request.headers["authorization"] == "Basic " + base64.b64encode(
-        f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()
-    ).decode()
+    assert (
+        request.headers["authorization"] == "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+    )
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
     assert parse_qs(request.body.decode()) == {
         "To": ["+14155550100"],
@@ -152,8 +149,17 @@ async def test_twilio_without_status_callback_and_over_whatsapp(provider, http):
         (500, {"code": 20500, "message": "Internal Server Error"}, True, "20500"),
         (503, b"<html>unavailable</html>", True, None),
         (429, {"code": 20429, "message": "Too Many Requests"}, True, "20429"),
-        (400, {"code": 21211, "message": "The 'To' number +14155550100 is not a valid phone number.",
-               "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}, False, "21211"),
+        (
+            400,
+            {
+                "code": 21211,
+                "message": "The 'To' number +14155550100 is not a valid phone number.",
+                "more_info": "https://www.twilio.com/docs/errors/21211",
+                "status": 400,
+            },
+            False,
+            "21211",
+        ),
         (401, {"code": 20003, "message": "Authenticate"}, False, "20003"),
     ],
 )
@@ -205,11 +211,14 @@ async def test_client_owning_its_http_client_closes_it(provider, monkeypatch):
 
 
 async def test_whatsapp_send(provider, http):
-    provider.reply(200, {
-        "messaging_product": "whatsapp",
-        "contacts": [{"input": "16505551234", "wa_id": "16505551234"}],
-        "messages": [{"id": "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"}],
-    })
+    provider.reply(
+        200,
+        {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": "16505551234", "wa_id": "16505551234"}],
+            "messages": [{"id": "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"}],
+        },
+    )
     client = MetaClient("EAAGm0PX4ZCpsBA", graph_base=f"{provider.url}/v21.0", http=http)
 
     message_id = await client.send_whatsapp("106540352242922", "+16505551234", "We are on it")
@@ -280,11 +289,19 @@ async def test_meta_timeout_is_retryable(provider):
 
 
 async def test_telegram_send(provider, http):
-    provider.reply(200, {"ok": True, "result": {
-        "message_id": 1371,
-        "from": {"id": 7000000001, "is_bot": True, "first_name": "Switchboard"},
-        "chat": {"id": 111111111, "first_name": "Ada", "type": "private"},
-        "date": 1749417700, "text": "Hello Ada"}})
+    provider.reply(
+        200,
+        {
+            "ok": True,
+            "result": {
+                "message_id": 1371,
+                "from": {"id": 7000000001, "is_bot": True, "first_name": "Switchboard"},
+                "chat": {"id": 111111111, "first_name": "Ada", "type": "private"},
+                "date": 1749417700,
+                "text": "Hello Ada",
+            },
+        },
+    )
     client = TelegramClient(BOT_TOKEN, api_base=provider.url, http=http)
 
     sent = await client.send_message(111111111, "Hello Ada")
@@ -298,12 +315,20 @@ async def test_telegram_send(provider, http):
 @pytest.mark.parametrize(
     ("status", "body", "retryable", "retry_after"),
     [
-        (429, {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 3",
-               "parameters": {"retry_after": 3}}, True, 3.0),
+        (
+            429,
+            {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 3",
+                "parameters": {"retry_after": 3},
+            },
+            True,
+            3.0,
+        ),
         (502, b"Bad Gateway", True, None),
         (400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}, False, None),
-        (403, {"ok": False, "error_code": 403,
-               "description": "Forbidden: bot was blocked by the user"}, False, None),
+        (403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}, False, None),
         (200, {"ok": False, "error_code": 400, "description": "Bad Request"}, False, None),
     ],
 )

@@ -10,12 +10,23 @@ pytestmark = pytest.mark.unit
 
 
 def _scope(peer: str = "127.0.0.1", path: str = "/channels/sms/twilio", query: bytes = b"", scheme: str = "http"):
-    return {"type": "http", "client": (peer, 50000), "server": ("127.0.0.1", 8000), "scheme": scheme,
-            "path": path, "raw_path": path.encode(), "query_string": query}
+    return {
+        "type": "http",
+        "client": (peer, 50000),
+        "server": ("127.0.0.1", 8000),
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+    }
 
 
-HEADERS = {"host": "10.1.2.3:8000", "x-forwarded-proto": "https", "x-forwarded-host": "sb.example.com, evil",
-           "x-forwarded-for": "198.51.100.7, 203.0.113.5, 10.0.0.2"}
+HEADERS = {
+    "host": "10.1.2.3:8000",
+    "x-forwarded-proto": "https",
+    "x-forwarded-host": "sb.example.com, evil",
+    "x-forwarded-for": "198.51.100.7, 203.0.113.5, 10.0.0.2",
+}
 
 
 def test_the_setting_takes_ips_cidrs_strings_and_lists():
@@ -40,7 +51,8 @@ def test_the_public_url_wins_and_keeps_path_prefix_and_raw_query():
     scope = _scope(peer="10.0.0.1", query=b"a=1&b=%C3%A9")
     for public in ("https://pub.example.com/base", "https://pub.example.com/base/"):
         assert request_url(scope, HEADERS, public_url=public, networks=nets) == (
-            "https://pub.example.com/base/channels/sms/twilio?a=1&b=%C3%A9")
+            "https://pub.example.com/base/channels/sms/twilio?a=1&b=%C3%A9"
+        )
 
 
 def test_client_ip_walks_forwarded_for_from_the_right_past_trusted_hops():

@@ -38,14 +38,34 @@ def case_with_reply(state: str = "sent") -> tuple[Case, uuid.UUID]:
 
 
 def status(word: str | None, **fields) -> Interaction:
-    return Interaction(**{"id": uuid.uuid4(), "channel": "sms", "direction": "outbound", "kind": "status",
-                          "occurred_at": T0 + timedelta(minutes=1), "provider_message_id": "SM1", "status": word,
-                          **fields})
+    return Interaction(
+        **{
+            "id": uuid.uuid4(),
+            "channel": "sms",
+            "direction": "outbound",
+            "kind": "status",
+            "occurred_at": T0 + timedelta(minutes=1),
+            "provider_message_id": "SM1",
+            "status": word,
+            **fields,
+        }
+    )
 
 
-@pytest.mark.parametrize(("word", "outcome"), [
-    ("delivered", "delivered"), ("read", "delivered"), ("failed", "failed"), ("undelivered", "failed"),
-    ("queued", None), ("sending", None), ("sent", None), (None, None), ("something new", None)])
+@pytest.mark.parametrize(
+    ("word", "outcome"),
+    [
+        ("delivered", "delivered"),
+        ("read", "delivered"),
+        ("failed", "failed"),
+        ("undelivered", "failed"),
+        ("queued", None),
+        ("sending", None),
+        ("sent", None),
+        (None, None),
+        ("something new", None),
+    ],
+)
 def test_what_a_status_word_means(word, outcome):
     assert delivery_outcome(word) == outcome
 
@@ -94,22 +114,46 @@ def test_a_status_names_its_message_by_the_relays_ids_or_the_providers():
 
 
 def test_a_bounce_is_the_failure_of_the_message_it_returns():
-    bounce = Interaction(id=uuid.uuid4(), channel="email", direction="inbound", kind="bounce", occurred_at=T0,
-                         meta={"bounced_message_id": " <reply-1@switchboard> ", "bounce_status": "5.1.1"})
+    bounce = Interaction(
+        id=uuid.uuid4(),
+        channel="email",
+        direction="inbound",
+        kind="bounce",
+        occurred_at=T0,
+        meta={"bounced_message_id": " <reply-1@switchboard> ", "bounce_status": "5.1.1"},
+    )
     report = bounce_report(bounce)
-    assert report == StatusReport(interaction_id=bounce.id, channel="email", provider_message_id="reply-1@switchboard",
-                                  status="failed", error="bounced (5.1.1)", occurred_at=T0)
+    assert report == StatusReport(
+        interaction_id=bounce.id,
+        channel="email",
+        provider_message_id="reply-1@switchboard",
+        status="failed",
+        error="bounced (5.1.1)",
+        occurred_at=T0,
+    )
     case, reply_id = case_with_reply()
     assert record_delivery_status(case, reply_id, report) == "failed"
     assert case.collect()[0].reason == "bounced (5.1.1)"
-    plain = Interaction(id=uuid.uuid4(), channel="email", direction="inbound", kind="bounce", occurred_at=T0,
-                        meta={"bounced_message_id": "<reply-2@switchboard>"})
+    plain = Interaction(
+        id=uuid.uuid4(),
+        channel="email",
+        direction="inbound",
+        kind="bounce",
+        occurred_at=T0,
+        meta={"bounced_message_id": "<reply-2@switchboard>"},
+    )
     assert bounce_report(plain).error == "bounced"
 
 
 def test_a_bounce_naming_no_message_means_nothing():
-    bounce = Interaction(id=uuid.uuid4(), channel="email", direction="inbound", kind="bounce", occurred_at=T0,
-                         meta={"bounced_message_id": "  <> "})
+    bounce = Interaction(
+        id=uuid.uuid4(),
+        channel="email",
+        direction="inbound",
+        kind="bounce",
+        occurred_at=T0,
+        meta={"bounced_message_id": "  <> "},
+    )
     assert bounce_report(bounce) is None
 
 
@@ -117,8 +161,16 @@ def test_a_relayed_reply_going_out_joins_the_case_and_the_timeline_and_is_sent()
     case, reply_id = case_with_reply("requested")
     customer = Customer.register(case.customer_id, T0)
     customer.collect()
-    out = Interaction(id=uuid.uuid4(), channel="sms", direction="outbound", occurred_at=T0, text="on its way",
-                      case_id=case.id, reply_id=reply_id, provider_message_id="SM9")
+    out = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="outbound",
+        occurred_at=T0,
+        text="on its way",
+        case_id=case.id,
+        reply_id=reply_id,
+        provider_message_id="SM9",
+    )
     record_outbound(case, customer, out)
     added, sent = case.collect()
     assert isinstance(added, CaseMessageAdded) and added.direction == "outbound"

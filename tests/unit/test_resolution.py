@@ -42,8 +42,14 @@ def customer(registered_at: datetime = T0, **identities: str) -> Customer:
 
 
 def message(*identities: Identity, channel: str = "sms", **fields) -> Interaction:
-    return Interaction(id=uuid.uuid4(), channel=channel, direction="inbound", occurred_at=T0 + timedelta(hours=1),
-                       identities=list(identities), **fields)
+    return Interaction(
+        id=uuid.uuid4(),
+        channel=channel,
+        direction="inbound",
+        occurred_at=T0 + timedelta(hours=1),
+        identities=list(identities),
+        **fields,
+    )
 
 
 def names(aggregate: Customer) -> list[str]:
@@ -138,7 +144,10 @@ def test_two_holders_with_different_external_ids_are_only_suggested():
         events = a.collect()
         assert [type(e) for e in events] == [MergeSuggested]
         assert (events[0].other_id, events[0].reason, events[0].interaction_id) == (
-            b.id, DIFFERENT_EXTERNAL_IDS, interaction.id)
+            b.id,
+            DIFFERENT_EXTERNAL_IDS,
+            interaction.id,
+        )
     # The email stays older's: it is not linked to newer.
     assert ("email", EMAIL.value) not in newer.identities
 
@@ -159,8 +168,9 @@ def test_an_unheld_external_id_never_gives_a_customer_a_second_one():
 
 def test_the_same_external_id_again_links_normally():
     ana = customer(external="crm-1", phone=PHONE.value)
-    resolution = resolve(message(PHONE, Identity("external", "crm-1"), channel="chat"),
-                         {PHONE: ana, Identity("external", "crm-1"): ana})
+    resolution = resolve(
+        message(PHONE, Identity("external", "crm-1"), channel="chat"), {PHONE: ana, Identity("external", "crm-1"): ana}
+    )
     assert resolution.customer is ana and resolution.registered is None
     assert names(ana) == []
 

@@ -60,11 +60,15 @@ def test_text_without_controls_or_surrogates_is_untouched(text):
 
 def _dirty_interaction() -> Interaction:
     return Interaction(
-        id=interaction_id("chat", "s1:c1"), channel="chat", direction="inbound",
+        id=interaction_id("chat", "s1:c1"),
+        channel="chat",
+        direction="inbound",
         occurred_at=datetime(2026, 1, 2, tzinfo=UTC),
         identities=[Identity("chat", "sess\x00ion"), Identity("email", "ada\x01@example.com", verified=False)],
-        text="hello\x00 there\r\nsecond line\x1b[2J", profile={"na\x00me": "Ada\x00 Lovelace"},
-        thread_key="chat:\x00s1", provider_message_id="s1:c1\x00",
+        text="hello\x00 there\r\nsecond line\x1b[2J",
+        profile={"na\x00me": "Ada\x00 Lovelace"},
+        thread_key="chat:\x00s1",
+        provider_message_id="s1:c1\x00",
         attachments=[Attachment(name="in\x00voice\x07.pdf", content_type="application/pdf", size=3, sha256="ab")],
         meta={"subject": "Re:\x00 order\r\n", "clean": "fine"},
     )
@@ -99,7 +103,7 @@ def test_sanitize_keeps_container_types_and_leaves_non_strings_alone():
 def test_json_escape_check_finds_every_way_json_can_spell_a_control_or_surrogate():
     for raw in (b'"a\\u0000"', b'"a\\r"', b'"a\\b"', b'"a\\f"', b'"\\ud83d"'):
         assert json_may_need_cleaning(raw)
-    for raw in (b'"plain text"', b'"tab\\t and newline\\n"', "\"ünïcode\"".encode()):
+    for raw in (b'"plain text"', b'"tab\\t and newline\\n"', '"ünïcode"'.encode()):
         assert not json_may_need_cleaning(raw)
 
 

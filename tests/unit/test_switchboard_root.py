@@ -13,8 +13,12 @@ pytestmark = pytest.mark.unit
 
 def test_building_the_root_connects_nothing(tmp_path):
     # Unreachable URLs: building must not touch them (nothing connects at construction or import time).
-    settings = load_settings(environ={}, data_dir=tmp_path, nats_url="nats://127.0.0.1:9",
-                             database_url="postgresql://nobody@127.0.0.1:9/none")
+    settings = load_settings(
+        environ={},
+        data_dir=tmp_path,
+        nats_url="nats://127.0.0.1:9",
+        database_url="postgresql://nobody@127.0.0.1:9/none",
+    )
     sb = Switchboard(settings, Names())
     assert sb.nc is None and sb.js is None and sb.store is None and sb.core_consumer is None
     with pytest.raises(NotConnected):

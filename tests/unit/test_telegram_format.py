@@ -104,17 +104,35 @@ def test_photo_keeps_the_largest_size():
 
 
 def test_document_voice_location_and_contact():
-    [document] = parse_telegram_update(update(document={
-        "file_name": "invoice.pdf", "mime_type": "application/pdf", "file_id": "BQACAgQ",
-        "file_unique_id": "AgADxQ", "file_size": 48213}))
-    [voice] = parse_telegram_update(update(voice={
-        "duration": 3, "mime_type": "audio/ogg", "file_id": "AwACAgQ", "file_unique_id": "AgADxR",
-        "file_size": 9210}))
+    [document] = parse_telegram_update(
+        update(
+            document={
+                "file_name": "invoice.pdf",
+                "mime_type": "application/pdf",
+                "file_id": "BQACAgQ",
+                "file_unique_id": "AgADxQ",
+                "file_size": 48213,
+            }
+        )
+    )
+    [voice] = parse_telegram_update(
+        update(
+            voice={
+                "duration": 3,
+                "mime_type": "audio/ogg",
+                "file_id": "AwACAgQ",
+                "file_unique_id": "AgADxR",
+                "file_size": 9210,
+            }
+        )
+    )
     [location] = parse_telegram_update(update(location={"latitude": 52.520008, "longitude": 13.404954}))
-    [contact] = parse_telegram_update(update(contact={
-        "phone_number": "4915112345678", "first_name": "Ada", "user_id": 111111111}))
-    [someone_else] = parse_telegram_update(update(contact={
-        "phone_number": "+4915112345679", "first_name": "Bob", "user_id": 222}))
+    [contact] = parse_telegram_update(
+        update(contact={"phone_number": "4915112345678", "first_name": "Ada", "user_id": 111111111})
+    )
+    [someone_else] = parse_telegram_update(
+        update(contact={"phone_number": "+4915112345679", "first_name": "Bob", "user_id": 222})
+    )
 
     assert [(a.name, a.content_type, a.size, a.ref) for a in document.attachments] == [
         ("invoice.pdf", "application/pdf", 48213, "BQACAgQ")
@@ -124,16 +142,25 @@ def test_document_voice_location_and_contact():
     assert contact.text == "Contact: Ada 4915112345678"
     # The sender's own number is a claim, never a verified, linking identity.
     assert [(i.kind, i.value, i.verified) for i in contact.identities] == [
-        ("telegram", "111111111", True), ("phone", "+4915112345678", False)
+        ("telegram", "111111111", True),
+        ("phone", "+4915112345678", False),
     ]
     assert [i.kind for i in someone_else.identities] == ["telegram"]
 
 
 def test_channel_post_without_sender_uses_the_channel():
-    body = json.dumps({"update_id": 5, "channel_post": {
-        "message_id": 3, "sender_chat": {"id": -1001234567890, "type": "channel", "title": "News"},
-        "chat": {"id": -1001234567890, "type": "channel", "title": "News"}, "date": 1749417400,
-        "text": "Announcement"}}).encode()
+    body = json.dumps(
+        {
+            "update_id": 5,
+            "channel_post": {
+                "message_id": 3,
+                "sender_chat": {"id": -1001234567890, "type": "channel", "title": "News"},
+                "chat": {"id": -1001234567890, "type": "channel", "title": "News"},
+                "date": 1749417400,
+                "text": "Announcement",
+            },
+        }
+    ).encode()
 
     [interaction] = parse_telegram_update(body)
 
@@ -169,6 +196,7 @@ def test_secret_token():
 
 
 # -- fuzzing -----------------------------------------------------------------------------------
+
 
 @st.composite
 def mutated_fixtures(draw):

@@ -135,9 +135,7 @@ def test_url_signed_with_or_without_default_port_is_accepted():
     assert validate_twilio_signature(TOKEN, with_port, SMS_FORM, signed_without)
     assert validate_twilio_signature(TOKEN, URL, SMS_FORM, signed_with)
     http_url = "http://switchboard.example.com/hook"
-    signed_http_port = RequestValidator(TOKEN).compute_signature(
-        "http://switchboard.example.com:80/hook", {}
-    )
+    signed_http_port = RequestValidator(TOKEN).compute_signature("http://switchboard.example.com:80/hook", {})
     assert validate_twilio_signature(TOKEN, http_url, {}, signed_http_port)
 
 
@@ -195,9 +193,7 @@ def test_tampering_is_rejected():
     assert not validate_twilio_signature("", URL, SMS_FORM, twilio_signature("", URL, SMS_FORM))
 
 
-_urls = st.sampled_from(
-    [URL, "https://a.example:8443/x?y=1", "http://127.0.0.1:8000/channels/sms/twilio", "http://b/"]
-)
+_urls = st.sampled_from([URL, "https://a.example:8443/x?y=1", "http://127.0.0.1:8000/channels/sms/twilio", "http://b/"])
 
 
 @settings(max_examples=60, deadline=None)
@@ -226,9 +222,7 @@ def test_sms_becomes_an_inbound_sms_interaction():
     assert interaction.direction == "inbound"
     assert interaction.kind == "message"
     assert interaction.occurred_at == RECEIVED
-    assert [(i.kind, i.value, i.verified) for i in interaction.identities] == [
-        ("phone", "+14155550100", True)
-    ]
+    assert [(i.kind, i.value, i.verified) for i in interaction.identities] == [("phone", "+14155550100", True)]
     assert interaction.text == "Hi, my parcel has not arrived yet"
     assert interaction.thread_key == "sms:+14155552671:+14155550100"
     assert interaction.provider_message_id == "SM1f2e3d4c5b6a79881726354453627181"
@@ -368,7 +362,10 @@ def test_impossible_phone_numbers_are_malformed(raw):
 # -- fuzzing -----------------------------------------------------------------------------------
 
 _KEYS = sorted(
-    set(SMS_FORM) | set(MMS_FORM) | set(WHATSAPP_FORM) | set(STATUS_FORM)
+    set(SMS_FORM)
+    | set(MMS_FORM)
+    | set(WHATSAPP_FORM)
+    | set(STATUS_FORM)
     | {"Latitude", "Longitude", "ButtonText", "ErrorCode", "MediaUrl9", "MediaUrl007"}
 )
 _values = st.one_of(

@@ -13,7 +13,6 @@ from channels.email.parse.headers import _decode_words, _raw_header
 from channels.email.parse.message_ids import _unique
 from channels.email.parse.text import _clean_line
 
-
 # The address is the customer's verified identity: it must look like one, or the message is refused.
 _USABLE_ADDRESS = re.compile(r"[^@\s<>\"\ufffd]+@[^@\s<>\"\ufffd]+")
 # The default policy's parser is not linear on some hostile inputs; a real address list is far shorter.
@@ -63,9 +62,7 @@ def _structured_mailboxes(message: Message, header_name: str, raw: str) -> list[
 
 def _address_list(message: Message, header_name: str) -> str:
     """The usable addresses of an address header, lower-cased, comma-separated."""
-    return ", ".join(
-        _unique(address for _, address in _mailboxes(message, header_name) if _is_usable(address))
-    )
+    return ", ".join(_unique(address for _, address in _mailboxes(message, header_name) if _is_usable(address)))
 
 
 def _clean_address(address: str) -> str:

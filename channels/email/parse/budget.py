@@ -62,8 +62,9 @@ class _Meter:
             if parts > self.budget.max_parts:
                 raise OverBudget("mime_parts", f"more than {self.budget.max_parts} MIME parts")
             if depth > self.budget.max_mime_depth:
-                raise OverBudget("mime_depth", f"MIME parts nested deeper than {self.budget.max_mime_depth}",
-                                 structural=True)
+                raise OverBudget(
+                    "mime_depth", f"MIME parts nested deeper than {self.budget.max_mime_depth}", structural=True
+                )
             stack.extend((child, depth + 1) for child in _children(part))
 
     def check_attachments(self, attachments: list[Attachment]) -> None:

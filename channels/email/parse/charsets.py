@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import re
 
-
 # Labels mailers use that Python does not know.
 _CHARSET_ALIASES = {
     "x-sjis": "shift_jis",
@@ -33,9 +32,7 @@ _SUPERSETS: dict[str, tuple[str, ...]] = {
 # labelled as Latin-1 or ASCII is the commonest mislabel, so UTF-8 is tried before them.
 _LABELS_THAT_ACCEPT_ANYTHING = frozenset({"ascii", "iso8859-1", "iso8859-15", "cp1252"})
 # Codecs that are not charsets a mail body can be written in.
-_NOT_MAIL_CHARSETS = frozenset(
-    {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "mbcs", "oem"}
-)
+_NOT_MAIL_CHARSETS = frozenset({"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined", "mbcs", "oem"})
 # Share of unreadable characters up to which text counts as damaged rather than mislabelled.
 _DAMAGE_TOLERATED = 0.02
 # Some valid multi-byte UTF-8 sequence: damaged UTF-8 rather than a single-byte charset.

@@ -9,7 +9,6 @@ from email.utils import parsedate_to_datetime
 from channels.email.parse.headers import _raw_header
 from channels.email.parse.text import _clean_line
 
-
 # A Date outside these bounds is a broken clock or spam trickery: it would pin the message at the
 # wrong end of the customer's timeline, so the time of receipt is used instead.
 _EARLIEST_PLAUSIBLE_DATE = datetime(1990, 1, 1, tzinfo=UTC)

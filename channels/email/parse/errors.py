@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-
 class MalformedEmail(ValueError):
     """Input that is not a usable email: empty, unreadable, or without a sender address.
 

@@ -9,7 +9,6 @@ from email.message import Message
 from channels.email.parse.charsets import _decode_bytes, _restore_8bit
 from channels.email.parse.text import _LINE_BREAK, _clean_line
 
-
 _FOLDING = re.compile(r"\r?\n(?=[ \t])")
 
 

@@ -11,7 +11,6 @@ from bs4.element import Comment, Declaration, Doctype, NavigableString, PageElem
 from channels.email.parse.errors import OverBudget
 from channels.email.parse.text import _normalize_newlines, _tidy_text
 
-
 _INVISIBLE_TAGS = frozenset({"head", "script", "style", "noscript", "template", "title", "meta", "link"})
 _BLOCK_TAGS = frozenset({
     "address", "article", "aside", "blockquote", "center", "dd", "div", "dl", "dt", "fieldset",
@@ -131,10 +130,7 @@ class _HtmlText:
         # A customer's "here" link to their order page is content; the target must stay visible.
         start = self.link_starts.pop()
         href = str(tag.get("href") or "").strip()
-        if (
-            not href.lower().startswith(("http://", "https://"))
-            or len(self.out) - start > _MAX_LINK_LABEL_PIECES
-        ):
+        if not href.lower().startswith(("http://", "https://")) or len(self.out) - start > _MAX_LINK_LABEL_PIECES:
             return
         label = "".join(self.out[start:]).strip(f" \n{_BLOCK}{_PARAGRAPH}")
         if label and label != href:

@@ -9,7 +9,6 @@ from channels.email.parse.headers import _header_token, _raw_header
 from channels.email.parse.parts import _content_type, _param
 from events.interactions import InteractionKind
 
-
 _DELIVERY_FAILURE_SUBJECT = re.compile(
     r"undeliver|not be delivered|delivery (?:status notification|failure|failed|has failed|incomplete)"
     r"|mail delivery (?:failed|failure|subsystem)|returned mail|failure notice|non remis"

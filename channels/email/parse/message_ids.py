@@ -10,7 +10,6 @@ from email.message import Message
 from channels.email.parse.headers import _raw_header
 from channels.email.parse.text import _clean_line
 
-
 _BRACKETED_ID = re.compile(r"<([^<>]*)>")
 
 

@@ -28,7 +28,6 @@ from channels.email.parse.parts import (
 from channels.email.parse.text import _clean_line, _normalize_newlines, _unflow
 from events.interactions import Attachment
 
-
 # Hostile nesting is cut off here; nothing a person wrote lives deeper.
 _MAX_MIME_DEPTH = 24
 _READABLE_TYPES = frozenset({"text/plain", "text/html"})
@@ -138,9 +137,7 @@ def _collect_report(children: list[Message], body: _Body, depth: int) -> None:
 
 def _delivery_status(part: Message) -> dict[str, str]:
     fields = _report_fields(part)
-    recipients = _unique(
-        _clean_address(value.split(";", 1)[-1]) for name, value in fields if name == "final-recipient"
-    )
+    recipients = _unique(_clean_address(value.split(";", 1)[-1]) for name, value in fields if name == "final-recipient")
     if not recipients:
         recipients = _unique(
             _clean_address(value.split(";", 1)[-1]) for name, value in fields if name == "original-recipient"

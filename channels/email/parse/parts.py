@@ -10,7 +10,6 @@ from email.utils import collapse_rfc2231_value
 from channels.email.parse.headers import _decode_words, _header_token, _lenient_base64, _raw_header
 from channels.email.parse.text import _clean_line
 
-
 # Names for unnamed files; a fixed table, because `mimetypes` answers differently per machine.
 _EXTENSIONS = {
     "application/pdf": ".pdf",

@@ -6,7 +6,6 @@ import re
 
 from channels.email.parse.text import _tidy_text
 
-
 # Our own small rules rather than a reply-parser library: the ones on PyPI are either unmaintained
 # (email-reply-parser, talon) or large regex tables whose behaviour on hostile input we would have
 # to vet anyway (mail-parser-reply). These lines cover the mailers our customers use, are bounded in

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import msgspec
 
-
 Id = str | int  # Meta sends ids as strings; some docs and test tools send numbers
 
 

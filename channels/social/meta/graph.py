@@ -8,7 +8,6 @@ import httpx
 
 from channels.errors import ProviderError, http_failure, transport_failure
 
-
 DEFAULT_GRAPH_BASE = "https://graph.facebook.com/v21.0"
 
 
@@ -36,7 +35,7 @@ class MetaClient:
         """Sends a text from our number `phone_number_id`; returns the `wamid` of the message."""
         to = to_wa_id.strip()
         if to.lower().startswith("whatsapp:"):
-            to = to[len("whatsapp:"):]
+            to = to[len("whatsapp:") :]
         body = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",

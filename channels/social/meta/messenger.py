@@ -23,9 +23,7 @@ def _messenger_attachment(index: int, attachment: _MessengerAttachment) -> Attac
     return Attachment(name=name, content_type=content_type, size=0, sha256="", ref=url)
 
 
-def _messaging(
-    channel: str, entry: _Entry, event: _MessagingEvent, fallback: datetime
-) -> list[Interaction]:
+def _messaging(channel: str, entry: _Entry, event: _MessagingEvent, fallback: datetime) -> list[Interaction]:
     message = event.message
     if message is not None and message.is_echo:
         return []  # our own send, coming back: recorded when we sent it
@@ -123,7 +121,8 @@ def _messaging(
         if not isinstance(mid, str) or not mid:
             continue
         statuses.append(
-            build(mid, f"{mid}:status:delivered", kind="status", status="delivered",
-                  direction="outbound", meta=dict(meta))
+            build(
+                mid, f"{mid}:status:delivered", kind="status", status="delivered", direction="outbound", meta=dict(meta)
+            )
         )
     return statuses

@@ -9,7 +9,6 @@ from typing import Any
 
 from channels.errors import Malformed, Unauthorized
 
-
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 
 

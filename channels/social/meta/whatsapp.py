@@ -149,12 +149,8 @@ def _whatsapp(raw: msgspec.Raw, fallback: datetime) -> list[Interaction]:
         base_meta["phone_number_id"] = metadata.phone_number_id
     if metadata.display_phone_number:
         base_meta["display_phone_number"] = metadata.display_phone_number
-    names = {
-        c.wa_id: c.profile.name for c in value.contacts or [] if c.profile and c.profile.name
-    }
-    out = [
-        _whatsapp_message(m, metadata, base_meta, names, fallback) for m in value.messages or []
-    ]
+    names = {c.wa_id: c.profile.name for c in value.contacts or [] if c.profile and c.profile.name}
+    out = [_whatsapp_message(m, metadata, base_meta, names, fallback) for m in value.messages or []]
     out += [_whatsapp_status(s, metadata, base_meta, fallback) for s in value.statuses or []]
     return out
 
@@ -189,9 +185,7 @@ def _whatsapp_message(
         text = media.caption
         content_type = media.mime_type or "application/octet-stream"
         name = media.filename or _with_extension(media.id or message.type, media.mime_type)
-        attachments.append(
-            Attachment(name=name, content_type=content_type, size=0, sha256="", ref=media.id or None)
-        )
+        attachments.append(Attachment(name=name, content_type=content_type, size=0, sha256="", ref=media.id or None))
         if media.sha256:
             meta["media_sha256"] = media.sha256
         if media.voice:
@@ -288,9 +282,7 @@ def _whatsapp_status(
         identities=identities,
         kind="status",
         status=state,
-        thread_key=f"whatsapp:{metadata.phone_number_id}:{status.recipient_id}"
-        if status.recipient_id
-        else None,
+        thread_key=f"whatsapp:{metadata.phone_number_id}:{status.recipient_id}" if status.recipient_id else None,
         provider_message_id=message_id,
         meta=meta,
     )

@@ -44,8 +44,14 @@ class Anchor(msgspec.Struct, frozen=True, kw_only=True):
     v: int = 1
 
     def signed_bytes(self) -> bytes:
-        return b"|".join((_DOMAIN, struct.pack(">q", self.position), bytes.fromhex(self.chain),
-                          self.at.astimezone(UTC).isoformat().encode()))
+        return b"|".join(
+            (
+                _DOMAIN,
+                struct.pack(">q", self.position),
+                bytes.fromhex(self.chain),
+                self.at.astimezone(UTC).isoformat().encode(),
+            )
+        )
 
 
 class AnchorError(Exception):
@@ -54,7 +60,9 @@ class AnchorError(Exception):
 
 def sign(key: bytes, position: int, chain: bytes, at: datetime) -> Anchor:
     unsigned = Anchor(position=position, chain=chain.hex(), at=at.astimezone(UTC))
-    return msgspec.structs.replace(unsigned, signature=hmac.new(key, unsigned.signed_bytes(), hashlib.sha256).hexdigest())
+    return msgspec.structs.replace(
+        unsigned, signature=hmac.new(key, unsigned.signed_bytes(), hashlib.sha256).hexdigest()
+    )
 
 
 def encode(anchor: Anchor) -> bytes:
@@ -96,14 +104,20 @@ def _snapshot(conn):
 
 
 def _link_at(conn, table: str, position: int) -> bytes | None:
-    row = conn.cursor(row_factory=tuple_row).execute(
-        SQL("SELECT chain FROM {0} WHERE notification_id = %s").format(Identifier(table)), (position,)).fetchone()
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(SQL("SELECT chain FROM {0} WHERE notification_id = %s").format(Identifier(table)), (position,))
+        .fetchone()
+    )
     return bytes(row[0]) if row else None
 
 
 def _last_position(conn, table: str) -> int:
-    row = conn.cursor(row_factory=tuple_row).execute(
-        SQL("SELECT coalesce(max(notification_id), 0) FROM {0}").format(Identifier(table))).fetchone()
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(SQL("SELECT coalesce(max(notification_id), 0) FROM {0}").format(Identifier(table)))
+        .fetchone()
+    )
     return int(row[0])
 
 
@@ -120,17 +134,23 @@ def _check(conn, anchor: Anchor, table: str) -> None:
         where = "no events left" if last == 0 else f"the log ends at position {last}"
         if last > anchor.position:
             where = f"position {anchor.position} deleted"
-        raise AnchorError(f"log truncated: anchored position {anchor.position} missing ({where}; "
-                          f"anchored at {anchor.at.isoformat()})")
+        raise AnchorError(
+            f"log truncated: anchored position {anchor.position} missing ({where}; anchored at {anchor.at.isoformat()})"
+        )
     if not hmac.compare_digest(found, bytes.fromhex(anchor.chain)):
-        raise AnchorError(f"rolled back: position {anchor.position} holds another link than the one anchored at "
-                          f"{anchor.at.isoformat()} (the log was restored from an earlier state and written again)")
+        raise AnchorError(
+            f"rolled back: position {anchor.position} holds another link than the one anchored at "
+            f"{anchor.at.isoformat()} (the log was restored from an earlier state and written again)"
+        )
 
 
 def current_head(conn, chain_key: bytes, table: str = EVENTS_TABLE) -> tuple[int, bytes] | None:
     """The head of the chain (position, link) if its seal verifies and its row is there; None for an empty log."""
-    row = conn.cursor(row_factory=tuple_row).execute(
-        SQL("SELECT position, chain, seal FROM {0} WHERE id = 1").format(Identifier(f"{table}_head"))).fetchone()
+    row = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(SQL("SELECT position, chain, seal FROM {0} WHERE id = 1").format(Identifier(f"{table}_head")))
+        .fetchone()
+    )
     if row is None:
         if _last_position(conn, table):
             raise AnchorError("chain head missing: refusing to anchor")
@@ -144,8 +164,9 @@ def current_head(conn, chain_key: bytes, table: str = EVENTS_TABLE) -> tuple[int
     return position, chain
 
 
-def next_anchor(conn, chain_key: bytes, anchor_key: bytes, previous: Anchor | None, at: datetime,
-                table: str = EVENTS_TABLE) -> Anchor | None:
+def next_anchor(
+    conn, chain_key: bytes, anchor_key: bytes, previous: Anchor | None, at: datetime, table: str = EVENTS_TABLE
+) -> Anchor | None:
     """The anchor of the current head, extending `previous`; None when there is nothing new to anchor.
 
     AnchorError when the log no longer holds `previous` (truncated or rolled back) or its head is not
@@ -206,8 +227,9 @@ async def open_bucket(js, bucket: str = ANCHOR_BUCKET, replicas: int = 1, create
             return None
     try:
         # A short history: the anchors before the last are kept as well, for an auditor to compare.
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=16, replicas=replicas,
-                                                        description="Switchboard audit anchors"))
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=16, replicas=replicas, description="Switchboard audit anchors")
+        )
     except BadRequestError:  # created by another process meanwhile
         return await js.key_value(bucket)
 

@@ -167,9 +167,9 @@ class EventCodec(Mapper):
         first, and a quote inside any JSON string is escaped), so the first such key is the owner.
         """
         i = state.find(_OWNER_KEY)
-        if i < 0 or state[i + _OWNER_END:i + _OWNER_END + 1] != b'"':
+        if i < 0 or state[i + _OWNER_END : i + _OWNER_END + 1] != b'"':
             return None
-        return state[i + len(_OWNER_KEY):i + _OWNER_END]
+        return state[i + len(_OWNER_KEY) : i + _OWNER_END]
 
     def customer_of(self, stored: StoredEvent) -> UUID:
         return self.owner(self.view(stored.state))
@@ -182,8 +182,9 @@ class EventCodec(Mapper):
         cls = self.registry.cls(topic)
         return bool(cls.PERSONAL) and view.v != cls.VERSION
 
-    def _personal(self, topic: str, stream_id: UUID, version: int, view: StoredView,
-                  aead: AESGCM | None) -> tuple[bytes | None, bool]:
+    def _personal(
+        self, topic: str, stream_id: UUID, version: int, view: StoredView, aead: AESGCM | None
+    ) -> tuple[bytes | None, bool]:
         """The personal fields as msgpack (None when redacted), and whether they were redacted.
 
         `aead` None means the owner was erased. For an event with nothing sealed, the caller passes
@@ -201,10 +202,12 @@ class EventCodec(Mapper):
         except (InvalidTag, binascii.Error) as exc:
             raise TamperedEventError(
                 f"sealed fields of {topic} (stream {stream_id} v{version}) do not verify: altered, moved to "
-                "another event, or sealed with another key") from exc
+                "another event, or sealed with another key"
+            ) from exc
 
-    def payload(self, topic: str, stream_id: UUID, version: int, view: StoredView,
-                aead: AESGCM | None) -> tuple[bytes, bool]:
+    def payload(
+        self, topic: str, stream_id: UUID, version: int, view: StoredView, aead: AESGCM | None
+    ) -> tuple[bytes, bool]:
         """The event's fields (current version, without stream id and version) as a JSON object."""
         packed, redacted = self._personal(topic, stream_id, version, view, aead)
         if view.v != self.registry.cls(topic).VERSION:
@@ -216,8 +219,9 @@ class EventCodec(Mapper):
             return bytes(view.d), False
         return _join_objects(view.d, _json_encode(_unpack(packed))), False
 
-    def open_view(self, topic: str, stream_id: UUID, version: int, view: StoredView,
-                  aead: AESGCM | None) -> tuple[DomainEvent, bool]:
+    def open_view(
+        self, topic: str, stream_id: UUID, version: int, view: StoredView, aead: AESGCM | None
+    ) -> tuple[DomainEvent, bool]:
         """The domain event (current version), and whether its personal fields were redacted."""
         cls = self.registry.cls(topic)
         packed, redacted = self._personal(topic, stream_id, version, view, aead)
@@ -235,14 +239,16 @@ class EventCodec(Mapper):
         return self._decoder(cls)(_join_objects(row, view.d, personal)), redacted
 
     def open_(self, stored: StoredEvent, aead: AESGCM | None) -> DomainEvent:
-        return self.open_view(stored.topic, as_uuid(stored.originator_id), stored.originator_version,
-                              self.view(stored.state), aead)[0]
+        return self.open_view(
+            stored.topic, as_uuid(stored.originator_id), stored.originator_version, self.view(stored.state), aead
+        )[0]
 
     def open_fields(self, stored: StoredEvent, aead: AESGCM | None) -> tuple[dict[str, Any], bool]:
         """The event's fields as a dict (current version), and whether personal fields were redacted."""
         stream_id = as_uuid(stored.originator_id)
-        payload, redacted = self.payload(stored.topic, stream_id, stored.originator_version,
-                                         self.view(stored.state), aead)
+        payload, redacted = self.payload(
+            stored.topic, stream_id, stored.originator_version, self.view(stored.state), aead
+        )
         data = _json_decode(payload)
         data["stream_id"] = stored.originator_id
         data["version"] = stored.originator_version

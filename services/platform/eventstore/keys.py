@@ -17,6 +17,7 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+
 class KeyDestroyedError(LookupError):
     """The customer was erased: their data key no longer exists."""
 
@@ -123,8 +124,9 @@ class KeyRing:
 
     def fetch(self, curs, customer_ids) -> dict[UUID, AESGCM | None]:
         """These customers' keys straight from the table, not cached (None: erased; absent: no key)."""
-        curs.execute("SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s)",
-                     (list(customer_ids),))
+        curs.execute(
+            "SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s)", (list(customer_ids),)
+        )
         out: dict[UUID, AESGCM | None] = {}
         for row in curs.fetchall():
             cid, wrapped = _row(row)
@@ -173,8 +175,11 @@ class KeyScope:
         wanted = sorted(set(customer_ids) - self.pending.keys())
         if not wanted:
             return True
-        self.curs.execute("SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s) "
-                          "ORDER BY customer_id FOR SHARE", (wanted,))
+        self.curs.execute(
+            "SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s) "
+            "ORDER BY customer_id FOR SHARE",
+            (wanted,),
+        )
         fresh = True
         found = set()
         for row in self.curs.fetchall():

@@ -34,8 +34,11 @@ _COPY_TYPES = ("int8", "uuid", "int8", "text", "bytea", "bytea")
 
 def link(key: bytes, previous: bytes, position: int, stream_id: UUID, version: int, topic: str, state: bytes) -> bytes:
     # One-shot HMAC over the joined parts: the same bytes as updating part by part, at a third of the cost.
-    return hmac.digest(key, b"".join((previous, struct.pack(">qq", position, version), stream_id.bytes,
-                                      topic.encode(), b"\x00", state)), "sha256")
+    return hmac.digest(
+        key,
+        b"".join((previous, struct.pack(">qq", position, version), stream_id.bytes, topic.encode(), b"\x00", state)),
+        "sha256",
+    )
 
 
 class ChainedRecorder(PostgresProcessRecorder):
@@ -56,7 +59,8 @@ class ChainedRecorder(PostgresProcessRecorder):
         self.sql_create_statements[self.create_table_statement_index] = events_table
         self.sql_create_statements.extend(after)
         self.select_head = SQL("SELECT position, chain FROM {0}.{1} WHERE id = 1").format(
-            Identifier(self.datastore.schema), self.head_table)
+            Identifier(self.datastore.schema), self.head_table
+        )
         self.upsert_head = SQL(
             "INSERT INTO {0}.{1} (id, position, chain, seal) VALUES (1, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET position = EXCLUDED.position, chain = EXCLUDED.chain, "
@@ -101,7 +105,9 @@ class ChainedRecorder(PostgresProcessRecorder):
         rows = []
         for position, event in zip(positions, stored_events, strict=True):
             stream_id = event.originator_id if isinstance(event.originator_id, UUID) else UUID(str(event.originator_id))
-            previous = link(self.chain_key, previous, position, stream_id, event.originator_version, event.topic, event.state)
+            previous = link(
+                self.chain_key, previous, position, stream_id, event.originator_version, event.topic, event.state
+            )
             rows.append((position, stream_id, event.originator_version, event.topic, event.state, previous))
         curs.execute(self.upsert_head, (positions[-1], previous, self.head_seal(positions[-1], previous)), prepare=True)
         # Binary COPY: an order of magnitude less client CPU than binding arrays for unnest().
@@ -125,8 +131,7 @@ class ChainBreak(Exception):
         self.reason = reason
 
 
-def verify_chain(conn, chain_key: bytes, table: str = EVENTS_TABLE, batch: int = 10_000,
-                 progress=None) -> int:
+def verify_chain(conn, chain_key: bytes, table: str = EVENTS_TABLE, batch: int = 10_000, progress=None) -> int:
     """Recomputes the whole chain; returns the count of intact events or raises ChainBreak.
 
     Rows and head are read from one snapshot, so events appended meanwhile are not a break: in a
@@ -147,22 +152,31 @@ def _verify_chain(conn, chain_key: bytes, table: str, batch: int, progress) -> i
     # Tuples whatever the connection's row factory (the datastore's pool hands out dict rows).
     with conn.cursor(name="sb_audit_verify", row_factory=tuple_row) as curs:
         curs.itersize = batch
-        curs.execute(SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state, chain "
-            "FROM {0} ORDER BY notification_id").format(Identifier(table)))
+        curs.execute(
+            SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state, chain "
+                "FROM {0} ORDER BY notification_id"
+            ).format(Identifier(table))
+        )
         for position, stream_id, version, topic, state, chain in curs:
             expected = link(chain_key, previous, position, stream_id, version, topic, bytes(state))
             if not hmac.compare_digest(expected, bytes(chain)):
-                reason = ("row altered, inserted out of band, or the row before it deleted"
-                          if count else "first row altered, inserted or an earlier row deleted")
+                reason = (
+                    "row altered, inserted out of band, or the row before it deleted"
+                    if count
+                    else "first row altered, inserted or an earlier row deleted"
+                )
                 raise ChainBreak(position, reason)
             previous = expected
             last_position = position
             count += 1
             if progress is not None:
                 progress(1)
-    head = conn.cursor(row_factory=tuple_row).execute(SQL(
-        "SELECT position, chain, seal FROM {0} WHERE id = 1").format(Identifier(f"{table}_head"))).fetchone()
+    head = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(SQL("SELECT position, chain, seal FROM {0} WHERE id = 1").format(Identifier(f"{table}_head")))
+        .fetchone()
+    )
     if head is None:
         if count:
             raise ChainBreak(last_position, "chain head missing")
@@ -172,7 +186,8 @@ def _verify_chain(conn, chain_key: bytes, table: str, batch: int, progress) -> i
     if not hmac.compare_digest(seal, expected_seal):
         raise ChainBreak(position, "chain head altered")
     if position != last_position or chain != previous:
-        raise ChainBreak(min(position, last_position) + 1 if position > last_position else last_position,
-                         "newest rows deleted" if position > last_position else "rows appended out of band")
+        raise ChainBreak(
+            min(position, last_position) + 1 if position > last_position else last_position,
+            "newest rows deleted" if position > last_position else "rows appended out of band",
+        )
     return count
-

@@ -24,7 +24,6 @@ from services.platform.eventstore.codec import EventCodec, as_uuid
 from services.platform.eventstore.keys import KeyRing, KeyScope, MasterKey
 from services.platform.eventstore.recorder import ChainedRecorder
 
-
 # Stands for "this customer was not erased" where there is no key to hand (an event with nothing sealed).
 NOT_ERASED = object()
 
@@ -148,9 +147,16 @@ class EventStore:
         unsealed = {o for o in owners if o is not None} - sealed
         if unsealed:  # old events with nothing sealed: only whether the owner was erased matters
             keys.update(self._erased_or_not(unsealed))
-        return [codec.open_view(s.topic, as_uuid(s.originator_id), s.originator_version, view,
-                                keys[owner] if owner is not None else None)
-                for s, view, owner in zip(stored, views, owners, strict=True)]
+        return [
+            codec.open_view(
+                s.topic,
+                as_uuid(s.originator_id),
+                s.originator_version,
+                view,
+                keys[owner] if owner is not None else None,
+            )
+            for s, view, owner in zip(stored, views, owners, strict=True)
+        ]
 
     def _erased_or_not(self, customer_ids: set[UUID]) -> dict[UUID, Any]:
         """None for an erased customer, else something that is not None (a customer may have no key)."""
