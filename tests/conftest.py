@@ -152,7 +152,15 @@ def settings(nats_url, database_url, data_dir):
     return single_node_trust(
         ensure_secrets(
             load_settings(
-                environ={}, data_dir=data_dir, nats_url=nats_url, database_url=database_url, log_format="json"
+                environ={},
+                data_dir=data_dir,
+                nats_url=nats_url,
+                database_url=database_url,
+                log_format="json",
+                # JetStream reserves a bucket's max_bytes from the server's store when it is made, and
+                # every test makes its own buckets on the session's server: keep each reservation small.
+                blobs_max_bytes=64 * 1024 * 1024,
+                chat_session_store_max_bytes=8 * 1024 * 1024,
             )
         )
     )
@@ -178,6 +186,24 @@ async def server(settings, names):
     await srv.start()
     yield srv
     await srv.stop()
+    await drop_streams(settings, names)
+
+
+async def drop_streams(settings, names: Names) -> None:
+    """Deletes the streams of a test's namespace (its KV and object buckets too), so their storage
+    reservations end with the test."""
+    from services.platform.nats_client import connect  # noqa: PLC0415 -- lazy: unit runs never connect
+
+    prefix = names.stream("")
+    nc = await connect(settings)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            name = info.config.name
+            if any(name.startswith(p + prefix) for p in ("", "KV_", "OBJ_")):
+                await js.delete_stream(name)
+    finally:
+        await nc.close()
 
 
 @pytest.fixture

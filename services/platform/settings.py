@@ -89,7 +89,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Unset: no (`switchboard up`: yes, the token is generated into its own data dir).
     email_webhook_trusted: bool | None = None
     # SB_BLOBS (attachment bytes): total size of the bucket and largest single object, in bytes.
-    blobs_max_bytes: int = 4 * 1024 * 1024 * 1024
+    # JetStream reserves max_bytes from the server's store when the bucket is made (and refuses a bucket
+    # larger than what is free), so the default stays modest; raise it where the disk allows.
+    blobs_max_bytes: int = 1024 * 1024 * 1024
     blobs_max_object_bytes: int = 10 * 1024 * 1024
     # Chat abuse limits. Connections and rates are counted per gateway process.
     # Largest WebSocket message a chat visitor may send, in bytes; a larger one closes the socket (1009).
