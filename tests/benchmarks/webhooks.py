@@ -57,6 +57,7 @@ def _serve(config: dict) -> None:
     from litestar import Request, post  # noqa: PLC0415
 
     import channels.routes  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
+    import services.server  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
     from services.platform.logs import configure_logging  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
     from services.platform.settings import ensure_secrets, load_settings  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
     from services.platform.streams import Names  # noqa: PLC0415 -- lazy: imported in the pinned server subprocess only
@@ -73,8 +74,9 @@ def _serve(config: dict) -> None:
         ping = decode(await request.body())
         return {"ok": True, "id": ping.id}
 
+    # services.server binds channel_handlers when it is imported: add the bare endpoint there.
     production = channels.routes.channel_handlers
-    channels.routes.channel_handlers = lambda: [*production(), bare]
+    services.server.channel_handlers = lambda: [*production(), bare]
 
     settings = ensure_secrets(
         load_settings(
