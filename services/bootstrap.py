@@ -43,6 +43,7 @@ from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
+from services.platform.nats_client import connect
 from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, ensure_streams
@@ -102,8 +103,6 @@ class Switchboard:
         """The service's connection: reconnects for ever; streams, buckets and consumers made to match."""
         if self.nc is not None:
             return
-        from services.platform.nats_client import connect  # noqa: PLC0415
-
         # Credentials in the URL (user:password@, token@) and SWITCHBOARD_NATS_CREDS go to nats-py as is.
         self.nc = await connect(self.settings, name="switchboard", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self.js = self.nc.jetstream()
@@ -122,8 +121,6 @@ class Switchboard:
         """NATS for a one-off command: no streams created or updated (that is the service's business)."""
         if self.nc is not None:
             return
-        from services.platform.nats_client import connect  # noqa: PLC0415
-
         self.nc = await connect(self.settings, name=name, connect_timeout=5, allow_reconnect=False)
         self.js = self.nc.jetstream()
 

@@ -36,6 +36,7 @@ class _Main(click.Group):
         try:
             return super().invoke(ctx)
         except Exception as exc:
+            # lazy: only a failing verb needs them; `switchboard --help` stays fast
             from services.platform.database import DatabaseUnavailable, DatabaseUrlError  # noqa: PLC0415
             from services.platform.nats_client import NatsSettingsError  # noqa: PLC0415
 

@@ -42,6 +42,7 @@ def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> N
 
 
 async def _serve(settings: Settings, roles, http, smtp, announce: bool = False, notes: Sequence[str] = ()) -> None:
+    # lazy, like the server below: `switchboard --help` and the other verbs do not pay for them
     from services.platform.database import redact_database_url  # noqa: PLC0415
     from services.platform.nats_client import redact_nats_url  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415 -- lazy: litestar, uvicorn and every role (~2 s)

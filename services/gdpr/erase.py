@@ -23,6 +23,7 @@ from services.gdpr.purge import (
 from services.gdpr.scope import Footprint, erasure_scope, footprint, recorded
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
+from services.platform.nats_client import connect
 from services.platform.settings import Settings
 from services.platform.streams import Names
 
@@ -142,8 +143,6 @@ def scrub_read_models(store: EventStore, ids: list[UUID]) -> None:
 async def clean_nats(
     sb: Deployment, store: EventStore, ids: list[UUID], found: Footprint, report: ErasureReport, relay_wait: float
 ) -> None:
-    from services.platform.nats_client import connect  # noqa: PLC0415
-
     names: Names = sb.names
 
     async def quiet(exc: Exception) -> None:  # nats-py prints every failed attempt's traceback otherwise
