@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from events.base import DomainEvent
-from events.interactions import Attachment, Interaction
+from events.interactions import CHANNELS, Attachment, Interaction
 from services.domain.case import Case
 from services.domain.customer import Customer
 
-CHANNELS = ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
 WORDS = (
     "order",
     "refund",

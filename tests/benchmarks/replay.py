@@ -32,42 +32,19 @@ from tempfile import TemporaryDirectory
 import psycopg
 
 from events.base import DomainEvent
-from events.interactions import Attachment, Interaction
+from events.interactions import CHANNELS, Attachment, Interaction
 from services.bootstrap import Switchboard
 from services.domain.case import Case
 from services.domain.customer import Customer
 from services.platform.settings import Settings
 from services.replay import replay_events
+from tests.benchmarks._eventlog import WORDS
 from tests.benchmarks._servers import servers
 
 CUSTOMERS = 4_000
 TARGET_EVENTS = 200_000
 WRITE_BATCH = 10_000
 READ_BATCH = 5_000
-CHANNELS = ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
-WORDS = (
-    "order",
-    "refund",
-    "delivery",
-    "parcel",
-    "invoice",
-    "password",
-    "account",
-    "broken",
-    "thanks",
-    "please",
-    "when",
-    "arrive",
-    "tracking",
-    "number",
-    "help",
-    "urgent",
-    "again",
-    "still",
-    "waiting",
-    "café",
-    "naïve",
-)
 
 
 def _text(rng: random.Random, low: int = 4, high: int = 40) -> str:
