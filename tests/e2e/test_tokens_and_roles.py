@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -101,12 +102,11 @@ async def test_case_commands_change_the_case_and_the_queue(server, admin_headers
         missing = await client.post("/api/v1/cases/00000000-0000-0000-0000-000000000000/resolve")
         assert missing.status_code == 404
         for _ in range(200):
-            queue = (await client.get("/api/v1/cases", params={"status": "open"})).json()["items"]
             view = (await client.get(f"/api/v1/cases/{case_id}")).json()
-            if view["status"] == "open" and view.get("notes") and view["tags"] == ["billing", "vip"]:
+            queue = (await client.get("/api/v1/cases", params={"status": "open"})).json()["items"]
+            settled = view["status"] == "open" and view.get("notes") and view["tags"] == ["billing", "vip"]
+            if settled and case_id in [c["id"] for c in queue]:
                 break
-            import asyncio  # noqa: PLC0415
-
             await asyncio.sleep(0.05)
         assert case_id in [c["id"] for c in queue]
         assert [n["text"] for n in view["notes"]] == ["called back"]
