@@ -132,8 +132,82 @@ class CaseReopened(DomainEvent, frozen=True, kw_only=True):
 
 
 class CsatRecorded(DomainEvent, frozen=True, kw_only=True):
+    """A satisfaction score 1-5: a reply to the survey, a click on its link, or a connector's POST."""
+
     NAME = "case.CsatRecorded"
+    PERSONAL = personal("comment")
     score: int
+    comment: str | None = None
+    source: str = "api"  # "reply", "link", "api"
+
+
+class CsatRequested(DomainEvent, frozen=True, kw_only=True):
+    """The survey went out with the reply `reply_id`; a score from the customer on the case's channel
+    until `until` answers it (and opens no case)."""
+
+    NAME = "case.CsatRequested"
+    reply_id: UUID
+    until: datetime
+
+
+class CaseTransferred(DomainEvent, frozen=True, kw_only=True):
+    """Moved to another queue (routing applies again there)."""
+
+    NAME = "case.Transferred"
+    queue: str
+    by: str
+
+
+class CaseAttributesSet(DomainEvent, frozen=True, kw_only=True):
+    """Custom attribute values (checked against their definitions before); None removes a value."""
+
+    NAME = "case.AttributesSet"
+    PERSONAL = personal("values")
+    values: dict[str, Any]
+    by: str
+
+
+class SlaStarted(DomainEvent, frozen=True, kw_only=True):
+    """A target's clock runs, due at `due_at` (business hours of `policy` already counted in)."""
+
+    NAME = "case.SlaStarted"
+    target: str  # "first_response", "next_response", "resolution"
+    policy: str
+    due_at: datetime
+
+
+class SlaPaused(DomainEvent, frozen=True, kw_only=True):
+    """Every running target's clock stops (the case went pending or snoozed)."""
+
+    NAME = "case.SlaPaused"
+    reason: str
+
+
+class SlaResumed(DomainEvent, frozen=True, kw_only=True):
+    """A paused target runs again, now due at `due_at` (what was left of it, from now)."""
+
+    NAME = "case.SlaResumed"
+    target: str
+    due_at: datetime
+
+
+class SlaFulfilled(DomainEvent, frozen=True, kw_only=True):
+    NAME = "case.SlaFulfilled"
+    target: str
+
+
+class SlaBreached(DomainEvent, frozen=True, kw_only=True):
+    """Recorded once per target and clock run, by the timer role, when `due_at` passed unmet."""
+
+    NAME = "case.SlaBreached"
+    target: str
+    due_at: datetime
+
+
+class CaseWoken(DomainEvent, frozen=True, kw_only=True):
+    """A snoozed case's time came: it is open again."""
+
+    NAME = "case.Woken"
 
 
 CASE_EVENTS: tuple[type[DomainEvent], ...] = (
@@ -151,4 +225,13 @@ CASE_EVENTS: tuple[type[DomainEvent], ...] = (
     CaseResolved,
     CaseReopened,
     CsatRecorded,
+    CsatRequested,
+    CaseTransferred,
+    CaseAttributesSet,
+    SlaStarted,
+    SlaPaused,
+    SlaResumed,
+    SlaFulfilled,
+    SlaBreached,
+    CaseWoken,
 )

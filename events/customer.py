@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from events.base import DomainEvent, personal
@@ -90,6 +91,26 @@ class ConsentChanged(DomainEvent, frozen=True, kw_only=True):
     NAME = "customer.ConsentChanged"
     channel: str
     granted: bool
+    purpose: str = "marketing"
+    source: str = ""
+
+
+class CustomerAttributesSet(DomainEvent, frozen=True, kw_only=True):
+    """Custom attribute values (checked against their definitions before); None removes a value."""
+
+    NAME = "customer.AttributesSet"
+    PERSONAL = personal("values")
+    values: dict[str, Any]
+    by: str
+
+
+class MergeSuggestionResolved(DomainEvent, frozen=True, kw_only=True):
+    """A supervisor accepted (then the merge follows) or rejected a suggested merge with `other_id`."""
+
+    NAME = "customer.MergeSuggestionResolved"
+    other_id: UUID
+    accepted: bool
+    by: str
 
 
 class CustomerErased(DomainEvent, frozen=True, kw_only=True):
@@ -109,5 +130,7 @@ CUSTOMER_EVENTS: tuple[type[DomainEvent], ...] = (
     CustomerAbsorbed,
     MergeSuggested,
     ConsentChanged,
+    CustomerAttributesSet,
+    MergeSuggestionResolved,
     CustomerErased,
 )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from events.agent import AGENT_EVENTS, TEAM_EVENTS
 from events.base import DomainEvent
 from events.case import CASE_EVENTS, CaseOpened, CaseTagged, ReplySent, upcast_case_opened_v1
+from events.config import CONFIG_EVENTS
 from events.customer import CUSTOMER_EVENTS, InteractionRecorded
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -54,7 +56,7 @@ class EventRegistry:
 
 
 REGISTRY = EventRegistry()
-for _cls in (*CUSTOMER_EVENTS, *CASE_EVENTS):
+for _cls in (*CUSTOMER_EVENTS, *CASE_EVENTS, *AGENT_EVENTS, *TEAM_EVENTS, *CONFIG_EVENTS):
     REGISTRY.register(_cls)
 REGISTRY.upcaster(CaseOpened, 1, upcast_case_opened_v1)
 

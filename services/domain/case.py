@@ -7,12 +7,14 @@ Pure domain: no I/O, no clock. Status moves open → pending (we answered, waiti
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from events.case import (
     CASE_EVENTS,
     PRIORITIES,
     CaseAssigned,
+    CaseAttributesSet,
     CaseMessageAdded,
     CaseNoteAdded,
     CaseOpened,
@@ -22,13 +24,21 @@ from events.case import (
     CaseSnoozed,
     CaseStatus,
     CaseTagged,
+    CaseTransferred,
+    CaseWoken,
     CsatRecorded,
+    CsatRequested,
     Priority,
     ReplyDelivered,
     ReplyFailed,
     ReplyRequested,
     ReplySent,
     ReplyState,
+    SlaBreached,
+    SlaFulfilled,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
 )
 from services.domain.aggregate import Aggregate, DomainError
 
@@ -48,7 +58,7 @@ class CaseResolvedError(DomainError):
 class Case(Aggregate):
     EVENTS = CASE_EVENTS
     # Notes and CSAT scores are read by the projections; no command of the case depends on them.
-    STATELESS = (CaseNoteAdded, CsatRecorded)
+    STATELESS = (CaseNoteAdded,)
 
     def __init__(self, id: UUID):
         super().__init__(id)
@@ -64,6 +74,12 @@ class Case(Aggregate):
         self.snoozed_until: datetime | None = None
         self.replies: dict[UUID, ReplyState] = {}
         self.messages: set[UUID] = set()
+        self.attributes: dict[str, Any] = {}
+        self.csat_until: datetime | None = None  # a survey went out and may be answered until then
+        self.csat_score: int | None = None
+        # SLA targets: target → ("running", due_at) | ("paused", remaining) | ("fulfilled"|"breached", None)
+        self.sla: dict[str, tuple[str, Any]] = {}
+        self.sla_policy: str | None = None
 
     @property
     def owner_id(self) -> UUID:
@@ -159,10 +175,55 @@ class Case(Aggregate):
         if self.status == "resolved":
             self._trigger(CaseReopened, at, by=by)
 
-    def record_csat(self, score: int, at: datetime) -> None:
+    def record_csat(self, score: int, at: datetime, comment: str | None = None, source: str = "api") -> None:
         if not 1 <= score <= 5:
             raise DomainError("CSAT is a score from 1 to 5")
-        self._trigger(CsatRecorded, at, score=score)
+        self._trigger(CsatRecorded, at, score=score, comment=comment, source=source)
+
+    def request_csat(self, reply_id: UUID, until: datetime, at: datetime) -> None:
+        if self.csat_until is None:
+            self._trigger(CsatRequested, at, reply_id=reply_id, until=until)
+
+    def transfer(self, queue: str, by: str, at: datetime) -> None:
+        if not queue.strip():
+            raise DomainError("a transfer needs a queue")
+        if queue != self.queue:
+            self._trigger(CaseTransferred, at, queue=queue, by=by)
+
+    def set_attributes(self, values: dict[str, Any], by: str, at: datetime) -> None:
+        """Values already checked against their definitions (the caller's job); None removes one."""
+        changed = {k: v for k, v in values.items() if self.attributes.get(k) != v}
+        if changed:
+            self._trigger(CaseAttributesSet, at, values=changed, by=by)
+
+    # The SLA clock: the timer role decides when (it knows the policies and the time); the case
+    # makes each transition at most once, so two timers or a retried one record nothing twice.
+
+    def start_sla(self, target: str, policy: str, due_at: datetime, at: datetime) -> None:
+        state = self.sla.get(target)
+        if state is None or state[0] in ("fulfilled", "breached"):
+            self._trigger(SlaStarted, at, target=target, policy=policy, due_at=due_at)
+
+    def pause_sla(self, reason: str, at: datetime) -> None:
+        if any(state == "running" for state, _ in self.sla.values()):
+            self._trigger(SlaPaused, at, reason=reason)
+
+    def resume_sla(self, target: str, due_at: datetime, at: datetime) -> None:
+        if self.sla.get(target, ("", None))[0] == "paused":
+            self._trigger(SlaResumed, at, target=target, due_at=due_at)
+
+    def fulfil_sla(self, target: str, at: datetime) -> None:
+        if self.sla.get(target, ("", None))[0] in ("running", "paused"):
+            self._trigger(SlaFulfilled, at, target=target)
+
+    def breach_sla(self, target: str, at: datetime) -> None:
+        state = self.sla.get(target)
+        if state is not None and state[0] == "running" and state[1] <= at:
+            self._trigger(SlaBreached, at, target=target, due_at=state[1])
+
+    def wake(self, at: datetime) -> None:
+        if self.status == "snoozed" and self.snoozed_until is not None and self.snoozed_until <= at:
+            self._trigger(CaseWoken, at)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -214,3 +275,42 @@ class Case(Aggregate):
 
     def when_Reopened(self, e: CaseReopened) -> None:
         self.status = "open"
+        self.csat_until = None
+
+    def when_CsatRecorded(self, e: CsatRecorded) -> None:
+        self.csat_score = e.score
+
+    def when_CsatRequested(self, e: CsatRequested) -> None:
+        self.csat_until = e.until
+
+    def when_Transferred(self, e: CaseTransferred) -> None:
+        self.queue = e.queue
+
+    def when_AttributesSet(self, e: CaseAttributesSet) -> None:
+        for key, value in e.values.items():
+            if value is None:
+                self.attributes.pop(key, None)
+            else:
+                self.attributes[key] = value
+
+    def when_SlaStarted(self, e: SlaStarted) -> None:
+        self.sla[e.target] = ("running", e.due_at)
+        self.sla_policy = e.policy
+
+    def when_SlaPaused(self, e: SlaPaused) -> None:
+        for target, (state, due_at) in list(self.sla.items()):
+            if state == "running":
+                self.sla[target] = ("paused", due_at - e.occurred_at)
+
+    def when_SlaResumed(self, e: SlaResumed) -> None:
+        self.sla[e.target] = ("running", e.due_at)
+
+    def when_SlaFulfilled(self, e: SlaFulfilled) -> None:
+        self.sla[e.target] = ("fulfilled", None)
+
+    def when_SlaBreached(self, e: SlaBreached) -> None:
+        self.sla[e.target] = ("breached", None)
+
+    def when_Woken(self, e: CaseWoken) -> None:
+        self.status = "open"
+        self.snoozed_until = None

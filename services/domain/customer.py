@@ -6,12 +6,14 @@ Pure domain: no I/O, no clock. Time arrives with the interaction.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from events.customer import (
     CUSTOMER_EVENTS,
     ConsentChanged,
     CustomerAbsorbed,
+    CustomerAttributesSet,
     CustomerErased,
     CustomerMerged,
     CustomerRegistered,
@@ -19,6 +21,7 @@ from events.customer import (
     IdentityLinked,
     InteractionRecorded,
     MergeSuggested,
+    MergeSuggestionResolved,
     ProfileUpdated,
 )
 from events.interactions import Interaction
@@ -49,6 +52,8 @@ class Customer(Aggregate):
         self.suggested: set[UUID] = set()
         self.erased = False
         self.consents: dict[str, bool] = {}
+        self.attributes: dict[str, Any] = {}
+        self.suggestions_resolved: set[UUID] = set()
 
     @property
     def owner_id(self) -> UUID:
@@ -144,6 +149,19 @@ class Customer(Aggregate):
         if self.consents.get(channel) != granted:
             self._trigger(ConsentChanged, at, channel=channel, granted=granted)
 
+    def set_attributes(self, values: dict[str, Any], by: str, at: datetime) -> None:
+        """Values already checked against their definitions (the caller's job); None removes one."""
+        self._check_active()
+        changed = {k: v for k, v in values.items() if self.attributes.get(k) != v}
+        if changed:
+            self._trigger(CustomerAttributesSet, at, values=changed, by=by)
+
+    def resolve_suggestion(self, other_id: UUID, accepted: bool, by: str, at: datetime) -> None:
+        if other_id not in self.suggested:
+            raise DomainError(f"no merge with {other_id} was suggested")
+        if other_id not in self.suggestions_resolved:
+            self._trigger(MergeSuggestionResolved, at, other_id=other_id, accepted=accepted, by=by)
+
     def erase(self, requested_by: str, at: datetime) -> None:
         if self.erased:
             return
@@ -181,7 +199,18 @@ class Customer(Aggregate):
     def when_ConsentChanged(self, e: ConsentChanged) -> None:
         self.consents[e.channel] = e.granted
 
+    def when_AttributesSet(self, e: CustomerAttributesSet) -> None:
+        for key, value in e.values.items():
+            if value is None:
+                self.attributes.pop(key, None)
+            else:
+                self.attributes[key] = value
+
+    def when_MergeSuggestionResolved(self, e: MergeSuggestionResolved) -> None:
+        self.suggestions_resolved.add(e.other_id)
+
     def when_Erased(self, e: CustomerErased) -> None:
         self.erased = True
         self.profile.clear()
         self.claims.clear()
+        self.attributes.clear()

@@ -80,6 +80,6 @@ def test_an_event_the_aggregate_does_not_declare_is_refused():
 def test_the_aggregates_handle_every_event_of_their_streams():
     assert set(Customer._handlers) == set(CUSTOMER_EVENTS)
     assert set(Case._handlers) == set(CASE_EVENTS)
-    assert [e for e, h in Case._handlers.items() if h is None] == [CaseNoteAdded, CsatRecorded]
+    assert [e for e, h in Case._handlers.items() if h is None] == [CaseNoteAdded]
     assert all(h is not None for h in Customer._handlers.values())
     assert Customer._handlers[CustomerRegistered] is Customer.when_Registered

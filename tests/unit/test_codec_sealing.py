@@ -18,9 +18,19 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import StoredEvent
 
+from events.agent import (
+    AgentChanged,
+    AgentCreated,
+    AgentDisabled,
+    AgentEnabled,
+    AgentPasswordChanged,
+    AgentStatusChanged,
+    TeamCreated,
+)
 from events.base import DomainEvent
 from events.case import (
     CaseAssigned,
+    CaseAttributesSet,
     CaseMessageAdded,
     CaseNoteAdded,
     CaseOpened,
@@ -29,15 +39,32 @@ from events.case import (
     CaseResolved,
     CaseSnoozed,
     CaseTagged,
+    CaseTransferred,
+    CaseWoken,
     CsatRecorded,
+    CsatRequested,
     ReplyDelivered,
     ReplyFailed,
     ReplyRequested,
     ReplySent,
+    SlaBreached,
+    SlaFulfilled,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
+)
+from events.config import (
+    AttributeDefined,
+    BusinessHours,
+    CannedResponseCreated,
+    CannedResponseDeleted,
+    QueueConfigured,
+    SlaPolicyConfigured,
 )
 from events.customer import (
     ConsentChanged,
     CustomerAbsorbed,
+    CustomerAttributesSet,
     CustomerErased,
     CustomerMerged,
     CustomerRegistered,
@@ -45,6 +72,7 @@ from events.customer import (
     IdentityLinked,
     InteractionRecorded,
     MergeSuggested,
+    MergeSuggestionResolved,
     ProfileUpdated,
 )
 from events.interactions import Attachment
@@ -56,6 +84,8 @@ pytestmark = pytest.mark.unit
 
 CUSTOMER = uuid.UUID("5d1c0f59-3a8e-4f7e-9a51-0c2d4b6e8f10")
 CASE = uuid.UUID("8b2e4c6a-1d3f-4a5b-9c7d-e0f1a2b3c4d5")
+AGENT = uuid.UUID("3a7c9e1b-5d2f-4b8a-9c6e-0f1d2a3b4c5e")
+RECORD = uuid.UUID("6e8a0c2d-4f1b-4d7e-8a9c-1b3d5f7a9c0e")
 AT = datetime(2024, 6, 1, 9, 30, tzinfo=UTC)
 
 # Distinctive personal values: none may appear in the stored bytes.
@@ -73,6 +103,10 @@ META = "X-Original-Sender-Philippa"
 WAMID = "wamid.HBgMNDQ3NzAwOTAwNDYxFQIAEhggQTNFQjBGMjQ0QTQ4RTk2"
 MESSAGE_ID = "<CAF7x9Q@philippa-sorrentino-home.example>"
 TAG = "sorrentino-divorce-case"
+COMMENT = "Philippa says the courier was rude"
+ATTRIBUTE = "loyalty-number-PQS-55120"
+AGENT_EMAIL = "ottoline.vandermeer@switchboard.example"
+AGENT_NAME = "Ottoline Vandermeer"
 
 
 def _base(cls: type[DomainEvent], stream_id: uuid.UUID, version: int) -> dict[str, Any]:
@@ -91,6 +125,12 @@ def _samples() -> list[DomainEvent]:
 
     def case(cls, version, **fields):
         return cls(**_base(cls, CASE, version), **fields)
+
+    def agent(cls, version, **fields):
+        return cls(**{**_base(cls, AGENT, version), "customer_id": AGENT}, **fields)
+
+    def record(cls, version, **fields):
+        return cls(**{**_base(cls, RECORD, version), "customer_id": RECORD}, **fields)
 
     interaction = uuid.UUID("1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9")
     reply = uuid.UUID("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
@@ -143,12 +183,45 @@ def _samples() -> list[DomainEvent]:
         case(CaseSnoozed, 11, until=AT + timedelta(days=1), by="agent-7"),
         case(CaseResolved, 12, by="agent-7"),
         case(CaseReopened, 13, by="customer"),
-        case(CsatRecorded, 14, score=4),
+        case(CsatRecorded, 14, score=4, comment=COMMENT, source="reply"),
+        case(CsatRequested, 15, reply_id=reply, until=AT + timedelta(days=7)),
+        case(CaseTransferred, 16, queue="billing", by="agent-7"),
+        case(CaseAttributesSet, 17, values={"loyalty": ATTRIBUTE}, by="agent-7"),
+        case(SlaStarted, 18, target="first_response", policy="gold", due_at=AT + timedelta(hours=1)),
+        case(SlaPaused, 19, reason="pending"),
+        case(SlaResumed, 20, target="first_response", due_at=AT + timedelta(hours=2)),
+        case(SlaFulfilled, 21, target="first_response"),
+        case(SlaBreached, 22, target="resolution", due_at=AT + timedelta(hours=8)),
+        case(CaseWoken, 23),
+        customer(CustomerAttributesSet, 11, values={"loyalty": ATTRIBUTE}, by="agent-7"),
+        customer(MergeSuggestionResolved, 12, other_id=other, accepted=True, by="supervisor-1"),
+        agent(AgentCreated, 1, email=AGENT_EMAIL, name=AGENT_NAME, role="agent", teams=["billing"], skills=["es"]),
+        agent(AgentChanged, 2, name=AGENT_NAME + " Jr", capacity=3, by="admin"),
+        agent(AgentStatusChanged, 3, status="online"),
+        agent(AgentPasswordChanged, 4, by="admin"),
+        agent(AgentDisabled, 5, by="admin"),
+        agent(AgentEnabled, 6, by="admin"),
+        record(TeamCreated, 1, name="billing"),
+        record(QueueConfigured, 1, name="billing", strategy="round_robin", team="billing", sla_policy="gold"),
+        record(
+            SlaPolicyConfigured,
+            1,
+            name="gold",
+            first_response={"high": "PT15M"},
+            business_hours=BusinessHours(timezone="Europe/Madrid", week={"mon": ["09:00-18:00"]}),
+        ),
+        record(CannedResponseCreated, 1, shortcut="thanks", text="Thank you, {{customer.name}}"),
+        record(CannedResponseDeleted, 2),
+        record(AttributeDefined, 1, key="loyalty", type="text", applies_to="customer"),
     ]
 
 
 SAMPLES = _samples()
 PERSONAL_VALUES = [
+    COMMENT,
+    ATTRIBUTE,
+    AGENT_EMAIL,
+    AGENT_NAME,
     NAME,
     EMAIL,
     PHONE,
@@ -302,6 +375,11 @@ REDACTIONS = {
     "case.ReplySent": {"provider_message_id": None},
     "case.NoteAdded": {"text": REDACTED},
     "case.ReplyRequested": {"text": REDACTED},
+    "case.CsatRecorded": {"comment": None},
+    "case.AttributesSet": {"values": {}},
+    "customer.AttributesSet": {"values": {}},
+    "agent.Created": {"email": REDACTED, "name": REDACTED},
+    "agent.Changed": {"name": None},
 }
 
 
