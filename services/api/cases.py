@@ -22,7 +22,7 @@ from events.sanitize import sanitize
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE
 from services.api.context import now, page_limit, require, svc
-from services.core.commands import NotFound, case_state, run_case_command
+from services.core.commands import NotFound, case_state, run_case
 
 
 @get("/api/v1/cases", summary="Case queues")
@@ -80,8 +80,9 @@ class SnoozeBody(msgspec.Struct):
 
 async def _case_command(request: Request, case_id: UUID, command: Callable) -> dict:
     services = svc(request)
-    case = await asyncio.to_thread(run_case_command, services.store, case_id, command)
-    state = case_state(case)
+    done = await asyncio.to_thread(run_case, services.store, case_id, command)
+    state = case_state(done.aggregate)
+    state["position"] = done.position
     async with services.pool.connection() as conn:
         view = await queries.case_view(conn, case_id)
     state["messages"] = view["messages"] if view else []

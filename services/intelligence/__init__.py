@@ -1,0 +1,1 @@
+"""Customer intelligence: classification of what customers say (language, sentiment, intent)."""
