@@ -11,6 +11,7 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - projector: event store → read models (timeline, profile, cases)
   - api:       agent API and console over the read models; case commands into the event store
   - relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
+  - router:    event store → case.Assigned by "routing" for the cases of routed queues
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -25,6 +26,7 @@ import asyncio
 import hashlib
 import hmac
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +50,14 @@ from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, ensure_streams
 from services.relay.relay import start_relay
+from services.routing.router import router_follower
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router")
+# Roles that work on PostgreSQL alone (process managers of the event log): a process running only
+# these connects to no NATS server, so needs no NATS user either.
+DATABASE_ONLY_ROLES = ("router",)
 
 
 class NotConnected(RuntimeError):
@@ -141,7 +147,8 @@ class Switchboard:
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles: {', '.join(sorted(unknown))}")
-        await self.connect_nats()
+        if set(roles) - set(DATABASE_ONLY_ROLES):
+            await self.connect_nats()
         await asyncio.to_thread(self.create_schema)
         if "core" in roles:
             await self._start_core()
@@ -149,6 +156,8 @@ class Switchboard:
             self._start_projector()
         if "relay" in roles:
             await start_relay(self)
+        if "router" in roles:
+            self._start_follower(router_follower(self.open_store()).run_forever, "router")
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())
@@ -175,6 +184,12 @@ class Switchboard:
 
         runner = ProjectionRunner(self.open_store(), on_live=publish_live)
         thread = threading.Thread(target=runner.run_forever, args=(self.stop_event,), name="projector", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _start_follower(self, run_forever: Callable[[threading.Event], None], name: str) -> None:
+        """A process manager of the log (services.platform.follower) on a thread of its own."""
+        thread = threading.Thread(target=run_forever, args=(self.stop_event,), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
 

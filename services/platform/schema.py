@@ -13,7 +13,7 @@ In order:
    its head `sb_events_head` are ours (`event_store_ddl`, which the recorder installs in its list).
 2. The platform's own tables (`PLATFORM_TABLES`): per-customer keys, the core's identity index,
    aliases, exactly-once guard and sent messages, the migration ledger, quarantine, API tokens and
-   SSE tickets, erasures.
+   SSE tickets, erasures, the routing role's state.
 3. The upgrade steps (`UPGRADES`) for databases an older release created, in order. A step that is
    a data change runs once per database: its name goes into the ledger `sb_schema_migrations` in
    the same transaction.
@@ -185,7 +185,42 @@ CREATE TABLE IF NOT EXISTS sb_erasures (
 );
 """
 
-PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, ERASURES)
+# The routing role's own state (services.routing), kept from the log in the follower's transaction:
+# agents as routing sees them, queues with their round-robin turn, and every case's queue, status
+# and assignee (`version`: the case's last event applied, so routing's own decisions read back later
+# change nothing; `waiting`: the case waits for an agent of its routed queue).
+ROUTING = """
+CREATE TABLE IF NOT EXISTS sb_routing_agents (
+    agent_id text PRIMARY KEY,
+    rank bigint NOT NULL,
+    status text NOT NULL DEFAULT 'offline',
+    teams text[] NOT NULL DEFAULT '{}',
+    skills text[] NOT NULL DEFAULT '{}',
+    capacity integer NOT NULL DEFAULT 0,
+    disabled boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS sb_routing_queues (
+    name text PRIMARY KEY,
+    strategy text NOT NULL,
+    team text,
+    required_skills text[] NOT NULL DEFAULT '{}',
+    last_turn text
+);
+CREATE TABLE IF NOT EXISTS sb_routing_cases (
+    case_id uuid PRIMARY KEY,
+    queue text NOT NULL,
+    status text NOT NULL,
+    assignee text,
+    opened_at timestamptz NOT NULL,
+    opened_position bigint NOT NULL,
+    version bigint NOT NULL,
+    waiting boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS sb_routing_cases_assignee_idx ON sb_routing_cases (assignee) WHERE status <> 'resolved';
+CREATE INDEX IF NOT EXISTS sb_routing_cases_waiting_idx ON sb_routing_cases (opened_at, opened_position) WHERE waiting;
+"""
+
+PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, ERASURES, ROUTING)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------
