@@ -14,6 +14,7 @@ from events.case import (
     CaseResolved,
     CaseSnoozed,
     CaseTagged,
+    CaseTransferred,
     CsatRecorded,
     ReplyDelivered,
     ReplyFailed,
@@ -49,8 +50,10 @@ class CasesProjection:
         snoozed_until timestamptz,
         message_count int NOT NULL DEFAULT 0,
         csat int,
-        position bigint NOT NULL
+        position bigint NOT NULL,
+        sla_breached boolean NOT NULL DEFAULT false
     );
+    ALTER TABLE proj_cases ADD COLUMN IF NOT EXISTS sla_breached boolean NOT NULL DEFAULT false;
     CREATE INDEX IF NOT EXISTS proj_cases_queue_idx ON proj_cases (queue, status, updated_at DESC);
     CREATE INDEX IF NOT EXISTS proj_cases_customer_idx ON proj_cases (customer_id);
     CREATE TABLE IF NOT EXISTS proj_case_notes (
@@ -183,6 +186,8 @@ class CasesProjection:
                 self._set(curs, case_id, at, "status = 'open', resolved_at = NULL")
             elif kind is CsatRecorded:
                 self._set(curs, case_id, at, "csat = %s", event.score)
+            elif kind is CaseTransferred:
+                self._set(curs, case_id, at, "queue = %s", event.queue)
             elif kind is CustomerMerged:
                 curs.execute(
                     "UPDATE proj_cases SET customer_id = %s WHERE customer_id = %s",
@@ -232,6 +237,7 @@ _HANDLED = frozenset(
         CaseResolved,
         CaseReopened,
         CsatRecorded,
+        CaseTransferred,
         CustomerMerged,
         CustomerErased,
     }

@@ -17,6 +17,7 @@ from events.case import (
     CaseResolved,
     CaseSnoozed,
     CaseTagged,
+    CaseTransferred,
     CsatRecorded,
     ReplyDelivered,
     ReplyFailed,
@@ -212,6 +213,11 @@ class CasesFold:
         if (c := self._touch(event)) is not None:
             c.csat = event.score
 
+    def _transferred(self, event: CaseTransferred) -> None:
+        storable(event.queue)
+        if (c := self._touch(event)) is not None:
+            c.queue = event.queue
+
     def _merged(self, event: CustomerMerged) -> None:
         self.aliases.merge(event.stream_id, event.absorbed_id)
 
@@ -277,6 +283,7 @@ _CASE_HANDLERS: dict[type, Callable[[CasesFold, Any], None]] = {
     CaseResolved: CasesFold._resolved,
     CaseReopened: CasesFold._reopened,
     CsatRecorded: CasesFold._csat,
+    CaseTransferred: CasesFold._transferred,
     CustomerMerged: CasesFold._merged,
     CustomerErased: CasesFold._erased,
 }

@@ -16,7 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
-from services.api import cases, console, customers, health, live, metrics, queries
+from services.api import cases, console, customers, health, live, metrics, queries, queues
 from services.api.context import Services
 from services.api.errors import (
     channel_error_handler,
@@ -49,6 +49,9 @@ API_HANDLERS = [
     cases.add_tags,
     cases.prioritize,
     cases.snooze,
+    queues.put_queue,
+    queues.list_queues,
+    queues.transfer,
     live.events_ticket,
     live.live_events,
     metrics.cc_metrics,
