@@ -27,8 +27,17 @@ PLATFORM_TABLES = {
     "sb_tokens",
     "sb_event_tickets",
     "sb_erasures",
+    "sb_routing_agents",
+    "sb_routing_queues",
+    "sb_routing_cases",
 }
-PLATFORM_INDEXES = {"sb_identities_customer_idx", "sb_processed_case_idx", "sb_events_recorded_at_idx"}
+PLATFORM_INDEXES = {
+    "sb_identities_customer_idx",
+    "sb_processed_case_idx",
+    "sb_events_recorded_at_idx",
+    "sb_routing_cases_assignee_idx",
+    "sb_routing_cases_waiting_idx",
+}
 
 
 def _read_model_tables() -> set[str]:

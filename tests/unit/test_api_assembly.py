@@ -35,8 +35,10 @@ AGENT_API = {
     ("GET", "/api/v1/cases/{case_id}"),
     *(
         ("POST", f"/api/v1/cases/{{case_id}}/{command}")
-        for command in ("reply", "assign", "resolve", "reopen", "notes", "tags", "priority", "snooze")
+        for command in ("reply", "assign", "resolve", "reopen", "notes", "tags", "priority", "snooze", "transfer")
     ),
+    ("GET", "/api/v1/queues"),
+    ("PUT", "/api/v1/queues/{name}"),
     ("POST", "/api/v1/events/ticket"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/metrics"),
@@ -90,6 +92,8 @@ WELL_FORMED = {
     "/api/v1/cases/{case_id}/tags": {"json": {"tags": ["vip"]}},
     "/api/v1/cases/{case_id}/priority": {"json": {"priority": "high"}},
     "/api/v1/cases/{case_id}/snooze": {"json": {"until": "2030-01-01T09:00:00+01:00"}},
+    "/api/v1/cases/{case_id}/transfer": {"json": {"queue": "billing"}},
+    "/api/v1/queues/{name}": {"json": {"strategy": "round_robin"}},
 }
 
 
