@@ -34,8 +34,15 @@ def up(ctx: click.Context, http: str, smtp: str) -> None:
 @click.pass_context
 def serve(ctx: click.Context, roles: tuple[str, ...], http: str, smtp: str) -> None:
     """Production mode: run ROLES against external NATS and PostgreSQL (run as many as you like)."""
+    from services.bootstrap import DATABASE_ONLY_ROLES  # noqa: PLC0415 -- lazy, as the server below
+
     settings = settings_of(ctx)
-    missing = [name for name in ("nats_url", "database_url", "master_key") if not getattr(settings, name)]
+    needed = (
+        ("database_url", "master_key")
+        if set(roles) <= set(DATABASE_ONLY_ROLES)
+        else ("nats_url", "database_url", "master_key")
+    )
+    missing = [name for name in needed if not getattr(settings, name)]
     if missing:
         raise click.ClickException("serve needs " + ", ".join("SWITCHBOARD_" + m.upper() for m in missing))
     asyncio.run(_serve(settings, tuple(dict.fromkeys(roles)), hostport(http, "--http"), hostport(smtp, "--smtp")))

@@ -121,8 +121,7 @@ def test_two_router_processes_assign_a_burst_once_within_capacity(store, setting
     env.update(
         SWITCHBOARD_DATA_DIR=str(tmp_path),
         SWITCHBOARD_DATABASE_URL=settings.database_url,
-        SWITCHBOARD_NATS_URL=settings.nats_url,
-        SWITCHBOARD_MASTER_KEY=settings.master_key,
+        SWITCHBOARD_MASTER_KEY=settings.master_key,  # and no NATS: the router needs only PostgreSQL
         SWITCHBOARD_LOG_FORMAT="json",
     )
     script = Path(sys.executable).with_name("switchboard")
