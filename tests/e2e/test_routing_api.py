@@ -175,6 +175,11 @@ async def test_queues_route_a_burst_within_capacity_through_the_api(server, sett
         queues = await eventually(
             lambda: queues_by_name(client), lambda qs: qs["chat"]["open"] == 0 and qs["telegram"]["open"] == 0
         )
+        # A queue nobody configured is listed once a case is in it, as manual.
+        moved = await client.post(f"/api/v1/cases/{waiting['id']}/transfer", json={"queue": "vip"})
+        assert moved.status_code == 200
+        queues = await eventually(lambda: queues_by_name(client), lambda qs: "vip" in qs)
+        assert (queues["vip"]["strategy"], queues["vip"]["team"], queues["vip"]["open"]) == ("manual", None, 0)
 
     log = fold(store)
     assert log.violations == []
