@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from services.core.commands import run_case
+from services.core.commands import run_case, run_command
+from services.domain.agent import Agent
 from services.domain.case import Case
 from services.routing.router import Router, router_follower
 from tests.fixtures.routing import configure_queue, create_agent, fold, now, set_status
@@ -230,3 +231,23 @@ def test_routing_state_follows_its_own_decisions_read_back(store) -> None:
     assert [len(log.routed_to(c)) for c in cases] == [1] * 7
     with store.transaction() as tx:
         assert Router().assign_waiting(tx) == 0  # nothing waits
+
+
+def test_raising_capacity_or_gaining_a_skill_takes_waiting_cases(store) -> None:
+    ana = create_agent(store, "ana@example.com", ["support"], [], capacity=1)
+    configure_queue(store, "support", "round_robin", team="support", skills=["de"])
+    router = router_follower(store)
+    first, second = open_cases(store, "support", 2)
+    router.catch_up()
+    assert [Case.replay(c, store.load(c)).assignee for c in (first, second)] == [None, None]  # no de
+    run_command(store, Agent, uuid.UUID(ana), lambda a: a.change("admin", now(), skills=["de"], teams=["support"]))
+    router.catch_up()
+    assert [Case.replay(c, store.load(c)).assignee for c in (first, second)] == [ana, None]  # full
+    run_command(store, Agent, uuid.UUID(ana), lambda a: a.change("admin", now(), capacity=2, skills=[]))
+    router.catch_up()
+    # capacity 2 now, but the skill is gone again: the second still waits
+    assert Case.replay(second, store.load(second)).assignee is None
+    run_command(store, Agent, uuid.UUID(ana), lambda a: a.change("admin", now(), skills=["de", "en"]))
+    router.catch_up()
+    assert Case.replay(second, store.load(second)).assignee == ana
+    assert fold(store).violations == []
