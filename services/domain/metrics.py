@@ -177,7 +177,7 @@ def grouped(cases: Sequence[CaseFacts], by: GroupBy) -> list[Group]:
         for key in keys_of(case, by):
             members.setdefault(key, []).append(case)
     ordered = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0] is None, kv[0] or ""))
-    return [Group(key=key, **_fields(summarise(group))) for key, group in ordered]
+    return [_group(key, summarise(group)) for key, group in ordered]
 
 
 def bucket_start(at: datetime, interval: Interval, tz: ZoneInfo) -> date:
@@ -214,20 +214,27 @@ def series(
     out = []
     for _ in range(bucket_count(start, end, interval, tz)):
         inside = members.get(day, [])
+        s = summarise(inside)
         out.append(
             Bucket(
                 start=_midnight(day, tz),
                 end=_midnight(day + step, tz),
                 groups=grouped(inside, by) if by else [],
-                **_fields(summarise(inside)),
+                volume=s.volume,
+                first_response=s.first_response,
+                resolution=s.resolution,
+                sla=s.sla,
+                csat=s.csat,
             )
         )
         day += step
     return out
 
 
-def _fields(summary: Summary) -> dict[str, object]:
-    return {name: getattr(summary, name) for name in summary.__struct_fields__}
+def _group(key: str | None, s: Summary) -> Group:
+    return Group(
+        key=key, volume=s.volume, first_response=s.first_response, resolution=s.resolution, sla=s.sla, csat=s.csat
+    )
 
 
 def _round(value: float | None) -> float | None:

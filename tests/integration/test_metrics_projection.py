@@ -108,7 +108,9 @@ def test_the_live_read_model_holds_each_cases_facts(store, database_url):
     bo = str(facts["agents"][1].id)
     with psycopg.connect(database_url) as conn:
         teams = dict(conn.execute("SELECT agent_id, teams FROM proj_metrics_agents").fetchall())
-        late = conn.execute("SELECT assignee, teams FROM proj_case_metrics WHERE case_id = %s", (facts["late"],)).fetchone()
+        late = conn.execute(
+            "SELECT assignee, teams FROM proj_case_metrics WHERE case_id = %s", (facts["late"],)
+        ).fetchone()
         bo_cases = conn.execute(
             "SELECT DISTINCT teams FROM proj_case_metrics WHERE assignee = %s ORDER BY teams", (bo,)
         ).fetchall()
@@ -122,7 +124,9 @@ def test_the_live_read_model_holds_each_cases_facts(store, database_url):
         unassigned = conn.execute("SELECT count(*) FROM proj_case_metrics WHERE assignee IS NULL").fetchone()[0]
         policies = conn.execute("SELECT DISTINCT sla_policy FROM proj_case_metrics").fetchall()
         csat = conn.execute("SELECT count(csat), min(csat), max(csat) FROM proj_case_metrics").fetchone()
-        transferred = conn.execute("SELECT count(*) FROM proj_case_metrics WHERE queue IN ('vip', 'returns')").fetchone()
+        transferred = conn.execute(
+            "SELECT count(*) FROM proj_case_metrics WHERE queue IN ('vip', 'returns')"
+        ).fetchone()
     assert teams[bo] == ["tech"] and teams[str(facts["agents"][0].id)] == ["billing"]
     assert late == (bo, ["tech"])
     assert bo_cases == [(["billing", "tech"],), (["tech"],)], "the teams when assigned, not the teams now"
