@@ -13,7 +13,7 @@ import csv
 import io
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -69,10 +69,10 @@ async def cc_metrics(
     request: Request,
     from_: Annotated[str | None, QueryParameter(name="from")] = None,
     to: FromQuery[str | None] = None,
-    by: FromQuery[str | None] = None,
-    interval: FromQuery[str | None] = None,
+    by: FromQuery[GroupBy | None] = None,
+    interval: FromQuery[Interval | None] = None,
     tz: FromQuery[str] = "UTC",
-    format: FromQuery[str | None] = None,
+    format: FromQuery[Literal["json", "csv"] | None] = None,
 ) -> Response[MetricsReport]:
     await require(request, READ)
     end = _parse_time(to) or now()
@@ -105,11 +105,11 @@ async def cc_metrics(
         csat_responses=legacy["csat_responses"],
         volume_per_channel=legacy["volume_per_channel"],
         tz=tz,
-        by=by,  # type: ignore[arg-type]  # checked above
-        interval=interval,  # type: ignore[arg-type]
+        by=by,
+        interval=interval,
         overall=summarise(cases),
-        groups=grouped(cases, by) if by and not interval else [],  # type: ignore[arg-type]
-        series=series(cases, start, end, interval, zone, by) if interval else [],  # type: ignore[arg-type]
+        groups=grouped(cases, by) if by and not interval else [],
+        series=series(cases, start, end, interval, zone, by) if interval else [],
     )
     if wants_csv:
         return Response(

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
-
-import msgspec
 
 GroupBy = Literal["agent", "team", "queue", "channel"]
 Interval = Literal["day", "week"]
@@ -62,7 +60,8 @@ def elapsed_seconds(start: datetime, end: datetime, sla_policy: str | None) -> f
     return (end - start).total_seconds()
 
 
-class Distribution(msgspec.Struct, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Distribution:
     """Durations in seconds over the cases that have one."""
 
     count: int
@@ -71,25 +70,29 @@ class Distribution(msgspec.Struct, kw_only=True):
     p90_s: float | None
 
 
-class Attainment(msgspec.Struct, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Attainment:
     met: int
     breached: int
     attainment: float | None  # met / (met + breached); None when no clock run ended
 
 
-class SlaAttainment(msgspec.Struct, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SlaAttainment:
     first_response: Attainment
     next_response: Attainment
     resolution: Attainment
     overall: Attainment
 
 
-class Csat(msgspec.Struct, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Csat:
     avg: float | None
     count: int
 
 
-class Summary(msgspec.Struct, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Summary:
     volume: int  # cases opened
     first_response: Distribution
     resolution: Distribution
@@ -97,14 +100,16 @@ class Summary(msgspec.Struct, kw_only=True):
     csat: Csat
 
 
-class Group(Summary, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Group(Summary):
     key: str | None  # the channel, queue, agent id or team; None: no assignee / no team
 
 
-class Bucket(Summary, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Bucket(Summary):
     start: datetime  # in the report's time zone
     end: datetime
-    groups: list[Group] = []
+    groups: list[Group] = field(default_factory=list)
 
 
 def percentile(ordered: Sequence[float], q: float) -> float | None:
