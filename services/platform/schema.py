@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from eventsourcing.postgres import PostgresDatastore
+from psycopg import errors as pg_errors
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 
@@ -252,7 +253,13 @@ def search_functions(curs: Any, master: MasterKey) -> None:
     curs.execute("SELECT to_regprocedure('sb_search_vector(text)') IS NULL AS missing")
     if not curs.fetchone()["missing"]:
         return
-    curs.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
+    try:
+        curs.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
+    except (pg_errors.InsufficientPrivilege, pg_errors.UndefinedFile) as exc:
+        raise RuntimeError(
+            "search needs PostgreSQL's unaccent extension (contrib): have the database's owner or a "
+            "superuser run CREATE EXTENSION unaccent in this database, then start again"
+        ) from exc
     curs.execute(
         "SELECT n.nspname AS ext, current_schema() AS own FROM pg_extension e "
         "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'unaccent'"
