@@ -54,6 +54,9 @@ class ProfileProjection:
     );
     CREATE INDEX IF NOT EXISTS proj_identities_value_idx ON proj_identities (lower(value));
     CREATE INDEX IF NOT EXISTS proj_customers_name_idx ON proj_customers (lower(name));
+    -- Full-text search (services/api/search.py; sb_search_vector: services/platform/schema.py).
+    CREATE INDEX IF NOT EXISTS proj_customers_search_idx ON proj_customers USING gin (sb_search_vector(name));
+    CREATE INDEX IF NOT EXISTS proj_identities_search_idx ON proj_identities USING gin (sb_search_vector(value));
     """
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:

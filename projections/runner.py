@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
+from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
 from projections.queues import QueuesProjection
 from projections.rebuild import Rebuild
@@ -34,7 +35,13 @@ _BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild'
 
 
 def all_projections() -> list[Projection]:
-    return [TimelineProjection(), ProfileProjection(), CasesProjection(), QueuesProjection()]
+    return [
+        TimelineProjection(),
+        ProfileProjection(),
+        CasesProjection(),
+        QueuesProjection(),
+        MetricsProjection(),
+    ]
 
 
 class ProjectionRunner:

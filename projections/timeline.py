@@ -50,6 +50,8 @@ class TimelineProjection:
     CREATE INDEX IF NOT EXISTS proj_timeline_customer_idx ON proj_timeline (customer_id, occurred_at DESC, interaction_id DESC);
     CREATE INDEX IF NOT EXISTS proj_timeline_case_idx ON proj_timeline (case_id, occurred_at);
     CREATE INDEX IF NOT EXISTS proj_timeline_origin_idx ON proj_timeline (origin_customer_id);
+    -- Full-text search (services/api/search.py; sb_search_vector: services/platform/schema.py).
+    CREATE INDEX IF NOT EXISTS proj_timeline_search_idx ON proj_timeline USING gin (sb_search_vector(text));
     """
     )
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from projections.folds.cases import CasesFold
 from projections.folds.common import Aliases, Columns, RawJson, Unstorable, storable
+from projections.folds.metrics import MetricsFold
 from projections.folds.profile import ProfileFold
 from projections.folds.timeline import TimelineFold
 
@@ -16,6 +17,7 @@ __all__ = [
     "Aliases",
     "CasesFold",
     "Columns",
+    "MetricsFold",
     "ProfileFold",
     "RawJson",
     "TimelineFold",
@@ -24,4 +26,9 @@ __all__ = [
 ]
 
 # Projection name → its fold. A projection without one is rebuilt by its own `apply`, in chunks.
-FOLDS: dict[str, Callable[..., Any]] = {"timeline": TimelineFold, "profile": ProfileFold, "cases": CasesFold}
+FOLDS: dict[str, Callable[..., Any]] = {
+    "timeline": TimelineFold,
+    "profile": ProfileFold,
+    "cases": CasesFold,
+    "metrics": MetricsFold,
+}

@@ -16,7 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
-from services.api import cases, console, customers, health, live, metrics, queries, queues
+from services.api import cases, console, customers, health, live, metrics, queries, queues, search
 from services.api.context import Services
 from services.api.errors import (
     channel_error_handler,
@@ -55,6 +55,7 @@ API_HANDLERS = [
     live.events_ticket,
     live.live_events,
     metrics.cc_metrics,
+    search.search_everything,
     console.console,
     console.console_js,
     console.console_css,

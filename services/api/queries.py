@@ -123,7 +123,10 @@ async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, chan
 
 
 async def search_customers(conn, q: str, limit: int, cursor: str | None) -> dict:
-    pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    """Customers whose name or an identity holds `q`, accents and case ignored (the same folding as
+    `GET /api/v1/search`: sb_search_fold, services/platform/schema.py), most recently seen first."""
+    folded = (await (await conn.execute("SELECT sb_search_fold(%s)", (q,))).fetchone())[0]
+    pattern = "%" + folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     params: list = [pattern, pattern]
     extra = ""
     if cursor:
@@ -134,8 +137,8 @@ async def search_customers(conn, q: str, limit: int, cursor: str | None) -> dict
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT c.id, c.name, c.last_seen FROM proj_customers c WHERE c.merged_into IS NULL AND NOT c.erased AND "
-        "(lower(c.name) LIKE %s OR EXISTS (SELECT 1 FROM proj_identities i WHERE i.customer_id = c.id "
-        f"AND lower(i.value) LIKE %s)) {extra} ORDER BY c.last_seen DESC, c.id DESC LIMIT %s",
+        "(sb_search_fold(c.name) LIKE %s OR EXISTS (SELECT 1 FROM proj_identities i WHERE i.customer_id = c.id "
+        f"AND sb_search_fold(i.value) LIKE %s)) {extra} ORDER BY c.last_seen DESC, c.id DESC LIMIT %s",
         params,
     )
     rows = await cur.fetchall()

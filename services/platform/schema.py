@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from eventsourcing.postgres import PostgresDatastore
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg import errors as pg_errors
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 
 # What is used of the event store (services.platform.eventstore, which imports this module for its DDL).
@@ -271,7 +272,81 @@ def outbound_ids_hashed(curs: Any, master: MasterKey) -> None:
     curs.execute("DELETE FROM sb_outbound WHERE provider_message_id !~ '^[0-9a-f]{64}$'")
 
 
-UPGRADES: tuple[Upgrade, ...] = (processed_case_id, outbound_ids_hashed)
+def search_functions(curs: Any, master: MasterKey) -> None:
+    """Full-text search that ignores accents and case, in any language (services/api/search.py).
+
+    The `unaccent` extension (contrib, shipped with PostgreSQL and the embedded wheel; trusted since
+    PostgreSQL 13, so the database's owner may create it), a text search configuration `sb_search`
+    (PostgreSQL's language-neutral `simple`, with `unaccent` before it for words with letters beyond
+    ASCII), and two functions the read models' GIN expression indexes are built on:
+    `sb_search_vector(text)` (punctuation as spaces, so that the parts of an address or a number are
+    words of their own) and `sb_search_fold(text)` (unaccented, lower case). Index expressions must
+    be IMMUTABLE, and `unaccent()` is only STABLE (its rules file could change): these wrappers
+    promise it, with every name schema-qualified so that they mean the same under any search_path.
+    Made when missing: look first, since a CREATE here would lock what the indexes depend on.
+    """
+    curs.execute("SELECT to_regprocedure('sb_search_vector(text)') IS NULL AS missing")
+    if not curs.fetchone()["missing"]:
+        return
+    try:
+        curs.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
+    except (pg_errors.InsufficientPrivilege, pg_errors.UndefinedFile) as exc:
+        raise RuntimeError(
+            "search needs PostgreSQL's unaccent extension (contrib): have the database's owner or a "
+            "superuser run CREATE EXTENSION unaccent in this database, then start again"
+        ) from exc
+    curs.execute(
+        "SELECT n.nspname AS ext, current_schema() AS own FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'unaccent'"
+    )
+    row = curs.fetchone()
+    ext, own = Identifier(row["ext"]), Identifier(row["own"])
+    # Lower case for every script: the database's own ctype may be C (the embedded server's is),
+    # which lowers ASCII only; a Unicode-aware collation lowers "ΣΟΦΊΑ" and "ЖЕНЯ" too.
+    curs.execute(
+        "SELECT n.nspname AS schema, c.collname AS name FROM pg_collation c "
+        "JOIN pg_namespace n ON n.oid = c.collnamespace "
+        "WHERE c.collname = ANY(%s) AND c.collencoding IN (-1, pg_char_to_encoding(current_setting('server_encoding'))) "
+        "ORDER BY array_position(%s, c.collname::text) LIMIT 1",
+        (list(_UNICODE_COLLATIONS), list(_UNICODE_COLLATIONS)),
+    )
+    found = curs.fetchone()
+    lowered = (
+        SQL("pg_catalog.lower($1 COLLATE {0}.{1})").format(Identifier(found["schema"]), Identifier(found["name"]))
+        if found
+        else SQL("pg_catalog.lower($1)")
+    )
+    dictionary = Literal(SQL("{0}.unaccent").format(ext).as_string(curs))
+    config = Literal(SQL("{0}.sb_search").format(own).as_string(curs))
+    curs.execute(SQL("DROP TEXT SEARCH CONFIGURATION IF EXISTS {0}.sb_search").format(own))
+    curs.execute(SQL("CREATE TEXT SEARCH CONFIGURATION {0}.sb_search (COPY = pg_catalog.simple)").format(own))
+    curs.execute(
+        SQL(
+            "ALTER TEXT SEARCH CONFIGURATION {0}.sb_search ALTER MAPPING FOR word, hword, hword_part "
+            "WITH {1}.unaccent, pg_catalog.simple"
+        ).format(own, ext)
+    )
+    curs.execute(
+        SQL(
+            "CREATE OR REPLACE FUNCTION {0}.sb_search_fold(text) RETURNS text "
+            "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
+            "AS $$ SELECT {1}.unaccent({2}::regdictionary, {3}) $$"
+        ).format(own, ext, dictionary, lowered)
+    )
+    curs.execute(
+        SQL(
+            "CREATE OR REPLACE FUNCTION {0}.sb_search_vector(text) RETURNS tsvector "
+            "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
+            "AS $$ SELECT pg_catalog.to_tsvector({1}::regconfig, "
+            "pg_catalog.regexp_replace({2}, '[[:punct:]]+', ' ', 'g')) $$"
+        ).format(own, config, lowered)
+    )
+
+
+# Collations whose lower() follows Unicode, best first: PostgreSQL 17's builtin one, ICU's, glibc's.
+_UNICODE_COLLATIONS = ("pg_c_utf8", "und-x-icu", "C.utf8", "C.UTF-8")
+
+UPGRADES: tuple[Upgrade, ...] = (processed_case_id, outbound_ids_hashed, search_functions)
 
 
 # -- the one function --------------------------------------------------------------------------------

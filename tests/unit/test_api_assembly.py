@@ -42,6 +42,7 @@ AGENT_API = {
     ("POST", "/api/v1/events/ticket"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/metrics"),
+    ("GET", "/api/v1/search"),
 }
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
 
@@ -86,6 +87,7 @@ def test_the_chat_socket_is_the_gateways():
 # asks for the token).
 WELL_FORMED = {
     "/api/v1/customers/lookup": {"params": {"kind": "email", "value": "ana@example.com"}},
+    "/api/v1/search": {"params": {"q": "ana"}},
     "/api/v1/cases/{case_id}/reply": {"json": {"text": "hello"}},
     "/api/v1/cases/{case_id}/assign": {"json": {"assignee": "agent-1"}},
     "/api/v1/cases/{case_id}/notes": {"json": {"text": "called back"}},

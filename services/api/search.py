@@ -1,0 +1,186 @@
+"""Agent API, search: customers (name, identities) and timeline items (text) matching the words of a
+query, in any language, accents and case ignored, best first.
+
+PostgreSQL full-text search over the read models themselves (nothing copied elsewhere, so erasing a
+customer's data there erases it from search, and a rebuild rebuilds it): `sb_search_vector(text)`
+(services/platform/schema.py: the `simple` configuration after `unaccent` and a Unicode lower case,
+punctuation as spaces) is what the GIN expression indexes of proj_customers, proj_identities and
+proj_timeline are built on, and what the query's own words go through, so both sides agree on what
+a word is. Each word of the query matches as a prefix ("muño" finds "Muñoz"); all of them must match.
+
+Ranking (`ts_rank`): a customer's name weighs most (A), their identities next (B), the text of a
+message least (D), so a customer named X comes before a message that mentions X.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+from litestar import Request, get
+from litestar.exceptions import HTTPException
+from litestar.params import FromQuery
+from psycopg.rows import dict_row
+
+from services.api.auth import READ
+from services.api.context import require, svc
+from services.platform.eventstore.codec import REDACTED
+
+MAX_QUERY_CHARS = 200
+MAX_WORDS = 16
+MAX_LIMIT = 100
+SNIPPET_WORDS = 24
+_BODY_CHARS = 20_000  # a snippet comes from the start of a long text (an email with its quoted thread)
+_WORD = re.compile(r"\w+")
+
+
+class SearchHit(msgspec.Struct):
+    """One match: a customer (`id` = `customer_id`) or a timeline item (`id` its interaction id)."""
+
+    kind: Literal["customer", "timeline_item"]
+    id: str
+    customer_id: str
+    case_id: str | None
+    channel: str | None
+    occurred_at: datetime  # a customer's last contact, an item's time
+    snippet: str  # the matching text, matches between « and »
+    rank: float
+
+
+class SearchResults(msgspec.Struct):
+    q: str
+    items: list[SearchHit]
+
+
+class BadQuery(ValueError):
+    """A query with nothing to search for, or too much."""
+
+
+def tsquery(words: list[str], operator: str = "&") -> str:
+    """The words (lexemes already normalised by `sb_search_vector`) as prefix terms of a tsquery."""
+    quoted = ("'" + w.replace("\\", "\\\\").replace("'", "''") + "':*" for w in words)
+    return f" {operator} ".join(quoted)
+
+
+async def query_words(conn, q: str) -> list[str]:
+    """The query's words as the index has them; BadQuery when there are none or too many."""
+    if len(q) > MAX_QUERY_CHARS:
+        raise BadQuery(f"q is longer than {MAX_QUERY_CHARS} characters")
+    cur = await conn.execute("SELECT lexeme FROM unnest(sb_search_vector(%s))", (q,))
+    words = [row[0] for row in await cur.fetchall()]
+    if not words:
+        raise BadQuery("q has no words to search for")
+    if len(words) > MAX_WORDS:
+        raise BadQuery(f"q has more than {MAX_WORDS} words")
+    return words
+
+
+# The customers' candidates come through the indexes with ANY word (a name may hold one word and an
+# address another); the whole document (name A, identities B) must then match EVERY word.
+_SEARCH = """
+WITH candidates AS (
+    SELECT c.id FROM proj_customers c WHERE sb_search_vector(c.name) @@ %(any)s::tsquery
+    UNION
+    SELECT i.customer_id FROM proj_identities i WHERE sb_search_vector(i.value) @@ %(any)s::tsquery
+),
+customers AS (
+    SELECT 'customer' AS kind, c.id, c.id AS customer_id, NULL::uuid AS case_id, NULL::text AS channel,
+           c.last_seen AS occurred_at, concat_ws(' · ', c.name, d.identities) AS body,
+           ts_rank(setweight(coalesce(sb_search_vector(c.name), ''), 'A')
+                   || setweight(coalesce(sb_search_vector(d.identities), ''), 'B'), %(all)s::tsquery) AS rank
+    FROM candidates JOIN proj_customers c ON c.id = candidates.id
+    CROSS JOIN LATERAL (
+        SELECT string_agg(i.value, ' · ' ORDER BY i.verified DESC, i.kind, i.value) AS identities
+        FROM proj_identities i WHERE i.customer_id = c.id
+    ) d
+    WHERE c.merged_into IS NULL AND NOT c.erased
+      AND (coalesce(sb_search_vector(c.name), '') || coalesce(sb_search_vector(d.identities), '')) @@ %(all)s::tsquery
+),
+items AS (
+    SELECT 'timeline_item' AS kind, t.interaction_id AS id, t.customer_id, t.case_id, t.channel, t.occurred_at,
+           t.text AS body, ts_rank(setweight(sb_search_vector(t.text), 'D'), %(all)s::tsquery) AS rank
+    FROM proj_timeline t
+    WHERE sb_search_vector(t.text) @@ %(all)s::tsquery AND t.text <> %(redacted)s
+    ORDER BY rank DESC, t.occurred_at DESC, t.interaction_id LIMIT %(limit)s
+),
+best AS (
+    SELECT * FROM customers UNION ALL SELECT * FROM items
+    ORDER BY rank DESC, occurred_at DESC, id LIMIT %(limit)s
+)
+SELECT best.kind, best.id, best.customer_id, best.case_id, best.channel, best.occurred_at, best.rank,
+       left(best.body, %(body_chars)s) AS body
+FROM best ORDER BY best.rank DESC, best.occurred_at DESC, best.id
+"""
+
+
+def fold(text: str) -> str:
+    """Accents off and case folded, as far as Python sees it (for marking matches in a snippet)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+
+
+def snippet(text: str, words: list[str], size: int = SNIPPET_WORDS) -> str:
+    """About `size` words of `text` around its first match, every word that matches between « and ».
+
+    Marked here rather than by ts_headline: PostgreSQL's parser under a C locale takes "¿Dónde" for
+    one word, so its headline would miss the match that the index found.
+    """
+    tokens = list(_WORD.finditer(text))
+    if not tokens:
+        return text[: size * 8]
+    matches = [i for i, m in enumerate(tokens) if any(fold(m.group()).startswith(w) for w in words)]
+    first = max(0, (matches[0] if matches else 0) - size // 3)
+    last = min(len(tokens), first + size) - 1
+    start = 0 if first == 0 else tokens[first].start()
+    end = len(text) if last == len(tokens) - 1 else tokens[last].end()
+    out, at = [], start
+    for i in matches:
+        if first <= i <= last:
+            m = tokens[i]
+            out += [text[at : m.start()], "«", m.group(), "»"]
+            at = m.end()
+    out.append(text[at:end])
+    body = " ".join("".join(out).split())
+    return ("… " if start > 0 else "") + body + (" …" if end < len(text) else "")
+
+
+async def search(conn, q: str, limit: int) -> list[SearchHit]:
+    words = await query_words(conn, q)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        _SEARCH,
+        {
+            "all": tsquery(words, "&"),
+            "any": tsquery(words, "|"),
+            "redacted": REDACTED,
+            "limit": limit,
+            "body_chars": _BODY_CHARS,
+        },
+    )
+    return [
+        SearchHit(
+            kind=r["kind"],
+            id=str(r["id"]),
+            customer_id=str(r["customer_id"]),
+            case_id=str(r["case_id"]) if r["case_id"] else None,
+            channel=r["channel"],
+            occurred_at=r["occurred_at"],
+            snippet=snippet(r["body"] or "", words),
+            rank=round(float(r["rank"]), 6),
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+@get("/api/v1/search", summary="Customers and timeline items matching words, best first")
+async def search_everything(request: Request, q: FromQuery[str], limit: FromQuery[int] = 20) -> SearchResults:
+    await require(request, READ)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise HTTPException(status_code=400, detail=f"limit must be between 1 and {MAX_LIMIT}")
+    async with svc(request).pool.connection() as conn:
+        try:
+            return SearchResults(q=q, items=await search(conn, q, limit))
+        except BadQuery as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
