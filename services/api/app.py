@@ -17,6 +17,7 @@ from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
 from services.api import cases, console, customers, health, live, metrics, queries
+from services.api.widget import WIDGET_HANDLERS, ChatCorsMiddleware
 from services.api.context import Services
 from services.api.errors import (
     channel_error_handler,
@@ -32,7 +33,7 @@ from services.core.commands import NotFound
 from services.domain.aggregate import DomainError
 from services.platform.eventstore.store import ConcurrencyError
 
-GATEWAY_HANDLERS = list(CHAT_HANDLERS)
+GATEWAY_HANDLERS = list(CHAT_HANDLERS) + WIDGET_HANDLERS
 API_HANDLERS = [
     customers.lookup_customer,
     customers.search_customers,
@@ -81,7 +82,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
         middleware=[
             SecurityHeadersMiddleware,
             RejectControlCharacters,
-            *([ChatTokenMiddleware] if "gateway" in roles else []),
+            *([ChatCorsMiddleware, ChatTokenMiddleware] if "gateway" in roles else []),
         ],
         debug=False,
     )
