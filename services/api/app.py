@@ -17,7 +17,6 @@ from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
 from services.api import cases, console, customers, health, live, metrics, queries
-from services.api.widget import WIDGET_HANDLERS, ChatCorsMiddleware
 from services.api.context import Services
 from services.api.errors import (
     channel_error_handler,
@@ -29,6 +28,7 @@ from services.api.errors import (
 )
 from services.api.headers import SecurityHeadersMiddleware
 from services.api.hygiene import RejectControlCharacters
+from services.api.widget import WIDGET_HANDLERS, ChatCorsMiddleware
 from services.core.commands import NotFound
 from services.domain.aggregate import DomainError
 from services.platform.eventstore.store import ConcurrencyError
