@@ -7,6 +7,9 @@ route stays same-origin: no CORS header is ever added to the agent API. The WebS
 but a browser sends its `Origin`; a socket from an origin that is not allowed is refused (403), so the
 setting means the same for both doors.
 
+`GET /channels/chat/session` (chat token as a bearer) tells the widget whether its session still
+exists, which a failed WebSocket handshake cannot tell a browser.
+
 `/widget.js` is `services/api/static/widget.js` as written (no build step, no minifier), served with
 a strong ETag (304 on `If-None-Match`), gzip when the client takes it, and
 `Cross-Origin-Resource-Policy: cross-origin` so pages that isolate themselves can still load it.
@@ -21,12 +24,14 @@ import hashlib
 import msgspec
 from litestar import Request, Response, get
 
+from channels.errors import Unauthorized
 from services.api.console import STATIC
 
+SESSION_PATH = "/channels/chat/session"
 # The public chat endpoints: what the widget calls from the website's origin.
-CORS_PATHS = frozenset({"/channels/chat/sessions"})
+CORS_PATHS = frozenset({"/channels/chat/sessions", SESSION_PATH})
 WS_PATH = "/channels/chat/ws"
-_ALLOW_HEADERS = b"content-type"
+_ALLOW_HEADERS = b"authorization, content-type"
 _MAX_AGE = b"600"
 # The script may change with a deploy: caches revalidate after five minutes (a 304 is cheap).
 CACHE_CONTROL = "public, max-age=300"
@@ -84,6 +89,25 @@ async def widget_js(request: Request) -> Response:
     return Response(script.gzipped if zipped else script.raw, media_type="text/javascript", headers=headers)
 
 
+class ChatSessionState(msgspec.Struct):
+    session_id: str
+
+
+@get(SESSION_PATH, summary="Whether a chat session is still alive", cache=False)
+async def chat_session_state(request: Request) -> ChatSessionState:
+    """`Authorization: Bearer CHAT_TOKEN` -> the session, or 401 when the token is wrong or the
+    session ended (expired by retention, or erased). A browser cannot see why a WebSocket handshake
+    failed; the widget asks here after a few failed reconnects, and starts a new session on 401."""
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not token:
+        raise Unauthorized("missing chat token (Authorization: Bearer TOKEN)")
+    chat = request.app.state.services.chat
+    session_id = chat.verify_token(token)
+    await chat.get(session_id)
+    return ChatSessionState(session_id=session_id)
+
+
 def parse_origins(value: str | list[str] | None) -> frozenset[str] | None:
     """`SWITCHBOARD_CHAT_ALLOWED_ORIGINS` as a set of origins; None means any origin (`*`)."""
     items = value.split(",") if isinstance(value, str) else list(value or [])
@@ -134,7 +158,7 @@ class ChatCorsMiddleware:
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
             if ok:
                 cors += [
-                    (b"access-control-allow-methods", b"POST, OPTIONS"),
+                    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
                     (b"access-control-allow-headers", _ALLOW_HEADERS),
                     (b"access-control-max-age", _MAX_AGE),
                 ]
@@ -184,4 +208,4 @@ async def _refuse_websocket(scope, receive, send) -> None:
         await send({"type": "websocket.close", "code": 4403, "reason": "forbidden"})
 
 
-WIDGET_HANDLERS = [widget_js]
+WIDGET_HANDLERS = [widget_js, chat_session_state]

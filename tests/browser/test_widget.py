@@ -216,3 +216,77 @@ async def test_a_signed_in_visitor_is_linked_to_the_companys_customer_id(
         customer = (await _eventually(lookup, lambda r: r.status_code == 200)).json()
     kinds = {(i["kind"], i["value"]) for i in customer["identities"]}
     assert {("external", user_id), ("chat", session["session"]), ("email", email)} <= kinds
+
+
+async def test_the_widget_is_keyboard_usable_and_announces_replies(server, admin_headers, browser, site):
+    from playwright.async_api import expect  # noqa: PLC0415
+
+    nonce = secrets.token_urlsafe(12)
+    page = await browser.new_page()
+    await page.goto(site.add("/", _page_html(server.http_url, nonce), _strict_csp(server.http_url, nonce)))
+    launcher = page.get_by_test_id("widget-launcher")
+    # Its own style applies under the page's CSP: a round button in the bottom-right corner.
+    box = await launcher.bounding_box()
+    assert box["x"] > 900 and box["y"] > 600 and box["width"] == box["height"] == 56
+
+    await launcher.focus()
+    await page.keyboard.press("Enter")
+    field = page.get_by_test_id("widget-input")
+    await expect(field).to_be_focused()
+    await expect(page.get_by_label("Your message")).to_have_count(1)
+    await page.keyboard.type("Hello")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_test_id("widget-message")).to_have_attribute("data-state", "sent")
+    await expect(page.get_by_role("log")).to_have_attribute("aria-live", "polite")
+    await page.keyboard.press("Escape")
+    await expect(field).to_be_hidden()
+    await expect(launcher).to_be_focused()
+    await expect(launcher).to_have_attribute("aria-expanded", "false")
+
+    session = await _session_of(page)
+    async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers, timeout=30) as client:
+        _, case_id = await _case_of_session(client, session["session"])
+        await client.post(f"/api/v1/cases/{case_id}/reply", json={"text": "We are on it"})
+    await expect(launcher).to_have_attribute("aria-label", "Open chat (1 new)")  # arrived while closed
+    await launcher.click()
+    await expect(launcher).to_have_attribute("aria-label", "Close chat")
+    await expect(page.get_by_role("log").get_by_text("We are on it")).to_be_visible()
+
+
+async def test_an_expired_session_is_replaced_and_the_unsent_message_goes_with_the_new_one(
+    server, admin_headers, browser, site
+):
+    from playwright.async_api import expect  # noqa: PLC0415
+
+    nonce = secrets.token_urlsafe(12)
+    page = await browser.new_page()
+    await page.goto(site.add("/", _page_html(server.http_url, nonce), _strict_csp(server.http_url, nonce)))
+    await page.get_by_test_id("widget-launcher").click()
+    field = page.get_by_test_id("widget-input")
+    await field.fill("First visit")
+    await field.press("Enter")
+    messages = page.get_by_test_id("widget-message")
+    await expect(messages.nth(0)).to_have_attribute("data-state", "sent")
+    status = page.get_by_test_id("widget-status")
+    await expect(status).to_have_attribute("data-connection", "open")
+    old = (await _session_of(page))["session"]
+
+    # The session store forgets the session (retention), and the socket drops.
+    await browser.set_offline(True)
+    await server.services.chat.kv.delete(old)
+    for listener in list(server.chat_gateway.listeners.get(old, ())):
+        server.chat_gateway._close(listener, 1013, "test: connection lost")
+    await expect(status).to_have_text(re.compile("Reconnecting"))
+    await field.fill("Back again")
+    await field.press("Enter")
+    await expect(messages.nth(1)).to_have_attribute("data-state", "pending")
+    await browser.set_offline(False)
+
+    await expect(messages.nth(1)).to_have_attribute("data-state", "sent")
+    await expect(messages).to_have_text(["First visit", "Back again"])
+    new = (await _session_of(page))["session"]
+    assert new and new != old
+    async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers, timeout=30) as client:
+        customer, _ = await _case_of_session(client, new)
+        texts = await _eventually(lambda: _visitor_texts(client, customer["id"]), lambda texts: bool(texts))
+    assert texts == ["Back again"]

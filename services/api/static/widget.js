@@ -155,21 +155,28 @@
   form.addEventListener("submit", function (e) { e.preventDefault(); submit(); });
 
   // -- session -----------------------------------------------------------------------------------
-  var creating = null;
+  var creating = null, refused = false;
   function ensureSession() {
     if (state.token) { connect(); return Promise.resolve(); }
-    if (creating) return creating;
+    if (creating || refused) return creating || Promise.resolve();
     setStatus("Connecting\u2026");
     creating = fetch(base + "/channels/chat/sessions", {
       method: "POST", mode: "cors", credentials: "omit", headers: { "content-type": "application/json" },
       body: JSON.stringify(identity)
     }).then(function (r) {
+      if (r.status >= 400 && r.status < 500 && r.status !== 429) {
+        // The page's data-* attributes are refused (a wrong identity_hash, say): retrying cannot help.
+        refused = true;
+        if (window.console) console.warn("switchboard chat: session refused (" + r.status + ")");
+        throw new Error(String(r.status));
+      }
       if (!r.ok) throw new Error(String(r.status));
       return r.json();
     }).then(function (s) {
       state.token = s.token; state.session = s.session_id; save();
       connect();
     }).catch(function () {
+      if (refused) { setStatus("Chat is unavailable.", "refused"); return; }
       setStatus("Chat is unavailable right now. Your message will be sent when it is back.");
       retryLater();
     }).then(function () { creating = null; });
@@ -177,7 +184,7 @@
   }
 
   // -- socket: live replies, acks, reconnect with backoff ----------------------------------------
-  var ws = null, attempts = 0, timer = null, sentHere = {};
+  var ws = null, attempts = 0, timer = null, sentHere = {}, failures = 0;
   function connect() {
     if (ws || !state.token) return;
     clearTimeout(timer); timer = null;
@@ -186,8 +193,9 @@
     try { sock = new WebSocket(url); } catch (e) { retryLater(); return; }
     ws = sock;
     setStatus(status.textContent, "connecting");
+    var opened = false;
     sock.onopen = function () {
-      attempts = 0; sentHere = {};
+      opened = true; attempts = 0; failures = 0; sentHere = {};
       setStatus("", "open");
       flush();
     };
@@ -199,14 +207,28 @@
     sock.onclose = function (e) {
       if (ws !== sock) return;
       ws = null;
-      if (e.code === 1008) {  // the session ended (erased or expired): the next message starts a new one
+      if (e.code === 1008) {  // the session was erased: so is the conversation kept here
         state = fresh(); save();
+        log.replaceChildren(); shown = {};
         setStatus("This conversation has ended.", "ended");
         return;
       }
       setStatus("Reconnecting\u2026", "closed");
-      retryLater();
+      // A browser is not told why a handshake failed: after a few, ask whether the session still exists.
+      if (!opened && ++failures >= 3 && navigator.onLine !== false) checkSession(); else retryLater();
     };
+  }
+  function checkSession() {
+    var token = state.token;
+    fetch(base + "/channels/chat/session", {
+      mode: "cors", credentials: "omit", cache: "no-store", headers: { authorization: "Bearer " + token }
+    }).then(function (r) {
+      if (r.status === 401 && state.token === token) {
+        // Expired: a new session carries on; what is not yet sent goes with it, what was shown stays.
+        state.token = null; state.session = null; state.after = 0; failures = 0; save();
+        ensureSession();
+      } else retryLater();
+    }).catch(retryLater);
   }
   function retryLater() {
     if (timer) return;
