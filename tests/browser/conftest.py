@@ -43,8 +43,11 @@ class BrowserTestsSkipped(UserWarning):
 
 
 def find_chromium() -> str | None:
-    candidates = [os.environ.get("SWITCHBOARD_TEST_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"]
-    candidates.append(shutil.which("chromium") or shutil.which("chromium-browser"))
+    """`SWITCHBOARD_TEST_CHROMIUM` when set (and only it), else Debian's chromium."""
+    if chosen := os.environ.get("SWITCHBOARD_TEST_CHROMIUM"):
+        candidates = [chosen]
+    else:
+        candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium")]
     for candidate in candidates:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
@@ -56,7 +59,7 @@ def why_no_browser() -> str | None:
         return "BROWSER TESTS SKIPPED: the playwright package is missing (pip install -e '.[test]')"
     if find_chromium() is None:
         return (
-            "BROWSER TESTS SKIPPED: no Chromium found (/usr/bin/chromium or SWITCHBOARD_TEST_CHROMIUM); "
+            "BROWSER TESTS SKIPPED: no Chromium found (SWITCHBOARD_TEST_CHROMIUM, else /usr/bin/chromium); "
             "install Debian's chromium package (apt-get install -y chromium), as .ci/run does as root"
         )
     return None
@@ -72,10 +75,15 @@ def chromium_path() -> str:
     return find_chromium()  # type: ignore[return-value]
 
 
+@pytest.fixture(autouse=True)
+def _needs_chromium(chromium_path):
+    """First of every browser test's fixtures: without a browser, skip before starting any server."""
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _skipped:
         terminalreporter.section("browser tests", sep="!", red=True, bold=True)
-        terminalreporter.line(f"{_skipped[0]} ({len(_skipped)} test(s))", red=True, bold=True)
+        terminalreporter.line(_skipped[0], red=True, bold=True)
 
 
 @pytest.fixture

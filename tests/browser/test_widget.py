@@ -290,3 +290,38 @@ async def test_an_expired_session_is_replaced_and_the_unsent_message_goes_with_t
         customer, _ = await _case_of_session(client, new)
         texts = await _eventually(lambda: _visitor_texts(client, customer["id"]), lambda texts: bool(texts))
     assert texts == ["Back again"]
+
+
+async def test_two_tabs_of_the_site_share_one_conversation(server, admin_headers, browser, site):
+    from playwright.async_api import expect  # noqa: PLC0415
+
+    nonce = secrets.token_urlsafe(12)
+    url = site.add("/", _page_html(server.http_url, nonce), _strict_csp(server.http_url, nonce))
+    first = await browser.new_page()
+    await first.goto(url)
+    await first.get_by_test_id("widget-launcher").click()
+    await first.get_by_test_id("widget-input").fill("From the first tab")
+    await first.get_by_test_id("widget-send").click()
+    await expect(first.get_by_test_id("widget-message")).to_have_attribute("data-state", "sent")
+
+    second = await browser.new_page()
+    await second.goto(url)
+    await second.get_by_test_id("widget-launcher").click()
+    await expect(second.get_by_test_id("widget-status")).to_have_attribute("data-connection", "open")
+    await second.get_by_test_id("widget-input").fill("From the second tab")
+    await second.get_by_test_id("widget-send").click()
+    both = ["From the first tab", "From the second tab"]
+    await expect(second.get_by_test_id("widget-message")).to_have_text(both)
+    await expect(first.get_by_test_id("widget-message")).to_have_text(both)  # through the shared storage
+
+    session = await _session_of(first)
+    assert (await _session_of(second))["session"] == session["session"]
+    async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers, timeout=30) as client:
+        customer, case_id = await _case_of_session(client, session["session"])
+        await client.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Seen in both"})
+        for page in (first, second):
+            await expect(page.get_by_test_id("widget-message")).to_have_text([*both, "Seen in both"])
+        texts = await _eventually(lambda: _visitor_texts(client, customer["id"]), lambda texts: len(texts) >= 2)
+        assert texts == both
+    await first.reload()
+    await expect(first.get_by_test_id("widget-message")).to_have_text([*both, "Seen in both"])

@@ -289,6 +289,27 @@
     if (state.token) { connect(); flush(); } else ensureSession();
   }
 
+  // -- other tabs of the same site share the session: keep their copies of the conversation merged --
+  window.addEventListener("storage", function (e) {
+    if (e.key !== KEY || !e.newValue) return;
+    var other;
+    try { other = JSON.parse(e.newValue); } catch (err) { return; }
+    if (!other || other.uid !== state.uid || !Array.isArray(other.messages)) return;
+    if (state.token && other.token !== state.token) return;  // not ours (or erased there: our socket hears it too)
+    var known = {}, extra = false;
+    other.messages.forEach(function (m) { known[m.k] = m; });
+    state.messages.forEach(function (m) {
+      var o = known[m.k];
+      if (!o) { other.messages.push(m); extra = true; } else if (o.pending && !m.pending) { o.pending = false; extra = true; }
+    });
+    if (state.after > other.after) { other.after = state.after; extra = true; }
+    var had = state.token;
+    state = other;
+    state.messages.forEach(function (m) { render(m); });
+    if (extra) save();  // only what the other tab lacked: the copies converge, no write ping-pong
+    if (!had && state.token) connect();
+  });
+
   (document.body || document.documentElement).appendChild(host);
   if (state.token) connect();  // replies arrive (and count as unread) while the panel is closed
 })();
