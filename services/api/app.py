@@ -28,11 +28,12 @@ from services.api.errors import (
 )
 from services.api.headers import SecurityHeadersMiddleware
 from services.api.hygiene import RejectControlCharacters
+from services.api.widget import WIDGET_HANDLERS, ChatCorsMiddleware
 from services.core.commands import NotFound
 from services.domain.aggregate import DomainError
 from services.platform.eventstore.store import ConcurrencyError
 
-GATEWAY_HANDLERS = list(CHAT_HANDLERS)
+GATEWAY_HANDLERS = list(CHAT_HANDLERS) + WIDGET_HANDLERS
 API_HANDLERS = [
     customers.lookup_customer,
     customers.search_customers,
@@ -85,7 +86,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
         middleware=[
             SecurityHeadersMiddleware,
             RejectControlCharacters,
-            *([ChatTokenMiddleware] if "gateway" in roles else []),
+            *([ChatCorsMiddleware, ChatTokenMiddleware] if "gateway" in roles else []),
         ],
         debug=False,
     )

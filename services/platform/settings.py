@@ -109,6 +109,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # (never longer than the streams' retention).
     chat_session_store_max_bytes: int = 256 * 1024 * 1024
     chat_session_ttl_seconds: int = 7 * 24 * 3600
+    # Origins (comma-separated, e.g. https://www.example.com) whose pages may embed the chat widget: CORS
+    # of POST /channels/chat/sessions and the WebSocket's Origin check. `*`: any (these use no cookies).
+    chat_allowed_origins: str | list[str] = "*"
     # Seconds between refreshes of the audit anchor in NATS KV by the relay role (0: never).
     audit_anchor_seconds: float = 60.0
     log_format: str = "auto"  # auto | json | console

@@ -24,6 +24,8 @@ CHANNEL_ROUTES = {
     ("POST", "/channels/social/meta"),
     ("POST", "/channels/social/telegram"),
     ("POST", "/channels/chat/sessions"),
+    ("GET", "/channels/chat/session"),
+    ("GET", "/widget.js"),
 }
 AGENT_API = {
     ("GET", "/api/v1/customers/lookup"),
@@ -120,3 +122,12 @@ def test_the_console_and_its_assets_need_no_token():
     assert page.headers["content-type"].startswith("text/html") and 'src="/console.js"' in page.text
     assert script.headers["content-type"] == "text/javascript; charset=utf-8"
     assert style.headers["content-type"] == "text/css; charset=utf-8"
+
+
+def test_the_widget_script_is_the_gateways_and_needs_no_token():
+    with TestClient(_app("gateway")) as client:
+        script = client.get("/widget.js", headers={"accept-encoding": "identity"})
+    assert script.status_code == 200 and script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert b"widget-launcher" in script.content
+    with TestClient(_app("api")) as client:
+        assert client.get("/widget.js").status_code == 404
