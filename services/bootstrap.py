@@ -39,6 +39,7 @@ from services.api.context import Services
 from services.asyncapi import asyncapi_document
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
+from services.core.room import make_room_forever
 from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
@@ -46,7 +47,7 @@ from services.platform.logs import get_logger
 from services.platform.nats_client import connect
 from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
-from services.platform.streams import Names, ensure_streams
+from services.platform.streams import Names, StreamLimits, ensure_streams
 from services.relay.relay import start_relay
 
 log = get_logger(__name__)
@@ -115,6 +116,7 @@ class Switchboard:
                 "max_bytes": self.settings.chat_session_store_max_bytes,
                 "ttl_seconds": self.settings.chat_session_ttl_seconds,
             },
+            limits=StreamLimits.of(self.settings),
         )
 
     async def connect_nats_only(self, name: str) -> None:
@@ -160,6 +162,7 @@ class Switchboard:
             max_deliveries=self.settings.max_deliveries,
             ack_wait=self.settings.core_ack_wait_seconds,
         )
+        self.tasks.append(asyncio.create_task(make_room_forever(self.jetstream(), self.names, self.stop_event)))
 
     def _start_projector(self) -> None:
         loop = asyncio.get_running_loop()
