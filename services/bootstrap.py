@@ -201,7 +201,10 @@ class Switchboard:
                 await self.nc.flush(timeout=2)
             except Exception:  # noqa: BLE001
                 pass
-            await self.nc.close()
+            try:
+                await self.nc.close()
+            except OSError as exc:  # NATS went away under us: nothing left to flush, stop the rest
+                log.warning("nats_close_failed", error=type(exc).__name__)
         if self.store is not None:
             self.store.datastore.close()
 
