@@ -26,6 +26,11 @@ from services.platform.streams import Names
 
 log = get_logger(__name__)
 
+# The HTTP/1.1 parser under uvicorn. "httptools" (llhttp, C) was chosen by measurement
+# (tests/benchmarks/webhooks.py, which also measures "h11", pure Python, the earlier one, as the
+# baseline); both keep uvicorn's graceful shutdown, WebSocket limits and proxy-header switch.
+HTTP_PARSERS = ("httptools", "h11")
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn that leaves SIGINT and SIGTERM alone: the CLI owns them and stops every role, not just HTTP.
@@ -49,7 +54,11 @@ class Server:
         smtp: tuple[str, int] | None = None,
         names: Names | None = None,
         switchboard: Switchboard | None = None,
+        http_parser: str = HTTP_PARSERS[0],
     ):
+        if http_parser not in HTTP_PARSERS:
+            raise ValueError(f"unknown HTTP parser {http_parser!r}")
+        self.http_parser = http_parser
         self.settings = settings
         self.roles = roles
         self.http = http
@@ -87,6 +96,7 @@ class Server:
             log_config=None,
             access_log=False,
             lifespan="off",
+            http=self.http_parser,
             ws="websockets-sansio",
             ws_ping_interval=20.0,
             timeout_graceful_shutdown=5,
