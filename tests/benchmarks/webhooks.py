@@ -1,8 +1,9 @@
 """Channel webhook throughput: signed provider requests in, each one published to JetStream and acked.
 
 A gateway (`Server` with roles `("gateway",)`, the production app and channel routes, uvicorn)
-runs in a subprocess against embedded NATS and PostgreSQL; this process is the load generator.
-Three scenarios, one after the other, same connections and concurrency, in one run:
+runs in a subprocess against embedded NATS (with the default `nats_sync_interval`) and PostgreSQL;
+this process is the load generator. Three scenarios, one after the other, same connections and
+concurrency, in one run:
 
 - `sms`: Twilio messaging webhooks, form-encoded, `X-Twilio-Signature` checked, every request a
   new MessageSid: verify, parse, publish to JetStream, wait for the ack, answer TwiML;
@@ -19,7 +20,14 @@ scheduler. The generator speaks HTTP/1.1 keep-alive on raw asyncio streams (no c
 the way: httpx would saturate its own core first); requests are signed on the fly, which costs
 the generator microseconds, not the gateway.
 
-The last line is the summary: `webhook: sms_req_per_s=N whatsapp_req_per_s=N bare_req_per_s=N`.
+The HTTP server was chosen by this benchmark. Candidates, all running our app in our process:
+uvicorn with h11 (the earlier one, pure Python), uvicorn with httptools (llhttp, C), the same on
+uvloop, and granian's embedded server (Rust HTTP, callbacks on our loop). Every run measures the bare
+endpoint on h11 (the baseline) and all three scenarios on the chosen server; SB_BENCH_HTTP=all
+measures every candidate on every scenario first.
+
+The last line is the summary: `webhook: server=NAME sms_req_per_s=N whatsapp_req_per_s=N
+bare_req_per_s=N bare_h11_req_per_s=N bare_vs_h11=Rx sms_vs_bare=Rx whatsapp_vs_bare=Rx`.
 """
 
 from __future__ import annotations
