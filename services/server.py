@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from channels.chat_gateway import ChatGateway
 from channels.email.pool import close_parser
@@ -42,6 +44,28 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _HttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering a request llhttp cannot parse (a control byte in a
+    header, a broken request line) with the contract's JSON 400 instead of uvicorn's plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": "malformed", "detail": msg}).encode()
+        content = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
 
 
 class Server:
@@ -96,7 +120,7 @@ class Server:
             log_config=None,
             access_log=False,
             lifespan="off",
-            http=self.http_parser,
+            http=_HttpTools if self.http_parser == "httptools" else self.http_parser,
             ws="websockets-sansio",
             ws_ping_interval=20.0,
             timeout_graceful_shutdown=5,

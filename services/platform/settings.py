@@ -65,6 +65,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_interactions_max_bytes: int = 1024 * 1024 * 1024
     nats_events_max_bytes: int = 1024 * 1024 * 1024
     nats_deadletter_max_bytes: int = 256 * 1024 * 1024
+    # How long a dead letter is kept, in seconds; 0: until it is handled (redriven or deleted), the
+    # default, so an interaction nobody could process is never lost by age. An erasure deletes a
+    # customer's dead letters either way; set this to bound how long personal data may wait there.
+    nats_deadletter_max_age_seconds: int = 0
     # How often the embedded NATS server flushes JetStream's files to disk: "always" (every message,
     # before it is acknowledged) or a duration such as "1s" or "2m" (nats-server's default is 2m).
     # With a duration, a power loss or kernel crash (not a crash of a process) loses the messages

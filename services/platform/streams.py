@@ -72,6 +72,8 @@ class StreamLimits:
     interactions_max_bytes: int = -1
     events_max_bytes: int = -1
     deadletter_max_bytes: int = -1
+    # 0: dead letters are kept until handled.
+    deadletter_max_age_seconds: int = 0
 
     @classmethod
     def of(cls, settings) -> StreamLimits:
@@ -79,6 +81,7 @@ class StreamLimits:
             interactions_max_bytes=settings.nats_interactions_max_bytes,
             events_max_bytes=settings.nats_events_max_bytes,
             deadletter_max_bytes=settings.nats_deadletter_max_bytes,
+            deadletter_max_age_seconds=settings.nats_deadletter_max_age_seconds,
         )
 
 
@@ -92,8 +95,8 @@ def stream_configs(
       make room. The core makes room by purging what it has processed (`purge_processed`).
     - SB_EVENTS: discard OLD, within `retention_seconds` and its size. It is a copy of the event log,
       which keeps everything: a consumer further behind re-reads with `switchboard replay`.
-    - SB_DEADLETTER: discard NEW and no age limit: a dead letter stays until it is handled
-      (redriven or deleted). A full one refuses the core's copy, so the interaction stays unacked
+    - SB_DEADLETTER: discard NEW and, unless `deadletter_max_age_seconds` says otherwise, no age
+      limit: a dead letter stays until it is handled (redriven or deleted). A full one refuses the core's copy, so the interaction stays unacked
       in SB_INTERACTIONS, where it is redelivered, not lost.
     - SB_CHAT_OUTBOX: discard OLD within `retention_seconds` (replies are in the timeline too).
     """
@@ -125,7 +128,7 @@ def stream_configs(
         StreamConfig(
             name=names.deadletters,
             subjects=[names.subject("sb.deadletter.>")],
-            **{**common, "discard": DiscardPolicy.NEW, "max_age": 0.0},
+            **{**common, "discard": DiscardPolicy.NEW, "max_age": float(limits.deadletter_max_age_seconds)},
             max_bytes=limits.deadletter_max_bytes,
         ),
         StreamConfig(

@@ -123,3 +123,8 @@ def test_sync_interval_accepts_always_and_durations(value):
 def test_sync_interval_refuses_anything_else(value):
     with pytest.raises(ValueError, match="nats_sync_interval"):
         sync_interval(value)
+
+
+def test_dead_letters_may_be_given_an_age_limit():
+    configs = _wanted(StreamLimits(1 << 20, 2 << 20, 3 << 20, deadletter_max_age_seconds=86400))
+    assert configs["SB_DEADLETTER"].max_age == 86400.0
