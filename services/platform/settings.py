@@ -74,7 +74,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # With a duration, a power loss or kernel crash (not a crash of a process) loses the messages
     # acknowledged in the last interval. Applies to the embedded server only; an external server
     # has its own `jetstream { sync_interval }`.
-    nats_sync_interval: str = "always"
+    nats_sync_interval: str = "1s"
     # Deliveries of one interaction before it is dead-lettered.
     max_deliveries: int = 5
     # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again
