@@ -29,7 +29,7 @@ from litestar.connection import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from channels.chat import chat_interaction, parse_frame, utcnow
-from channels.errors import ChannelError, Malformed, UnsupportedMediaType
+from channels.errors import ChannelError, Malformed, Unavailable, UnsupportedMediaType
 from channels.limits import ConnectionSlots, TokenBuckets, retry_after_header
 from channels.openapi import CHAT_SESSION
 from channels.proxies import client_ip, trusted_networks
@@ -317,7 +317,19 @@ async def chat_socket(socket: WebSocket) -> None:
                 )
                 continue
             interaction = chat_interaction(session, frame, utcnow())
-            await services.publisher.publish(interaction)
+            try:
+                await services.publisher.publish(interaction)
+            except Unavailable as exc:
+                # Not stored: an error instead of the ack, with when to try again.
+                await socket.send_json(
+                    {
+                        "type": "error",
+                        "client_id": frame.client_id,
+                        "retry_after": exc.retry_after,
+                        **_error(exc.code, exc.detail),
+                    }
+                )
+                continue
             services.count("interactions_chat")
             await socket.send_json({"type": "ack", "client_id": frame.client_id, "id": str(interaction.id)})
     except WebSocketDisconnect:

@@ -45,6 +45,18 @@ class UnsupportedMediaType(ChannelError):
     code = "unsupported_media_type"
 
 
+class Unavailable(ChannelError):
+    """Switchboard cannot store the message now (JetStream full, without quorum, or unreachable):
+    503 with `Retry-After`, nothing accepted; the provider's retry is recorded once."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, detail: str = "could not store the message, retry later", *, retry_after: int = 5):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class ProviderError(Exception):
     """An outbound call to a provider failed.
 

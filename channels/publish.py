@@ -8,8 +8,11 @@ interaction passes the one sanitiser (`events.sanitize`) here, so no channel par
 from __future__ import annotations
 
 import msgspec
+import nats.errors
+import nats.js.errors
 import structlog
 
+from channels.errors import Unavailable
 from events.interactions import Interaction
 from events.sanitize import sanitize
 from services.platform.logs import get_logger
@@ -17,6 +20,13 @@ from services.platform.streams import Names
 
 log = get_logger(__name__)
 _encode = msgspec.json.Encoder().encode
+
+# JetStream's "maximum bytes/messages exceeded": the stream is full and its discard policy is "new".
+_STREAM_FULL = {10077}
+# Seconds a client is asked to wait: a full stream needs the core to catch up and purge; an outage
+# (no quorum, no responders, a timeout) usually passes sooner.
+RETRY_AFTER_FULL = 30
+RETRY_AFTER_OUTAGE = 5
 
 
 class Publisher:
@@ -26,15 +36,33 @@ class Publisher:
         self.timeout = timeout
 
     async def publish(self, interaction: Interaction) -> bool:
-        """Stores the interaction, sanitised, in SB_INTERACTIONS; returns False when it was a duplicate."""
+        """Stores the interaction, sanitised, in SB_INTERACTIONS; returns False when it was a duplicate.
+
+        Raises `Unavailable` (503 + Retry-After) when JetStream did not store it: the stream is full,
+        has no quorum, or NATS does not answer in time.
+        """
         interaction = sanitize(interaction)
         structlog.contextvars.bind_contextvars(correlation_id=str(interaction.id))
-        ack = await self.js.publish(
-            self.names.interaction_subject(interaction.channel, interaction.direction),
-            _encode(interaction),
-            timeout=self.timeout,
-            headers={"Nats-Msg-Id": str(interaction.id)},
-        )
+        try:
+            ack = await self.js.publish(
+                self.names.interaction_subject(interaction.channel, interaction.direction),
+                _encode(interaction),
+                timeout=self.timeout,
+                headers={"Nats-Msg-Id": str(interaction.id)},
+            )
+        except nats.js.errors.APIError as exc:
+            full = exc.err_code in _STREAM_FULL
+            log.error(
+                "interaction_not_stored",
+                channel=interaction.channel,
+                reason="stream_full" if full else "jetstream_refused",
+                code=exc.code,
+                err_code=exc.err_code,
+            )
+            raise Unavailable(retry_after=RETRY_AFTER_FULL if full else RETRY_AFTER_OUTAGE) from None
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.error("interaction_not_stored", channel=interaction.channel, reason=type(exc).__name__)
+            raise Unavailable(retry_after=RETRY_AFTER_OUTAGE) from None
         log.info(
             "interaction_published",
             channel=interaction.channel,

@@ -19,7 +19,7 @@ from litestar import MediaType, Request, Response, get, post
 from channels import openapi
 from channels.email.inbound import EmailRefused, MalformedEmail, receive_email
 from channels.email.trust import SenderTrust, parse_authserv_ids
-from channels.errors import ChannelError, Malformed, Unauthorized, UnsupportedMediaType
+from channels.errors import Malformed, Unauthorized, Unavailable, UnsupportedMediaType
 from channels.proxies import request_url, trusted_networks
 from channels.sms.twilio import (
     SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER,
@@ -86,9 +86,11 @@ async def _publish_all(request: Request, interactions: Iterable[Interaction]) ->
     for interaction in interactions:
         try:
             new += await services.publisher.publish(interaction)
-        except Exception:  # noqa: BLE001 — NATS unreachable or not acknowledging: the provider retries
+        except Unavailable:
+            raise  # JetStream did not store it (logged by the publisher): 503 + Retry-After, the provider retries
+        except Exception:  # noqa: BLE001 — anything else on the way to NATS: the provider retries too
             log.exception("channel_publish_failed", channel=interaction.channel, interaction_id=str(interaction.id))
-            raise ChannelError("could not store the message, retry later", status=503, code="unavailable") from None
+            raise Unavailable() from None
         services.count(f"interactions_{interaction.channel}")
     return new
 
@@ -132,9 +134,11 @@ async def email_inbound(request: Request) -> Response:
             media_type=MediaType.JSON,
             headers=headers,
         )
+    except Unavailable:
+        raise  # JetStream did not store it: 503 + Retry-After
     except Exception:  # noqa: BLE001 — blob store or NATS failing: the sender retries
         log.exception("email_not_stored")
-        raise ChannelError("could not store the message, retry later", status=503, code="unavailable") from None
+        raise Unavailable() from None
     services.count("interactions_email")
     return Response({"id": str(interaction.id), "duplicate": not is_new}, status_code=200, media_type=MediaType.JSON)
 

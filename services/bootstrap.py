@@ -41,6 +41,7 @@ from services.api.context import Services
 from services.asyncapi import asyncapi_document
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
+from services.core.room import make_room_forever
 from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
@@ -48,7 +49,7 @@ from services.platform.logs import get_logger
 from services.platform.nats_client import connect
 from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
-from services.platform.streams import Names, ensure_streams
+from services.platform.streams import Names, StreamLimits, ensure_streams
 from services.relay.relay import start_relay
 from services.routing.router import router_follower
 
@@ -121,6 +122,7 @@ class Switchboard:
                 "max_bytes": self.settings.chat_session_store_max_bytes,
                 "ttl_seconds": self.settings.chat_session_ttl_seconds,
             },
+            limits=StreamLimits.of(self.settings),
         )
 
     async def connect_nats_only(self, name: str) -> None:
@@ -169,6 +171,7 @@ class Switchboard:
             max_deliveries=self.settings.max_deliveries,
             ack_wait=self.settings.core_ack_wait_seconds,
         )
+        self.tasks.append(asyncio.create_task(make_room_forever(self.jetstream(), self.names, self.stop_event)))
 
     def _start_projector(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,7 +216,10 @@ class Switchboard:
                 await self.nc.flush(timeout=2)
             except Exception:  # noqa: BLE001
                 pass
-            await self.nc.close()
+            try:
+                await self.nc.close()
+            except OSError as exc:  # NATS went away under us: nothing left to flush, stop the rest
+                log.warning("nats_close_failed", error=type(exc).__name__)
         if self.store is not None:
             self.store.datastore.close()
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from channels.chat_gateway import ChatGateway
 from channels.email.pool import close_parser
@@ -26,6 +28,11 @@ from services.platform.streams import Names
 
 log = get_logger(__name__)
 
+# The HTTP/1.1 parser under uvicorn. "httptools" (llhttp, C) was chosen by measurement
+# (tests/benchmarks/webhooks.py, which also measures "h11", pure Python, the earlier one, as the
+# baseline); both keep uvicorn's graceful shutdown, WebSocket limits and proxy-header switch.
+HTTP_PARSERS = ("httptools", "h11")
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn that leaves SIGINT and SIGTERM alone: the CLI owns them and stops every role, not just HTTP.
@@ -39,6 +46,28 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+class _HttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering a request llhttp cannot parse (a control byte in a
+    header, a broken request line) with the contract's JSON 400 instead of uvicorn's plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": "malformed", "detail": msg}).encode()
+        content = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+
 class Server:
     def __init__(
         self,
@@ -49,7 +78,11 @@ class Server:
         smtp: tuple[str, int] | None = None,
         names: Names | None = None,
         switchboard: Switchboard | None = None,
+        http_parser: str = HTTP_PARSERS[0],
     ):
+        if http_parser not in HTTP_PARSERS:
+            raise ValueError(f"unknown HTTP parser {http_parser!r}")
+        self.http_parser = http_parser
         self.settings = settings
         self.roles = roles
         self.http = http
@@ -87,6 +120,7 @@ class Server:
             log_config=None,
             access_log=False,
             lifespan="off",
+            http=_HttpTools if self.http_parser == "httptools" else self.http_parser,
             ws="websockets-sansio",
             ws_ping_interval=20.0,
             timeout_graceful_shutdown=5,

@@ -161,6 +161,10 @@ def settings(nats_url, database_url, data_dir):
                 # every test makes its own buckets on the session's server: keep each reservation small.
                 blobs_max_bytes=64 * 1024 * 1024,
                 chat_session_store_max_bytes=8 * 1024 * 1024,
+                # The streams' size limits are reserved the same way.
+                nats_interactions_max_bytes=32 * 1024 * 1024,
+                nats_events_max_bytes=32 * 1024 * 1024,
+                nats_deadletter_max_bytes=8 * 1024 * 1024,
             )
         )
     )

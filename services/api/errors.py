@@ -20,7 +20,11 @@ def error_body(code: str, detail: str) -> dict:
 
 def channel_error_handler(request: Request, exc: ChannelError) -> Response:
     svc(request).count(f"channel_rejected_{exc.code}")
-    return Response(error_body(exc.code, exc.detail), status_code=exc.status, media_type=MediaType.JSON)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return Response(
+        error_body(exc.code, exc.detail), status_code=exc.status, media_type=MediaType.JSON, headers=headers
+    )
 
 
 _HTTP_CODES = {

@@ -52,7 +52,10 @@ def embedded_servers(settings: Settings, *, own: bool = False, notes: list[str] 
                 if own and read_run_info(data_dir, "nats"):
                     raise click.ClickException(f"a switchboard is already running on {data_dir}")
                 nats_server = EmbeddedNats(
-                    data_dir / "nats", user=credentials.nats_user, password=credentials.nats_password
+                    data_dir / "nats",
+                    user=credentials.nats_user,
+                    password=credentials.nats_password,
+                    sync=settings.nats_sync_interval,
                 ).start()
                 started.append(("nats", nats_server))
                 urls["nats_url"] = nats_server.url

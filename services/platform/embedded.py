@@ -184,11 +184,22 @@ def _require_loopback(host: str) -> None:
         raise ValueError(f"embedded servers listen on loopback only, not {host!r}")
 
 
+_GO_DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+
+
+def sync_interval(value: str) -> str:
+    """`SWITCHBOARD_NATS_SYNC_INTERVAL` checked: "always" or a duration nats-server reads ("1s", "2m")."""
+    value = value.strip().lower()
+    if value != "always" and not _GO_DURATION.fullmatch(value):
+        raise ValueError(f'nats_sync_interval must be "always" or a duration such as "1s" or "2m", not {value!r}')
+    return value
+
+
 class EmbeddedNats:
     """nats-server with JetStream, storing under `store_dir`, on loopback, for clients with the password.
 
     Without a password given, one is made up for this run (enough for throw-away servers of tests);
-    `switchboard up` passes the data dir's own. The password goes into a 0600 configuration file,
+    `switchboard up` passes the data dir's own, and its `nats_sync_interval` as `sync`. The password goes into a 0600 configuration file,
     not the command line, where every user of the machine could read it.
     """
 
@@ -200,8 +211,10 @@ class EmbeddedNats:
         *,
         user: str = NATS_USER,
         password: str | None = None,
+        sync: str = "always",
     ):
         _require_loopback(host)
+        self.sync = sync_interval(sync)
         self.store_dir = Path(store_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
@@ -234,7 +247,8 @@ class EmbeddedNats:
             [
                 f"listen: {q(f'{self.host}:{self.port}')}",
                 f"server_name: {q('switchboard-embedded')}",
-                f"jetstream {{ store_dir: {q(str(self.store_dir))} }}",
+                # How often JetStream fsyncs: SWITCHBOARD_NATS_SYNC_INTERVAL (see services.platform.settings).
+                f"jetstream {{ store_dir: {q(str(self.store_dir))}, sync_interval: {q(self.sync)} }}",
                 f"authorization {{ user: {q(self.user)}, password: {q(self.password)} }}",
                 "",
             ]

@@ -56,6 +56,25 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_retention_seconds: int = 7 * 24 * 3600
     # JetStream replicas for the streams Switchboard creates (3 on a three-node cluster).
     nats_replicas: int = 1
+    # Size limits of the streams, in bytes; JetStream reserves them on the server's disk when a stream
+    # is made, so the defaults fit the embedded server on one machine (with SB_BLOBS and the chat
+    # sessions, 3.5 GiB in all). SB_INTERACTIONS full: channels answer 503 + Retry-After until the
+    # core has purged what it processed. SB_EVENTS full: its oldest events go (the event log keeps
+    # them all). SB_DEADLETTER full: the interaction stays, redelivered, in SB_INTERACTIONS.
+    # An operator's own change to a stream's limits is kept across restarts (services.platform.streams).
+    nats_interactions_max_bytes: int = 1024 * 1024 * 1024
+    nats_events_max_bytes: int = 1024 * 1024 * 1024
+    nats_deadletter_max_bytes: int = 256 * 1024 * 1024
+    # How long a dead letter is kept, in seconds; 0: until it is handled (redriven or deleted), the
+    # default, so an interaction nobody could process is never lost by age. An erasure deletes a
+    # customer's dead letters either way; set this to bound how long personal data may wait there.
+    nats_deadletter_max_age_seconds: int = 0
+    # How often the embedded NATS server flushes JetStream's files to disk: "always" (every message,
+    # before it is acknowledged) or a duration such as "1s" or "2m" (nats-server's default is 2m).
+    # With a duration, a power loss or kernel crash (not a crash of a process) loses the messages
+    # acknowledged in the last interval. Applies to the embedded server only; an external server
+    # has its own `jetstream { sync_interval }`.
+    nats_sync_interval: str = "1s"
     # Deliveries of one interaction before it is dead-lettered.
     max_deliveries: int = 5
     # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again

@@ -64,7 +64,43 @@ class Names:
         return self.subject("sb.live")
 
 
-def stream_configs(names: Names, retention_seconds: int, replicas: int = 1) -> list[StreamConfig]:
+@dataclass(frozen=True)
+class StreamLimits:
+    """Size limits of Switchboard's streams, in bytes (-1: none). From the settings
+    `nats_interactions_max_bytes`, `nats_events_max_bytes`, `nats_deadletter_max_bytes`."""
+
+    interactions_max_bytes: int = -1
+    events_max_bytes: int = -1
+    deadletter_max_bytes: int = -1
+    # 0: dead letters are kept until handled.
+    deadletter_max_age_seconds: int = 0
+
+    @classmethod
+    def of(cls, settings) -> StreamLimits:
+        return cls(
+            interactions_max_bytes=settings.nats_interactions_max_bytes,
+            events_max_bytes=settings.nats_events_max_bytes,
+            deadletter_max_bytes=settings.nats_deadletter_max_bytes,
+            deadletter_max_age_seconds=settings.nats_deadletter_max_age_seconds,
+        )
+
+
+def stream_configs(
+    names: Names, retention_seconds: int, replicas: int = 1, limits: StreamLimits | None = None
+) -> list[StreamConfig]:
+    """What Switchboard asks of each stream. Discard policies are chosen per stream:
+
+    - SB_INTERACTIONS: discard NEW. A full stream refuses a publish, so the gateway answers 503 with
+      Retry-After and the provider retries: an interaction nobody processed yet is never dropped to
+      make room. The core makes room by purging what it has processed (`purge_processed`).
+    - SB_EVENTS: discard OLD, within `retention_seconds` and its size. It is a copy of the event log,
+      which keeps everything: a consumer further behind re-reads with `switchboard replay`.
+    - SB_DEADLETTER: discard NEW and, unless `deadletter_max_age_seconds` says otherwise, no age
+      limit: a dead letter stays until it is handled (redriven or deleted). A full one refuses the core's copy, so the interaction stays unacked
+      in SB_INTERACTIONS, where it is redelivered, not lost.
+    - SB_CHAT_OUTBOX: discard OLD within `retention_seconds` (replies are in the timeline too).
+    """
+    limits = limits or StreamLimits()
     common = dict(
         storage=StorageType.FILE,
         num_replicas=replicas,
@@ -79,15 +115,22 @@ def stream_configs(names: Names, retention_seconds: int, replicas: int = 1) -> l
             name=names.interactions,
             subjects=[names.subject("sb.interactions.>")],
             duplicate_window=float(min(retention_seconds, 24 * 3600)),
-            **common,
+            **{**common, "discard": DiscardPolicy.NEW},
+            max_bytes=limits.interactions_max_bytes,
         ),
         StreamConfig(
             name=names.events,
             subjects=[names.subject("sb.events.>")],
             duplicate_window=float(min(retention_seconds, 24 * 3600)),
             **common,
+            max_bytes=limits.events_max_bytes,
         ),
-        StreamConfig(name=names.deadletters, subjects=[names.subject("sb.deadletter.>")], **common),
+        StreamConfig(
+            name=names.deadletters,
+            subjects=[names.subject("sb.deadletter.>")],
+            **{**common, "discard": DiscardPolicy.NEW, "max_age": float(limits.deadletter_max_age_seconds)},
+            max_bytes=limits.deadletter_max_bytes,
+        ),
         StreamConfig(
             name=names.chat_outbox, subjects=[names.subject("sb.chat.outbox.>")], duplicate_window=120.0, **common
         ),
@@ -102,8 +145,10 @@ async def ensure_streams(
     timeout: float = 120.0,
     *,
     chat_sessions: dict | None = None,
+    limits: StreamLimits | None = None,
 ) -> None:
-    """Creates or updates the streams; retries while a cluster is still electing or busy.
+    """Creates the streams that are missing and reconciles existing ones (see `reconcile`);
+    retries while a cluster is still electing or busy.
 
     Many processes start at once in a deployment, all asking for the same replicated streams; the
     JetStream API may time out or be unavailable until the cluster's meta leader settles.
@@ -119,7 +164,7 @@ async def ensure_streams(
     delay = 0.2
     while True:
         try:
-            await _ensure_streams_once(js, names, retention_seconds, replicas, chat_sessions)
+            await _ensure_streams_once(js, names, retention_seconds, replicas, chat_sessions, limits)
             return
         except (TimeoutError, NatsTimeoutError, NoRespondersError, ServiceUnavailableError):
             if time.monotonic() > deadline:
@@ -130,28 +175,106 @@ async def ensure_streams(
 
 def _same_config(current: StreamConfig, wanted: StreamConfig) -> bool:
     """Whether the stream already has every setting we ask for (what we leave unset, the server chose)."""
+    return not _differences(current, wanted)
+
+
+# Settings Switchboard chooses but an operator may change on a running stream (`nats stream edit`).
+MANAGED = ("max_bytes", "max_age", "discard", "num_replicas", "duplicate_window")
+# Where Switchboard keeps, in the stream's own metadata, the values it last asked for: a current value
+# that differs from it was changed by someone else, and is kept.
+APPLIED_KEY = "switchboard.applied"
+
+
+def _norm(value):
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):
+        return sorted(value)
+    if hasattr(value, "value"):  # enums
+        return value.value
+    return value
+
+
+def _differences(current: StreamConfig, wanted: StreamConfig) -> dict[str, tuple]:
     import dataclasses  # noqa: PLC0415
 
-    def norm(value):
-        if isinstance(value, float):
-            return round(value, 3)
-        if isinstance(value, list):
-            return sorted(value)
-        return value
-
+    found = {}
     for f in dataclasses.fields(wanted):
         value = getattr(wanted, f.name)
-        if value is None or (f.name == "duplicate_window" and not value):  # 0: the server's default
-            continue
-        if norm(value) != norm(getattr(current, f.name)):
-            return False
-    return True
+        if value is None or f.name == "metadata" or (f.name == "duplicate_window" and not value):
+            continue  # None: the server's choice; a duplicate window of 0: the server's default
+        if _norm(value) != _norm(getattr(current, f.name)):
+            found[f.name] = (getattr(current, f.name), value)
+    return found
+
+
+def _applied(config: StreamConfig) -> dict | None:
+    import json  # noqa: PLC0415
+
+    raw = (config.metadata or {}).get(APPLIED_KEY)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _applied_record(wanted: StreamConfig) -> str:
+    import json  # noqa: PLC0415
+
+    return json.dumps({name: _norm(getattr(wanted, name)) for name in MANAGED}, sort_keys=True)
+
+
+def reconcile(current: StreamConfig, wanted: StreamConfig) -> tuple[StreamConfig | None, dict[str, tuple]]:
+    """The update an existing stream needs (None: none), and the operator's changes kept.
+
+    Nothing an operator changed is overwritten: a managed setting whose current value differs from
+    what Switchboard last asked for (kept in the stream's metadata) stays as it is. One that still
+    has Switchboard's last value follows the settings. Subjects Switchboard needs and the stream
+    lacks are added (never removed). A stream without that record (made by an older Switchboard or
+    by hand) keeps its values too, except a size limit it has none of: that is added, together with
+    the stream's discard policy, so a full SB_INTERACTIONS refuses rather than drops.
+    """
+    import dataclasses  # noqa: PLC0415
+
+    applied = _applied(current)
+    changes: dict = {}
+    kept: dict[str, tuple] = {}
+    for name, (have, want) in _differences(current, wanted).items():
+        if name == "subjects":
+            missing = [s for s in want if s not in (have or [])]
+            if missing:
+                changes["subjects"] = [*(have or []), *missing]
+        elif name not in MANAGED:
+            kept[name] = (have, want)  # not editable (storage, retention) or not ours to change
+        elif applied is not None and name in applied and _norm(have) == applied[name]:
+            changes[name] = want  # still Switchboard's own value: the setting changed
+        elif applied is None and name == "max_bytes" and have == -1:
+            changes["max_bytes"] = want
+            changes["discard"] = wanted.discard
+        else:
+            kept[name] = (have, want)
+    if "discard" in changes:
+        kept.pop("discard", None)
+    record = _applied_record(wanted)
+    if not changes and (current.metadata or {}).get(APPLIED_KEY) == record:
+        return None, kept
+    metadata = {**(current.metadata or {}), APPLIED_KEY: record}
+    return dataclasses.replace(current, metadata=metadata, **changes), kept
 
 
 async def _ensure_streams_once(
-    js, names: Names, retention_seconds: int, replicas: int, chat_sessions: dict | None = None
+    js,
+    names: Names,
+    retention_seconds: int,
+    replicas: int,
+    chat_sessions: dict | None = None,
+    limits: StreamLimits | None = None,
 ) -> None:
-    for config in stream_configs(names, retention_seconds, replicas):
+    from services.platform.logs import get_logger  # noqa: PLC0415
+
+    log = get_logger(__name__)
+    for config in stream_configs(names, retention_seconds, replicas, limits):
+        config.metadata = {APPLIED_KEY: _applied_record(config)}
         try:
             info = await js.stream_info(config.name)
         except NotFoundError:
@@ -160,10 +283,17 @@ async def _ensure_streams_once(
             except BadRequestError:
                 pass  # another process created it between our look and our add
             continue
-        if not _same_config(info.config, config):
+        update, kept = reconcile(info.config, config)
+        for setting, (have, want) in kept.items():
+            # Said on every start, so the difference is seen; the operator's value stays.
+            log.warning(
+                "stream_setting_kept", stream=config.name, setting=setting, current=str(have), switchboard=str(want)
+            )
+        if update is not None:
             # Only when something changed: many processes start at once, and a stream that is
             # already right needs no update permission (see deploy/nats/auth.conf).
-            await js.update_stream(config)
+            await js.update_stream(update)
+            log.info("stream_updated", stream=config.name)
     # Without limits given (a tool, a test) an existing bucket keeps the limits the service set.
     await ensure_chat_sessions_bucket(
         js, names, retention_seconds, replicas, update=chat_sessions is not None, **(chat_sessions or {})

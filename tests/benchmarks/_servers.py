@@ -13,6 +13,11 @@ import psycopg
 
 from services.platform.database import with_database
 from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
+from services.platform.settings import Settings
+
+
+def sync_setting() -> str:
+    return os.environ.get("SWITCHBOARD_NATS_SYNC_INTERVAL") or Settings().nats_sync_interval
 
 
 @contextlib.contextmanager
@@ -23,7 +28,8 @@ def servers():
     try:
         nats_url = os.environ.get("SWITCHBOARD_TEST_NATS_URL")
         if not nats_url:
-            n = EmbeddedNats(root / "nats").start()
+            # JetStream's fsync as `switchboard up` runs it (SWITCHBOARD_NATS_SYNC_INTERVAL or its default).
+            n = EmbeddedNats(root / "nats", sync=sync_setting()).start()
             started.append(n)
             nats_url = n.url
         admin = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL")

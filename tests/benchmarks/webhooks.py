@@ -1,8 +1,9 @@
 """Channel webhook throughput: signed provider requests in, each one published to JetStream and acked.
 
 A gateway (`Server` with roles `("gateway",)`, the production app and channel routes, uvicorn)
-runs in a subprocess against embedded NATS and PostgreSQL; this process is the load generator.
-Three scenarios, one after the other, same connections and concurrency, in one run:
+runs in a subprocess against embedded NATS (with the default `nats_sync_interval`) and PostgreSQL;
+this process is the load generator. Three scenarios, one after the other, same connections and
+concurrency, in one run:
 
 - `sms`: Twilio messaging webhooks, form-encoded, `X-Twilio-Signature` checked, every request a
   new MessageSid: verify, parse, publish to JetStream, wait for the ack, answer TwiML;
@@ -19,7 +20,14 @@ scheduler. The generator speaks HTTP/1.1 keep-alive on raw asyncio streams (no c
 the way: httpx would saturate its own core first); requests are signed on the fly, which costs
 the generator microseconds, not the gateway.
 
-The last line is the summary: `webhook: sms_req_per_s=N whatsapp_req_per_s=N bare_req_per_s=N`.
+The HTTP server was chosen by this benchmark. Candidates, all running our app in our process:
+uvicorn with h11 (the earlier one, pure Python), uvicorn with httptools (llhttp, C), the same on
+uvloop, and granian's embedded server (Rust HTTP, callbacks on our loop). Every run measures the bare
+endpoint on h11 (the baseline) and all three scenarios on the chosen server; SB_BENCH_HTTP=all
+measures every candidate on every scenario first.
+
+The last line is the summary: `webhook: server=NAME sms_req_per_s=N whatsapp_req_per_s=N
+bare_req_per_s=N bare_h11_req_per_s=N bare_vs_h11=Rx sms_vs_bare=Rx whatsapp_vs_bare=Rx`.
 """
 
 from __future__ import annotations
@@ -92,8 +100,12 @@ def _serve(config: dict) -> None:
     # As in production: JSON lines at info (one per published interaction), to a discarded stderr.
     configure_logging(settings.log_format, settings.log_level)
 
+    http, _, loop = config["server"].partition("+")
+    server_class = _granian_server_class() if http == "granian" else Server
+
     async def main() -> None:
-        server = Server(settings, ("gateway",), http=("127.0.0.1", config["port"]), names=Names())
+        kwargs = {} if http == "granian" else {"http_parser": http}
+        server = server_class(settings, ("gateway",), http=("127.0.0.1", config["port"]), names=Names(), **kwargs)
         await server.start()
         print("ready", flush=True)
         try:
@@ -101,7 +113,52 @@ def _serve(config: dict) -> None:
         finally:
             await server.stop()
 
-    asyncio.run(main())
+    if loop == "uvloop":
+        import uvloop  # noqa: PLC0415 -- a candidate only
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def _granian_server_class():
+    """A candidate: our Server with granian's embedded server (Rust HTTP, callbacks on our loop) instead
+    of uvicorn, on the same app. Measured, not shipped: see the module docstring."""
+    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.server.embed import Server as Granian  # noqa: PLC0415
+
+    from services.api.app import build_app  # noqa: PLC0415
+    from services.bootstrap import open_http_services  # noqa: PLC0415
+    from services.server import Server  # noqa: PLC0415
+
+    class GranianServer(Server):
+        async def _start_http(self, address):
+            self.services = services = await open_http_services(self.sb)
+            services.chat_gateway = await self._start_chat()
+            import services.server as server_module  # noqa: PLC0415
+
+            app = build_app(services, self.roles, server_module.channel_handlers())
+            self.granian = Granian(
+                app, address=address[0], port=address[1], interface=Interfaces.ASGI, log_enabled=False
+            )
+            self.granian_task = task = asyncio.create_task(self.granian.serve())
+            while True:  # no "started" flag: wait until the port answers
+                if task.done():
+                    task.result()
+                try:
+                    _, writer = await asyncio.open_connection(*address)
+                    writer.close()
+                    return
+                except OSError:
+                    await asyncio.sleep(0.02)
+
+        async def stop(self):
+            self.granian.stop()
+            await asyncio.wait_for(self.granian_task, 10)
+            self.granian = None
+            await super().stop()
+
+    return GranianServer
 
 
 # -- the load generator ----------------------------------------------------------------------------
@@ -235,17 +292,22 @@ async def _load(scenario: Scenario, port: int, seconds: float) -> tuple[int, int
     return ok, failed
 
 
-async def _measure(port: int) -> dict[str, float]:
+async def _measure(port: int, scenarios: tuple[str, ...], label: str) -> dict[str, float]:
     rates = {}
-    for scenario in (TwilioSms("sms", port), WhatsApp("whatsapp", port), Bare("bare", port)):
+    kinds = {"sms": TwilioSms, "whatsapp": WhatsApp, "bare": Bare}
+    for name in scenarios:
+        scenario = kinds[name](name, port)
         await _load(scenario, port, WARMUP_S)
         start = time.perf_counter()
         ok, failed = await _load(scenario, port, MEASURE_S)
         elapsed = time.perf_counter() - start
         if failed:
-            raise RuntimeError(f"{scenario.name}: {failed} non-2xx answers")
+            raise RuntimeError(f"{label} {scenario.name}: {failed} non-2xx answers")
         rates[scenario.name] = ok / elapsed
-        print(f"   {scenario.name:9s} {ok:7d} requests in {elapsed:.1f}s = {ok / elapsed:7.0f} req/s", flush=True)
+        print(
+            f"   {label:20s} {scenario.name:9s} {ok:7d} requests in {elapsed:.1f}s = {ok / elapsed:7.0f} req/s",
+            flush=True,
+        )
     return rates
 
 
@@ -256,10 +318,16 @@ def _pin(pid: int, cpu: int) -> bool:
     return True
 
 
-def main() -> str:
-    from tests.benchmarks._servers import servers  # noqa: PLC0415
+# What runs our app: the chosen server (services.server's default) and today's baseline, measured in
+# the same run. SB_BENCH_HTTP=all measures every candidate on every scenario (how the choice was made).
+CHOSEN = "httptools"
+BASELINE = "h11"
+CANDIDATES = ("h11", "httptools", "httptools+uvloop", "granian")
 
-    with servers() as (nats_url, database_url), tempfile.TemporaryDirectory() as data_dir:
+
+def _gateway(server: str, nats_url: str, database_url: str, scenarios: tuple[str, ...]) -> dict[str, float]:
+    """Starts a gateway running on `server`, loads it with `scenarios`, stops it; the rates."""
+    with tempfile.TemporaryDirectory() as data_dir:
         port = free_port()
         config = {
             "nats_url": nats_url,
@@ -268,6 +336,7 @@ def main() -> str:
             "port": port,
             "twilio_token": TWILIO_TOKEN,
             "meta_secret": META_SECRET,
+            "server": server,
         }
         gateway = subprocess.Popen(
             [sys.executable, "-m", "tests.benchmarks.webhooks", "--serve", json.dumps(config)],
@@ -279,14 +348,15 @@ def main() -> str:
         try:
             line = gateway.stdout.readline()
             if b"ready" not in line:
-                raise RuntimeError("the benchmark gateway did not start")
+                raise RuntimeError(f"the benchmark gateway ({server}) did not start")
             pinned = _pin(gateway.pid, 1) and _pin(0, 0)
             print(
-                f"   gateway pid {gateway.pid} {'on CPU 1, load generator on CPU 0' if pinned else 'unpinned'}; "
+                f"   {server}: gateway pid {gateway.pid} "
+                f"{'on CPU 1, load generator on CPU 0' if pinned else 'unpinned'}; "
                 f"{CONNECTIONS} keep-alive connections, {MEASURE_S:.0f}s per scenario after {WARMUP_S}s warm-up",
                 flush=True,
             )
-            rates = asyncio.run(_measure(port))
+            return asyncio.run(_measure(port, scenarios, server))
         finally:
             with contextlib.suppress(Exception):
                 gateway.stdin.close()
@@ -297,9 +367,30 @@ def main() -> str:
                 gateway.wait()
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def main() -> str:
+    from tests.benchmarks._servers import servers  # noqa: PLC0415
+
+    every = ("sms", "whatsapp", "bare")
+    with servers() as (nats_url, database_url):
+        if os.environ.get("SB_BENCH_HTTP") == "all":
+            for server in CANDIDATES:
+                _gateway(server, nats_url, database_url, every)
+        baseline = _gateway(BASELINE, nats_url, database_url, ("bare",))
+        chosen = _gateway(CHOSEN, nats_url, database_url, every)
+    bare_ratio = chosen["bare"] / baseline["bare"]
+    sms_ratio = chosen["sms"] / chosen["bare"]
+    whatsapp_ratio = chosen["whatsapp"] / chosen["bare"]
+    print(
+        f"   bare {CHOSEN}/{BASELINE} = {bare_ratio:.2f}x (target >= 1.5x); "
+        f"sms/bare = {sms_ratio:.2f}x, whatsapp/bare = {whatsapp_ratio:.2f}x (target >= 0.6x)",
+        flush=True,
+    )
     return (
-        f"webhook: sms_req_per_s={rates['sms']:.0f} whatsapp_req_per_s={rates['whatsapp']:.0f} "
-        f"bare_req_per_s={rates['bare']:.0f}"
+        f"webhook: server={CHOSEN} sms_req_per_s={chosen['sms']:.0f} whatsapp_req_per_s={chosen['whatsapp']:.0f} "
+        f"bare_req_per_s={chosen['bare']:.0f} bare_{BASELINE}_req_per_s={baseline['bare']:.0f} "
+        f"bare_vs_{BASELINE}={bare_ratio:.2f}x sms_vs_bare={sms_ratio:.2f}x whatsapp_vs_bare={whatsapp_ratio:.2f}x"
     )
 
 

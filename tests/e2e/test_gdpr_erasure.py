@@ -619,9 +619,11 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
         again = service.cli("customer", "erase", customer_id, "--yes")
         assert again.returncode == 0, again.stderr.decode()
 
-        # The streams keep anything missed for the configured retention, not forever.
-        for name in ("SB_INTERACTIONS", "SB_EVENTS", "SB_DEADLETTER", "SB_CHAT_OUTBOX", "KV_SB_CHAT_SESSIONS"):
+        # The streams keep anything missed for the configured retention, not forever; dead letters
+        # until handled (erasure deleted this customer's above), unless their own limit is set.
+        for name in ("SB_INTERACTIONS", "SB_EVENTS", "SB_CHAT_OUTBOX", "KV_SB_CHAT_SESSIONS"):
             assert (await js.stream_info(name)).config.max_age == RETENTION, name
+        assert (await js.stream_info("SB_DEADLETTER")).config.max_age == 0
     finally:
         await nc.close()
 
