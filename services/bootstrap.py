@@ -11,6 +11,7 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - projector: event store → read models (timeline, profile, cases)
   - api:       agent API and console over the read models; case commands into the event store
   - relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
+  - timer:     process managers following the log (the CSAT survey, services.timer.csat)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -48,10 +49,11 @@ from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, ensure_streams
 from services.relay.relay import start_relay
+from services.timer.csat import start_csat_surveys
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay")
+ROLES = ("gateway", "core", "projector", "api", "relay", "timer")
 
 
 class NotConnected(RuntimeError):
@@ -149,6 +151,8 @@ class Switchboard:
             self._start_projector()
         if "relay" in roles:
             await start_relay(self)
+        if "timer" in roles:
+            start_csat_surveys(self)
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())
