@@ -47,6 +47,8 @@ class CsatSaved(msgspec.Struct):
 async def record_csat(request: Request, case_id: FromPath[UUID], data: JSONBody[CsatBody]) -> CsatSaved:
     await require(request, WRITE)
     data = sanitize(data)
+    if not 1 <= data.score <= 5:  # the body's own constraint, checked again: a 400, never a 409
+        raise HTTPException(status_code=400, detail="score must be from 1 to 5")
     comment = (data.comment or "").strip()[:2000] or None
     done = await asyncio.to_thread(
         run_case, svc(request).store, case_id, lambda c: c.record_csat(data.score, now(), comment, source="api")
