@@ -90,3 +90,31 @@ def test_a_wrong_value_rejects_the_change_naming_the_key(values, key):
 def test_keys_are_short_lower_case_names():
     assert valid_key("plan") and valid_key("order.ref") and valid_key("a1_b-c")
     assert not valid_key("") and not valid_key("Plan") and not valid_key("1a") and not valid_key("a b")
+
+
+def test_the_openapi_document_declares_the_agent_tools_bodies_and_answers():
+    from litestar.testing import TestClient  # noqa: PLC0415
+
+    from services.api.app import build_app  # noqa: PLC0415
+    from services.api.context import Services  # noqa: PLC0415
+    from services.platform.settings import Settings  # noqa: PLC0415
+    from services.platform.streams import Names  # noqa: PLC0415
+
+    with TestClient(build_app(Services(settings=Settings(), names=Names()), ("gateway", "api"))) as client:
+        paths = client.get("/schema/openapi.json").json()["paths"]
+    for path, method in (
+        ("/api/v1/canned-responses", "post"),
+        ("/api/v1/attribute-definitions/{key}", "put"),
+        ("/api/v1/customers/{customer_id}/attributes", "patch"),
+        ("/api/v1/cases/{case_id}/attributes", "patch"),
+        ("/api/v1/cases/{case_id}/csat", "post"),
+        ("/api/v1/cases/{case_id}/reply", "post"),
+    ):
+        operation = paths[path][method]
+        assert operation["requestBody"]["content"]["application/json"]["schema"], (path, method)
+        answers = operation["responses"]
+        assert any(r.get("content") for r in answers.values()), (path, method)
+    for path in ("/api/v1/canned-responses", "/api/v1/attribute-definitions"):
+        [answer] = [r for code, r in paths[path]["get"]["responses"].items() if code.startswith("2")]
+        assert answer["content"]["application/json"]["schema"]
+    assert "/csat/{token}" in paths
