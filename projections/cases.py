@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from events.case import (
     CaseAssigned,
+    CaseAttributesSet,
     CaseMessageAdded,
     CaseNoteAdded,
     CaseOpened,
@@ -24,6 +27,17 @@ from events.case import (
 from events.customer import CustomerErased, CustomerMerged
 from projections.base import ALIAS_SCHEMA, Item, bulk
 from services.platform.eventstore.codec import REDACTED
+
+# Databases made before cases had custom attributes get the column (looked up first: altering a table
+# locks it even when there is nothing to do).
+CASE_ATTRIBUTES_COLUMN = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'proj_cases' AND column_name = 'attributes') THEN
+        ALTER TABLE proj_cases ADD COLUMN attributes jsonb NOT NULL DEFAULT '{}';
+    END IF;
+END $$;
+"""
 
 
 class CasesProjection:
@@ -51,7 +65,8 @@ class CasesProjection:
         message_count int NOT NULL DEFAULT 0,
         csat int,
         position bigint NOT NULL,
-        sla_breached boolean NOT NULL DEFAULT false
+        sla_breached boolean NOT NULL DEFAULT false,
+        attributes jsonb NOT NULL DEFAULT '{}'
     );
     ALTER TABLE proj_cases ADD COLUMN IF NOT EXISTS sla_breached boolean NOT NULL DEFAULT false;
     CREATE INDEX IF NOT EXISTS proj_cases_queue_idx ON proj_cases (queue, status, updated_at DESC);
@@ -71,6 +86,7 @@ class CasesProjection:
         updated_at timestamptz NOT NULL
     );
     """
+        + CASE_ATTRIBUTES_COLUMN
     )
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
@@ -188,6 +204,11 @@ class CasesProjection:
                 self._set(curs, case_id, at, "csat = %s", event.score)
             elif kind is CaseTransferred:
                 self._set(curs, case_id, at, "queue = %s", event.queue)
+            elif kind is CaseAttributesSet:
+                # None removes a value (jsonb_strip_nulls: values are scalars, nothing nested).
+                self._set(
+                    curs, case_id, at, "attributes = jsonb_strip_nulls(attributes || %s::jsonb)", _json(event.values)
+                )
             elif kind is CustomerMerged:
                 curs.execute(
                     "UPDATE proj_cases SET customer_id = %s WHERE customer_id = %s",
@@ -207,6 +228,12 @@ class CasesProjection:
         curs.execute(
             "UPDATE proj_cases SET tags = '{}' WHERE (customer_id = ANY(%s) OR origin_customer_id = ANY(%s)) "
             "AND tags <> '{}'",
+            (ids, ids),
+        )
+        # Custom attributes are personal (sealed with the customer's key in the log): gone too.
+        curs.execute(
+            "UPDATE proj_cases SET attributes = '{}' WHERE (customer_id = ANY(%s) OR origin_customer_id = ANY(%s)) "
+            "AND attributes <> '{}'",
             (ids, ids),
         )
         curs.execute(
@@ -238,6 +265,7 @@ _HANDLED = frozenset(
         CaseReopened,
         CsatRecorded,
         CaseTransferred,
+        CaseAttributesSet,
         CustomerMerged,
         CustomerErased,
     }
@@ -260,3 +288,7 @@ _COUNT_COLUMNS = (
     ("inbound", "bool"),
     ("first_out", "timestamptz"),
 )
+
+
+def _json(value) -> str:
+    return msgspec.json.encode(value).decode()

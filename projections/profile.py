@@ -13,6 +13,7 @@ import msgspec
 
 from events.customer import (
     CustomerAbsorbed,
+    CustomerAttributesSet,
     CustomerErased,
     CustomerMerged,
     CustomerRegistered,
@@ -28,11 +29,23 @@ _IDENTITY_COLUMNS = (("customer_id", "uuid"), ("kind", "text"), ("value", "text"
 _TOUCH_COLUMNS = (("id", "uuid"), ("n", "int8"), ("seen", "timestamptz"), ("chs", "text"))
 _PROFILE_COLUMNS = (("id", "uuid"), ("attrs", "text"), ("name", "text"), ("verified", "bool"))
 
+# Databases made before custom attributes get the column (looked up first: altering a table locks it
+# even when there is nothing to do).
+CUSTOM_ATTRIBUTES_COLUMN = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'proj_customers' AND column_name = 'custom_attributes') THEN
+        ALTER TABLE proj_customers ADD COLUMN custom_attributes jsonb NOT NULL DEFAULT '{}';
+    END IF;
+END $$;
+"""
+
 
 class ProfileProjection:
     name = "profile"
     tables = ("proj_customers", "proj_identities")
-    schema = """
+    schema = (
+        """
     CREATE TABLE IF NOT EXISTS proj_customers (
         id uuid PRIMARY KEY,
         name text,
@@ -43,7 +56,8 @@ class ProfileProjection:
         interaction_count bigint NOT NULL DEFAULT 0,
         channels text[] NOT NULL DEFAULT '{}',
         merged_into uuid,
-        erased boolean NOT NULL DEFAULT false
+        erased boolean NOT NULL DEFAULT false,
+        custom_attributes jsonb NOT NULL DEFAULT '{}'
     );
     CREATE TABLE IF NOT EXISTS proj_identities (
         customer_id uuid NOT NULL,
@@ -58,6 +72,8 @@ class ProfileProjection:
     CREATE INDEX IF NOT EXISTS proj_customers_search_idx ON proj_customers USING gin (sb_search_vector(name));
     CREATE INDEX IF NOT EXISTS proj_identities_search_idx ON proj_identities USING gin (sb_search_vector(value));
     """
+        + CUSTOM_ATTRIBUTES_COLUMN
+    )
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
         registered: list[tuple] = []
@@ -152,6 +168,14 @@ class ProfileProjection:
                     (survivor, absorbed, absorbed),
                 )
                 live.append({"type": "customer", "customer_id": str(survivor), "merged": str(absorbed)})
+            elif kind is CustomerAttributesSet:
+                # Rare (an agent's PATCH): in order with what was gathered before it. None removes.
+                flush()
+                curs.execute(
+                    "UPDATE proj_customers SET custom_attributes = jsonb_strip_nulls(custom_attributes || %s::jsonb) "
+                    "WHERE id = %s",
+                    (_encode(event.values).decode(), event.stream_id),
+                )
             elif kind is CustomerAbsorbed:
                 flush()
                 curs.execute(
@@ -166,7 +190,8 @@ class ProfileProjection:
     def erase(self, curs, customer_ids: Sequence) -> None:
         ids = list(customer_ids)
         curs.execute(
-            "UPDATE proj_customers SET name = NULL, name_verified = false, attributes = '{}', erased = true "
+            "UPDATE proj_customers SET name = NULL, name_verified = false, attributes = '{}', custom_attributes = '{}', "
+            "erased = true "
             "WHERE id = ANY(%s) OR merged_into = ANY(%s)",
             (ids, ids),
         )

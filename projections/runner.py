@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
+from projections.agent_tools import AgentToolsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.metrics import MetricsProjection
@@ -41,6 +42,7 @@ def all_projections() -> list[Projection]:
         CasesProjection(),
         QueuesProjection(),
         MetricsProjection(),
+        AgentToolsProjection(),
     ]
 
 

@@ -12,6 +12,7 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - api:       agent API and console over the read models; case commands into the event store
   - relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
   - router:    event store → case.Assigned by "routing" for the cases of routed queues
+  - timer:     process managers following the log (the CSAT survey, services.timer.csat)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -52,13 +53,14 @@ from services.platform.settings import Settings
 from services.platform.streams import Names, StreamLimits, ensure_streams
 from services.relay.relay import start_relay
 from services.routing.router import router_follower
+from services.timer.csat import start_csat_surveys
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay", "router")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer")
 # Roles that work on PostgreSQL alone (process managers of the event log): a process running only
 # these connects to no NATS server, so needs no NATS user either.
-DATABASE_ONLY_ROLES = ("router",)
+DATABASE_ONLY_ROLES = ("router", "timer")
 
 
 class NotConnected(RuntimeError):
@@ -160,6 +162,8 @@ class Switchboard:
             await start_relay(self)
         if "router" in roles:
             self._start_follower(router_follower(self.open_store()).run_forever, "router")
+        if "timer" in roles:
+            start_csat_surveys(self)
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())

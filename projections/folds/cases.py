@@ -9,6 +9,7 @@ from uuid import UUID
 from events.base import DomainEvent
 from events.case import (
     CaseAssigned,
+    CaseAttributesSet,
     CaseMessageAdded,
     CaseNoteAdded,
     CaseOpened,
@@ -33,7 +34,9 @@ from projections.folds.common import (
     Columns,
     Correction,
     Order,
+    RawJson,
     Rows,
+    _encode,
     storable,
 )
 from services.platform.eventstore.codec import REDACTED
@@ -59,6 +62,7 @@ CASE_COLUMNS: Columns = (
     ("message_count", "int4"),
     ("csat", "int4"),
     ("position", "int8"),
+    ("attributes", "jsonb"),
 )
 NOTE_COLUMNS: Columns = (
     ("note_id", "uuid"),
@@ -95,6 +99,7 @@ class _Case:
         "csat",
         "position",
         "id",
+        "attributes",
     )
 
     def __init__(self, event: CaseOpened, position: int):
@@ -113,6 +118,7 @@ class _Case:
         self.message_count = 1 if event.interaction_id else 0
         self.csat: int | None = None
         self.position = position
+        self.attributes: dict[str, Any] = {}
 
 
 class CasesFold:
@@ -218,6 +224,15 @@ class CasesFold:
         if (c := self._touch(event)) is not None:
             c.queue = event.queue
 
+    def _attributes(self, event: CaseAttributesSet) -> None:
+        storable(event.values)
+        if (c := self._touch(event)) is not None:
+            for key, value in event.values.items():
+                if value is None:
+                    c.attributes.pop(key, None)
+                else:
+                    c.attributes[key] = value
+
     def _merged(self, event: CustomerMerged) -> None:
         self.aliases.merge(event.stream_id, event.absorbed_id)
 
@@ -226,6 +241,7 @@ class CasesFold:
         for origin in self.aliases.owned_by(event.stream_id):
             for c in self.by_origin.get(origin, ()):
                 c.tags = set()
+                c.attributes = {}
                 for note in self.case_notes.get(c.id, ()):
                     note[1] = REDACTED
 
@@ -254,6 +270,7 @@ class CasesFold:
                 c.message_count,
                 c.csat,
                 c.position,
+                RawJson(_encode(c.attributes)),
             )
             for i, c in self.cases.items()
         ]
@@ -284,6 +301,7 @@ _CASE_HANDLERS: dict[type, Callable[[CasesFold, Any], None]] = {
     CaseReopened: CasesFold._reopened,
     CsatRecorded: CasesFold._csat,
     CaseTransferred: CasesFold._transferred,
+    CaseAttributesSet: CasesFold._attributes,
     CustomerMerged: CasesFold._merged,
     CustomerErased: CasesFold._erased,
 }

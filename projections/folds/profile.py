@@ -8,6 +8,7 @@ from uuid import UUID
 from events.base import DomainEvent
 from events.customer import (
     CustomerAbsorbed,
+    CustomerAttributesSet,
     CustomerErased,
     CustomerMerged,
     CustomerRegistered,
@@ -39,6 +40,7 @@ CUSTOMER_COLUMNS: Columns = (
     ("channels", "text[]"),
     ("merged_into", "uuid"),
     ("erased", "bool"),
+    ("custom_attributes", "jsonb"),
 )
 IDENTITY_COLUMNS: Columns = (("customer_id", "uuid"), ("kind", "text"), ("value", "text"), ("verified", "bool"))
 
@@ -54,6 +56,7 @@ class _Customer:
         "channels",
         "merged_into",
         "erased",
+        "custom",
     )
 
     def __init__(self, at):
@@ -65,6 +68,7 @@ class _Customer:
         self.channels: set[str] = set()
         self.merged_into: UUID | None = None
         self.erased = False
+        self.custom: dict[str, Any] = {}
 
 
 class ProfileFold:
@@ -129,6 +133,15 @@ class ProfileFold:
             for customer_id in [absorbed, *self.followers.get(absorbed, ())]:
                 if customer_id in customers:
                     self._merged_into(customer_id, survivor)
+        elif kind is CustomerAttributesSet:
+            storable(event.values)
+            c = customers.get(event.stream_id)
+            if c is not None:
+                for key, value in event.values.items():
+                    if value is None:
+                        c.custom.pop(key, None)
+                    else:
+                        c.custom[key] = value
         elif kind is CustomerAbsorbed:
             if event.stream_id in customers:
                 self._merged_into(event.stream_id, event.survivor_id)
@@ -138,6 +151,7 @@ class ProfileFold:
                 c = customers.get(customer_id)
                 if c is not None:
                     c.name, c.name_verified, c.attributes, c.erased = None, False, {}, True
+                    c.custom = {}
                 self.identities.pop(customer_id, None)
 
     def array_values(self) -> set[str]:
@@ -156,6 +170,7 @@ class ProfileFold:
                 order(c.channels),
                 c.merged_into,
                 c.erased,
+                RawJson(_encode(c.custom)),
             )
             for i, c in self.customers.items()
         ]

@@ -16,7 +16,20 @@ from litestar.openapi import OpenAPIConfig
 from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
-from services.api import cases, console, customers, health, live, metrics, queries, queues, search
+from services.api import (
+    attributes,
+    canned,
+    cases,
+    console,
+    csat,
+    customers,
+    health,
+    live,
+    metrics,
+    queries,
+    queues,
+    search,
+)
 from services.api.context import Services
 from services.api.errors import (
     channel_error_handler,
@@ -34,6 +47,7 @@ from services.domain.aggregate import DomainError
 from services.platform.eventstore.store import ConcurrencyError
 
 GATEWAY_HANDLERS = list(CHAT_HANDLERS) + WIDGET_HANDLERS
+GATEWAY_HANDLERS = [*CHAT_HANDLERS, csat.rating_link]
 API_HANDLERS = [
     customers.lookup_customer,
     customers.search_customers,
@@ -60,6 +74,9 @@ API_HANDLERS = [
     console.console,
     console.console_js,
     console.console_css,
+    *canned.HANDLERS,
+    *attributes.HANDLERS,
+    csat.record_csat,
 ]
 COMMON_HANDLERS = [health.health, health.ready, health.prometheus, health.asyncapi]
 

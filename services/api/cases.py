@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from events.case import CASE_STATUSES, CaseStatus, Priority
 from events.sanitize import sanitize
-from services.api import queries
+from services.api import canned, queries
 from services.api.auth import READ, SUPERVISE, WRITE
 from services.api.context import now, page_limit, require, svc
 from services.core.commands import NotFound, case_state, run_case
@@ -55,7 +55,10 @@ async def get_case(request: Request, case_id: FromPath[UUID]) -> dict:
 # the handler runs, and the OpenAPI document describes them. Every string in them then goes through
 # the one sanitiser (`events.sanitize`), as every text entering Switchboard does.
 class ReplyBody(msgspec.Struct, forbid_unknown_fields=True):
-    text: str
+    """Exactly one: the reply's `text`, or the id of a `canned` response filled for this case."""
+
+    text: str | None = None
+    canned: UUID | None = None
 
 
 class AssignBody(msgspec.Struct):
@@ -94,12 +97,11 @@ async def _case_command(request: Request, case_id: UUID, command: Callable) -> d
 async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyBody]) -> dict:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    if len(data.text) > 64 * 1024:
+    text = await canned.reply_text(request, case_id, data.text, data.canned, principal)
+    if len(text) > 64 * 1024:
         raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
     reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
-    result = await _case_command(
-        request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, now())
-    )
+    result = await _case_command(request, case_id, lambda c: c.request_reply(reply_id, text, principal.name, now()))
     result["reply_id"] = str(reply_id)
     return result
 

@@ -55,7 +55,8 @@ async def customer_profile(conn, customer_id: UUID) -> dict | None:
         return None
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT id, name, first_seen, last_seen, interaction_count, channels, erased, attributes FROM proj_customers "
+        "SELECT id, name, first_seen, last_seen, interaction_count, channels, erased, attributes, custom_attributes "
+        "FROM proj_customers "
         "WHERE id = %s",
         (survivor,),
     )
@@ -82,6 +83,7 @@ async def customer_profile(conn, customer_id: UUID) -> dict | None:
         "interaction_count": row["interaction_count"],
         "erased": row["erased"],
         "merged_ids": [],
+        "attributes": row["custom_attributes"],
     }
 
 
@@ -184,6 +186,8 @@ def _case_json(row: dict, messages: list | None = None, notes: list | None = Non
         "first_response_at": row["first_response_at"],
         "resolved_at": row["resolved_at"],
         "message_count": row["message_count"],
+        "csat": row["csat"],
+        "attributes": row["attributes"],
     }
     if messages is not None:
         out["messages"] = [

@@ -77,6 +77,7 @@ class Case(Aggregate):
         self.attributes: dict[str, Any] = {}
         self.csat_until: datetime | None = None  # a survey went out and may be answered until then
         self.csat_score: int | None = None
+        self.csat_answered = False  # the survey now open was answered (by a reply or its link)
         # SLA targets: target → ("running", due_at) | ("paused", remaining) | ("fulfilled"|"breached", None)
         self.sla: dict[str, tuple[str, Any]] = {}
         self.sla_policy: str | None = None
@@ -184,6 +185,20 @@ class Case(Aggregate):
         if self.csat_until is None:
             self._trigger(CsatRequested, at, reply_id=reply_id, until=until)
 
+    def survey_open(self, at: datetime) -> bool:
+        """A survey went out (since the last reopening) and may still be answered at `at`."""
+        return self.csat_until is not None and at <= self.csat_until
+
+    def answer_survey(self, score: int, source: str, at: datetime) -> bool:
+        """The customer's answer to the survey (a reply, a click on its link): the first answer
+        counts, later ones change nothing. False when nothing was recorded (answered already)."""
+        if not self.survey_open(at):
+            raise DomainError("no survey of this case is open")
+        if self.csat_answered:
+            return False
+        self.record_csat(score, at, source=source)
+        return True
+
     def transfer(self, queue: str, by: str, at: datetime) -> None:
         if not queue.strip():
             raise DomainError("a transfer needs a queue")
@@ -279,9 +294,12 @@ class Case(Aggregate):
 
     def when_CsatRecorded(self, e: CsatRecorded) -> None:
         self.csat_score = e.score
+        if self.csat_until is not None:
+            self.csat_answered = True
 
     def when_CsatRequested(self, e: CsatRequested) -> None:
         self.csat_until = e.until
+        self.csat_answered = False
 
     def when_Transferred(self, e: CaseTransferred) -> None:
         self.queue = e.queue

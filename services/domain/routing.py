@@ -5,6 +5,8 @@ a channel without one has a single conversation per customer. A message joins th
 conversation last had, unless that case is resolved: then it opens a new case (a resolved case is
 reopened by an agent, never by the customer writing again). Machine-made mail (an auto-reply, a
 bounce) is recorded on the timeline under the case it belongs to, if any, and never opens a case.
+A score (`csat.parse_score`) sent on the channel of a resolved case whose satisfaction survey is
+open answers that survey: it is recorded on the timeline under that case and opens none.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from uuid import UUID
 
 from events.interactions import MACHINE_KINDS, Interaction
 from services.domain.case import Case
+from services.domain.csat import parse_score
 from services.domain.customer import Customer
 
 _CASE_NS = uuid.UUID("9a6f1d2c-4e3b-4c5a-8d7e-1f2a3b4c5d6e")
@@ -53,6 +56,15 @@ def joins(case: Case) -> bool:
     return case.status != "resolved"
 
 
+def survey_answer(case: Case, interaction: Interaction) -> int | None:
+    """The score this message gives the case's open survey, or None if it is no such answer."""
+    if interaction.direction != "inbound" or interaction.channel != case.channel:
+        return None
+    if case.status != "resolved" or not case.survey_open(interaction.occurred_at):
+        return None
+    return parse_score(interaction.text)
+
+
 @dataclass(frozen=True)
 class CaseChoice:
     case_id: UUID | None  # the case the message is recorded under (None: machine mail of no case)
@@ -71,6 +83,9 @@ def case_for(customer: Customer, interaction: Interaction, thread_key: str, know
     at = interaction.occurred_at
     if known is not None and joins(known):
         known.add_message(interaction.id, interaction.direction, interaction.channel, at)
+        return CaseChoice(known.id)
+    if known is not None and (score := survey_answer(known, interaction)) is not None:
+        known.answer_survey(score, "reply", at)  # a second answer records nothing more
         return CaseChoice(known.id)
     case_id = new_case_id(interaction.id)
     if interaction.direction == "inbound":

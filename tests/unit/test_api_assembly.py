@@ -26,6 +26,7 @@ CHANNEL_ROUTES = {
     ("POST", "/channels/chat/sessions"),
     ("GET", "/channels/chat/session"),
     ("GET", "/widget.js"),
+    ("GET", "/csat/{token}"),  # a survey's rating link: public, for customers, like the channels
 }
 AGENT_API = {
     ("GET", "/api/v1/customers/lookup"),
@@ -45,6 +46,15 @@ AGENT_API = {
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/metrics"),
     ("GET", "/api/v1/search"),
+    # Agent tools: canned responses, custom attributes, CSAT for connectors.
+    ("GET", "/api/v1/canned-responses"),
+    ("POST", "/api/v1/canned-responses"),
+    ("DELETE", "/api/v1/canned-responses/{canned_id}"),
+    ("PUT", "/api/v1/attribute-definitions/{key}"),
+    ("GET", "/api/v1/attribute-definitions"),
+    ("PATCH", "/api/v1/customers/{customer_id}/attributes"),
+    ("PATCH", "/api/v1/cases/{case_id}/attributes"),
+    ("POST", "/api/v1/cases/{case_id}/csat"),
 }
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
 
@@ -98,6 +108,11 @@ WELL_FORMED = {
     "/api/v1/cases/{case_id}/snooze": {"json": {"until": "2030-01-01T09:00:00+01:00"}},
     "/api/v1/cases/{case_id}/transfer": {"json": {"queue": "billing"}},
     "/api/v1/queues/{name}": {"json": {"strategy": "round_robin"}},
+    "/api/v1/canned-responses": {"json": {"shortcut": "hi", "text": "Hello {{customer.name}}"}},
+    "/api/v1/attribute-definitions/{key}": {"json": {"type": "text", "applies_to": "customer"}},
+    "/api/v1/customers/{customer_id}/attributes": {"json": {"plan": "pro"}},
+    "/api/v1/cases/{case_id}/attributes": {"json": {"order": "A-1"}},
+    "/api/v1/cases/{case_id}/csat": {"json": {"score": 5}},
 }
 
 
@@ -107,6 +122,8 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         path.replace("{customer_id}", "00000000-0000-0000-0000-000000000001")
         .replace("{case_id}", "00000000-0000-0000-0000-000000000002")
         .replace("{sha256}", "ab" * 32)
+        .replace("{canned_id}", "00000000-0000-0000-0000-000000000003")
+        .replace("{key}", "plan")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))
