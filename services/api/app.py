@@ -46,8 +46,7 @@ from services.core.commands import NotFound
 from services.domain.aggregate import DomainError
 from services.platform.eventstore.store import ConcurrencyError
 
-GATEWAY_HANDLERS = list(CHAT_HANDLERS) + WIDGET_HANDLERS
-GATEWAY_HANDLERS = [*CHAT_HANDLERS, csat.rating_link]
+GATEWAY_HANDLERS = [*CHAT_HANDLERS, *WIDGET_HANDLERS, csat.rating_link]
 API_HANDLERS = [
     customers.lookup_customer,
     customers.search_customers,

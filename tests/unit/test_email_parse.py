@@ -524,9 +524,9 @@ def test_xhtml_and_url_like_html_parse_without_warnings(html):
 
 def test_html_tag_flood_is_read_cheaply():
     html = "<div>" * 60_000 + "deep text" + "<br>" * 10
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time of this process: other load on the machine does not count
     assert parse(message(html, content_type="text/html")).interaction.text == "deep text"
-    assert time.perf_counter() - started < MAX_SECONDS_PER_MESSAGE
+    assert time.process_time() - started < MAX_SECONDS_PER_MESSAGE
 
 
 def test_alternative_prefers_plain_text_and_falls_back_to_html():
@@ -750,12 +750,12 @@ FUZZ = settings(
 
 def parse_within_bounds(raw: bytes) -> ParsedEmail | None:
     """Parse; None for MalformedEmail; any other exception fails the test. Checks time and storability."""
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time of this process: other load on the machine does not count
     try:
         parsed = parse(raw)
     except MalformedEmail:
         parsed = None
-    assert time.perf_counter() - started < MAX_SECONDS_PER_MESSAGE
+    assert time.process_time() - started < MAX_SECONDS_PER_MESSAGE
     if parsed is not None:
         assert_storable(parsed)
     return parsed
