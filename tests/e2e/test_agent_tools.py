@@ -186,7 +186,7 @@ async def test_a_canned_reply_goes_out_with_its_placeholders_filled(sms_server, 
         assert bodies["+14155550172"] == f"Hi, Grace Hopper here about case {nameless_case}."
 
         # Exactly one of text and canned; an unknown or deleted canned response: 400, nothing sent.
-        before = await stored_events(settings.database_url)
+        before = await _replies_requested(settings.database_url)
         for body in ({}, {"text": "x", "canned": canned_id}, {"canned": str(uuid.uuid4())}, {"canned": named_case}):
             response = await as_agent.post(f"/api/v1/cases/{named_case}/reply", json=body)
             assert response.status_code == 400, (body, response.text)
@@ -194,7 +194,8 @@ async def test_a_canned_reply_goes_out_with_its_placeholders_filled(sms_server, 
         assert (await api.delete(f"/api/v1/canned-responses/{canned_id}")).status_code == 200
         gone = await as_agent.post(f"/api/v1/cases/{named_case}/reply", json={"canned": canned_id})
         assert gone.status_code == 400 and "deleted" in gone.json()["detail"]
-        assert await stored_events(settings.database_url) == before + 1  # the deletion only
+        # (counted by type: the relay records the earlier replies' delivery meanwhile)
+        assert await _replies_requested(settings.database_url) == before
 
         async def canned_list():
             return (await as_agent.get("/api/v1/canned-responses")).json()["items"]
@@ -361,3 +362,9 @@ async def test_an_email_survey_link_records_csat_once_and_bad_tokens_are_refused
         response = await api.post(f"/api/v1/cases/{case_id}/csat", json={"score": 2, "comment": "slow"})
         assert response.status_code == 200 and response.json()["position"] > 0
         await _case_view(api, case_id, lambda v: v["csat"] == 2)
+
+
+async def _replies_requested(database_url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute("SELECT count(*) FROM sb_events WHERE topic = 'case.ReplyRequested'")
+        return (await cur.fetchone())[0]
