@@ -26,6 +26,7 @@ from services.api.errors import (
     invalid_cursor_handler,
     not_found_handler,
 )
+from services.api.freshness import ReadYourWrites
 from services.api.headers import SecurityHeadersMiddleware
 from services.api.hygiene import RejectControlCharacters
 from services.core.commands import NotFound
@@ -81,6 +82,7 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
         middleware=[
             SecurityHeadersMiddleware,
             RejectControlCharacters,
+            ReadYourWrites,
             *([ChatTokenMiddleware] if "gateway" in roles else []),
         ],
         debug=False,
