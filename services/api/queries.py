@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 from psycopg.rows import dict_row
 
+from services.api.case_messages import attachment_views, case_messages
 from services.domain.merges import survivor_of_async
 
 
@@ -114,7 +115,7 @@ async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, chan
             "kind": r["kind"],
             "text": r["text"],
             "case_id": str(r["case_id"]) if r["case_id"] else None,
-            "attachments": r["attachments"],
+            "attachments": attachment_views(r["attachments"]),
         }
         for r in rows
     ]
@@ -151,12 +152,7 @@ async def case_view(conn, case_id: UUID) -> dict | None:
     row = await cur.fetchone()
     if row is None:
         return None
-    await cur.execute(
-        "SELECT interaction_id, occurred_at, direction, kind, text FROM proj_timeline WHERE case_id = %s "
-        "ORDER BY occurred_at, interaction_id",
-        (case_id,),
-    )
-    messages = await cur.fetchall()
+    messages = await case_messages(conn, case_id, row["channel"])
     await cur.execute(
         "SELECT note_id, text, author, created_at FROM proj_case_notes WHERE case_id = %s ORDER BY created_at",
         (case_id,),
@@ -183,16 +179,7 @@ def _case_json(row: dict, messages: list | None = None, notes: list | None = Non
         "message_count": row["message_count"],
     }
     if messages is not None:
-        out["messages"] = [
-            {
-                "id": str(m["interaction_id"]),
-                "occurred_at": m["occurred_at"],
-                "direction": m["direction"],
-                "kind": m["kind"],
-                "text": m["text"],
-            }
-            for m in messages
-        ]
+        out["messages"] = messages
     if notes is not None:
         out["notes"] = [
             {"id": str(n["note_id"]), "text": n["text"], "author": n["author"], "created_at": n["created_at"]}
