@@ -22,6 +22,7 @@ from events.sanitize import sanitize
 from services.api import queries
 from services.api.auth import READ, SUPERVISE, WRITE
 from services.api.context import now, page_limit, require, svc
+from services.api.views import CaseChanged, CaseList, CaseView, as_view
 from services.core.commands import NotFound, case_state, run_case
 
 
@@ -33,22 +34,22 @@ async def get_cases(
     assignee: FromQuery[str | None] = None,
     limit: FromQuery[int] = 50,
     cursor: FromQuery[str | None] = None,
-) -> dict:
+) -> CaseList:
     await require(request, READ)
     if status is not None and status not in CASE_STATUSES:
         raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(CASE_STATUSES)}")
     async with svc(request).pool.connection() as conn:
-        return await queries.list_cases(conn, queue, status, assignee, page_limit(limit), cursor)
+        return as_view(await queries.list_cases(conn, queue, status, assignee, page_limit(limit), cursor), CaseList)
 
 
 @get("/api/v1/cases/{case_id:uuid}", summary="One case with its messages")
-async def get_case(request: Request, case_id: FromPath[UUID]) -> dict:
+async def get_case(request: Request, case_id: FromPath[UUID]) -> CaseView:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
         view = await queries.case_view(conn, case_id)
     if view is None:
         raise NotFound(f"case {case_id} not found")
-    return view
+    return as_view(view, CaseView)
 
 
 # Command bodies are typed parameters: Litestar decodes and validates them (400 otherwise) before
@@ -78,7 +79,7 @@ class SnoozeBody(msgspec.Struct):
     until: Annotated[datetime, msgspec.Meta(tz=True)]  # a wall-clock time without a zone is ambiguous
 
 
-async def _case_command(request: Request, case_id: UUID, command: Callable) -> dict:
+async def _case_command(request: Request, case_id: UUID, command: Callable, **extra: str) -> CaseChanged:
     services = svc(request)
     done = await asyncio.to_thread(run_case, services.store, case_id, command)
     state = case_state(done.aggregate)
@@ -87,21 +88,22 @@ async def _case_command(request: Request, case_id: UUID, command: Callable) -> d
         view = await queries.case_view(conn, case_id)
     state["messages"] = view["messages"] if view else []
     state["sla_due_at"] = view["sla_due_at"] if view else None
-    return state
+    return as_view({**state, **extra}, CaseChanged)
 
 
 @post("/api/v1/cases/{case_id:uuid}/reply", status_code=HTTP_200_OK, summary="Reply through the case's channel")
-async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyBody]) -> dict:
+async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
     if len(data.text) > 64 * 1024:
         raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
     reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
-    result = await _case_command(
-        request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, now())
+    return await _case_command(
+        request,
+        case_id,
+        lambda c: c.request_reply(reply_id, data.text, principal.name, now()),
+        reply_id=str(reply_id),
     )
-    result["reply_id"] = str(reply_id)
-    return result
 
 
 def _reply_id(case_id: UUID, idempotency_key: str | None) -> UUID:
@@ -111,47 +113,47 @@ def _reply_id(case_id: UUID, idempotency_key: str | None) -> UUID:
 
 
 @post("/api/v1/cases/{case_id:uuid}/assign", status_code=HTTP_200_OK)
-async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[AssignBody]) -> dict:
+async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[AssignBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.assign(data.assignee, principal.name, now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)
-async def resolve(request: Request, case_id: FromPath[UUID]) -> dict:
+async def resolve(request: Request, case_id: FromPath[UUID]) -> CaseChanged:
     principal = await require(request, WRITE)
     return await _case_command(request, case_id, lambda c: c.resolve(principal.name, now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/reopen", status_code=HTTP_200_OK)
-async def reopen(request: Request, case_id: FromPath[UUID]) -> dict:
+async def reopen(request: Request, case_id: FromPath[UUID]) -> CaseChanged:
     principal = await require(request, WRITE)
     return await _case_command(request, case_id, lambda c: c.reopen(principal.name, now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/notes", status_code=HTTP_200_OK)
-async def add_note(request: Request, case_id: FromPath[UUID], data: JSONBody[NoteBody]) -> dict:
+async def add_note(request: Request, case_id: FromPath[UUID], data: JSONBody[NoteBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
-async def add_tags(request: Request, case_id: FromPath[UUID], data: JSONBody[TagsBody]) -> dict:
+async def add_tags(request: Request, case_id: FromPath[UUID], data: JSONBody[TagsBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
-async def prioritize(request: Request, case_id: FromPath[UUID], data: JSONBody[PriorityBody]) -> dict:
+async def prioritize(request: Request, case_id: FromPath[UUID], data: JSONBody[PriorityBody]) -> CaseChanged:
     principal = await require(request, SUPERVISE + ("agent",))
     data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
-async def snooze(request: Request, case_id: FromPath[UUID], data: JSONBody[SnoozeBody]) -> dict:
+async def snooze(request: Request, case_id: FromPath[UUID], data: JSONBody[SnoozeBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
     return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, now()))

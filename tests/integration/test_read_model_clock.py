@@ -73,4 +73,3 @@ async def test_waiters_share_one_watcher_and_answer_when_every_read_model_reache
         assert clock._waiting == [] or all(f.done() for _, _, f in clock._waiting)
     finally:
         await pool.close()
-
