@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
+from projections.merge_suggestions import MergeSuggestionsProjection
 from projections.profile import ProfileProjection
 from projections.rebuild import Rebuild
 from projections.timeline import TimelineProjection
@@ -33,7 +34,7 @@ _BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild'
 
 
 def all_projections() -> list[Projection]:
-    return [TimelineProjection(), ProfileProjection(), CasesProjection()]
+    return [TimelineProjection(), ProfileProjection(), CasesProjection(), MergeSuggestionsProjection()]
 
 
 class ProjectionRunner:

@@ -16,7 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
-from services.api import cases, console, customers, health, live, metrics, queries
+from services.api import cases, console, customers, health, live, merges, metrics, queries
 from services.api.context import Services
 from services.api.errors import (
     channel_error_handler,
@@ -53,6 +53,10 @@ API_HANDLERS = [
     live.events_ticket,
     live.live_events,
     metrics.cc_metrics,
+    merges.list_merge_suggestions,
+    merges.accept_merge_suggestion,
+    merges.reject_merge_suggestion,
+    merges.merge_customers,
     console.console,
     console.console_js,
     console.console_css,

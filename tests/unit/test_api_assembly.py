@@ -40,6 +40,10 @@ AGENT_API = {
     ("POST", "/api/v1/events/ticket"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/metrics"),
+    ("GET", "/api/v1/merge-suggestions"),
+    ("POST", "/api/v1/merge-suggestions/{suggestion_id}/accept"),
+    ("POST", "/api/v1/merge-suggestions/{suggestion_id}/reject"),
+    ("POST", "/api/v1/customers/{customer_id}/merge"),
 }
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
 
@@ -90,6 +94,7 @@ WELL_FORMED = {
     "/api/v1/cases/{case_id}/tags": {"json": {"tags": ["vip"]}},
     "/api/v1/cases/{case_id}/priority": {"json": {"priority": "high"}},
     "/api/v1/cases/{case_id}/snooze": {"json": {"until": "2030-01-01T09:00:00+01:00"}},
+    "/api/v1/customers/{customer_id}/merge": {"json": {"other_id": "00000000-0000-0000-0000-000000000002"}},
 }
 
 
@@ -99,6 +104,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         path.replace("{customer_id}", "00000000-0000-0000-0000-000000000001")
         .replace("{case_id}", "00000000-0000-0000-0000-000000000002")
         .replace("{sha256}", "ab" * 32)
+        .replace("{suggestion_id}", "00000000-0000-0000-0000-000000000003")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))
