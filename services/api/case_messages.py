@@ -17,8 +17,9 @@ from services.relay.outbound import outbound_interaction_id
 
 
 def attachment_views(attachments: list[dict] | None) -> list[dict]:
-    """Timeline attachments with the URL that serves their bytes."""
-    return [{**a, "url": f"/api/v1/attachments/{a['sha256']}"} for a in attachments or () if a.get("sha256")]
+    """Timeline attachments with the URL that serves their bytes (None when we do not hold them: an
+    MMS's media stay with the provider)."""
+    return [{**a, "url": f"/api/v1/attachments/{a['sha256']}" if a.get("sha256") else None} for a in attachments or ()]
 
 
 async def case_messages(conn, case_id: UUID, channel: str | None = None) -> list[dict]:

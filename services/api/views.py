@@ -61,7 +61,7 @@ class AttachmentView(msgspec.Struct):
     name: str
     content_type: str
     size: int
-    url: str  # GET it with the same bearer token: the bytes, as an opaque download
+    url: str | None  # GET it with the same bearer token: the bytes; None: the provider keeps them
     sha256: str = ""
 
 
