@@ -69,6 +69,7 @@ class CustomerMerged(DomainEvent, frozen=True, kw_only=True):
     NAME = "customer.Merged"
     absorbed_id: UUID
     interaction_id: UUID | None = None
+    by: str = ""  # who merged them by hand (a supervisor); empty for the core's own merges
 
 
 class CustomerAbsorbed(DomainEvent, frozen=True, kw_only=True):

@@ -85,6 +85,7 @@ class CasesProjection:
         reason text,
         updated_at timestamptz NOT NULL
     );
+    CREATE INDEX IF NOT EXISTS proj_replies_case_idx ON proj_replies (case_id);
     """
         + CASE_ATTRIBUTES_COLUMN
     )

@@ -19,6 +19,7 @@ from psycopg.sql import SQL, Identifier
 from projections.agent_tools import AgentToolsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
+from projections.merge_suggestions import MergeSuggestionsProjection
 from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
 from projections.queues import QueuesProjection
@@ -43,6 +44,7 @@ def all_projections() -> list[Projection]:
         QueuesProjection(),
         MetricsProjection(),
         AgentToolsProjection(),
+        MergeSuggestionsProjection(),
     ]
 
 

@@ -25,6 +25,7 @@ from services.api import (
     customers,
     health,
     live,
+    merges,
     metrics,
     queries,
     queues,
@@ -39,6 +40,7 @@ from services.api.errors import (
     invalid_cursor_handler,
     not_found_handler,
 )
+from services.api.freshness import ReadYourWrites
 from services.api.headers import SecurityHeadersMiddleware
 from services.api.hygiene import RejectControlCharacters
 from services.api.widget import WIDGET_HANDLERS, ChatCorsMiddleware
@@ -70,6 +72,10 @@ API_HANDLERS = [
     live.live_events,
     metrics.cc_metrics,
     search.search_everything,
+    merges.list_merge_suggestions,
+    merges.accept_merge_suggestion,
+    merges.reject_merge_suggestion,
+    merges.merge_customers,
     console.console,
     console.console_js,
     console.console_css,
@@ -103,6 +109,8 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
             SecurityHeadersMiddleware,
             RejectControlCharacters,
             *([ChatCorsMiddleware, ChatTokenMiddleware] if "gateway" in roles else []),
+            ReadYourWrites,
+            *([ChatTokenMiddleware] if "gateway" in roles else []),
         ],
         debug=False,
     )

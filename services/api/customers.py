@@ -14,12 +14,13 @@ from events.interactions import CHANNELS, IDENTITY_KINDS, Channel, Identity, Ide
 from services.api import queries
 from services.api.auth import READ
 from services.api.context import page_limit, require, svc
+from services.api.views import CustomerList, Profile, Timeline, as_view
 from services.core.commands import NotFound
 from services.domain.identity import InvalidIdentity, normalize
 
 
 @get("/api/v1/customers/lookup", summary="The customer holding an identity")
-async def lookup_customer(request: Request, kind: FromQuery[IdentityKind], value: FromQuery[str]) -> dict:
+async def lookup_customer(request: Request, kind: FromQuery[IdentityKind], value: FromQuery[str]) -> Profile:
     await require(request, READ)
     if kind not in IDENTITY_KINDS:
         raise HTTPException(status_code=400, detail=f"kind must be one of {', '.join(IDENTITY_KINDS)}")
@@ -37,26 +38,26 @@ async def lookup_customer(request: Request, kind: FromQuery[IdentityKind], value
         profile = await queries.customer_profile(conn, row[0])
     if profile is None:
         raise NotFound("customer not projected yet")
-    return profile
+    return as_view(profile, Profile)
 
 
 @get("/api/v1/customers", summary="Customers matching a name or identity")
 async def search_customers(
     request: Request, q: FromQuery[str] = "", limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
-) -> dict:
+) -> CustomerList:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
-        return await queries.search_customers(conn, q, page_limit(limit), cursor)
+        return as_view(await queries.search_customers(conn, q, page_limit(limit), cursor), CustomerList)
 
 
 @get("/api/v1/customers/{customer_id:uuid}", summary="The 360° profile")
-async def get_customer(request: Request, customer_id: FromPath[UUID]) -> dict:
+async def get_customer(request: Request, customer_id: FromPath[UUID]) -> Profile:
     await require(request, READ)
     async with svc(request).pool.connection() as conn:
         profile = await queries.customer_profile(conn, customer_id)
     if profile is None:
         raise NotFound(f"customer {customer_id} not found")
-    return profile
+    return as_view(profile, Profile)
 
 
 @get("/api/v1/customers/{customer_id:uuid}/timeline", summary="Every touchpoint, newest first")
@@ -66,7 +67,7 @@ async def get_timeline(
     limit: FromQuery[int] = 50,
     cursor: FromQuery[str | None] = None,
     channel: FromQuery[Channel | None] = None,
-) -> dict:
+) -> Timeline:
     await require(request, READ)
     if channel is not None and channel not in CHANNELS:
         raise HTTPException(status_code=400, detail=f"channel must be one of {', '.join(CHANNELS)}")
@@ -74,7 +75,7 @@ async def get_timeline(
         survivor = await queries.survivor_of(conn, customer_id)
         if survivor is None:
             raise NotFound(f"customer {customer_id} not found")
-        return await queries.timeline(conn, survivor, page_limit(limit), cursor, channel)
+        return as_view(await queries.timeline(conn, survivor, page_limit(limit), cursor, channel), Timeline)
 
 
 @get(
@@ -82,7 +83,7 @@ async def get_timeline(
     summary="The bytes of an attachment, by its SHA-256",
     media_type="application/octet-stream",
 )
-async def get_attachment(request: Request) -> Response:
+async def get_attachment(request: Request) -> Response[bytes]:
     await require(request, READ)
     sha256 = request.path_params["sha256"].lower()
     data = await (await blobs_of(svc(request))).get(sha256)

@@ -44,6 +44,7 @@ HEARTBEAT_SECONDS = 15.0
 @get(
     "/api/v1/events",
     summary="Server-Sent Events: timeline items and case changes, live",
+    media_type="text/event-stream",
     description="Authorization: Bearer, or `ticket` from POST /api/v1/events/ticket. The stream ends "
     "(after a `revoked` event) soon after its token is revoked.",
 )

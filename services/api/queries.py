@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 from psycopg.rows import dict_row
 
+from services.api.case_messages import attachment_views, case_messages
 from services.domain.merges import survivor_of_async
 
 
@@ -116,7 +117,7 @@ async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, chan
             "kind": r["kind"],
             "text": r["text"],
             "case_id": str(r["case_id"]) if r["case_id"] else None,
-            "attachments": r["attachments"],
+            "attachments": attachment_views(r["attachments"]),
         }
         for r in rows
     ]
@@ -156,12 +157,7 @@ async def case_view(conn, case_id: UUID) -> dict | None:
     row = await cur.fetchone()
     if row is None:
         return None
-    await cur.execute(
-        "SELECT interaction_id, occurred_at, direction, kind, text FROM proj_timeline WHERE case_id = %s "
-        "ORDER BY occurred_at, interaction_id",
-        (case_id,),
-    )
-    messages = await cur.fetchall()
+    messages = await case_messages(conn, case_id, row["channel"])
     await cur.execute(
         "SELECT note_id, text, author, created_at FROM proj_case_notes WHERE case_id = %s ORDER BY created_at",
         (case_id,),
@@ -188,18 +184,10 @@ def _case_json(row: dict, messages: list | None = None, notes: list | None = Non
         "message_count": row["message_count"],
         "csat": row["csat"],
         "attributes": row["attributes"],
+        "sla_breached": row.get("sla_breached", False),
     }
     if messages is not None:
-        out["messages"] = [
-            {
-                "id": str(m["interaction_id"]),
-                "occurred_at": m["occurred_at"],
-                "direction": m["direction"],
-                "kind": m["kind"],
-                "text": m["text"],
-            }
-            for m in messages
-        ]
+        out["messages"] = messages
     if notes is not None:
         out["notes"] = [
             {"id": str(n["note_id"]), "text": n["text"], "author": n["author"], "created_at": n["created_at"]}
@@ -209,26 +197,60 @@ def _case_json(row: dict, messages: list | None = None, notes: list | None = Non
 
 
 async def list_cases(
-    conn, queue: str | None, status: str | None, assignee: str | None, limit: int, cursor: str | None
+    conn, queue: str | None, statuses: list[str] | None, assignee: str | None, limit: int, cursor: str | None
 ) -> dict:
+    """A page of cases, newest change first. `statuses`: any of them; `assignee` "none": unassigned.
+    Each row carries what an agent triages by: the customer's name, the last message (a preview),
+    and since when the customer has been waiting for us (their last message after our last one)."""
     clauses, params = [], []
-    for column, value in (("queue", queue), ("status", status), ("assignee", assignee)):
-        if value:
-            clauses.append(f"{column} = %s")
-            params.append(value)
+    if queue:
+        clauses.append("c.queue = %s")
+        params.append(queue)
+    if statuses:
+        clauses.append("c.status = ANY(%s)")
+        params.append(statuses)
+    if assignee == "none":
+        clauses.append("c.assignee IS NULL")
+    elif assignee:
+        clauses.append("c.assignee = %s")
+        params.append(assignee)
     if cursor:
         c = decode_cursor(cursor)
-        clauses.append("(updated_at, id) < (%s, %s)")
+        clauses.append("(c.updated_at, c.id) < (%s, %s)")
         params += [c.at, c.id]
     params.append(limit + 1)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"SELECT * FROM proj_cases {where} ORDER BY updated_at DESC, id DESC LIMIT %s", params)
+    await cur.execute(
+        "SELECT c.*, p.name AS customer_name, m.text AS last_text, m.direction AS last_direction, "
+        "m.occurred_at AS last_at, "
+        "(SELECT min(t.occurred_at) FROM proj_timeline t WHERE t.case_id = c.id AND t.direction = 'inbound' "
+        " AND t.occurred_at > COALESCE((SELECT max(o.occurred_at) FROM proj_timeline o WHERE o.case_id = c.id "
+        " AND o.direction = 'outbound'), '-infinity')) AS waiting_since "
+        f"FROM proj_cases c LEFT JOIN proj_customers p ON p.id = c.customer_id "
+        "LEFT JOIN LATERAL (SELECT text, direction, occurred_at FROM proj_timeline t WHERE t.case_id = c.id "
+        "ORDER BY t.occurred_at DESC LIMIT 1) m ON true "
+        f"{where} ORDER BY c.updated_at DESC, c.id DESC LIMIT %s",
+        params,
+    )
     rows = await cur.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
+    items = []
+    for r in rows:
+        item = _case_json(r)
+        item["customer_name"] = r["customer_name"]
+        item["waiting_since"] = r["waiting_since"]
+        if r["last_at"] is not None:
+            text = r["last_text"] or ""
+            item["last_message"] = {
+                "text": text[:140] + ("…" if len(text) > 140 else ""),
+                "direction": r["last_direction"],
+                "occurred_at": r["last_at"],
+            }
+        items.append(item)
     return {
-        "items": [_case_json(r) for r in rows],
+        "items": items,
         "next_cursor": encode_cursor(rows[-1]["updated_at"], rows[-1]["id"]) if more else None,
     }
 

@@ -97,14 +97,7 @@ def write_side_tables(
     processed: Sequence[tuple[UUID, int | None, UUID | None]],
 ) -> None:
     """Everything but the events a batch writes: merges, index rows, sent messages, processed rows."""
-    for absorbed, survivor in merges:
-        tx.execute("UPDATE sb_identities SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
-        tx.execute("UPDATE sb_customer_aliases SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed))
-        tx.execute(
-            "INSERT INTO sb_customer_aliases VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
-            "SET survivor_id = EXCLUDED.survivor_id",
-            (absorbed, survivor),
-        )
+    write_merges(tx, merges)
     if new_identities:
         # Sorted: one order for every writer, so two of them wait on each other instead of deadlocking.
         # An identity another writer took meanwhile is a unique violation: a conflict, retried.
@@ -126,6 +119,19 @@ def write_side_tables(
         )
     if processed:
         copy_rows(tx, "sb_processed (interaction_id, stream_seq, case_id)", ("uuid", "int8", "uuid"), processed)
+
+
+def write_merges(tx: Transaction, merges: Sequence[tuple[UUID, UUID]]) -> None:
+    """What a merge changes beside its events: the absorbed customer's identities now resolve to the
+    survivor, and so does its id (and the ids of everyone it had absorbed)."""
+    for absorbed, survivor in merges:
+        tx.execute("UPDATE sb_identities SET customer_id = %s WHERE customer_id = %s", (survivor, absorbed))
+        tx.execute("UPDATE sb_customer_aliases SET survivor_id = %s WHERE survivor_id = %s", (survivor, absorbed))
+        tx.execute(
+            "INSERT INTO sb_customer_aliases VALUES (%s, %s) ON CONFLICT (absorbed_id) DO UPDATE "
+            "SET survivor_id = EXCLUDED.survivor_id",
+            (absorbed, survivor),
+        )
 
 
 # -- the alias table --------------------------------------------------------------------------------

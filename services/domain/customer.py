@@ -36,6 +36,14 @@ class CustomerErasedError(DomainError):
     pass
 
 
+class SuggestionResolvedError(DomainError):
+    """A suggested merge already accepted cannot be rejected, nor a rejected one accepted."""
+
+
+def _verdict(accepted: bool) -> str:
+    return "accepted" if accepted else "rejected"
+
+
 class Customer(Aggregate):
     EVENTS = CUSTOMER_EVENTS
 
@@ -53,7 +61,7 @@ class Customer(Aggregate):
         self.erased = False
         self.consents: dict[str, bool] = {}
         self.attributes: dict[str, Any] = {}
-        self.suggestions_resolved: set[UUID] = set()
+        self.suggestions_resolved: dict[UUID, bool] = {}  # other customer → accepted
 
     @property
     def owner_id(self) -> UUID:
@@ -122,15 +130,21 @@ class Customer(Aggregate):
         """Linking these `external` values would give this customer a second company-side id."""
         return bool(incoming) and len(self.external_ids | incoming) > 1
 
-    def absorb(self, other: Customer, at: datetime, interaction_id: UUID | None = None) -> None:
-        """Merges `other` into this customer; `other` records that it was absorbed."""
+    def absorb(
+        self, other: Customer, at: datetime, interaction_id: UUID | None = None, decided_by: str | None = None
+    ) -> None:
+        """Merges `other` into this customer; `other` records that it was absorbed.
+
+        `decided_by`: a person (a supervisor) decided these are one customer. Their decision stands
+        over the rule that keeps two company-side (`external`) ids apart, which only stops the
+        automatic merges; the survivor then holds both ids."""
         self._check_active()
         other._check_active()
         if other.id == self.id:
             raise DomainError("a customer cannot absorb itself")
-        if not self.can_merge_with(other):
+        if decided_by is None and not self.can_merge_with(other):
             raise DomainError("customers with different external ids are not merged automatically")
-        self._trigger(CustomerMerged, at, absorbed_id=other.id, interaction_id=interaction_id)
+        self._trigger(CustomerMerged, at, absorbed_id=other.id, interaction_id=interaction_id, by=decided_by or "")
         other._trigger(CustomerAbsorbed, at, survivor_id=self.id)
         for kind, value in sorted(other.identities - self.identities):
             self._trigger(IdentityLinked, at, kind=kind, value=value)
@@ -159,6 +173,8 @@ class Customer(Aggregate):
     def resolve_suggestion(self, other_id: UUID, accepted: bool, by: str, at: datetime) -> None:
         if other_id not in self.suggested:
             raise DomainError(f"no merge with {other_id} was suggested")
+        if other_id in self.suggestions_resolved and self.suggestions_resolved[other_id] != accepted:
+            raise SuggestionResolvedError(f"the merge with {other_id} was already {_verdict(not accepted)}")
         if other_id not in self.suggestions_resolved:
             self._trigger(MergeSuggestionResolved, at, other_id=other_id, accepted=accepted, by=by)
 
@@ -207,7 +223,7 @@ class Customer(Aggregate):
                 self.attributes[key] = value
 
     def when_MergeSuggestionResolved(self, e: MergeSuggestionResolved) -> None:
-        self.suggestions_resolved.add(e.other_id)
+        self.suggestions_resolved[e.other_id] = e.accepted
 
     def when_Erased(self, e: CustomerErased) -> None:
         self.erased = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -101,12 +100,10 @@ async def test_case_commands_change_the_case_and_the_queue(server, admin_headers
         assert reopened["status"] == "open"
         missing = await client.post("/api/v1/cases/00000000-0000-0000-0000-000000000000/resolve")
         assert missing.status_code == 404
-        for _ in range(200):
-            view = (await client.get(f"/api/v1/cases/{case_id}")).json()
-            queue = (await client.get("/api/v1/cases", params={"status": "open"})).json()["items"]
-            settled = view["status"] == "open" and view.get("notes") and view["tags"] == ["billing", "vip"]
-            if settled and case_id in [c["id"] for c in queue]:
-                break
-            await asyncio.sleep(0.05)
+        # Read your writes: the reads answer once the read models applied the last command.
+        fresh = {"Sb-Min-Position": str(reopened["position"])}
+        view = (await client.get(f"/api/v1/cases/{case_id}", headers=fresh)).json()
+        queue = (await client.get("/api/v1/cases", params={"status": "open"}, headers=fresh)).json()["items"]
+        assert view["status"] == "open" and view["tags"] == ["billing", "vip"]
         assert case_id in [c["id"] for c in queue]
         assert [n["text"] for n in view["notes"]] == ["called back"]

@@ -55,6 +55,10 @@ AGENT_API = {
     ("PATCH", "/api/v1/customers/{customer_id}/attributes"),
     ("PATCH", "/api/v1/cases/{case_id}/attributes"),
     ("POST", "/api/v1/cases/{case_id}/csat"),
+    ("GET", "/api/v1/merge-suggestions"),
+    ("POST", "/api/v1/merge-suggestions/{suggestion_id}/accept"),
+    ("POST", "/api/v1/merge-suggestions/{suggestion_id}/reject"),
+    ("POST", "/api/v1/customers/{customer_id}/merge"),
 }
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
 
@@ -113,6 +117,7 @@ WELL_FORMED = {
     "/api/v1/customers/{customer_id}/attributes": {"json": {"plan": "pro"}},
     "/api/v1/cases/{case_id}/attributes": {"json": {"order": "A-1"}},
     "/api/v1/cases/{case_id}/csat": {"json": {"score": 5}},
+    "/api/v1/customers/{customer_id}/merge": {"json": {"other_id": "00000000-0000-0000-0000-000000000002"}},
 }
 
 
@@ -124,6 +129,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         .replace("{sha256}", "ab" * 32)
         .replace("{canned_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{key}", "plan")
+        .replace("{suggestion_id}", "00000000-0000-0000-0000-000000000003")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))
