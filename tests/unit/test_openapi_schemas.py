@@ -17,9 +17,13 @@ pytestmark = pytest.mark.unit
 # Answers that are not one JSON document: a stream of events, opaque bytes. They need a media type
 # of their own, and (the bytes) a schema.
 STREAMS = {"text/event-stream"}
-# Routes whose typing belongs to work in flight elsewhere: the metrics (issue 10, its other part)
-# change shape there (`by=`, series, CSV). Remove an entry when its route is typed.
-NOT_YET_TYPED = {("get", "/api/v1/metrics")}
+# Bodies that are maps by the contract: custom attribute values `{KEY: VALUE}`, whose keys are the
+# attribute definitions' (checked against them, 400 otherwise), not fields a schema could name.
+MAP_BODIES = {
+    ("patch", "/api/v1/customers/{customer_id}/attributes"),
+    ("patch", "/api/v1/cases/{case_id}/attributes"),
+}
+NOT_YET_TYPED: set[tuple[str, str]] = set()
 
 
 def _document() -> dict:
@@ -74,6 +78,8 @@ def test_every_agent_api_route_declares_its_answer_and_its_body():
         request = op.get("requestBody")
         if method in ("post", "put", "patch") and request is not None:
             for media, body in (request.get("content") or {}).items():
+                if (method, path) in MAP_BODIES:
+                    continue
                 if media == "application/json" and not _named_fields(doc, body.get("schema") or {}):
                     missing.append(f"{method.upper()} {path}: request body without named fields")
     assert missing == []
