@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -33,6 +31,7 @@ from events.sanitize import sanitize
 from services.api.auth import READ, SUPERVISE, WRITE
 from services.api.cases import _case_command
 from services.api.context import now, require, svc
+from services.api.views import CaseChanged
 from services.core.commands import run_command
 from services.domain.config import Queue
 
@@ -68,23 +67,6 @@ class QueueList(msgspec.Struct):
 
 class TransferBody(msgspec.Struct, forbid_unknown_fields=True):
     queue: str
-
-
-class CaseAfterCommand(msgspec.Struct):
-    """The case after a command, as every case command answers it."""
-
-    id: str
-    customer_id: str
-    channel: str
-    status: str
-    priority: str
-    assignee: str | None
-    queue: str
-    tags: list[str]
-    version: int
-    position: int
-    messages: list[dict[str, Any]]
-    sla_due_at: datetime | None
 
 
 def _name(value: str, what: str) -> str:
@@ -164,9 +146,8 @@ async def _counts(conn, queue: str) -> dict[str, int]:
 
 
 @post("/api/v1/cases/{case_id:uuid}/transfer", status_code=HTTP_200_OK, summary="Move a case to another queue")
-async def transfer(request: Request, case_id: FromPath[UUID], data: JSONBody[TransferBody]) -> CaseAfterCommand:
+async def transfer(request: Request, case_id: FromPath[UUID], data: JSONBody[TransferBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
     queue = _name(data.queue, "queue")
-    state = await _case_command(request, case_id, lambda c: c.transfer(queue, principal.name, now()))
-    return CaseAfterCommand(**state)
+    return await _case_command(request, case_id, lambda c: c.transfer(queue, principal.name, now()))
