@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
+from projections.agents import AgentsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.profile import ProfileProjection
@@ -33,7 +34,7 @@ _BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild'
 
 
 def all_projections() -> list[Projection]:
-    return [TimelineProjection(), ProfileProjection(), CasesProjection()]
+    return [TimelineProjection(), ProfileProjection(), CasesProjection(), AgentsProjection()]
 
 
 class ProjectionRunner:
