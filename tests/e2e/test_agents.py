@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 
@@ -289,3 +290,32 @@ def test_cli_takes_a_password_on_stdin(settings, store):
         settings, "agent", "create", _email(), "--name", "D", "--role", "agent", "--password-stdin", input=b"short\n"
     )
     assert short.returncode == 1 and b"at least" in short.stderr
+
+
+async def test_sessions_expire_when_idle_or_old_and_old_hashes_are_renewed(server, admin_headers, settings):
+    async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers) as admin:
+        created = await _new_agent(admin)
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(created["password"])
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE sb_agent_credentials SET hash = %s WHERE agent_id = %s", (weak, created["id"]))
+    async with httpx.AsyncClient(base_url=server.http_url) as client:
+        idle = _bearer((await _login(client, created["email"], created["password"])).json()["token"])
+        old = _bearer((await _login(client, created["email"], created["password"])).json()["token"])
+        for headers in (idle, old):
+            assert (await client.get("/api/v1/agents/me", headers=headers)).status_code == 200
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            [(renewed,)] = conn.execute(
+                "SELECT hash FROM sb_agent_credentials WHERE agent_id = %s", (created["id"],)
+            ).fetchall()
+            assert renewed != weak and not passwords.needs_rehash(renewed), "rehashed with today's parameters"
+            conn.execute(
+                "UPDATE sb_agent_sessions SET last_used_at = now() - make_interval(secs => idle_seconds + 1) "
+                "WHERE token_hash = %s",
+                (hashlib.sha256(idle["Authorization"][7:].encode()).digest(),),
+            )
+            conn.execute(
+                "UPDATE sb_agent_sessions SET expires_at = now() - interval '1 second' WHERE token_hash = %s",
+                (hashlib.sha256(old["Authorization"][7:].encode()).digest(),),
+            )
+        for headers in (idle, old):
+            assert (await client.get("/api/v1/agents/me", headers=headers)).status_code == 401
