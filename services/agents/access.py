@@ -16,7 +16,10 @@ import hmac
 import math
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
+
+from psycopg import AsyncConnection
 
 SESSION_PREFIX = "sbs_"
 
@@ -45,7 +48,7 @@ def failure_key(secret: bytes, kind: str, value: str) -> bytes:
     return hmac.new(secret, f"login-failure:{kind}:{value}".encode(), hashlib.sha256).digest()
 
 
-async def credentials(conn, agent_id: UUID) -> Credentials | None:
+async def credentials(conn: AsyncConnection[Any], agent_id: UUID) -> Credentials | None:
     cur = await conn.execute(
         "SELECT agent_id, hash, role, disabled FROM sb_agent_credentials WHERE agent_id = %s", (agent_id,)
     )
@@ -53,12 +56,13 @@ async def credentials(conn, agent_id: UUID) -> Credentials | None:
     return Credentials(*row) if row else None
 
 
-async def enabled_agent(conn, agent_id: UUID) -> bool:
+async def enabled_agent(conn: AsyncConnection[Any], agent_id: UUID) -> bool:
     cur = await conn.execute("SELECT 1 FROM sb_agent_credentials WHERE agent_id = %s AND NOT disabled", (agent_id,))
-    return await cur.fetchone() is not None
+    found = await cur.fetchone()
+    return found is not None
 
 
-async def retry_after(conn, keys: list[tuple[bytes, int]], window_seconds: float) -> int | None:
+async def retry_after(conn: AsyncConnection[Any], keys: list[tuple[bytes, int]], window_seconds: float) -> int | None:
     """Seconds until a sign-in may be tried again, when any key reached its limit of failures in the
     window; None when none did."""
     wait = 0.0
@@ -69,13 +73,14 @@ async def retry_after(conn, keys: list[tuple[bytes, int]], window_seconds: float
             "AND failed_at > now() - make_interval(secs => %s) ORDER BY failed_at DESC LIMIT %s) recent",
             (window_seconds, key, window_seconds, limit),
         )
-        count, remaining = await cur.fetchone()
+        row = await cur.fetchone()
+        count, remaining = row if row else (0, None)
         if count >= limit:
             wait = max(wait, float(remaining or 1))
     return max(1, math.ceil(wait)) if wait else None
 
 
-async def record_failure(conn, keys: list[bytes], window_seconds: float) -> None:
+async def record_failure(conn: AsyncConnection[Any], keys: list[bytes], window_seconds: float) -> None:
     for key in keys:
         # Old failures of this key go as new ones come: the table stays as small as the window.
         await conn.execute(
@@ -85,11 +90,13 @@ async def record_failure(conn, keys: list[bytes], window_seconds: float) -> None
         await conn.execute("INSERT INTO sb_login_failures (key) VALUES (%s)", (key,))
 
 
-async def clear_failures(conn, key: bytes) -> None:
+async def clear_failures(conn: AsyncConnection[Any], key: bytes) -> None:
     await conn.execute("DELETE FROM sb_login_failures WHERE key = %s", (key,))
 
 
-async def start_session(conn, agent_id: UUID, token_hash: bytes, idle_seconds: float, max_seconds: float) -> None:
+async def start_session(
+    conn: AsyncConnection[Any], agent_id: UUID, token_hash: bytes, idle_seconds: float, max_seconds: float
+) -> None:
     await conn.execute(
         "INSERT INTO sb_agent_sessions (token_hash, agent_id, expires_at, idle_seconds) "
         "VALUES (%s, %s, now() + make_interval(secs => %s), %s)",
@@ -97,14 +104,14 @@ async def start_session(conn, agent_id: UUID, token_hash: bytes, idle_seconds: f
     )
 
 
-async def end_session(conn, token_hash: bytes) -> bool:
+async def end_session(conn: AsyncConnection[Any], token_hash: bytes) -> bool:
     cur = await conn.execute(
         "UPDATE sb_agent_sessions SET ended_at = now() WHERE token_hash = %s AND ended_at IS NULL", (token_hash,)
     )
-    return cur.rowcount == 1
+    return bool(cur.rowcount == 1)
 
 
-async def rehash(conn, agent_id: UUID, old_hash: str, new_hash: str) -> None:
+async def rehash(conn: AsyncConnection[Any], agent_id: UUID, old_hash: str, new_hash: str) -> None:
     """Replaces a hash made with older argon2 parameters (unless the password changed meanwhile)."""
     await conn.execute(
         "UPDATE sb_agent_credentials SET hash = %s, updated_at = now() WHERE agent_id = %s AND hash = %s",

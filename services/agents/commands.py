@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from events.agent import Role, agent_stream_id, team_stream_id
+from events.agent import Presence, Role, agent_stream_id, team_stream_id
 from services.agents.passwords import hash_password
 from services.core.commands import Done, NotFound, append_new, load
 from services.domain.agent import Agent, Team
@@ -141,7 +142,7 @@ def change_agent(
     *,
     password: str | None = None,
     disabled: bool | None = None,
-    **fields,
+    **fields: Any,
 ) -> Done[Agent]:
     """Changes name, role, teams, skills, capacity (None: unchanged), the password and whether the
     agent is disabled: the events, the credentials and (on disable) the end of their sessions in one
@@ -170,7 +171,7 @@ def change_agent(
     return run_agent(store, agent_id, command, also)
 
 
-def set_status(store: EventStore, agent_id: UUID, status, at: datetime) -> Done[Agent]:
+def set_status(store: EventStore, agent_id: UUID, status: Presence, at: datetime) -> Done[Agent]:
     return run_agent(store, agent_id, lambda agent: agent.set_status(status, at))
 
 
