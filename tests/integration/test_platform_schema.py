@@ -26,9 +26,18 @@ PLATFORM_TABLES = {
     "sb_quarantine",
     "sb_tokens",
     "sb_event_tickets",
+    "sb_agent_credentials",
+    "sb_agent_sessions",
+    "sb_login_failures",
     "sb_erasures",
 }
-PLATFORM_INDEXES = {"sb_identities_customer_idx", "sb_processed_case_idx", "sb_events_recorded_at_idx"}
+PLATFORM_INDEXES = {
+    "sb_identities_customer_idx",
+    "sb_processed_case_idx",
+    "sb_events_recorded_at_idx",
+    "sb_agent_sessions_agent_idx",
+    "sb_login_failures_key_idx",
+}
 
 
 def _read_model_tables() -> set[str]:
