@@ -17,6 +17,7 @@ from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
 from projections.agent_tools import AgentToolsProjection
+from projections.agents import AgentsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.merge_suggestions import MergeSuggestionsProjection
@@ -45,6 +46,7 @@ def all_projections() -> list[Projection]:
         MetricsProjection(),
         AgentToolsProjection(),
         MergeSuggestionsProjection(),
+        AgentsProjection(),
     ]
 
 

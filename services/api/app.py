@@ -17,6 +17,7 @@ from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
 from services.api import (
+    agents,
     attributes,
     canned,
     cases,
@@ -82,6 +83,7 @@ API_HANDLERS = [
     *canned.HANDLERS,
     *attributes.HANDLERS,
     csat.record_csat,
+    *agents.AGENT_HANDLERS,
 ]
 COMMON_HANDLERS = [health.health, health.ready, health.prometheus, health.asyncapi]
 

@@ -4,6 +4,19 @@ A token travels only in the `Authorization` header. The one exception is Server-
 browser's `EventSource` cannot send headers with: it gets a ticket (`POST /api/v1/events/ticket`),
 random, single-use and valid for `TICKET_TTL_SECONDS`, bound to the token that asked for it, so a
 URL that leaks into a log or a proxy holds nothing reusable.
+
+Besides API tokens (`switchboard token create`, for connectors and scripts), agents sign in with
+email and password (`POST /api/v1/auth/login`) and get a session token (services/agents/access.py):
+its principal carries `agent_id`, is named `agent:<id>` (what events record as `by`: the email is
+personal data, and `by` is stored unsealed), and its role and disabled state are read afresh on
+every request from `sb_agent_credentials`, so a role change or a disable holds from the next request.
+
+What the roles mean, as the tuples below that handlers `require`:
+- READ: every role may read (the auditor only reads, plus replay and export: AUDIT).
+- WRITE: agents, supervisors and admins work cases (reply, assign, resolve, notes, tags...).
+- MANAGE (= SUPERVISE): supervisors and admins manage queues, SLA policies, canned responses, merge
+  suggestions, and agents' teams, skills and capacity.
+- ADMIN: only admins create agents, change their name, role or password, disable them.
 """
 
 from __future__ import annotations
@@ -17,6 +30,8 @@ ROLES = ("agent", "supervisor", "auditor", "admin")
 READ = ROLES
 WRITE = ("agent", "supervisor", "admin")
 SUPERVISE = ("supervisor", "admin")
+MANAGE = SUPERVISE  # queues, SLA policies, canned responses, merge suggestions, agents' teams/skills/capacity
+ADMIN = ("admin",)
 AUDIT = ("auditor", "admin")
 
 # Long enough to open an EventSource right after asking, short enough that a leaked URL is dead.
@@ -32,6 +47,8 @@ class Principal:
     # SHA-256 of the bearer token it came with: what a ticket is bound to and what a long-lived
     # stream re-checks.
     token_hash: bytes = b""
+    # The signed-in agent's id for a sign-in session; None for API tokens (and the admin token).
+    agent_id: str | None = None
 
 
 def token_hash(token: str) -> bytes:
@@ -73,11 +90,32 @@ async def authenticate_hash(pool, admin_token: str | None, digest: bytes) -> Pri
     if admin_token and hmac.compare_digest(digest, token_hash(admin_token)):
         return Principal("admin", "admin", digest)
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT name, role FROM sb_tokens WHERE token_hash = %s AND revoked_at IS NULL", (digest,)
-        )
+        cur = await conn.execute(_PRINCIPAL, {"digest": digest})
         row = await cur.fetchone()
-    return Principal(row[0], row[1], digest) if row else None
+        if row is not None and row[2] is not None:
+            # Sessions expire after idle time: note the use, at most every half minute (not a write
+            # per request).
+            await conn.execute(
+                "UPDATE sb_agent_sessions SET last_used_at = now() "
+                "WHERE token_hash = %s AND last_used_at < now() - interval '30 seconds'",
+                (digest,),
+            )
+    if row is None:
+        return None
+    return Principal(row[0], row[1], digest, str(row[2]) if row[2] is not None else None)
+
+
+# An API token, or an agent's live session (not ended, not expired, the agent not disabled), with
+# the agent's role as it is now.
+_PRINCIPAL = (
+    "SELECT name, role, NULL::uuid FROM sb_tokens WHERE token_hash = %(digest)s AND revoked_at IS NULL "
+    "UNION ALL "
+    "SELECT 'agent:' || s.agent_id, c.role, s.agent_id FROM sb_agent_sessions s "
+    "JOIN sb_agent_credentials c ON c.agent_id = s.agent_id "
+    "WHERE s.token_hash = %(digest)s AND s.ended_at IS NULL AND NOT c.disabled AND s.expires_at > now() "
+    "AND s.last_used_at > now() - make_interval(secs => s.idle_seconds) "
+    "LIMIT 1"
+)
 
 
 async def issue_ticket(pool, principal: Principal, ttl_seconds: int = TICKET_TTL_SECONDS) -> str:

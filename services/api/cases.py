@@ -20,6 +20,7 @@ from litestar.status_codes import HTTP_200_OK
 from events.case import CASE_STATUSES, Priority
 from events.sanitize import sanitize
 from services.api import canned, queries
+from services.api.agents import assignee_of
 from services.api.auth import READ, SUPERVISE, WRITE
 from services.api.context import now, page_limit, require, svc
 from services.api.views import CaseChanged, CaseList, CaseView, as_view
@@ -131,7 +132,8 @@ def _reply_id(case_id: UUID, idempotency_key: str | None) -> UUID:
 async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[AssignBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.assign(data.assignee, principal.name, now()))
+    assignee = await assignee_of(request, principal, data.assignee)  # an enabled agent's id, "me" or None
+    return await _case_command(request, case_id, lambda c: c.assign(assignee, principal.name, now()))
 
 
 @post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)

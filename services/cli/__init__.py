@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from services.cli.agents import agent
 from services.cli.audit import audit
 from services.cli.customers import customer
 from services.cli.deadletters import deadletters
@@ -92,6 +93,6 @@ def _add_data_dir_to_verbs(group: click.Group) -> None:
         command.callback = wrapped
 
 
-for _verb in (up, serve, replay, projections, quarantine, audit, token, customer, deadletters, demo):
+for _verb in (up, serve, replay, projections, quarantine, audit, token, agent, customer, deadletters, demo):
     main.add_command(_verb)
 _add_data_dir_to_verbs(main)

@@ -13,7 +13,7 @@ In order:
    its head `sb_events_head` are ours (`event_store_ddl`, which the recorder installs in its list).
 2. The platform's own tables (`PLATFORM_TABLES`): per-customer keys, the core's identity index,
    aliases, exactly-once guard and sent messages, the migration ledger, quarantine, API tokens and
-   SSE tickets, erasures, the routing role's state.
+   SSE tickets, agents' credentials, sessions and failed sign-ins, erasures, the routing role's state.
 3. The upgrade steps (`UPGRADES`) for databases an older release created, in order. A step that is
    a data change runs once per database: its name goes into the ledger `sb_schema_migrations` in
    the same transaction.
@@ -171,6 +171,35 @@ CREATE TABLE IF NOT EXISTS sb_event_tickets (
 );
 """
 
+# Agents' sign-in (services.agents): the argon2id hash of each agent's password and what a request
+# must know fresh about them (role, disabled), written in the transaction that records the event that
+# changes them; sign-in sessions (only the token's SHA-256, with the expiry they were issued with);
+# failed sign-ins per keyed hash of the email or client address, for the rate limit.
+AGENTS = """
+CREATE TABLE IF NOT EXISTS sb_agent_credentials (
+    agent_id uuid PRIMARY KEY,
+    hash text NOT NULL,
+    role text NOT NULL,
+    disabled boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS sb_agent_sessions (
+    token_hash bytea PRIMARY KEY,
+    agent_id uuid NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz NOT NULL DEFAULT now(),
+    ended_at timestamptz,
+    expires_at timestamptz NOT NULL,
+    idle_seconds double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sb_agent_sessions_agent_idx ON sb_agent_sessions (agent_id) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS sb_login_failures (
+    key bytea NOT NULL,
+    failed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sb_login_failures_key_idx ON sb_login_failures (key, failed_at);
+"""
+
 # Erasures requested, with what only the keys could tell about the customer in NATS (services.gdpr).
 ERASURES = """
 CREATE TABLE IF NOT EXISTS sb_erasures (
@@ -222,6 +251,7 @@ CREATE INDEX IF NOT EXISTS sb_routing_cases_waiting_idx ON sb_routing_cases (ope
 """
 
 PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, ERASURES, ROUTING)
+PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------

@@ -49,6 +49,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     trusted_proxies: str | list[str] | None = None
     # How often an open Server-Sent Events stream re-checks its token; a revoked one ends it.
     sse_recheck_seconds: float = 5.0
+    # Agents' sign-in sessions end after this long without a request, and this long after sign-in.
+    agent_session_idle_seconds: float = 8 * 3600.0
+    agent_session_max_seconds: float = 24 * 3600.0
+    # Failed sign-ins allowed per email, and per client address, within the window; past that: 429.
+    login_max_failures_per_email: int = 5
+    login_max_failures_per_ip: int = 30
+    login_failure_window_seconds: float = 900.0
     # First delay, in seconds, before an outbound reply a provider could not take is tried again;
     # doubled on every attempt, at most 60 s.
     outbound_retry_base_seconds: float = 1.0

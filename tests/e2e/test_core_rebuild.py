@@ -30,6 +30,8 @@ READ_MODELS = {  # table → its key, for an ordered dump
     "proj_cases": "id",
     "proj_case_notes": "note_id",
     "proj_replies": "reply_id",
+    "proj_agents": "id",
+    "proj_teams": "id",
 }
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -162,8 +164,13 @@ async def test_rebuilt_read_models_equal_the_live_ones(
         items = (await client.get(f"/api/v1/customers/{customer['id']}/timeline")).json()["items"]
         chat_case = next(i["case_id"] for i in items if i["channel"] == "chat")
         other_case = next(i["case_id"] for i in items if i["channel"] == "sms")
+        agent = await client.post(
+            "/api/v1/agents", json={"email": "agent-7@example.com", "name": "Seven", "role": "agent", "teams": ["t"]}
+        )
+        assert agent.status_code == 201, agent.text
+        assert (await client.patch(f"/api/v1/agents/{agent.json()['id']}", json={"skills": ["es"]})).status_code == 200
         for path, body in (
-            ("assign", {"assignee": "agent-7"}),
+            ("assign", {"assignee": agent.json()["id"]}),
             ("tags", {"tags": ["vip", "refund"]}),
             ("notes", {"text": "called back"}),
             ("priority", {"priority": "high"}),

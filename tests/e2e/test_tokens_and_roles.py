@@ -68,8 +68,15 @@ async def test_tokens_from_the_cli_work_by_role_and_end_when_revoked(server, set
         auditor = {"Authorization": f"Bearer {created['auditor']}"}
         assert (await client.get(f"/api/v1/cases/{case_id}", headers=agent)).status_code == 200
         assert (await client.get(f"/api/v1/cases/{case_id}", headers=auditor)).status_code == 200
-        assigned = await client.post(f"/api/v1/cases/{case_id}/assign", json={"assignee": "agent-1"}, headers=agent)
-        assert assigned.status_code == 200 and assigned.json()["assignee"] == "agent-1"
+        someone = await client.post(
+            "/api/v1/agents",
+            json={"email": "ana@example.com", "name": "Ana", "role": "agent"},
+            headers={"Authorization": f"Bearer {settings.admin_token}"},
+        )
+        assert someone.status_code == 201, someone.text
+        ana = someone.json()["id"]
+        assigned = await client.post(f"/api/v1/cases/{case_id}/assign", json={"assignee": ana}, headers=agent)
+        assert assigned.status_code == 200 and assigned.json()["assignee"] == ana
         refused = await client.post(f"/api/v1/cases/{case_id}/resolve", headers=auditor)
         assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
 

@@ -26,6 +26,9 @@ PLATFORM_TABLES = {
     "sb_quarantine",
     "sb_tokens",
     "sb_event_tickets",
+    "sb_agent_credentials",
+    "sb_agent_sessions",
+    "sb_login_failures",
     "sb_erasures",
     "sb_routing_agents",
     "sb_routing_queues",
@@ -37,6 +40,8 @@ PLATFORM_INDEXES = {
     "sb_events_recorded_at_idx",
     "sb_routing_cases_assignee_idx",
     "sb_routing_cases_waiting_idx",
+    "sb_agent_sessions_agent_idx",
+    "sb_login_failures_key_idx",
 }
 
 

@@ -59,7 +59,16 @@ AGENT_API = {
     ("POST", "/api/v1/merge-suggestions/{suggestion_id}/accept"),
     ("POST", "/api/v1/merge-suggestions/{suggestion_id}/reject"),
     ("POST", "/api/v1/customers/{customer_id}/merge"),
+    ("POST", "/api/v1/auth/logout"),
+    ("GET", "/api/v1/agents"),
+    ("POST", "/api/v1/agents"),
+    ("GET", "/api/v1/agents/me"),
+    ("PUT", "/api/v1/agents/me/status"),
+    ("PATCH", "/api/v1/agents/{agent_id}"),
+    ("GET", "/api/v1/teams"),
+    ("POST", "/api/v1/teams"),
 }
+SIGN_IN = {("POST", "/api/v1/auth/login")}  # the one agent API route without a token
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
 
 
@@ -83,8 +92,8 @@ def _served(app) -> set[tuple[str, str]]:
     ("roles", "expected"),
     [
         (("gateway",), PROBES | CHANNEL_ROUTES),
-        (("api",), PROBES | AGENT_API | CONSOLE),
-        (("gateway", "api"), PROBES | CHANNEL_ROUTES | AGENT_API | CONSOLE),
+        (("api",), PROBES | AGENT_API | SIGN_IN | CONSOLE),
+        (("gateway", "api"), PROBES | CHANNEL_ROUTES | AGENT_API | SIGN_IN | CONSOLE),
     ],
 )
 def test_each_role_serves_its_routes_and_no_others(roles, expected):
@@ -118,6 +127,10 @@ WELL_FORMED = {
     "/api/v1/cases/{case_id}/attributes": {"json": {"order": "A-1"}},
     "/api/v1/cases/{case_id}/csat": {"json": {"score": 5}},
     "/api/v1/customers/{customer_id}/merge": {"json": {"other_id": "00000000-0000-0000-0000-000000000002"}},
+    "/api/v1/agents": {"json": {"email": "ana@example.com", "name": "Ana", "role": "agent"}},
+    "/api/v1/agents/me/status": {"json": {"status": "online"}},
+    "/api/v1/agents/{agent_id}": {"json": {"capacity": 3}},
+    "/api/v1/teams": {"json": {"name": "billing"}},
 }
 
 
@@ -130,6 +143,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         .replace("{canned_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{key}", "plan")
         .replace("{suggestion_id}", "00000000-0000-0000-0000-000000000003")
+        .replace("{agent_id}", "00000000-0000-0000-0000-000000000003")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))

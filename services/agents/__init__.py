@@ -1,0 +1,1 @@
+"""Agents and teams as a use case: creating and changing them, passwords, sign-in sessions."""
