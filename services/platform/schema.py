@@ -250,8 +250,7 @@ CREATE INDEX IF NOT EXISTS sb_routing_cases_assignee_idx ON sb_routing_cases (as
 CREATE INDEX IF NOT EXISTS sb_routing_cases_waiting_idx ON sb_routing_cases (opened_at, opened_position) WHERE waiting;
 """
 
-PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, ERASURES, ROUTING)
-PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES)
+PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------

@@ -27,6 +27,7 @@ VERBS = {
     "token": {"create", "revoke"},
     "customer": {"export", "erase"},
     "deadletters": {"list", "redrive"},
+    "agent": {"create", "disable", "enable", "list"},
 }
 
 

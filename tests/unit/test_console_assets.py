@@ -26,7 +26,9 @@ def test_the_page_has_no_inline_script_style_or_handlers():
 def test_the_script_gets_a_ticket_and_never_puts_the_token_in_a_url():
     script = (STATIC / "console.js").read_text()
     assert "access_token" not in script and "?token" not in script
-    assert re.search(r'api\("/api/v1/events/ticket", \{ method: "POST" \}\)', script)
+    assert re.search(r'api\("/api/v1/events/ticket", \{ method: "POST"[^}]*\}\)', script)
+    # Every call of the API sends the token in the Authorization header, and only there.
+    assert 'authorization: "Bearer " + S.token' in script
     assert 'new EventSource("/api/v1/events?ticket=" + encodeURIComponent(ticket))' in script
 
 
