@@ -31,6 +31,7 @@ from services.api import (
     queries,
     queues,
     search,
+    whoami,
 )
 from services.api.context import Services
 from services.api.errors import (
@@ -77,6 +78,7 @@ API_HANDLERS = [
     merges.accept_merge_suggestion,
     merges.reject_merge_suggestion,
     merges.merge_customers,
+    whoami.who_am_i,
     console.console,
     console.console_js,
     console.console_css,

@@ -29,6 +29,7 @@ CHANNEL_ROUTES = {
     ("GET", "/csat/{token}"),  # a survey's rating link: public, for customers, like the channels
 }
 AGENT_API = {
+    ("GET", "/api/v1/auth/me"),
     ("GET", "/api/v1/customers/lookup"),
     ("GET", "/api/v1/customers"),
     ("GET", "/api/v1/customers/{customer_id}"),

@@ -134,13 +134,10 @@ async function useToken() {
 }
 
 async function whoAmI() {
+  const who = await api("/api/v1/auth/me", { quiet: true });
+  if (!who.agent_id) return { id: null, name: who.name || "API token", role: who.role, email: "" };
   try { return await api("/api/v1/agents/me", { quiet: true }); }
-  catch (e) {
-    if (e.status === 401) throw e;
-    // An API token without an agent: it can read the cases; its role decides the rest.
-    const r = await api("/api/v1/cases?limit=1", { quiet: true });
-    return { id: null, name: "API token", role: r ? "admin" : "auditor", email: "" };
-  }
+  catch (e) { return { id: who.agent_id, name: who.name, role: who.role, email: "" }; }
 }
 
 async function signOut() {
