@@ -153,7 +153,11 @@ async def search_customers(conn, q: str, limit: int, cursor: str | None) -> dict
 
 async def case_view(conn, case_id: UUID) -> dict | None:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute("SELECT * FROM proj_cases WHERE id = %s", (case_id,))
+    await cur.execute(
+        "SELECT c.*, p.name AS customer_name FROM proj_cases c LEFT JOIN proj_customers p ON p.id = c.customer_id "
+        "WHERE c.id = %s",
+        (case_id,),
+    )
     row = await cur.fetchone()
     if row is None:
         return None
@@ -163,7 +167,9 @@ async def case_view(conn, case_id: UUID) -> dict | None:
         (case_id,),
     )
     notes = await cur.fetchall()
-    return _case_json(row, messages, notes)
+    out = _case_json(row, messages, notes)
+    out["customer_name"] = row["customer_name"]
+    return out
 
 
 def _case_json(row: dict, messages: list | None = None, notes: list | None = None) -> dict:

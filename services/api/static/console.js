@@ -173,8 +173,10 @@ async function loadQueues() {
 }
 async function loadCanned() {
   try { S.canned = list(await api("/api/v1/canned-responses", { quiet: true })); } catch (e) { S.canned = []; }
+  const chosen = $("canned").value;
   $("canned").replaceChildren(el("option", { value: "", text: "Canned response…" }),
     ...S.canned.map((c) => el("option", { value: c.id, text: "/" + c.shortcut + " — " + c.text.slice(0, 40) })));
+  if (S.canned.some((c) => c.id === chosen)) $("canned").value = chosen;
 }
 async function loadAgents() {
   try { S.agents = list(await api("/api/v1/agents", { quiet: true })); } catch (e) { S.agents = []; }
@@ -268,6 +270,13 @@ function renderList() {
 async function patchCase(caseId) {
   let c;
   try { c = await api("/api/v1/cases/" + caseId, { quiet: true }); } catch (e) { return; }
+  // The case view has the conversation: its last message is the row's preview.
+  const messages = c.messages || [];
+  const last = messages[messages.length - 1];
+  if (last) c.last_message = { text: (last.text || "").slice(0, 140), direction: last.direction, occurred_at: last.occurred_at };
+  const lastOut = [...messages].reverse().find((m) => m.direction === "outbound");
+  const waiting = messages.find((m) => m.direction === "inbound" && (!lastOut || m.occurred_at > lastOut.occurred_at));
+  c.waiting_since = waiting ? waiting.occurred_at : null;
   const at = S.rows.findIndex((r) => r.id === caseId);
   if (belongs(c)) {
     if (at >= 0) S.rows[at] = { ...S.rows[at], ...c };
@@ -295,6 +304,7 @@ async function openCase(caseId) {
   if (S.caseId !== caseId) return; // another case was opened meanwhile
   document.body.classList.add("case-open");
   renderCase(c);
+  loadCanned(); // supervisors may have added some since
   openCustomer(c.customer_id);
 }
 function renderCase(c) {
