@@ -11,6 +11,7 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - projector: event store → read models (timeline, profile, cases)
   - api:       agent API and console over the read models; case commands into the event store
   - relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
+  - timer:     event store → the SLA clocks of cases; breaches and snoozed cases' wake-ups on time
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -39,6 +40,7 @@ from services.api.context import Services
 from services.asyncapi import asyncapi_document
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
+from services.platform.clock import Clock
 from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
@@ -48,10 +50,11 @@ from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, ensure_streams
 from services.relay.relay import start_relay
+from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay")
+ROLES = ("gateway", "core", "projector", "api", "relay", "timer")
 
 
 class NotConnected(RuntimeError):
@@ -149,6 +152,8 @@ class Switchboard:
             self._start_projector()
         if "relay" in roles:
             await start_relay(self)
+        if "timer" in roles:
+            self._start_timer()
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())
@@ -175,6 +180,15 @@ class Switchboard:
 
         runner = ProjectionRunner(self.open_store(), on_live=publish_live)
         thread = threading.Thread(target=runner.run_forever, args=(self.stop_event,), name="projector", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _start_timer(self) -> None:
+        """The SLA timer (services.timer.sla): one active per database, the others standing by."""
+        timer = SlaTimer(self.open_store(), Clock(self.settings.clock_file).now)
+        thread = threading.Thread(
+            target=timer.follower().run_forever, args=(self.stop_event,), name="timer", daemon=True
+        )
         thread.start()
         self.threads.append(thread)
 

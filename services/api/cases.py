@@ -98,7 +98,7 @@ async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyB
         raise HTTPException(status_code=413, detail="reply longer than 64 KiB")
     reply_id = _reply_id(case_id, request.headers.get("idempotency-key"))
     result = await _case_command(
-        request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, now())
+        request, case_id, lambda c: c.request_reply(reply_id, data.text, principal.name, now(request))
     )
     result["reply_id"] = str(reply_id)
     return result
@@ -114,44 +114,46 @@ def _reply_id(case_id: UUID, idempotency_key: str | None) -> UUID:
 async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[AssignBody]) -> dict:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.assign(data.assignee, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.assign(data.assignee, principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)
 async def resolve(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
-    return await _case_command(request, case_id, lambda c: c.resolve(principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.resolve(principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/reopen", status_code=HTTP_200_OK)
 async def reopen(request: Request, case_id: FromPath[UUID]) -> dict:
     principal = await require(request, WRITE)
-    return await _case_command(request, case_id, lambda c: c.reopen(principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.reopen(principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/notes", status_code=HTTP_200_OK)
 async def add_note(request: Request, case_id: FromPath[UUID], data: JSONBody[NoteBody]) -> dict:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, now()))
+    return await _case_command(
+        request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, now(request))
+    )
 
 
 @post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
 async def add_tags(request: Request, case_id: FromPath[UUID], data: JSONBody[TagsBody]) -> dict:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
 async def prioritize(request: Request, case_id: FromPath[UUID], data: JSONBody[PriorityBody]) -> dict:
     principal = await require(request, SUPERVISE + ("agent",))
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
 async def snooze(request: Request, case_id: FromPath[UUID], data: JSONBody[SnoozeBody]) -> dict:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, now(request)))
