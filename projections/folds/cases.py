@@ -22,6 +22,11 @@ from events.case import (
     ReplyFailed,
     ReplyRequested,
     ReplySent,
+    SlaBreached,
+    SlaFulfilled,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
 )
 from events.customer import (
     CustomerErased,
@@ -58,6 +63,14 @@ CASE_COLUMNS: Columns = (
     ("message_count", "int4"),
     ("csat", "int4"),
     ("position", "int8"),
+    ("sla_breached", "bool"),
+    ("sla_state", "text"),
+)
+SLA_COLUMNS: Columns = (
+    ("case_id", "uuid"),
+    ("target", "text"),
+    ("state", "text"),
+    ("due_at", "timestamptz"),
 )
 NOTE_COLUMNS: Columns = (
     ("note_id", "uuid"),
@@ -94,6 +107,8 @@ class _Case:
         "csat",
         "position",
         "id",
+        "sla_breached",
+        "sla_state",
     )
 
     def __init__(self, event: CaseOpened, position: int):
@@ -112,10 +127,12 @@ class _Case:
         self.message_count = 1 if event.interaction_id else 0
         self.csat: int | None = None
         self.position = position
+        self.sla_breached = False
+        self.sla_state: str | None = None
 
 
 class CasesFold:
-    """proj_cases, proj_case_notes and proj_replies."""
+    """proj_cases, proj_case_notes, proj_replies and proj_case_sla."""
 
     name = "cases"
     streamed: tuple[str, Columns] | None = None
@@ -125,6 +142,7 @@ class CasesFold:
         self.notes: dict[UUID, list] = {}  # note id → [case id, text, author, created at]
         self.case_notes: dict[UUID, list[list]] = {}  # case id → its notes (whether the case is known or not)
         self.replies: dict[UUID, list] = {}  # reply id → [case id, status, reason, updated at]
+        self.sla: dict[UUID, dict[str, list]] = {}  # case id → target → [state, due at]
         self.by_origin: dict[UUID, list[_Case]] = {}
         self.aliases = Aliases()
 
@@ -212,6 +230,27 @@ class CasesFold:
         if (c := self._touch(event)) is not None:
             c.csat = event.score
 
+    def _sla(self, event: SlaStarted | SlaPaused | SlaResumed | SlaFulfilled | SlaBreached) -> None:
+        # live: _sla(): the target's row, then the case's summary of its clocks (updated_at untouched).
+        kind = type(event)
+        clocks = self.sla.setdefault(event.stream_id, {})
+        if kind is SlaPaused:
+            for clock in clocks.values():
+                if clock[0] == "running":
+                    clock[:] = ["paused", None]
+        else:
+            storable(event.target)
+            due = event.due_at if kind is SlaStarted or kind is SlaResumed else None
+            clocks[event.target] = [_SLA_STATE[kind], due]
+        c = self.cases.get(event.stream_id)
+        if c is None:
+            return
+        states = {clock[0] for clock in clocks.values()}
+        running = [clock[1] for clock in clocks.values() if clock[0] == "running" and clock[1] is not None]
+        c.sla_due_at = min(running) if running else None
+        c.sla_breached = c.sla_breached or "breached" in states
+        c.sla_state = next((s for s in ("breached", "running", "paused") if s in states), "met" if states else None)
+
     def _merged(self, event: CustomerMerged) -> None:
         self.aliases.merge(event.stream_id, event.absorbed_id)
 
@@ -248,15 +287,19 @@ class CasesFold:
                 c.message_count,
                 c.csat,
                 c.position,
+                c.sla_breached,
+                c.sla_state,
             )
             for i, c in self.cases.items()
         ]
+        clocks = [(i, target, *clock) for i, targets in self.sla.items() for target, clock in targets.items()]
         notes = [(i, *note) for i, note in self.notes.items()]
         replies = [(i, *reply) for i, reply in self.replies.items()]
         return {
             "proj_cases": (CASE_COLUMNS, cases),
             "proj_case_notes": (NOTE_COLUMNS, notes),
             "proj_replies": (REPLY_COLUMNS, replies),
+            "proj_case_sla": (SLA_COLUMNS, clocks),
         }
 
     def corrections(self) -> list[Correction]:
@@ -264,6 +307,7 @@ class CasesFold:
 
 
 _REPLY_STATUS = {ReplySent: "sent", ReplyDelivered: "delivered", ReplyFailed: "failed"}
+_SLA_STATE = {SlaStarted: "running", SlaResumed: "running", SlaFulfilled: "fulfilled", SlaBreached: "breached"}
 _CASE_HANDLERS: dict[type, Callable[[CasesFold, Any], None]] = {
     CaseAssigned: CasesFold._assigned,
     CasePrioritized: CasesFold._prioritized,
@@ -279,4 +323,9 @@ _CASE_HANDLERS: dict[type, Callable[[CasesFold, Any], None]] = {
     CsatRecorded: CasesFold._csat,
     CustomerMerged: CasesFold._merged,
     CustomerErased: CasesFold._erased,
+    SlaStarted: CasesFold._sla,
+    SlaPaused: CasesFold._sla,
+    SlaResumed: CasesFold._sla,
+    SlaFulfilled: CasesFold._sla,
+    SlaBreached: CasesFold._sla,
 }
