@@ -20,6 +20,7 @@ from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.profile import ProfileProjection
 from projections.rebuild import Rebuild
+from projections.sla_policies import SlaPoliciesProjection
 from projections.timeline import TimelineProjection
 from services.platform import quarantine
 from services.platform.eventstore.store import EventStore
@@ -33,7 +34,7 @@ _BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild'
 
 
 def all_projections() -> list[Projection]:
-    return [TimelineProjection(), ProfileProjection(), CasesProjection()]
+    return [TimelineProjection(), ProfileProjection(), CasesProjection(), SlaPoliciesProjection()]
 
 
 class ProjectionRunner:

@@ -16,7 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from channels.chat_gateway import CHAT_HANDLERS, ChatTokenMiddleware
 from channels.errors import ChannelError
 from channels.proxies import trusted_networks
-from services.api import cases, console, customers, health, live, metrics, queries
+from services.api import cases, console, customers, health, live, metrics, queries, sla
 from services.api.context import Services
 from services.api.errors import (
     channel_error_handler,
@@ -55,6 +55,8 @@ API_HANDLERS = [
     console.console,
     console.console_js,
     console.console_css,
+    sla.put_sla_policy,
+    sla.get_sla_policies,
 ]
 COMMON_HANDLERS = [health.health, health.ready, health.prometheus, health.asyncapi]
 

@@ -176,6 +176,9 @@ def _case_json(row: dict, messages: list | None = None, notes: list | None = Non
         "queue": row["queue"],
         "tags": list(row["tags"]),
         "sla_due_at": row["sla_due_at"],
+        # The SLA clock's summary (the timer's): running, paused, met or breached; None without one.
+        "sla_state": row.get("sla_state"),
+        "sla_breached": bool(row.get("sla_breached")),
         "opened_at": row["opened_at"],
         "updated_at": row["updated_at"],
         "first_response_at": row["first_response_at"],

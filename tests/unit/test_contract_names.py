@@ -19,4 +19,3 @@ def test_the_tuples_are_the_literals():
     assert CASE_STATUSES == get_args(CaseStatus) == ("open", "pending", "snoozed", "resolved")
     assert PRIORITIES == get_args(Priority) == ("low", "normal", "high", "urgent")
     assert set(MACHINE_KINDS) <= set(get_args(InteractionKind))
-
