@@ -55,7 +55,7 @@ from events.config import SLA_TARGETS, BusinessHours, QueueConfigured, SlaPolicy
 from services.domain.business_hours import Calendar, CalendarError
 from services.domain.case import Case
 from services.platform.eventstore.store import EventStore, Transaction
-from services.platform.follower import Follower, Item
+from services.platform.follower import Follower
 from services.platform.logs import get_logger
 
 log = get_logger(__name__)
@@ -121,7 +121,7 @@ class SlaTimer:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def handle(self, tx: Transaction, items: Sequence[Item]) -> None:
+    def handle(self, tx: Transaction, items: Sequence[tuple[Any, ...]]) -> None:
         batch = _Batch(self.store, tx)
         for _position, event, _redacted in items:
             kind = type(event)
