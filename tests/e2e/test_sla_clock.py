@@ -186,6 +186,12 @@ async def test_business_hours_breach_once_reply_fulfils_snooze_wakes_pending_pau
         )
         assert [x[2] for x in resumed if x[0] == "SlaResumed" and x[1] == "first_response"] == [monday(9, 14)]
 
+        # SLA attainment counts the first-response clocks that ended: 1 met (replied), 3 breached.
+        window = {"from": friday(0, 0).isoformat(), "to": monday(0, 0).isoformat()}
+        r = await api.get("/api/v1/metrics", params=window)
+        assert r.status_code == 200, r.text
+        assert r.json()["sla_attainment"] == 0.25
+
 
 async def test_policies_are_checked_and_only_supervisors_configure_them(server, settings, admin_headers) -> None:
     import psycopg  # noqa: PLC0415
