@@ -186,9 +186,9 @@ CREATE TABLE IF NOT EXISTS sb_erasures (
 """
 
 # The SLA timer's state (services.timer.sla), written in the transaction that stores its position in
-# the log: the policies and queues it read, each case's status as the timer last saw it (`version`:
-# the case's last event it handled, so a tick never decides on a case the timer is behind on), each
-# target's clock (what is left of it in business seconds, due when) and the snoozed cases' wake-ups.
+# the log: the policies and queues it read, each case's status, queue and priority as the timer last
+# saw them, each target's clock (what is left of it in business seconds, due when) and the snoozed
+# cases' wake-ups.
 TIMER = """
 CREATE TABLE IF NOT EXISTS sb_sla_policies (
     name text PRIMARY KEY,
@@ -204,8 +204,7 @@ CREATE TABLE IF NOT EXISTS sb_sla_cases (
     priority text NOT NULL,
     status text NOT NULL,
     replied boolean NOT NULL DEFAULT false,
-    awaiting boolean NOT NULL DEFAULT false,
-    version int NOT NULL
+    awaiting boolean NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS sb_sla_clocks (
     case_id uuid NOT NULL,

@@ -24,7 +24,8 @@ Its tick (the timer's clock: services.platform.clock) records `case.SlaBreached`
 clock whose due time passed, and `case.Woken` for every snoozed case whose time came. Each is once:
 one timer is active at a time (the follower's lock), the case records a breach or a wake-up at most
 once (its own rule), and two writers of one case meet as a version conflict. A tick never decides on
-a case with events the timer has not handled yet (a reply just before the due time wins).
+a case with events further in the log than the timer has handled (a reply just before the due time
+wins).
 
 Times are the events' own (`occurred_at`), so replaying the log decides the same.
 """
@@ -38,9 +39,9 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from psycopg.sql import SQL, Identifier
 
 from events.case import (
-    CASE_EVENTS,
     CaseMessageAdded,
     CaseOpened,
     CasePrioritized,
@@ -61,7 +62,7 @@ from services.platform.logs import get_logger
 log = get_logger(__name__)
 
 FOLLOWER_NAME = "sla-timer"
-_CASE_EVENTS = frozenset(CASE_EVENTS)
+TRACKING_NAME = f"follower:{FOLLOWER_NAME}"  # services.platform.follower.Follower.tracking_name
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,7 +100,6 @@ class _CaseRow:
     status: str
     replied: bool
     awaiting: bool
-    version: int
 
 
 class SlaTimer:
@@ -144,8 +144,7 @@ class SlaTimer:
                     (event.name, msgspec.json.encode(policy).decode()),
                 )
                 batch.policies.pop(event.name, None)
-            elif kind in _CASE_EVENTS:
-                batch.seen(event.stream_id, event.version)
+            else:
                 decide = _DECISIONS.get(kind)
                 if decide is not None:
                     decide(batch, event)
@@ -155,6 +154,7 @@ class SlaTimer:
 
     def tick(self, tx: Transaction, now: datetime) -> None:
         batch = _Batch(self.store, tx)
+        batch.handled = self.store.recorder.max_tracking_id(TRACKING_NAME) or 0
         due = tx.execute(
             "SELECT c.case_id, c.target FROM sb_sla_clocks c WHERE c.state = 'running' AND c.due_at <= %s "
             "ORDER BY c.due_at LIMIT %s",
@@ -196,13 +196,13 @@ class _Batch:
         self.cases: dict[UUID, Case] = {}
         self.rows: dict[UUID, _CaseRow | None] = {}
         self.policies: dict[str, tuple[Policy, Calendar] | None] = {}
-        self.versions: dict[UUID, int] = {}
+        self.handled = 0  # the timer's position in the log (for the tick)
+        schema, table = store.datastore.schema, store.recorder.events_table_name
+        self._last_position = SQL("SELECT max(notification_id) AS p FROM {0}.{1} WHERE originator_id = %s").format(
+            Identifier(schema), Identifier(table)
+        )
 
     # -- state ---------------------------------------------------------------------------------------
-
-    def seen(self, case_id: UUID, version: int) -> None:
-        if version > self.versions.get(case_id, 0):
-            self.versions[case_id] = version
 
     def row(self, case_id: UUID) -> _CaseRow | None:
         if case_id not in self.rows:
@@ -213,11 +213,11 @@ class _Batch:
     def save(self, row: _CaseRow) -> None:
         self.rows[row.case_id] = row
         self.tx.execute(
-            "INSERT INTO sb_sla_cases (case_id, queue, priority, status, replied, awaiting, version) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (case_id) DO UPDATE SET queue = excluded.queue, "
+            "INSERT INTO sb_sla_cases (case_id, queue, priority, status, replied, awaiting) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (case_id) DO UPDATE SET queue = excluded.queue, "
             "priority = excluded.priority, status = excluded.status, replied = excluded.replied, "
-            "awaiting = excluded.awaiting, version = GREATEST(sb_sla_cases.version, excluded.version)",
-            (row.case_id, row.queue, row.priority, row.status, row.replied, row.awaiting, row.version),
+            "awaiting = excluded.awaiting",
+            (row.case_id, row.queue, row.priority, row.status, row.replied, row.awaiting),
         )
 
     def case(self, case_id: UUID) -> Case:
@@ -227,12 +227,14 @@ class _Batch:
         return self.cases[case_id]
 
     def current(self, case_id: UUID) -> Case | None:
-        """For the tick: the case, unless it has events the timer has not handled yet (then next tick)."""
-        row = self.row(case_id)
-        case = self.case(case_id)
-        if row is None or case.version > row.version:
+        """For the tick: the case, unless it has events the timer has not handled yet (then next tick:
+        a reply recorded just before the due time is handled first, and wins)."""
+        if self.row(case_id) is None:
             return None
-        return case
+        last = self.tx.execute(self._last_position, (case_id,)).fetchone()["p"]
+        if last is not None and last > self.handled:
+            return None
+        return self.case(case_id)
 
     def policy(self, name: str | None) -> tuple[Policy, Calendar] | None:
         if name is None:
@@ -266,21 +268,9 @@ class _Batch:
         return found[1] if found else Calendar.wall()
 
     def flush(self) -> None:
-        events = []
-        for case in self.cases.values():
-            new = case.collect()
-            if new:
-                events.extend(new)
-                self.seen(case.id, case.version)
+        events = [event for case in self.cases.values() for event in case.collect()]
         if events:
             self.tx.append(events)
-        if self.versions:
-            ids, versions = zip(*self.versions.items(), strict=True)
-            self.tx.execute(
-                "UPDATE sb_sla_cases c SET version = GREATEST(c.version, v.version) "
-                "FROM unnest(%s::uuid[], %s::int[]) AS v(case_id, version) WHERE c.case_id = v.case_id",
-                (list(ids), list(versions)),
-            )
 
     # -- the clock's moves -----------------------------------------------------------------------------
 
@@ -308,7 +298,13 @@ class _Batch:
                 (row.case_id, target, name, due, seconds, seconds, at),
             )
 
+    def has_clocks(self, case_id: UUID) -> bool:
+        """Whether the case has any clock (most do not when no queue has a policy: nothing to load)."""
+        return case_id in self.cases or bool(self.clocks(case_id))
+
     def fulfil(self, row: _CaseRow, target: str, at: datetime) -> None:
+        if not self.has_clocks(row.case_id):
+            return
         case = self.case(row.case_id)
         before = len(case.pending)
         case.fulfil_sla(target, at)
@@ -316,6 +312,8 @@ class _Batch:
             self.set_clock(row.case_id, target, state="fulfilled", due_at=None, running_since=None)
 
     def pause(self, row: _CaseRow, reason: str, at: datetime) -> None:
+        if not self.has_clocks(row.case_id):
+            return
         case = self.case(row.case_id)
         before = len(case.pending)
         case.pause_sla(reason, at)
@@ -330,8 +328,11 @@ class _Batch:
                 )
 
     def resume(self, row: _CaseRow, at: datetime) -> None:
+        clocks = self.clocks(row.case_id)
+        if not clocks:
+            return
         case = self.case(row.case_id)
-        for target, clock in self.clocks(row.case_id).items():
+        for target, clock in clocks.items():
             if clock["state"] != "paused":
                 continue
             due = self.calendar_of(clock["policy"]).add(at, timedelta(seconds=clock["remaining_seconds"]))
@@ -387,7 +388,7 @@ class _Batch:
 def _opened(batch: _Batch, e: CaseOpened) -> None:
     if batch.row(e.stream_id) is not None:
         return  # handled before (a batch handled again after a failure)
-    row = _CaseRow(e.stream_id, e.queue, e.priority, "open", False, e.interaction_id is not None, e.version)
+    row = _CaseRow(e.stream_id, e.queue, e.priority, "open", False, e.interaction_id is not None)
     batch.save(row)
     if row.awaiting:
         batch.start(row, "first_response", e.occurred_at)

@@ -257,3 +257,21 @@ def test_two_timers_at_once_record_each_breach_once(timer_store) -> None:
     for i in ids:
         breaches = [e for e in sla_events(store, i) if e[0] == "SlaBreached"]
         assert sorted(t for _, t, _ in breaches) == ["first_response", "resolution"], breaches
+
+
+def test_a_reply_the_timer_has_not_handled_yet_wins_over_a_breach(timer_store) -> None:
+    store = timer_store
+    configure(store)
+    case_id = open_case(store)
+    follower = SlaTimer(store, FakeClock(FRIDAY_1750)).follower()
+    follower.catch_up()
+    due = MONDAY.replace(hour=9, minute=5)
+    run_case(store, case_id, lambda c: c.request_reply(uuid.uuid4(), "Just in time", "ana", due - timedelta(seconds=1)))
+    follower.run_tick(due + timedelta(minutes=1))  # the timer is behind on this case: no decision yet
+    assert [e[0] for e in sla_events(store, case_id)] == ["SlaStarted", "SlaStarted"]
+    follower.catch_up()
+    follower.run_tick(due + timedelta(minutes=2))
+    assert [(n, t) for n, t, _ in sla_events(store, case_id)][2:] == [
+        ("SlaFulfilled", "first_response"),
+        ("SlaPaused", None),
+    ]
