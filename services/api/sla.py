@@ -74,10 +74,16 @@ def iso_duration(value: timedelta) -> str:
     return out + ("T" + clock if clock else ("" if days else "T0S"))
 
 
+# Longer targets are a mistake in the policy rather than a service level.
+MAX_TARGET = timedelta(days=366)
+
+
 def _targets(name: str, targets: dict[str, timedelta]) -> dict[str, str]:
     for priority, duration in targets.items():
-        if duration <= timedelta(0):
-            raise HTTPException(status_code=400, detail=f"{name}.{priority} must be a duration above zero")
+        if not timedelta(0) < duration <= MAX_TARGET:
+            raise HTTPException(
+                status_code=400, detail=f"{name}.{priority} must be a duration above zero and at most P366D"
+            )
     return {priority: iso_duration(duration) for priority, duration in sorted(targets.items())}
 
 

@@ -284,7 +284,7 @@ class _Batch:
         if duration is None:
             return
         case = self.case(row.case_id)
-        due = calendar.add(at, duration)
+        due = _add(calendar, at, duration.total_seconds())
         before = len(case.pending)
         case.start_sla(target, name, due, at)
         if len(case.pending) > before:
@@ -335,7 +335,7 @@ class _Batch:
         for target, clock in clocks.items():
             if clock["state"] != "paused":
                 continue
-            due = self.calendar_of(clock["policy"]).add(at, timedelta(seconds=clock["remaining_seconds"]))
+            due = _add(self.calendar_of(clock["policy"]), at, clock["remaining_seconds"])
             before = len(case.pending)
             case.resume_sla(target, due, at)
             if len(case.pending) > before:
@@ -365,7 +365,7 @@ class _Batch:
                 "remaining_seconds": remaining,
             }
             if clock["state"] == "running":
-                due = calendar.add(at, timedelta(seconds=remaining))
+                due = _add(calendar, at, remaining)
                 case.retarget_sla(target, name, due, at)
                 values.update(due_at=due, running_since=at)
             self.set_clock(row.case_id, target, **values)
@@ -380,6 +380,15 @@ class _Batch:
             started = True
         if started and row.status in ("pending", "snoozed"):
             self.pause(row, row.status, at)
+
+
+def _add(calendar: Calendar, at: datetime, seconds: float) -> datetime:
+    """`seconds` of business time after `at`; wall-clock time if the calendar has too few hours to
+    hold them (an hour a week and a target of months: a due date years away either way)."""
+    try:
+        return calendar.add(at, timedelta(seconds=seconds))
+    except CalendarError:
+        return at + timedelta(seconds=seconds)
 
 
 # -- what each case event means for the clock ---------------------------------------------------------

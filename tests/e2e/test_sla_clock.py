@@ -208,6 +208,7 @@ async def test_policies_are_checked_and_only_supervisors_configure_them(server, 
         {"first_response": {"high": "P1M"}},  # months have no fixed length
         {"first_response": {"high": "PT0S"}},  # zero
         {"first_response": {"high": "-PT5M"}},
+        {"first_response": {"high": "P400D"}},  # more than a year
         {},  # no target at all
         {**good, "business_hours": {"timezone": "Europe/Nowhere", "week": {"mon": ["09:00-18:00"]}}},
         {**good, "business_hours": {"timezone": "Europe/Madrid", "week": {"monday": ["09:00-18:00"]}}},

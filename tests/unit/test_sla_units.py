@@ -88,3 +88,14 @@ def test_the_file_clock(tmp_path) -> None:
 )
 def test_durations_are_written_as_people_write_them(duration, text) -> None:
     assert iso_duration(duration) == text
+
+
+def test_a_target_the_calendar_cannot_hold_falls_back_to_wall_time() -> None:
+    from events.config import BusinessHours  # noqa: PLC0415
+    from services.domain.business_hours import Calendar  # noqa: PLC0415
+    from services.timer.sla import _add  # noqa: PLC0415
+
+    sparse = Calendar.of(BusinessHours(timezone="UTC", week={"mon": ["09:00-10:00"]}))
+    long = timedelta(days=300).total_seconds()
+    assert _add(sparse, T0, long) == T0 + timedelta(days=300)
+    assert _add(sparse, T0, 1800) == T0 + timedelta(minutes=30)  # Monday 09:00 UTC + 30 business minutes
