@@ -27,8 +27,20 @@ PLATFORM_TABLES = {
     "sb_tokens",
     "sb_event_tickets",
     "sb_erasures",
+    # the SLA timer's (services.timer.sla)
+    "sb_sla_policies",
+    "sb_sla_queues",
+    "sb_sla_cases",
+    "sb_sla_clocks",
+    "sb_wakeups",
 }
-PLATFORM_INDEXES = {"sb_identities_customer_idx", "sb_processed_case_idx", "sb_events_recorded_at_idx"}
+PLATFORM_INDEXES = {
+    "sb_identities_customer_idx",
+    "sb_processed_case_idx",
+    "sb_events_recorded_at_idx",
+    "sb_sla_clocks_due_idx",
+    "sb_wakeups_due_idx",
+}
 
 
 def _read_model_tables() -> set[str]:
