@@ -40,6 +40,8 @@ AGENT_API = {
     ("POST", "/api/v1/events/ticket"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/metrics"),
+    ("PUT", "/api/v1/sla-policies/{name}"),
+    ("GET", "/api/v1/sla-policies"),
 }
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
 
@@ -90,6 +92,7 @@ WELL_FORMED = {
     "/api/v1/cases/{case_id}/tags": {"json": {"tags": ["vip"]}},
     "/api/v1/cases/{case_id}/priority": {"json": {"priority": "high"}},
     "/api/v1/cases/{case_id}/snooze": {"json": {"until": "2030-01-01T09:00:00+01:00"}},
+    "/api/v1/sla-policies/{name}": {"json": {"first_response": {"normal": "PT15M"}}},
 }
 
 
@@ -99,6 +102,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         path.replace("{customer_id}", "00000000-0000-0000-0000-000000000001")
         .replace("{case_id}", "00000000-0000-0000-0000-000000000002")
         .replace("{sha256}", "ab" * 32)
+        .replace("{name}", "gold")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))
