@@ -23,6 +23,11 @@ from events.case import (
     ReplyFailed,
     ReplyRequested,
     ReplySent,
+    SlaBreached,
+    SlaFulfilled,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
 )
 from events.customer import CustomerErased, CustomerMerged
 from projections.base import ALIAS_SCHEMA, Item, bulk
@@ -42,7 +47,7 @@ END $$;
 
 class CasesProjection:
     name = "cases"
-    tables = ("proj_cases", "proj_case_notes", "proj_replies")
+    tables = ("proj_cases", "proj_case_notes", "proj_replies", "proj_case_sla")
     schema = (
         ALIAS_SCHEMA
         + """
@@ -66,9 +71,18 @@ class CasesProjection:
         csat int,
         position bigint NOT NULL,
         sla_breached boolean NOT NULL DEFAULT false,
-        attributes jsonb NOT NULL DEFAULT '{}'
+        attributes jsonb NOT NULL DEFAULT '{}',
+        sla_state text
     );
     ALTER TABLE proj_cases ADD COLUMN IF NOT EXISTS sla_breached boolean NOT NULL DEFAULT false;
+    -- Read models made before the SLA clock: its columns added (looked for first, as ALTER TABLE
+    -- locks the table even when there is nothing to do).
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                       AND table_name = 'proj_cases' AND column_name = 'sla_state') THEN
+            ALTER TABLE proj_cases ADD COLUMN IF NOT EXISTS sla_state text;
+        END IF;
+    END $$;
     CREATE INDEX IF NOT EXISTS proj_cases_queue_idx ON proj_cases (queue, status, updated_at DESC);
     CREATE INDEX IF NOT EXISTS proj_cases_customer_idx ON proj_cases (customer_id);
     CREATE TABLE IF NOT EXISTS proj_case_notes (
@@ -77,6 +91,13 @@ class CasesProjection:
         text text NOT NULL,
         author text NOT NULL,
         created_at timestamptz NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS proj_case_sla (
+        case_id uuid NOT NULL,
+        target text NOT NULL,
+        state text NOT NULL,
+        due_at timestamptz,
+        PRIMARY KEY (case_id, target)
     );
     CREATE TABLE IF NOT EXISTS proj_replies (
         reply_id uuid PRIMARY KEY,
@@ -210,6 +231,8 @@ class CasesProjection:
                 self._set(
                     curs, case_id, at, "attributes = jsonb_strip_nulls(attributes || %s::jsonb)", _json(event.values)
                 )
+            elif kind in _SLA:
+                self._sla(curs, event)
             elif kind is CustomerMerged:
                 curs.execute(
                     "UPDATE proj_cases SET customer_id = %s WHERE customer_id = %s",
@@ -244,6 +267,39 @@ class CasesProjection:
         )
 
     @staticmethod
+    def _sla(curs, event) -> None:
+        """The SLA clock of one target (proj_case_sla), then the case's summary of its clocks:
+        `sla_due_at` the earliest running target's due time, `sla_state` breached > running > paused
+        > met, `sla_breached` once any target was breached. Not case activity: `updated_at` stays."""
+        kind, case_id = type(event), event.stream_id
+        if kind is SlaPaused:
+            curs.execute(
+                "UPDATE proj_case_sla SET state = 'paused', due_at = NULL WHERE case_id = %s AND state = 'running'",
+                (case_id,),
+            )
+        else:
+            state, due_at = {
+                SlaStarted: ("running", getattr(event, "due_at", None)),
+                SlaResumed: ("running", getattr(event, "due_at", None)),
+                SlaFulfilled: ("fulfilled", None),
+                SlaBreached: ("breached", None),
+            }[kind]
+            curs.execute(
+                "INSERT INTO proj_case_sla VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (case_id, target) DO UPDATE SET state = excluded.state, due_at = excluded.due_at",
+                (case_id, event.target, state, due_at),
+            )
+        curs.execute(
+            "UPDATE proj_cases c SET sla_due_at = s.due, sla_state = s.state, sla_breached = c.sla_breached OR s.breached "
+            "FROM (SELECT min(due_at) FILTER (WHERE state = 'running') AS due, "
+            "COALESCE(bool_or(state = 'breached'), false) AS breached, CASE WHEN count(*) = 0 THEN NULL "
+            "WHEN bool_or(state = 'breached') THEN 'breached' WHEN bool_or(state = 'running') THEN 'running' "
+            "WHEN bool_or(state = 'paused') THEN 'paused' ELSE 'met' END AS state "
+            "FROM proj_case_sla WHERE case_id = %s) s WHERE c.id = %s",
+            (case_id, case_id),
+        )
+
+    @staticmethod
     def _set(curs, case_id, at, assignment: str, *values) -> None:
         curs.execute(
             f"UPDATE proj_cases SET {assignment}, updated_at = GREATEST(updated_at, %s) WHERE id = %s",
@@ -269,8 +325,14 @@ _HANDLED = frozenset(
         CaseAttributesSet,
         CustomerMerged,
         CustomerErased,
+        SlaStarted,
+        SlaPaused,
+        SlaResumed,
+        SlaFulfilled,
+        SlaBreached,
     }
 )
+_SLA = frozenset({SlaStarted, SlaPaused, SlaResumed, SlaFulfilled, SlaBreached})
 _OPENED_COLUMNS = (
     ("id", "uuid"),
     ("c", "uuid"),

@@ -34,7 +34,7 @@ _RESPONDED_COLUMNS = (("id", "uuid"), ("at", "timestamptz"))
 
 class MetricsProjection:
     name = "metrics"
-    tables = ("proj_case_metrics", "proj_case_sla", "proj_metrics_agents")
+    tables = ("proj_case_metrics", "proj_metrics_sla", "proj_metrics_agents")
     schema = """
     CREATE TABLE IF NOT EXISTS proj_case_metrics (
         case_id uuid PRIMARY KEY,
@@ -49,14 +49,14 @@ class MetricsProjection:
         csat int
     );
     CREATE INDEX IF NOT EXISTS proj_case_metrics_opened_idx ON proj_case_metrics (opened_at);
-    CREATE TABLE IF NOT EXISTS proj_case_sla (
+    CREATE TABLE IF NOT EXISTS proj_metrics_sla (
         event_id uuid PRIMARY KEY,
         case_id uuid NOT NULL,
         target text NOT NULL,
         met boolean NOT NULL,
         at timestamptz NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS proj_case_sla_case_idx ON proj_case_sla (case_id);
+    CREATE INDEX IF NOT EXISTS proj_metrics_sla_case_idx ON proj_metrics_sla (case_id);
     CREATE TABLE IF NOT EXISTS proj_metrics_agents (
         agent_id text PRIMARY KEY,
         teams text[] NOT NULL DEFAULT '{}'
@@ -125,7 +125,7 @@ class MetricsProjection:
             curs.execute("UPDATE proj_case_metrics SET sla_policy = %s WHERE case_id = %s", (event.policy, case_id))
         elif kind is SlaFulfilled or kind is SlaBreached:
             curs.execute(
-                "INSERT INTO proj_case_sla VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
+                "INSERT INTO proj_metrics_sla VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING",
                 (event.id, case_id, event.target, kind is SlaFulfilled, event.occurred_at),
             )
         elif kind is AgentCreated:

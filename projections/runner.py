@@ -25,6 +25,7 @@ from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
 from projections.queues import QueuesProjection
 from projections.rebuild import Rebuild
+from projections.sla_policies import SlaPoliciesProjection
 from projections.timeline import TimelineProjection
 from services.platform import quarantine
 from services.platform.eventstore.store import EventStore
@@ -47,6 +48,7 @@ def all_projections() -> list[Projection]:
         AgentToolsProjection(),
         MergeSuggestionsProjection(),
         AgentsProjection(),
+        SlaPoliciesProjection(),
     ]
 
 

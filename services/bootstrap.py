@@ -12,7 +12,8 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - api:       agent API and console over the read models; case commands into the event store
   - relay:     event store → SB_EVENTS, in order, once; agents' replies out to the providers
   - router:    event store → case.Assigned by "routing" for the cases of routed queues
-  - timer:     process managers following the log (the CSAT survey, services.timer.csat)
+  - timer:     event store → the SLA clocks of cases, breaches and snoozed cases' wake-ups on time,
+               and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -43,6 +44,7 @@ from services.asyncapi import asyncapi_document
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
+from services.platform.clock import Clock
 from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
@@ -54,6 +56,7 @@ from services.platform.streams import Names, StreamLimits, ensure_streams
 from services.relay.relay import start_relay
 from services.routing.router import router_follower
 from services.timer.csat import start_csat_surveys
+from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
@@ -163,6 +166,7 @@ class Switchboard:
         if "router" in roles:
             self._start_follower(router_follower(self.open_store()).run_forever, "router")
         if "timer" in roles:
+            self._start_timer()
             start_csat_surveys(self)
 
     async def _start_core(self) -> None:
@@ -199,6 +203,11 @@ class Switchboard:
         thread = threading.Thread(target=run_forever, args=(self.stop_event,), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
+
+    def _start_timer(self) -> None:
+        """The SLA timer (services.timer.sla): one active per database, the others standing by."""
+        timer = SlaTimer(self.open_store(), Clock(self.settings.clock_file).now)
+        self._start_follower(timer.follower().run_forever, "timer")
 
     async def stop(self) -> None:
         self.stop_event.set()

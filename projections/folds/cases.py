@@ -24,6 +24,11 @@ from events.case import (
     ReplyFailed,
     ReplyRequested,
     ReplySent,
+    SlaBreached,
+    SlaFulfilled,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
 )
 from events.customer import (
     CustomerErased,
@@ -63,6 +68,14 @@ CASE_COLUMNS: Columns = (
     ("csat", "int4"),
     ("position", "int8"),
     ("attributes", "jsonb"),
+    ("sla_breached", "bool"),
+    ("sla_state", "text"),
+)
+SLA_COLUMNS: Columns = (
+    ("case_id", "uuid"),
+    ("target", "text"),
+    ("state", "text"),
+    ("due_at", "timestamptz"),
 )
 NOTE_COLUMNS: Columns = (
     ("note_id", "uuid"),
@@ -100,6 +113,8 @@ class _Case:
         "position",
         "id",
         "attributes",
+        "sla_breached",
+        "sla_state",
     )
 
     def __init__(self, event: CaseOpened, position: int):
@@ -119,10 +134,12 @@ class _Case:
         self.csat: int | None = None
         self.position = position
         self.attributes: dict[str, Any] = {}
+        self.sla_breached = False
+        self.sla_state: str | None = None
 
 
 class CasesFold:
-    """proj_cases, proj_case_notes and proj_replies."""
+    """proj_cases, proj_case_notes, proj_replies and proj_case_sla."""
 
     name = "cases"
     streamed: tuple[str, Columns] | None = None
@@ -132,6 +149,7 @@ class CasesFold:
         self.notes: dict[UUID, list] = {}  # note id → [case id, text, author, created at]
         self.case_notes: dict[UUID, list[list]] = {}  # case id → its notes (whether the case is known or not)
         self.replies: dict[UUID, list] = {}  # reply id → [case id, status, reason, updated at]
+        self.sla: dict[UUID, dict[str, list]] = {}  # case id → target → [state, due at]
         self.by_origin: dict[UUID, list[_Case]] = {}
         self.aliases = Aliases()
 
@@ -233,6 +251,27 @@ class CasesFold:
                 else:
                     c.attributes[key] = value
 
+    def _sla(self, event: SlaStarted | SlaPaused | SlaResumed | SlaFulfilled | SlaBreached) -> None:
+        # live: _sla(): the target's row, then the case's summary of its clocks (updated_at untouched).
+        kind = type(event)
+        clocks = self.sla.setdefault(event.stream_id, {})
+        if kind is SlaPaused:
+            for clock in clocks.values():
+                if clock[0] == "running":
+                    clock[:] = ["paused", None]
+        else:
+            storable(event.target)
+            due = event.due_at if kind is SlaStarted or kind is SlaResumed else None
+            clocks[event.target] = [_SLA_STATE[kind], due]
+        c = self.cases.get(event.stream_id)
+        if c is None:
+            return
+        states = {clock[0] for clock in clocks.values()}
+        running = [clock[1] for clock in clocks.values() if clock[0] == "running" and clock[1] is not None]
+        c.sla_due_at = min(running) if running else None
+        c.sla_breached = c.sla_breached or "breached" in states
+        c.sla_state = next((s for s in ("breached", "running", "paused") if s in states), "met" if states else None)
+
     def _merged(self, event: CustomerMerged) -> None:
         self.aliases.merge(event.stream_id, event.absorbed_id)
 
@@ -271,15 +310,19 @@ class CasesFold:
                 c.csat,
                 c.position,
                 RawJson(_encode(c.attributes)),
+                c.sla_breached,
+                c.sla_state,
             )
             for i, c in self.cases.items()
         ]
+        clocks = [(i, target, *clock) for i, targets in self.sla.items() for target, clock in targets.items()]
         notes = [(i, *note) for i, note in self.notes.items()]
         replies = [(i, *reply) for i, reply in self.replies.items()]
         return {
             "proj_cases": (CASE_COLUMNS, cases),
             "proj_case_notes": (NOTE_COLUMNS, notes),
             "proj_replies": (REPLY_COLUMNS, replies),
+            "proj_case_sla": (SLA_COLUMNS, clocks),
         }
 
     def corrections(self) -> list[Correction]:
@@ -287,6 +330,7 @@ class CasesFold:
 
 
 _REPLY_STATUS = {ReplySent: "sent", ReplyDelivered: "delivered", ReplyFailed: "failed"}
+_SLA_STATE = {SlaStarted: "running", SlaResumed: "running", SlaFulfilled: "fulfilled", SlaBreached: "breached"}
 _CASE_HANDLERS: dict[type, Callable[[CasesFold, Any], None]] = {
     CaseAssigned: CasesFold._assigned,
     CasePrioritized: CasesFold._prioritized,
@@ -304,4 +348,9 @@ _CASE_HANDLERS: dict[type, Callable[[CasesFold, Any], None]] = {
     CaseAttributesSet: CasesFold._attributes,
     CustomerMerged: CasesFold._merged,
     CustomerErased: CasesFold._erased,
+    SlaStarted: CasesFold._sla,
+    SlaPaused: CasesFold._sla,
+    SlaResumed: CasesFold._sla,
+    SlaFulfilled: CasesFold._sla,
+    SlaBreached: CasesFold._sla,
 }

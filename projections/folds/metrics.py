@@ -1,4 +1,4 @@
-"""The metrics fold: proj_case_metrics, proj_case_sla and proj_metrics_agents, each row written once
+"""The metrics fold: proj_case_metrics, proj_metrics_sla and proj_metrics_agents, each row written once
 (mirrors projections/metrics.py event by event)."""
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class MetricsFold:
     def rows(self, order: Order) -> Rows:
         return {
             "proj_case_metrics": (CASE_COLUMNS, [tuple(row) for row in self.cases.values()]),
-            "proj_case_sla": (SLA_COLUMNS, list(self.sla.values())),
+            "proj_metrics_sla": (SLA_COLUMNS, list(self.sla.values())),
             "proj_metrics_agents": (AGENT_COLUMNS, [(agent, teams) for agent, teams in self.agents.items()]),
         }
 

@@ -31,6 +31,7 @@ from services.api import (
     queries,
     queues,
     search,
+    sla,
     whoami,
 )
 from services.api.context import Services
@@ -86,6 +87,8 @@ API_HANDLERS = [
     *attributes.HANDLERS,
     csat.record_csat,
     *agents.AGENT_HANDLERS,
+    sla.put_sla_policy,
+    sla.get_sla_policies,
 ]
 COMMON_HANDLERS = [health.health, health.ready, health.prometheus, health.asyncapi]
 

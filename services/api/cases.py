@@ -117,7 +117,7 @@ async def reply(request: Request, case_id: FromPath[UUID], data: JSONBody[ReplyB
     return await _case_command(
         request,
         case_id,
-        lambda c: c.request_reply(reply_id, text, principal.name, now()),
+        lambda c: c.request_reply(reply_id, text, principal.name, now(request)),
         reply_id=str(reply_id),
     )
 
@@ -133,44 +133,46 @@ async def assign(request: Request, case_id: FromPath[UUID], data: JSONBody[Assig
     principal = await require(request, WRITE)
     data = sanitize(data)
     assignee = await assignee_of(request, principal, data.assignee)  # an enabled agent's id, "me" or None
-    return await _case_command(request, case_id, lambda c: c.assign(assignee, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.assign(assignee, principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/resolve", status_code=HTTP_200_OK)
 async def resolve(request: Request, case_id: FromPath[UUID]) -> CaseChanged:
     principal = await require(request, WRITE)
-    return await _case_command(request, case_id, lambda c: c.resolve(principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.resolve(principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/reopen", status_code=HTTP_200_OK)
 async def reopen(request: Request, case_id: FromPath[UUID]) -> CaseChanged:
     principal = await require(request, WRITE)
-    return await _case_command(request, case_id, lambda c: c.reopen(principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.reopen(principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/notes", status_code=HTTP_200_OK)
 async def add_note(request: Request, case_id: FromPath[UUID], data: JSONBody[NoteBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, now()))
+    return await _case_command(
+        request, case_id, lambda c: c.add_note(uuid.uuid4(), data.text, principal.name, now(request))
+    )
 
 
 @post("/api/v1/cases/{case_id:uuid}/tags", status_code=HTTP_200_OK)
 async def add_tags(request: Request, case_id: FromPath[UUID], data: JSONBody[TagsBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.tag(data.tags, principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/priority", status_code=HTTP_200_OK)
 async def prioritize(request: Request, case_id: FromPath[UUID], data: JSONBody[PriorityBody]) -> CaseChanged:
     principal = await require(request, SUPERVISE + ("agent",))
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.prioritize(data.priority, principal.name, now(request)))
 
 
 @post("/api/v1/cases/{case_id:uuid}/snooze", status_code=HTTP_200_OK)
 async def snooze(request: Request, case_id: FromPath[UUID], data: JSONBody[SnoozeBody]) -> CaseChanged:
     principal = await require(request, WRITE)
     data = sanitize(data)
-    return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, now()))
+    return await _case_command(request, case_id, lambda c: c.snooze(data.until, principal.name, now(request)))

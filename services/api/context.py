@@ -24,6 +24,7 @@ from channels.chat_gateway import ChatGateway
 from channels.email.pool import EmailParser
 from channels.publish import Publisher
 from services.api.auth import Principal, authenticate
+from services.platform.clock import Clock
 from services.platform.eventstore.store import EventStore
 from services.platform.settings import Settings
 from services.platform.streams import Names
@@ -50,6 +51,11 @@ class Services:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    @property
+    def clock(self) -> Clock:
+        """The time commands are recorded at: the real clock, or SWITCHBOARD_CLOCK_FILE's (tests, demos)."""
+        return Clock(self.settings.clock_file)
 
 
 def svc(request: Request | WebSocket) -> Services:
@@ -88,5 +94,8 @@ def page_limit(limit: int) -> int:
     return limit
 
 
-def now() -> datetime:
+def now(request: Request | None = None) -> datetime:
+    """The time of a command: the services' clock when the request is given (see Services.clock)."""
+    if request is not None:
+        return svc(request).clock.now()
     return datetime.now(UTC)

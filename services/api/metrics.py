@@ -123,7 +123,7 @@ async def cc_metrics(
 async def case_facts(conn, start: datetime, end: datetime) -> list[CaseFacts]:
     """The facts of every case opened in [start, end), with the outcomes of their SLA clocks."""
     cur = await conn.execute(
-        "SELECT s.case_id, s.target, s.met FROM proj_case_sla s JOIN proj_case_metrics m ON m.case_id = s.case_id "
+        "SELECT s.case_id, s.target, s.met FROM proj_metrics_sla s JOIN proj_case_metrics m ON m.case_id = s.case_id "
         "WHERE m.opened_at >= %s AND m.opened_at < %s ORDER BY s.at, s.event_id",
         (start, end),
     )

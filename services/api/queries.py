@@ -183,6 +183,9 @@ def _case_json(row: dict, messages: list | None = None, notes: list | None = Non
         "queue": row["queue"],
         "tags": list(row["tags"]),
         "sla_due_at": row["sla_due_at"],
+        # The SLA clock's summary (the timer's): running, paused, met or breached; None without one.
+        "sla_state": row.get("sla_state"),
+        "sla_breached": bool(row.get("sla_breached")),
         "opened_at": row["opened_at"],
         "updated_at": row["updated_at"],
         "first_response_at": row["first_response_at"],
@@ -190,7 +193,6 @@ def _case_json(row: dict, messages: list | None = None, notes: list | None = Non
         "message_count": row["message_count"],
         "csat": row["csat"],
         "attributes": row["attributes"],
-        "sla_breached": row.get("sla_breached", False),
     }
     if messages is not None:
         out["messages"] = messages
@@ -267,10 +269,15 @@ async def metrics(conn, start: datetime, end: datetime) -> dict:
         "SELECT count(*) AS cases, "
         "avg(extract(epoch FROM first_response_at - opened_at)) AS first_response_s, "
         "avg(extract(epoch FROM resolved_at - opened_at)) FILTER (WHERE resolved_at IS NOT NULL) AS resolution_s, "
-        "count(*) FILTER (WHERE first_response_at IS NOT NULL AND first_response_at <= sla_due_at) AS sla_met, "
-        "count(*) FILTER (WHERE first_response_at IS NOT NULL OR sla_due_at < now()) AS sla_due, "
+        # SLA attainment: the first-response clock's outcome (the timer's); cases opened before the
+        # timer carry a fixed first-response due time instead.
+        "count(*) FILTER (WHERE s.state = 'fulfilled' OR (s.state IS NULL AND first_response_at IS NOT NULL "
+        "AND first_response_at <= sla_due_at)) AS sla_met, "
+        "count(*) FILTER (WHERE s.state IN ('fulfilled', 'breached') OR (s.state IS NULL "
+        "AND (first_response_at IS NOT NULL OR sla_due_at < now()))) AS sla_due, "
         "avg(csat) AS csat, count(csat) AS csat_responses "
-        "FROM proj_cases WHERE opened_at >= %s AND opened_at < %s",
+        "FROM proj_cases c LEFT JOIN proj_case_sla s ON s.case_id = c.id AND s.target = 'first_response' "
+        "WHERE opened_at >= %s AND opened_at < %s",
         (start, end),
     )
     row = await cur.fetchone()

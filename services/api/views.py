@@ -138,6 +138,7 @@ class CaseSummary(msgspec.Struct):
     resolved_at: datetime | None
     message_count: int
     sla_breached: bool = False
+    sla_state: str | None = None
     csat: int | None = None
     attributes: dict[str, Any] = {}
     # In lists: who, what they said last, and since when they have been waiting for us.

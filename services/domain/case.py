@@ -6,7 +6,7 @@ Pure domain: no I/O, no clock. Status moves open → pending (we answered, waiti
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -42,14 +42,6 @@ from events.case import (
 )
 from services.domain.aggregate import Aggregate, DomainError
 
-# First-response targets per priority: what a case's SLA clock is measured against.
-SLA: dict[Priority, timedelta] = {
-    "urgent": timedelta(minutes=15),
-    "high": timedelta(hours=1),
-    "normal": timedelta(hours=4),
-    "low": timedelta(hours=24),
-}
-
 
 class CaseResolvedError(DomainError):
     pass
@@ -78,7 +70,8 @@ class Case(Aggregate):
         self.csat_until: datetime | None = None  # a survey went out and may be answered until then
         self.csat_score: int | None = None
         self.csat_answered = False  # the survey now open was answered (by a reply or its link)
-        # SLA targets: target → ("running", due_at) | ("paused", remaining) | ("fulfilled"|"breached", None)
+        # SLA targets: target → ("running", due_at) | ("paused", wall time that was left) |
+        # ("fulfilled"|"breached", None). What is left in business time is the timer's to count.
         self.sla: dict[str, tuple[str, Any]] = {}
         self.sla_policy: str | None = None
 
@@ -114,7 +107,9 @@ class Case(Aggregate):
             thread_key=thread_key,
             queue=queue or channel,
             priority=priority,
-            sla_due_at=at + SLA[priority],
+            # The SLA clock is the timer's (services.timer.sla), from the queue's policy; cases
+            # opened before it carry the old fixed first-response target here.
+            sla_due_at=None,
             interaction_id=interaction_id,
         )
         return case
@@ -217,6 +212,12 @@ class Case(Aggregate):
     def start_sla(self, target: str, policy: str, due_at: datetime, at: datetime) -> None:
         state = self.sla.get(target)
         if state is None or state[0] in ("fulfilled", "breached"):
+            self._trigger(SlaStarted, at, target=target, policy=policy, due_at=due_at)
+
+    def retarget_sla(self, target: str, policy: str, due_at: datetime, at: datetime) -> None:
+        """A running target measured anew (the case's priority or queue changed): due at `due_at` now."""
+        state = self.sla.get(target)
+        if state is not None and state[0] == "running" and (state[1], self.sla_policy) != (due_at, policy):
             self._trigger(SlaStarted, at, target=target, policy=policy, due_at=due_at)
 
     def pause_sla(self, reason: str, at: datetime) -> None:

@@ -250,7 +250,47 @@ CREATE INDEX IF NOT EXISTS sb_routing_cases_assignee_idx ON sb_routing_cases (as
 CREATE INDEX IF NOT EXISTS sb_routing_cases_waiting_idx ON sb_routing_cases (opened_at, opened_position) WHERE waiting;
 """
 
-PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING)
+# The SLA timer's state (services.timer.sla), written in the transaction that stores its position in
+# the log: the policies and queues it read, each case's status, queue and priority as the timer last
+# saw them, each target's clock (what is left of it in business seconds, due when) and the snoozed
+# cases' wake-ups.
+TIMER = """
+CREATE TABLE IF NOT EXISTS sb_sla_policies (
+    name text PRIMARY KEY,
+    policy jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sb_sla_queues (
+    queue text PRIMARY KEY,
+    policy text
+);
+CREATE TABLE IF NOT EXISTS sb_sla_cases (
+    case_id uuid PRIMARY KEY,
+    queue text NOT NULL,
+    priority text NOT NULL,
+    status text NOT NULL,
+    replied boolean NOT NULL DEFAULT false,
+    awaiting boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS sb_sla_clocks (
+    case_id uuid NOT NULL,
+    target text NOT NULL,
+    policy text NOT NULL,
+    state text NOT NULL,
+    due_at timestamptz,
+    duration_seconds double precision NOT NULL,
+    remaining_seconds double precision NOT NULL,
+    running_since timestamptz,
+    PRIMARY KEY (case_id, target)
+);
+CREATE INDEX IF NOT EXISTS sb_sla_clocks_due_idx ON sb_sla_clocks (due_at) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS sb_wakeups (
+    case_id uuid PRIMARY KEY,
+    due_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sb_wakeups_due_idx ON sb_wakeups (due_at);
+"""
+
+PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING, TIMER)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------

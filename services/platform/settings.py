@@ -84,6 +84,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     nats_sync_interval: str = "1s"
     # Deliveries of one interaction before it is dead-lettered.
     max_deliveries: int = 5
+    # For tests and demos only: a file holding an ISO 8601 instant that the SLA timer and the API's
+    # commands take as the time (services.platform.clock); unset, they read the real clock.
+    clock_file: str | None = None
     # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again
     # (to another core, or to this one after a restart).
     core_ack_wait_seconds: float = 30.0

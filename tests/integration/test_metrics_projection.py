@@ -24,7 +24,7 @@ from tests.benchmarks import _eventlog
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-TABLES = {"proj_case_metrics": "case_id", "proj_case_sla": "event_id", "proj_metrics_agents": "agent_id"}
+TABLES = {"proj_case_metrics": "case_id", "proj_metrics_sla": "event_id", "proj_metrics_agents": "agent_id"}
 
 
 def dump(database_url: str) -> dict[str, list[tuple]]:
@@ -115,7 +115,7 @@ def test_the_live_read_model_holds_each_cases_facts(store, database_url):
             "SELECT DISTINCT teams FROM proj_case_metrics WHERE assignee = %s ORDER BY teams", (bo,)
         ).fetchall()
         outcomes = conn.execute(
-            "SELECT target, met, count(*) FROM proj_case_sla GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT target, met, count(*) FROM proj_metrics_sla GROUP BY 1, 2 ORDER BY 1, 2"
         ).fetchall()
         resolved_reopened = conn.execute(
             "SELECT count(*) FROM proj_case_metrics WHERE resolved_at IS NOT NULL AND first_response_at IS NOT NULL "

@@ -33,6 +33,12 @@ PLATFORM_TABLES = {
     "sb_routing_agents",
     "sb_routing_queues",
     "sb_routing_cases",
+    # the SLA timer's (services.timer.sla)
+    "sb_sla_policies",
+    "sb_sla_queues",
+    "sb_sla_cases",
+    "sb_sla_clocks",
+    "sb_wakeups",
 }
 PLATFORM_INDEXES = {
     "sb_identities_customer_idx",
@@ -42,6 +48,8 @@ PLATFORM_INDEXES = {
     "sb_routing_cases_waiting_idx",
     "sb_agent_sessions_agent_idx",
     "sb_login_failures_key_idx",
+    "sb_sla_clocks_due_idx",
+    "sb_wakeups_due_idx",
 }
 
 

@@ -68,6 +68,8 @@ AGENT_API = {
     ("PATCH", "/api/v1/agents/{agent_id}"),
     ("GET", "/api/v1/teams"),
     ("POST", "/api/v1/teams"),
+    ("PUT", "/api/v1/sla-policies/{name}"),
+    ("GET", "/api/v1/sla-policies"),
 }
 SIGN_IN = {("POST", "/api/v1/auth/login")}  # the one agent API route without a token
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
@@ -132,6 +134,7 @@ WELL_FORMED = {
     "/api/v1/agents/me/status": {"json": {"status": "online"}},
     "/api/v1/agents/{agent_id}": {"json": {"capacity": 3}},
     "/api/v1/teams": {"json": {"name": "billing"}},
+    "/api/v1/sla-policies/{name}": {"json": {"first_response": {"normal": "PT15M"}}},
 }
 
 
@@ -145,6 +148,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         .replace("{key}", "plan")
         .replace("{suggestion_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{agent_id}", "00000000-0000-0000-0000-000000000003")
+        .replace("{name}", "gold")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))

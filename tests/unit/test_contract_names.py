@@ -8,7 +8,6 @@ import pytest
 
 from events.case import CASE_STATUSES, PRIORITIES, CaseStatus, Priority
 from events.interactions import CHANNELS, IDENTITY_KINDS, MACHINE_KINDS, Channel, IdentityKind, InteractionKind
-from services.domain import case as case_module
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +19,3 @@ def test_the_tuples_are_the_literals():
     assert CASE_STATUSES == get_args(CaseStatus) == ("open", "pending", "snoozed", "resolved")
     assert PRIORITIES == get_args(Priority) == ("low", "normal", "high", "urgent")
     assert set(MACHINE_KINDS) <= set(get_args(InteractionKind))
-
-
-def test_every_priority_has_a_first_response_target():
-    assert set(case_module.SLA) == set(PRIORITIES)
