@@ -21,6 +21,7 @@ from services.api import queries
 from services.api.auth import READ, SUPERVISE, Principal
 from services.api.context import now, require, svc
 from services.core.commands import NotFound, append_new, load, run_command
+from services.domain.agent import Agent
 from services.domain.config import CannedResponse
 from services.domain.templates import fill
 
@@ -124,8 +125,15 @@ async def reply_text(
         if row is not None:
             profile = await queries.customer_profile(conn, row[0])
             customer_name = profile["name"] if profile else None
-    # agent.name: the signed-in principal's name (a token's name until agents sign in themselves).
-    return fill(canned.text, {"customer.name": customer_name, "agent.name": principal.name, "case.id": str(case_id)})
+    # agent.name: the signed-in agent's name, from their record (an API token's name otherwise).
+    agent_name = principal.name
+    if principal.agent_id is not None:
+        try:
+            agent = await asyncio.to_thread(load, services.store, Agent, uuid.UUID(principal.agent_id), "agent.Created")
+            agent_name = agent.name
+        except NotFound:
+            pass
+    return fill(canned.text, {"customer.name": customer_name, "agent.name": agent_name, "case.id": str(case_id)})
 
 
 HANDLERS = [list_canned, create_canned, delete_canned]

@@ -104,8 +104,7 @@ async def test_two_agents_work_a_chat_from_arrival_to_resolution(server, admin_h
         # The visitor's widget shows the answer, placeholders filled; so does the console.
         answer = visitor.locator("[data-testid=widget-message][data-from=agent]")
         await expect(answer).to_have_count(1)
-        await expect(answer).to_contain_text("here: it ships today.")
-        assert "{{" not in (await answer.text_content() or "")
+        await expect(answer).to_have_text("Hi, Ada Lovelace here: it ships today.")  # an anonymous visitor
         await expect(first.get_by_test_id("timeline-item").filter(has_text="it ships today")).to_have_count(1)
         await first.screenshot(path=screenshot_path("console-case"))
 

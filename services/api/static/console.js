@@ -42,6 +42,10 @@ function el(tag, attrs = {}, ...children) {
   }
   return node;
 }
+// replaceChildren with what is there: null, undefined and false (a part left out) are skipped.
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
 const list = (r) => (Array.isArray(r) ? r : (r && (r.items || r.results)) || []);
 const when = (t) => (t ? new Date(t).toLocaleString() : "—");
 function ago(t) {
@@ -165,16 +169,16 @@ async function loadQueues() {
   try { S.queues = list(await api("/api/v1/queues", { quiet: true })); } catch (e) { S.queues = []; }
   const names = new Set(S.queues.map((q) => q.name));
   for (const ch of ["chat", "email", "sms", "whatsapp", "messenger", "instagram", "telegram"]) if (!names.has(ch)) S.queues.push({ name: ch });
-  $("queueViews").replaceChildren(...S.queues.map((q) => el("button", { class: "view", "data-view": "queue:" + q.name, "data-testid": "view-queue-" + q.name },
+  fill($("queueViews"), ...S.queues.map((q) => el("button", { class: "view", "data-view": "queue:" + q.name, "data-testid": "view-queue-" + q.name },
     q.name, el("span", { class: "count", text: q.unassigned ? String(q.unassigned) : "" }), q.breached ? el("span", { class: "breach", title: "breached", text: "!" + q.breached }) : null)));
   for (const b of $("queueViews").querySelectorAll(".view")) b.onclick = () => setView(b.dataset.view);
-  $("transfer").replaceChildren(...S.queues.map((q) => el("option", { value: q.name, text: q.name })));
+  fill($("transfer"), ...S.queues.map((q) => el("option", { value: q.name, text: q.name })));
   markView();
 }
 async function loadCanned() {
   try { S.canned = list(await api("/api/v1/canned-responses", { quiet: true })); } catch (e) { S.canned = []; }
   const chosen = $("canned").value;
-  $("canned").replaceChildren(el("option", { value: "", text: "Canned response…" }),
+  fill($("canned"), el("option", { value: "", text: "Canned response…" }),
     ...S.canned.map((c) => el("option", { value: c.id, text: "/" + c.shortcut + " — " + c.text.slice(0, 40) })));
   if (S.canned.some((c) => c.id === chosen)) $("canned").value = chosen;
 }
@@ -263,8 +267,8 @@ function caseRow(c, i) {
 }
 function renderList() {
   const box = $("caseList");
-  if (!S.rows.length) { box.replaceChildren(el("div", { class: "empty", text: "Nothing here." })); return; }
-  box.replaceChildren(...S.rows.map(caseRow));
+  if (!S.rows.length) { fill(box, el("div", { class: "empty", text: "Nothing here." })); return; }
+  fill(box, ...S.rows.map(caseRow));
 }
 // A live change to one case: fetch that case alone and put it where it belongs (or out).
 async function patchCase(caseId) {
@@ -312,12 +316,12 @@ function renderCase(c) {
   $("caseEmpty").hidden = true; $("caseView").hidden = false;
   $("caseView").dataset.caseId = c.id;
   $("caseTitle").textContent = (c.customer_name || "Case") + " · " + c.channel;
-  $("caseMeta").replaceChildren(
+  fill($("caseMeta"), 
     el("span", { class: "pill " + c.status, text: c.status }), " ",
     "queue " + c.queue + " · opened " + when(c.opened_at),
     c.assignee ? " · assigned to " + agentName(c.assignee) : " · unassigned", " ", slaBadge(c) || "",
     c.csat ? " · CSAT " + "★".repeat(c.csat) : "");
-  $("assignee").replaceChildren(el("option", { value: "", text: "nobody" }),
+  fill($("assignee"), el("option", { value: "", text: "nobody" }),
     ...S.agents.map((a) => el("option", { value: a.id, text: a.name + (a.status ? " (" + a.status + ")" : "") })));
   $("assignee").value = c.assignee || "";
   if (![...$("transfer").options].some((o) => o.value === c.queue)) $("transfer").append(el("option", { value: c.queue, text: c.queue }));
@@ -331,7 +335,7 @@ function renderCase(c) {
 function renderTags(c) {
   const add = el("input", { class: "addtag", placeholder: "+ tag", "aria-label": "Add a tag", size: "8" });
   add.onkeydown = (e) => { if (e.key === "Enter" && add.value.trim()) { command("tags", { tags: [add.value.trim()] }); add.value = ""; } };
-  $("tags").replaceChildren(...(c.tags || []).map((t) => el("span", { class: "pill tag", text: "#" + t })), canWrite() ? add : null);
+  fill($("tags"), ...(c.tags || []).map((t) => el("span", { class: "pill tag", text: "#" + t })), canWrite() ? add : null);
 }
 function renderConversation(c) {
   const items = [];
@@ -341,7 +345,7 @@ function renderConversation(c) {
   items.sort((a, b) => new Date(a.at) - new Date(b.at));
   const box = $("conversation");
   const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  box.replaceChildren(...items.map((i) => i.node));
+  fill(box, ...items.map((i) => i.node));
   if (!items.length) box.append(el("div", { class: "empty", text: "No messages yet." }));
   if (atEnd || box.dataset.caseId !== c.id) box.scrollTop = box.scrollHeight;
   box.dataset.caseId = c.id;
@@ -425,7 +429,7 @@ async function openCustomer(customerId) {
   if (S.customerId !== customerId) return;
   const attrs = Object.entries(p.attributes || {});
   $("profile").className = "profile";
-  $("profile").replaceChildren(
+  fill($("profile"), 
     el("h2", { text: p.name || "Unnamed customer" }),
     el("div", { class: "muted small", text: `${p.interaction_count} touchpoints · ${p.open_cases} open · first seen ${when(p.first_seen)} · last seen ${when(p.last_seen)}` }),
     el("div", { class: "identities" }, ...(p.identities || []).map((i) => el("span", { class: "pill", text: `${i.kind}: ${i.value}` })),
@@ -467,7 +471,7 @@ async function search() {
   try { r = await api("/api/v1/search?q=" + encodeURIComponent(q)); } catch (e) { return; }
   // Searching shows people and messages; it never changes which case the reply box belongs to.
   $("profile").className = "profile";
-  $("profile").replaceChildren(el("h2", { text: "Search: " + q }),
+  fill($("profile"), el("h2", { text: "Search: " + q }),
     ...list(r).map((hit) => {
       const customerId = hit.customer_id || (hit.kind === "customer" ? hit.id : null);
       return el("div", { class: "row", "data-testid": "search-result", tabindex: "0",
@@ -491,7 +495,7 @@ async function renderDashboard() {
   ]);
   if (S.view !== "dashboard") return;
   const fmt = (s) => (s == null ? "—" : s < 120 ? Math.round(s) + "s" : Math.round(s / 60) + "m");
-  board.replaceChildren(
+  fill(board, 
     el("div", { class: "tiles" },
       tile("Opened today", metrics.cases_opened), tile("First response", fmt(metrics.first_response_time_s)),
       tile("SLA attainment", metrics.sla_attainment == null ? "—" : Math.round(metrics.sla_attainment * 100) + "%"),
@@ -512,7 +516,7 @@ async function renderMerges() {
   let r;
   try { r = await api("/api/v1/merge-suggestions"); } catch (e) { return; }
   const items = list(r);
-  board.replaceChildren(...items.map((s) => {
+  fill(board, ...items.map((s) => {
     const side = (c) => el("div", { class: "side" }, el("b", { text: (c && c.name) || "Unnamed" }),
       el("div", {}, ...((c && c.identities) || []).map((i) => el("span", { class: "pill", text: `${i.kind}: ${i.value}` }))));
     return el("div", { class: "merge", "data-testid": "merge-suggestion" },
