@@ -22,9 +22,11 @@ from litestar import Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.params import FromQuery, QueryParameter
 
+from events.config import BusinessHours
 from services.api import queries
 from services.api.auth import READ
 from services.api.context import now, require, svc
+from services.domain.business_hours import Calendar
 from services.domain.metrics import (
     GROUP_BYS,
     INTERVALS,
@@ -130,6 +132,8 @@ async def case_facts(conn, start: datetime, end: datetime) -> list[CaseFacts]:
     outcomes: dict[UUID, list[tuple[str, bool]]] = defaultdict(list)
     for case_id, target, met in await cur.fetchall():
         outcomes[case_id].append((target, met))
+    cur = await conn.execute("SELECT name, business_hours FROM proj_sla_policies WHERE business_hours IS NOT NULL")
+    calendars = {name: Calendar.of(msgspec.convert(hours, BusinessHours)) for name, hours in await cur.fetchall()}
     cur = await conn.execute(
         "SELECT case_id, channel, queue, assignee, teams, sla_policy, opened_at, first_response_at, resolved_at, csat "
         "FROM proj_case_metrics WHERE opened_at >= %s AND opened_at < %s ORDER BY opened_at, case_id",
@@ -147,6 +151,7 @@ async def case_facts(conn, start: datetime, end: datetime) -> list[CaseFacts]:
             resolved_at=r[8],
             csat=r[9],
             sla=tuple(outcomes.get(r[0], ())),
+            calendar=calendars.get(r[5]) if r[5] else None,
         )
         for r in await cur.fetchall()
     ]

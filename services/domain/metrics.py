@@ -25,6 +25,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
+from services.domain.business_hours import Calendar
+
 GroupBy = Literal["agent", "team", "queue", "channel"]
 Interval = Literal["day", "week"]
 SlaTarget = Literal["first_response", "next_response", "resolution"]
@@ -48,16 +50,17 @@ class CaseFacts:
     resolved_at: datetime | None
     csat: int | None
     sla: tuple[tuple[str, bool], ...] = ()  # (target, met) of each clock run that ended
+    # The business hours of the case's SLA policy, when it has them: waits are counted in them.
+    calendar: Calendar | None = None
 
 
-def elapsed_seconds(start: datetime, end: datetime, sla_policy: str | None) -> float:
-    """How long the customer waited, from `start` to `end`.
-
-    Wall-clock time for now. Where a case's SLA policy has business hours, the wait should count only
-    those: when the SLA calendar (services/domain/business_hours.py) is here, this function asks it
-    for the policy's working seconds between the two instants, and every figure follows.
-    """
-    return (end - start).total_seconds()
+def elapsed_seconds(start: datetime, end: datetime, calendar: Calendar | None) -> float:
+    """How long the customer waited, from `start` to `end`: in the business hours of the case's SLA
+    policy where it has them (a case opened Friday evening and answered first thing on Monday
+    waited minutes, not a weekend), wall-clock time otherwise."""
+    if calendar is None:
+        return (end - start).total_seconds()
+    return calendar.between(start, end).total_seconds()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -139,11 +142,9 @@ def attainment(met: int, breached: int) -> Attainment:
 
 def summarise(cases: Sequence[CaseFacts]) -> Summary:
     first = [
-        elapsed_seconds(c.opened_at, c.first_response_at, c.sla_policy)
-        for c in cases
-        if c.first_response_at is not None
+        elapsed_seconds(c.opened_at, c.first_response_at, c.calendar) for c in cases if c.first_response_at is not None
     ]
-    resolution = [elapsed_seconds(c.opened_at, c.resolved_at, c.sla_policy) for c in cases if c.resolved_at is not None]
+    resolution = [elapsed_seconds(c.opened_at, c.resolved_at, c.calendar) for c in cases if c.resolved_at is not None]
     counts = {target: [0, 0] for target in SLA_TARGETS}
     for c in cases:
         for target, met in c.sla:

@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from events.config import BusinessHours
 from services.api.metrics import CSV_COLUMNS, MetricsReport, to_csv
 from services.api.search import fold, snippet, tsquery
+from services.domain.business_hours import Calendar
 from services.domain.metrics import (
     CaseFacts,
     bucket_count,
@@ -47,6 +49,7 @@ def a_case(
         resolved_at=opened + timedelta(seconds=resolved) if resolved is not None else None,
         csat=csat,
         sla=sla,
+        calendar=kw.get("calendar"),
     )
 
 
@@ -76,8 +79,18 @@ def test_a_summary_counts_only_what_happened():
     assert empty.volume == 0 and empty.first_response.avg_s is None and empty.sla.overall.attainment is None
 
 
-def test_wall_clock_time_until_business_hours_come():
-    assert elapsed_seconds(T0, T0 + timedelta(hours=30), "standard") == 30 * 3600
+def test_waits_count_business_hours_where_the_policy_has_them():
+    assert elapsed_seconds(T0, T0 + timedelta(hours=30), None) == 30 * 3600
+    madrid = Calendar.of(
+        BusinessHours(timezone="Europe/Madrid", week={d: ["09:00-18:00"] for d in ("mon", "tue", "wed", "thu", "fri")})
+    )
+    friday = datetime(2026, 3, 6, 17, 50, tzinfo=ZoneInfo("Europe/Madrid"))  # answered Monday 09:05
+    monday = datetime(2026, 3, 9, 9, 5, tzinfo=ZoneInfo("Europe/Madrid"))
+    assert elapsed_seconds(friday, monday, madrid) == 15 * 60
+    waited = (monday - friday).total_seconds()
+    weekend = summarise([a_case(friday, first=waited, calendar=madrid), a_case(friday, first=waited)])
+    assert weekend.first_response.count == 2
+    assert weekend.first_response.avg_s == (15 * 60 + waited) / 2  # in business hours, and not
 
 
 def test_a_case_counts_in_each_team_of_its_assignee_and_unassigned_ones_in_none():
