@@ -108,6 +108,19 @@ async def test_two_agents_work_a_chat_from_arrival_to_resolution(server, admin_h
         await expect(first.get_by_test_id("timeline-item").filter(has_text="it ships today")).to_have_count(1)
         await first.screenshot(path=screenshot_path("console-case"))
 
+        # A supervisor (here the admin, with an API token) sees the queue and the agents' load.
+        boss = await browser.new_page()
+        await boss.set_viewport_size({"width": 1400, "height": 860})
+        await boss.goto(server.http_url + "/")
+        await boss.get_by_text("Sign in with an API token instead").click()
+        await boss.locator("#loginToken").fill(admin_headers["Authorization"].split(" ", 1)[1])
+        await boss.get_by_role("button", name="Use token").click()
+        await boss.get_by_test_id("view-dashboard").click()
+        agents = boss.get_by_test_id("dashboard-agents")
+        await expect(agents.locator("tr", has_text="Ada Lovelace")).to_contain_text("1 / 5")
+        await expect(boss.get_by_test_id("dashboard-queues").locator("tr", has_text="chat")).to_be_visible()
+        await boss.screenshot(path=screenshot_path("console-dashboard"))
+
         # A search shows other people but never moves the reply box to another case.
         await first.get_by_test_id("search-input").fill("parcel")
         await first.get_by_test_id("search-input").press("Enter")

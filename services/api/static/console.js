@@ -487,27 +487,38 @@ async function search() {
 
 async function renderDashboard() {
   const board = $("board");
+  $("boardTitle").textContent = "Dashboard";
   const today = new Date(); today.setHours(0, 0, 0, 0);
-  const [queues, agents, metrics] = await Promise.all([
+  const range = "from=" + encodeURIComponent(today.toISOString()) + "&to=" + encodeURIComponent(new Date(Date.now() + 60e3).toISOString());
+  const [queues, agents, metrics, waiting] = await Promise.all([
     api("/api/v1/queues", { quiet: true }).catch(() => []),
     api("/api/v1/agents", { quiet: true }).catch(() => []),
-    api("/api/v1/metrics?from=" + encodeURIComponent(today.toISOString()) + "&to=" + encodeURIComponent(new Date(Date.now() + 60e3).toISOString()), { quiet: true }).catch(() => ({})),
+    api("/api/v1/metrics?" + range, { quiet: true }).catch(() => ({})),
+    api("/api/v1/cases?assignee=none&status=open,pending&limit=500", { quiet: true }).catch(() => ({ items: [] })),
   ]);
   if (S.view !== "dashboard") return;
+  // The longest wait of each queue's unassigned cases (the customer's last unanswered message).
+  const oldest = {};
+  for (const c of list(waiting)) {
+    const since = c.waiting_since || c.opened_at;
+    if (since && (!oldest[c.queue] || since < oldest[c.queue])) oldest[c.queue] = since;
+  }
   const fmt = (s) => (s == null ? "—" : s < 120 ? Math.round(s) + "s" : Math.round(s / 60) + "m");
-  fill(board, 
+  const overall = metrics.overall || {};
+  const csat = overall.csat || {};
+  fill(board,
     el("div", { class: "tiles" },
-      tile("Opened today", metrics.cases_opened), tile("First response", fmt(metrics.first_response_time_s)),
+      tile("Opened today", metrics.cases_opened), tile("First response (median)", fmt(overall.first_response ? overall.first_response.median_s : metrics.first_response_time_s)),
       tile("SLA attainment", metrics.sla_attainment == null ? "—" : Math.round(metrics.sla_attainment * 100) + "%"),
-      tile("CSAT today", metrics.csat == null ? "—" : metrics.csat.toFixed(1) + " (" + (metrics.csat_responses || 0) + ")")),
+      tile("CSAT today", csat.avg == null ? (metrics.csat == null ? "—" : metrics.csat.toFixed(1)) : csat.avg.toFixed(1) + " (" + csat.count + ")")),
     el("h3", { text: "Queues" }),
-    table(["Queue", "Strategy", "Open", "Unassigned", "Breached"], list(queues).map((q) => [q.name, q.strategy || "manual", q.open, q.unassigned, q.breached])),
+    table(["Queue", "Strategy", "Open", "Unassigned", "Longest wait", "Breached"], list(queues).map((q) => [q.name, q.strategy || "manual", q.open, q.unassigned, oldest[q.name] ? ago(oldest[q.name]) : "—", q.breached]), "dashboard-queues"),
     el("h3", { text: "Agents" }),
-    table(["Agent", "Status", "Load", "Teams"], list(agents).map((a) => [a.name, a.status, `${a.open_assigned ?? 0} / ${a.capacity ?? "—"}`, (a.teams || []).join(", ")])));
+    table(["Agent", "Status", "Load", "Teams"], list(agents).map((a) => [a.name, a.status, `${a.open_assigned ?? 0} / ${a.capacity ?? "—"}`, (a.teams || []).join(", ")]), "dashboard-agents"));
 }
 const tile = (label, value) => el("div", { class: "tile" }, el("div", { class: "muted small", text: label }), el("div", { class: "big", text: value == null ? "—" : String(value) }));
-function table(head, rows) {
-  return el("table", {}, el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
+function table(head, rows, testid) {
+  return el("table", { "data-testid": testid }, el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: c == null ? "—" : String(c) }))))));
 }
 async function renderMerges() {
