@@ -25,6 +25,7 @@ VERBS = {
     "quarantine": {"list", "retry"},
     "audit": {"verify", "anchor"},
     "token": {"create", "revoke"},
+    "agent": {"create", "disable", "enable", "list"},
     "customer": {"export", "erase"},
     "deadletters": {"list", "redrive"},
     "agent": {"create", "disable", "enable", "list"},
