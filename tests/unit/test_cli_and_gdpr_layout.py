@@ -28,7 +28,6 @@ VERBS = {
     "agent": {"create", "disable", "enable", "list"},
     "customer": {"export", "erase"},
     "deadletters": {"list", "redrive"},
-    "agent": {"create", "disable", "enable", "list"},
 }
 
 
