@@ -115,6 +115,7 @@ async def test_two_agents_work_a_chat_from_arrival_to_resolution(server, admin_h
         await boss.get_by_text("Sign in with an API token instead").click()
         await boss.locator("#loginToken").fill(admin_headers["Authorization"].split(" ", 1)[1])
         await boss.get_by_role("button", name="Use token").click()
+        await expect(boss.locator("#live")).to_have_text("live")
         await boss.get_by_test_id("view-dashboard").click()
         agents = boss.get_by_test_id("dashboard-agents")
         await expect(agents.locator("tr", has_text="Ada Lovelace")).to_contain_text("1 / 5")

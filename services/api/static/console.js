@@ -161,7 +161,7 @@ async function start() {
   $("supervisorViews").hidden = !isSupervisor();
   document.body.classList.toggle("readonly", !canWrite());
   await Promise.all([loadQueues(), loadCanned(), loadAgents(), loadAttributes()]);
-  await setView(S.me.id ? "mine" : "unassigned");
+  if (!S.viewChosen) await setView(S.me.id ? "mine" : "unassigned"); // unless the agent already chose one
   listen();
 }
 
@@ -171,7 +171,7 @@ async function loadQueues() {
   for (const ch of ["chat", "email", "sms", "whatsapp", "messenger", "instagram", "telegram"]) if (!names.has(ch)) S.queues.push({ name: ch });
   fill($("queueViews"), ...S.queues.map((q) => el("button", { class: "view", "data-view": "queue:" + q.name, "data-testid": "view-queue-" + q.name },
     q.name, el("span", { class: "count", text: q.unassigned ? String(q.unassigned) : "" }), q.breached ? el("span", { class: "breach", title: "breached", text: "!" + q.breached }) : null)));
-  for (const b of $("queueViews").querySelectorAll(".view")) b.onclick = () => setView(b.dataset.view);
+  for (const b of $("queueViews").querySelectorAll(".view")) b.onclick = () => { S.viewChosen = true; setView(b.dataset.view); };
   fill($("transfer"), ...S.queues.map((q) => el("option", { value: q.name, text: q.name })));
   markView();
 }
@@ -629,7 +629,7 @@ $("help").onclick = () => $("shortcuts").showModal();
 $("menuToggle").onclick = () => { const open = document.body.classList.toggle("nav-open"); $("menuToggle").setAttribute("aria-expanded", String(open)); };
 $("back").onclick = () => document.body.classList.remove("case-open");
 $("more").onclick = () => loadCases(true);
-for (const b of document.querySelectorAll("#views > .view, #supervisorViews .view")) b.onclick = () => setView(b.dataset.view);
+for (const b of document.querySelectorAll("#views > .view, #supervisorViews .view")) b.onclick = () => { S.viewChosen = true; setView(b.dataset.view); };
 $("presence").onchange = async () => {
   try { await api("/api/v1/agents/me/status", { method: "PUT", body: { status: $("presence").value } }); toast("You are " + $("presence").value, "ok"); }
   catch (e) { /* toast shown */ }
