@@ -117,7 +117,6 @@ def build_app(services: Services, roles: tuple[str, ...], extra_handlers: list |
             RejectControlCharacters,
             *([ChatCorsMiddleware, ChatTokenMiddleware] if "gateway" in roles else []),
             ReadYourWrites,
-            *([ChatTokenMiddleware] if "gateway" in roles else []),
         ],
         debug=False,
     )

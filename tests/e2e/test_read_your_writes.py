@@ -34,14 +34,21 @@ async def a_case(server, client: httpx.AsyncClient) -> str:
 async def test_a_get_with_the_commands_position_sees_the_command(server, admin_headers):
     async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers) as client:
         case_id = await a_case(server, client)
+        agents = []
+        for n in range(5):
+            created = await client.post(
+                "/api/v1/agents", json={"email": f"a{n}@example.com", "name": f"Agent {n}", "role": "agent"}
+            )
+            assert created.status_code == 201, created.text
+            agents.append(created.json()["id"])
         for n in range(5):  # each GET right after its command: the read side caught up every time
             tagged = (await client.post(f"/api/v1/cases/{case_id}/tags", json={"tags": [f"t{n}"]})).json()
             fresh = {"Sb-Min-Position": str(tagged["position"])}
             view = (await client.get(f"/api/v1/cases/{case_id}", headers=fresh)).json()
             assert f"t{n}" in view["tags"]
-            assigned = (await client.post(f"/api/v1/cases/{case_id}/assign", json={"assignee": f"a{n}"})).json()
+            assigned = (await client.post(f"/api/v1/cases/{case_id}/assign", json={"assignee": agents[n]})).json()
             fresh = {"Sb-Min-Position": str(assigned["position"])}
-            mine = (await client.get("/api/v1/cases", params={"assignee": f"a{n}"}, headers=fresh)).json()
+            mine = (await client.get("/api/v1/cases", params={"assignee": agents[n]}, headers=fresh)).json()
             assert [c["id"] for c in mine["items"]] == [case_id]
 
 

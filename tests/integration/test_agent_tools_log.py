@@ -125,7 +125,15 @@ TABLES = {
 
 def _dump(database_url: str) -> dict[str, list[tuple]]:
     with psycopg.connect(database_url) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY {k}").fetchall() for t, k in TABLES.items()}
+        # Cases with their attributes last, whatever columns other read-model work added after them.
+        return {
+            t: conn.execute(
+                f"SELECT *, attributes FROM {t} ORDER BY {k}"
+                if t == "proj_cases"
+                else f"SELECT * FROM {t} ORDER BY {k}"
+            ).fetchall()
+            for t, k in TABLES.items()
+        }
 
 
 def test_rebuild_reproduces_canned_definitions_attributes_and_csat(store, database_url):
