@@ -5,26 +5,16 @@ another case, and a resolved case leaves the agent's view."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import httpx
 import pytest
 
+from tests.fixtures.providers import eventually
+
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 PASSWORD = "correct horse battery staple"
-
-
-async def _eventually(fetch, predicate, timeout: float = 30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await fetch()
-        if predicate(result):
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last: {result!r}")
-        await asyncio.sleep(0.05)
 
 
 def _widget_page(server_url: str) -> str:
@@ -128,7 +118,7 @@ async def test_two_agents_work_a_chat_from_arrival_to_resolution(server, admin_h
         await expect(first.get_by_test_id("search-result").first).to_be_visible()
         await first.get_by_test_id("reply-input").fill("Anything else I can do?")
         await first.get_by_test_id("reply-send").click()
-        view = await _eventually(
+        view = await eventually(
             lambda: api.get(f"/api/v1/cases/{case_id}"),
             lambda r: any((m.get("text") or "") == "Anything else I can do?" for m in r.json()["messages"]),
         )

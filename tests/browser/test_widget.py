@@ -3,7 +3,6 @@ the agent side goes through the API as the console would."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -12,19 +11,9 @@ import httpx
 import pytest
 
 from channels.chat import identity_hash
+from tests.fixtures.providers import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-
-
-async def _eventually(fetch, predicate, timeout: float = 30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await fetch()
-        if predicate(result):
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last: {result!r}")
-        await asyncio.sleep(0.05)
 
 
 def _page_html(server_url: str, nonce: str, **data: str) -> str:
@@ -80,12 +69,12 @@ async def _case_of_session(client: httpx.AsyncClient, session_id: str) -> tuple[
     async def lookup():
         return await client.get("/api/v1/customers/lookup", params={"kind": "chat", "value": session_id})
 
-    customer = (await _eventually(lookup, lambda r: r.status_code == 200)).json()
+    customer = (await eventually(lookup, lambda r: r.status_code == 200)).json()
 
     async def timeline():
         return (await client.get(f"/api/v1/customers/{customer['id']}/timeline")).json()["items"]
 
-    items = await _eventually(timeline, lambda items: bool(items))
+    items = await eventually(timeline, lambda items: bool(items))
     return customer, items[0]["case_id"]
 
 
@@ -154,7 +143,7 @@ async def test_a_visitor_chats_with_an_agent_across_reloads_and_a_lost_connectio
         # Meanwhile the agent answers, and the visitor types a message that cannot leave yet.
         before = await _outbox_count(server)
         await client.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Sent while you were away"})
-        await _eventually(lambda: _outbox_count(server), lambda n: n == before + 1)
+        await eventually(lambda: _outbox_count(server), lambda n: n == before + 1)
         await field.fill("Are you still there?")
         await field.press("Enter")
         await expect(messages.nth(2)).to_have_attribute("data-state", "pending")
@@ -181,7 +170,7 @@ async def test_a_visitor_chats_with_an_agent_across_reloads_and_a_lost_connectio
         await page.screenshot(path=screenshot_path("widget-reconnected"))
 
         # The message typed while offline was recorded once.
-        texts = await _eventually(
+        texts = await eventually(
             lambda: _visitor_texts(client, customer["id"]), lambda texts: "Are you still there?" in texts
         )
         assert texts == ["Hello, where is my order 1234?", "Are you still there?"]
@@ -213,7 +202,7 @@ async def test_a_signed_in_visitor_is_linked_to_the_companys_customer_id(
         async def lookup():
             return await client.get("/api/v1/customers/lookup", params={"kind": "external", "value": user_id})
 
-        customer = (await _eventually(lookup, lambda r: r.status_code == 200)).json()
+        customer = (await eventually(lookup, lambda r: r.status_code == 200)).json()
     kinds = {(i["kind"], i["value"]) for i in customer["identities"]}
     assert {("external", user_id), ("chat", session["session"]), ("email", email)} <= kinds
 
@@ -288,7 +277,7 @@ async def test_an_expired_session_is_replaced_and_the_unsent_message_goes_with_t
     assert new and new != old
     async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers, timeout=30) as client:
         customer, _ = await _case_of_session(client, new)
-        texts = await _eventually(lambda: _visitor_texts(client, customer["id"]), lambda texts: bool(texts))
+        texts = await eventually(lambda: _visitor_texts(client, customer["id"]), lambda texts: bool(texts))
     assert texts == ["Back again"]
 
 
@@ -321,7 +310,7 @@ async def test_two_tabs_of_the_site_share_one_conversation(server, admin_headers
         await client.post(f"/api/v1/cases/{case_id}/reply", json={"text": "Seen in both"})
         for page in (first, second):
             await expect(page.get_by_test_id("widget-message")).to_have_text([*both, "Seen in both"])
-        texts = await _eventually(lambda: _visitor_texts(client, customer["id"]), lambda texts: len(texts) >= 2)
+        texts = await eventually(lambda: _visitor_texts(client, customer["id"]), lambda texts: len(texts) >= 2)
         assert texts == both
     await first.reload()
     await expect(first.get_by_test_id("widget-message")).to_have_text([*both, "Seen in both"])
