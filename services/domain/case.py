@@ -12,10 +12,10 @@ from uuid import UUID
 
 from events.case import (
     CASE_EVENTS,
-    CaseClassified,
     PRIORITIES,
     CaseAssigned,
     CaseAttributesSet,
+    CaseClassified,
     CaseMessageAdded,
     CaseNoteAdded,
     CaseOpened,
