@@ -50,6 +50,19 @@ class CaseMessageAdded(DomainEvent, frozen=True, kw_only=True):
     channel: str
 
 
+class CaseClassified(DomainEvent, frozen=True, kw_only=True):
+    """An inbound message classified on this machine (services/intelligence/classify.py): language
+    (ISO 639-1, "" when undetermined), sentiment (negative, neutral, positive), intent (from the
+    configured label set) and the intent's confidence (0-1)."""
+
+    NAME = "case.Classified"
+    interaction_id: UUID
+    language: str
+    sentiment: str
+    intent: str
+    confidence: float
+
+
 class CaseAssigned(DomainEvent, frozen=True, kw_only=True):
     NAME = "case.Assigned"
     assignee: str | None
@@ -234,4 +247,5 @@ CASE_EVENTS: tuple[type[DomainEvent], ...] = (
     SlaFulfilled,
     SlaBreached,
     CaseWoken,
+    CaseClassified,
 )

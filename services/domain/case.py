@@ -15,6 +15,7 @@ from events.case import (
     PRIORITIES,
     CaseAssigned,
     CaseAttributesSet,
+    CaseClassified,
     CaseMessageAdded,
     CaseNoteAdded,
     CaseOpened,
@@ -66,6 +67,7 @@ class Case(Aggregate):
         self.snoozed_until: datetime | None = None
         self.replies: dict[UUID, ReplyState] = {}
         self.messages: set[UUID] = set()
+        self.classified: set[UUID] = set()  # inbound messages with a CaseClassified
         self.attributes: dict[str, Any] = {}
         self.csat_until: datetime | None = None  # a survey went out and may be answered until then
         self.csat_score: int | None = None
@@ -241,6 +243,21 @@ class Case(Aggregate):
         if self.status == "snoozed" and self.snoozed_until is not None and self.snoozed_until <= at:
             self._trigger(CaseWoken, at)
 
+    def classify(
+        self, interaction_id: UUID, language: str, sentiment: str, intent: str, confidence: float, at: datetime
+    ) -> None:
+        """Records a message's classification, once per message of this case."""
+        if interaction_id in self.messages and interaction_id not in self.classified:
+            self._trigger(
+                CaseClassified,
+                at,
+                interaction_id=interaction_id,
+                language=language,
+                sentiment=sentiment,
+                intent=intent,
+                confidence=confidence,
+            )
+
     # -- state ---------------------------------------------------------------------------------
 
     def when_Opened(self, e: CaseOpened) -> None:
@@ -329,6 +346,9 @@ class Case(Aggregate):
 
     def when_SlaBreached(self, e: SlaBreached) -> None:
         self.sla[e.target] = ("breached", None)
+
+    def when_Classified(self, e: CaseClassified) -> None:
+        self.classified.add(e.interaction_id)
 
     def when_Woken(self, e: CaseWoken) -> None:
         self.status = "open"

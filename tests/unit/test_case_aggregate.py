@@ -201,3 +201,26 @@ def test_replay_rebuilds_status_and_replies():
         CUSTOMER,
         "chat",
     )
+
+
+def test_a_message_of_the_case_is_classified_once_and_unknown_messages_are_ignored():
+    from events.case import CaseClassified
+
+    case = opened()
+    message = uuid.uuid4()
+    case.classify(message, "es", "negative", "complaint", 0.9, T0)  # not a message of this case
+    assert case.collect() == []
+    case.add_message(message, "inbound", "email", T0)
+    case.collect()
+    case.classify(message, "es", "negative", "complaint", 0.9, T0)
+    case.classify(message, "es", "negative", "complaint", 0.9, T0)
+    [event] = case.collect()
+    assert isinstance(event, CaseClassified)
+    assert (event.interaction_id, event.language, event.sentiment, event.intent, event.confidence) == (
+        message,
+        "es",
+        "negative",
+        "complaint",
+        0.9,
+    )
+    assert case.classified == {message}

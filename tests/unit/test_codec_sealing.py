@@ -31,6 +31,7 @@ from events.base import DomainEvent
 from events.case import (
     CaseAssigned,
     CaseAttributesSet,
+    CaseClassified,
     CaseMessageAdded,
     CaseNoteAdded,
     CaseOpened,
@@ -193,6 +194,15 @@ def _samples() -> list[DomainEvent]:
         case(SlaFulfilled, 21, target="first_response"),
         case(SlaBreached, 22, target="resolution", due_at=AT + timedelta(hours=8)),
         case(CaseWoken, 23),
+        case(
+            CaseClassified,
+            24,
+            interaction_id=interaction,
+            language="es",
+            sentiment="negative",
+            intent="complaint",
+            confidence=0.91,
+        ),
         customer(CustomerAttributesSet, 11, values={"loyalty": ATTRIBUTE}, by="agent-7"),
         customer(MergeSuggestionResolved, 12, other_id=other, accepted=True, by="supervisor-1"),
         agent(AgentCreated, 1, email=AGENT_EMAIL, name=AGENT_NAME, role="agent", teams=["billing"], skills=["es"]),
