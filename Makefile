@@ -28,8 +28,11 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/switchboard up
 
+# Two workers (TEST_WORKERS=0 runs in one process); a test file stays on one worker.
+TEST_WORKERS ?= 2
+
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Lint, types of the domain and events, and the layer rule (contracts in pyproject.toml).
 check: $(DEV_STAMP)
