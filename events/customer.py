@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -89,11 +90,30 @@ class MergeSuggested(DomainEvent, frozen=True, kw_only=True):
 
 
 class ConsentChanged(DomainEvent, frozen=True, kw_only=True):
+    """Consent to contact the customer for `purpose` on `channel` given or withdrawn. `source` says
+    how: "api:<who>", "keyword:STOP" (an SMS or WhatsApp keyword), "unsubscribe-link"."""
+
     NAME = "customer.ConsentChanged"
     channel: str
     granted: bool
     purpose: str = "marketing"
     source: str = ""
+
+
+class ActivityRecorded(DomainEvent, frozen=True, kw_only=True):
+    """A business event from the company's other systems (ERP, shop, billing): an order placed, an
+    invoice paid, a delivery late. Once per `type` + `reference` (`interaction_id` derives from them).
+    Its `occurred_at` is when it happened in that system, as an interaction's is."""
+
+    NAME = "customer.ActivityRecorded"
+    PERSONAL = personal("data")
+    interaction_id: UUID
+    type: str
+    reference: str
+    source: str
+    amount: Decimal | None = None
+    currency: str | None = None
+    data: dict[str, Any] = {}
 
 
 class CustomerAttributesSet(DomainEvent, frozen=True, kw_only=True):
@@ -121,6 +141,13 @@ class CustomerErased(DomainEvent, frozen=True, kw_only=True):
     requested_by: str
 
 
+def activity_summary(type_: str, reference: str, amount: Decimal | None, currency: str | None) -> str:
+    """The timeline's text of an activity: `order.placed ORD-1 (42.50 EUR)`."""
+    if amount is None:
+        return f"{type_} {reference}"
+    return f"{type_} {reference} ({amount} {currency})" if currency else f"{type_} {reference} ({amount})"
+
+
 CUSTOMER_EVENTS: tuple[type[DomainEvent], ...] = (
     CustomerRegistered,
     IdentityLinked,
@@ -134,4 +161,5 @@ CUSTOMER_EVENTS: tuple[type[DomainEvent], ...] = (
     CustomerAttributesSet,
     MergeSuggestionResolved,
     CustomerErased,
+    ActivityRecorded,
 )

@@ -12,7 +12,9 @@ from uuid import UUID
 
 import msgspec
 
-Channel = Literal["email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram"]
+# "activity": a business event of the company's other systems (an order, an invoice), carried to the
+# core like a message so it is resolved to its customer and recorded exactly once (never a case).
+Channel = Literal["email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram", "activity"]
 Direction = Literal["inbound", "outbound"]
 IdentityKind = Literal["email", "phone", "messenger", "instagram", "telegram", "chat", "external"]
 InteractionKind = Literal["message", "auto_reply", "bounce", "status", "reaction", "location", "media"]

@@ -20,6 +20,7 @@ from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
+from projections.customer_data import CustomerDataProjection
 from projections.merge_suggestions import MergeSuggestionsProjection
 from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
@@ -49,6 +50,7 @@ def all_projections() -> list[Projection]:
         MergeSuggestionsProjection(),
         AgentsProjection(),
         SlaPoliciesProjection(),
+        CustomerDataProjection(),
     ]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from events.customer import CustomerErased, CustomerMerged, InteractionRecorded
+from events.customer import ActivityRecorded, CustomerErased, CustomerMerged, InteractionRecorded, activity_summary
 from projections.base import ALIAS_SCHEMA, Item, bulk
 from services.platform.eventstore.codec import REDACTED
 
@@ -105,6 +105,18 @@ class TimelineProjection:
                         "customer_id": str(event.stream_id),
                         "interaction_id": str(event.interaction_id),
                         "channel": event.channel,
+                    }
+                )
+            elif isinstance(event, ActivityRecorded):
+                text = activity_summary(event.type, event.reference, event.amount, event.currency)
+                row = (event.interaction_id, event.stream_id, position, event.occurred_at, "activity", "inbound")
+                rows.append((*row, event.type, text, None, "[]"))
+                live.append(
+                    {
+                        "type": "timeline",
+                        "customer_id": str(event.stream_id),
+                        "interaction_id": str(event.interaction_id),
+                        "channel": "activity",
                     }
                 )
             elif isinstance(event, CustomerMerged):

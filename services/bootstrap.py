@@ -41,6 +41,7 @@ from channels.publish import Publisher
 from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
+from services.core.activities import hand_on_forever
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
@@ -180,6 +181,9 @@ class Switchboard:
             ack_wait=self.settings.core_ack_wait_seconds,
         )
         self.tasks.append(asyncio.create_task(make_room_forever(self.jetstream(), self.names, self.stop_event)))
+        self.tasks.append(
+            asyncio.create_task(hand_on_forever(self.jetstream(), self.names, self.stop_event), name="activities")
+        )
 
     def _start_projector(self) -> None:
         loop = asyncio.get_running_loop()

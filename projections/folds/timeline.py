@@ -8,9 +8,11 @@ from uuid import UUID
 
 from events.base import DomainEvent
 from events.customer import (
+    ActivityRecorded,
     CustomerErased,
     CustomerMerged,
     InteractionRecorded,
+    activity_summary,
 )
 from projections.folds.common import (
     Aliases,
@@ -95,6 +97,12 @@ class TimelineFold:
                     attachments_json(event.attachments),
                 )
             )
+        elif kind is ActivityRecorded:
+            text = activity_summary(event.type, event.reference, event.amount, event.currency)
+            storable(event.type, text)
+            origin = event.stream_id
+            row = (event.interaction_id, self.aliases.resolve(origin), origin, position, event.occurred_at)
+            self.sink((*row, "activity", "inbound", event.type, text, None, RawJson(b"[]")))
         elif kind is CustomerMerged:
             self.aliases.merge(event.stream_id, event.absorbed_id)
         elif kind is CustomerErased:

@@ -23,6 +23,7 @@ from services.api import (
     cases,
     console,
     csat,
+    customer_data,
     customers,
     health,
     live,
@@ -51,7 +52,13 @@ from services.core.commands import NotFound
 from services.domain.aggregate import DomainError
 from services.platform.eventstore.store import ConcurrencyError
 
-GATEWAY_HANDLERS = [*CHAT_HANDLERS, *WIDGET_HANDLERS, csat.rating_link]
+GATEWAY_HANDLERS = [
+    *CHAT_HANDLERS,
+    *WIDGET_HANDLERS,
+    csat.rating_link,
+    customer_data.unsubscribe_link,
+    customer_data.unsubscribe_one_click,
+]
 API_HANDLERS = [
     customers.lookup_customer,
     customers.search_customers,
@@ -86,6 +93,8 @@ API_HANDLERS = [
     *canned.HANDLERS,
     *attributes.HANDLERS,
     csat.record_csat,
+    customer_data.set_consent,
+    customer_data.post_activity,
     *agents.AGENT_HANDLERS,
     sla.put_sla_policy,
     sla.get_sla_policies,

@@ -85,6 +85,38 @@ async def customer_profile(conn, customer_id: UUID) -> dict | None:
         "erased": row["erased"],
         "merged_ids": [],
         "attributes": row["custom_attributes"],
+        **await customer_data(cur, survivor),
+    }
+
+
+async def customer_data(cur, customer_id: UUID) -> dict:
+    """The profile's consent ({purpose: {channel: given}}) and business activities."""
+    await cur.execute("SELECT purpose, channel, granted FROM proj_consent WHERE customer_id = %s", (customer_id,))
+    consent: dict[str, dict[str, bool]] = {}
+    for r in await cur.fetchall():
+        consent.setdefault(r["purpose"], {})[r["channel"]] = r["granted"]
+    await cur.execute(
+        "SELECT type, count, amount_sum, last_at FROM proj_activity_totals WHERE customer_id = %s ORDER BY type",
+        (customer_id,),
+    )
+    by_type = {
+        r["type"]: {"count": r["count"], "amount": str(r["amount_sum"]), "last_at": r["last_at"]}
+        for r in await cur.fetchall()
+    }
+    await cur.execute(
+        "SELECT currency, amount_sum FROM proj_activity_currency WHERE customer_id = %s ORDER BY currency",
+        (customer_id,),
+    )
+    amounts = {r["currency"]: str(r["amount_sum"]) for r in await cur.fetchall()}
+    orders = by_type.get("order.placed")
+    return {
+        "consent": consent,
+        "activities": {
+            "by_type": by_type,
+            "amounts": amounts,
+            "orders": orders["count"] if orders else 0,
+            "last_purchase_at": orders["last_at"] if orders else None,
+        },
     }
 
 

@@ -44,6 +44,24 @@ class Profile(msgspec.Struct):
     erased: bool = False
     merged_ids: list[str] = []
     attributes: dict[str, Any] = {}
+    # {purpose: {channel: given}}: recorded consent only (services/domain/consent.py says the rest)
+    consent: dict[str, dict[str, bool]] = {}
+    activities: ActivitySummary | None = None
+
+
+class ActivityTotal(msgspec.Struct):
+    count: int
+    amount: str  # a decimal, summed over the type's activities that had an amount
+    last_at: datetime
+
+
+class ActivitySummary(msgspec.Struct):
+    """Business activities (POST /api/v1/activities): per type, money per currency, orders."""
+
+    by_type: dict[str, ActivityTotal]
+    amounts: dict[str, str]
+    orders: int
+    last_purchase_at: datetime | None
 
 
 class CustomerSummary(msgspec.Struct):

@@ -46,7 +46,7 @@ from events.base import DomainEvent
 from events.interactions import Identity, Interaction
 from services.core import batch_sql
 from services.core.outcome import LRU, Outcome, PoisonInteraction, Prepared
-from services.domain import merges, replies, routing
+from services.domain import activities, consent, merges, replies, routing
 from services.domain.aggregate import Aggregate, DomainError
 from services.domain.case import Case
 from services.domain.customer import Customer
@@ -383,6 +383,13 @@ class CoreProcessor:
             blind = self._blind(identity)
             batch.owners[blind] = batch.changed_owners[blind] = customer.id
             batch.new_identities[blind] = (identity.kind, customer.id)
+        if interaction.channel == "activity":
+            try:
+                fields = activities.fields_of(interaction)
+            except activities.BadActivity as exc:
+                raise PoisonInteraction(interaction.id, str(exc)) from exc
+            customer.record_activity(interaction, fields)  # an activity is never a case
+            return
         thread_key = routing.thread_key_of(customer, interaction)
         choice = routing.case_for(
             customer, interaction, thread_key, self._known_case(batch, customer, interaction, thread_key)
@@ -390,6 +397,9 @@ class CoreProcessor:
         self._keep(batch, choice.opened)
         # Recorded under the effective thread key, so the next message of the conversation finds the case.
         customer.record(interaction, choice.case_id, thread_key)
+        if (keyword := consent.keyword_of(interaction)) is not None:
+            at = interaction.occurred_at
+            customer.change_consent(interaction.channel, keyword.granted, at, source=f"keyword:{keyword.word}")
 
     def _keep(self, batch: _Batch, created: Aggregate | None) -> None:
         """An aggregate the domain created: part of the batch, and cached."""

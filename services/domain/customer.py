@@ -11,6 +11,7 @@ from uuid import UUID
 
 from events.customer import (
     CUSTOMER_EVENTS,
+    ActivityRecorded,
     ConsentChanged,
     CustomerAbsorbed,
     CustomerAttributesSet,
@@ -25,6 +26,7 @@ from events.customer import (
     ProfileUpdated,
 )
 from events.interactions import Interaction
+from services.domain import consent
 from services.domain.aggregate import Aggregate, DomainError
 
 
@@ -59,7 +61,8 @@ class Customer(Aggregate):
         self.survivor_id: UUID | None = None
         self.suggested: set[UUID] = set()
         self.erased = False
-        self.consents: dict[str, bool] = {}
+        self.consents: dict[tuple[str, str], bool] = {}  # (purpose, channel) → given or withdrawn
+        self.inbound_channels: set[str] = set()  # where the customer has written to us
         self.attributes: dict[str, Any] = {}
         self.suggestions_resolved: dict[UUID, bool] = {}  # other customer → accepted
 
@@ -152,16 +155,34 @@ class Customer(Aggregate):
             missing = {k: v for k, v in other.profile.items() if k not in self.profile}
             if missing:
                 self._trigger(ProfileUpdated, at, attributes=missing, verified=True)
+        for (purpose, channel), granted in sorted(other.consents.items()):
+            if (purpose, channel) not in self.consents:  # the survivor's own word stands
+                self._trigger(ConsentChanged, at, channel=channel, granted=granted, purpose=purpose, source="merge")
 
     def suggest_merge(self, other_id: UUID, reason: str, at: datetime, interaction_id: UUID | None = None) -> None:
         self._check_active()
         if other_id not in self.suggested:
             self._trigger(MergeSuggested, at, other_id=other_id, reason=reason, interaction_id=interaction_id)
 
-    def change_consent(self, channel: str, granted: bool, at: datetime) -> None:
+    def record_activity(self, interaction: Interaction, activity: dict[str, Any]) -> None:
+        """A business activity carried as an interaction (channel "activity"): recorded once."""
         self._check_active()
-        if self.consents.get(channel) != granted:
-            self._trigger(ConsentChanged, at, channel=channel, granted=granted)
+        if interaction.id in self.interactions:
+            return
+        self._trigger(ActivityRecorded, interaction.occurred_at, interaction_id=interaction.id, **activity)
+
+    def change_consent(
+        self, channel: str, granted: bool, at: datetime, purpose: str = "marketing", source: str = ""
+    ) -> None:
+        self._check_active()
+        if self.consents.get((purpose, channel)) != granted:
+            self._trigger(ConsentChanged, at, channel=channel, granted=granted, purpose=purpose, source=source)
+
+    def marketing_allowed(self, channel: str, policy: consent.Policy, purpose: str = "marketing") -> bool:
+        """May a campaign reach this customer on `channel` now (see services.domain.consent)."""
+        if self.erased or self.survivor_id is not None:
+            return False
+        return consent.allowed(self.consents.get((purpose, channel)), channel in self.inbound_channels, policy)
 
     def set_attributes(self, values: dict[str, Any], by: str, at: datetime) -> None:
         """Values already checked against their definitions (the caller's job); None removes one."""
@@ -200,6 +221,8 @@ class Customer(Aggregate):
 
     def when_InteractionRecorded(self, e: InteractionRecorded) -> None:
         self.interactions.add(e.interaction_id)
+        if e.direction == "inbound" and e.kind == "message":
+            self.inbound_channels.add(e.channel)
         if e.thread_key and e.case_id:
             self.threads[e.thread_key] = e.case_id
 
@@ -213,7 +236,10 @@ class Customer(Aggregate):
         self.suggested.add(e.other_id)
 
     def when_ConsentChanged(self, e: ConsentChanged) -> None:
-        self.consents[e.channel] = e.granted
+        self.consents[(e.purpose, e.channel)] = e.granted
+
+    def when_ActivityRecorded(self, e: ActivityRecorded) -> None:
+        self.interactions.add(e.interaction_id)
 
     def when_AttributesSet(self, e: CustomerAttributesSet) -> None:
         for key, value in e.values.items():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from events.interactions import MACHINE_KINDS, Interaction
+from services.domain import consent
 from services.domain.case import Case
 from services.domain.csat import parse_score
 from services.domain.customer import Customer
@@ -47,8 +48,9 @@ def known_case(customer: Customer, interaction: Interaction, thread_key: str) ->
 
 
 def opens_cases(interaction: Interaction) -> bool:
-    """Machines answering machines are recorded, never a case of their own (nor a message of one)."""
-    return interaction.kind not in MACHINE_KINDS
+    """Machines answering machines are recorded, never a case of their own (nor a message of one);
+    nor is a consent keyword ("STOP"): it changes consent, nobody needs to answer it."""
+    return interaction.kind not in MACHINE_KINDS and consent.keyword_of(interaction) is None
 
 
 def joins(case: Case) -> bool:

@@ -11,6 +11,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -144,6 +145,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Seconds between refreshes of the audit anchor in NATS KV by the relay role (0: never).
     audit_anchor_seconds: float = 60.0
     log_format: str = "auto"  # auto | json | console
+    # Who may receive marketing (campaigns) on a channel without a recorded yes or no: "implied"
+    # (customers who wrote to us there, until they opt out: Twilio's model) or "explicit" (only after
+    # a recorded grant). A recorded STOP or unsubscribe always wins. See services/domain/consent.py.
+    marketing_consent: Literal["implied", "explicit"] = "implied"
     log_level: str = "info"
 
     def with_(self, **changes: object) -> Settings:

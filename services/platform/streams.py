@@ -39,6 +39,13 @@ class Names:
         return self.stream("SB_CHAT_OUTBOX")
 
     @property
+    def activities(self) -> str:
+        return self.stream("SB_ACTIVITIES")
+
+    def activity_subject(self, source: str) -> str:
+        return self.subject(f"sb.activities.{source}")
+
+    @property
     def chat_sessions_bucket(self) -> str:
         return self.stream("SB_CHAT_SESSIONS")
 
@@ -99,6 +106,9 @@ def stream_configs(
       limit: a dead letter stays until it is handled (redriven or deleted). A full one refuses the core's copy, so the interaction stays unacked
       in SB_INTERACTIONS, where it is redelivered, not lost.
     - SB_CHAT_OUTBOX: discard OLD within `retention_seconds` (replies are in the timeline too).
+    - SB_ACTIVITIES: business activities published by other systems on `sb.activities.<source>`; a
+      work queue (a message goes once the core has handed it on as an interaction) that discards
+      NEW: full, it refuses the publisher, never drops what nobody handed on.
     """
     limits = limits or StreamLimits()
     common = dict(
@@ -133,6 +143,13 @@ def stream_configs(
         ),
         StreamConfig(
             name=names.chat_outbox, subjects=[names.subject("sb.chat.outbox.>")], duplicate_window=120.0, **common
+        ),
+        StreamConfig(
+            name=names.activities,
+            subjects=[names.subject("sb.activities.>")],
+            duplicate_window=120.0,
+            **{**common, "discard": DiscardPolicy.NEW, "retention": RetentionPolicy.WORK_QUEUE},
+            max_bytes=limits.interactions_max_bytes,
         ),
     ]
 

@@ -27,6 +27,8 @@ CHANNEL_ROUTES = {
     ("GET", "/channels/chat/session"),
     ("GET", "/widget.js"),
     ("GET", "/csat/{token}"),  # a survey's rating link: public, for customers, like the channels
+    ("GET", "/unsubscribe/{token}"),  # an unsubscribe link and its one-click POST: public, signed
+    ("POST", "/unsubscribe/{token}"),
 }
 AGENT_API = {
     ("GET", "/api/v1/auth/me"),
@@ -56,6 +58,8 @@ AGENT_API = {
     ("PATCH", "/api/v1/customers/{customer_id}/attributes"),
     ("PATCH", "/api/v1/cases/{case_id}/attributes"),
     ("POST", "/api/v1/cases/{case_id}/csat"),
+    ("POST", "/api/v1/customers/{customer_id}/consent"),
+    ("POST", "/api/v1/activities"),
     ("GET", "/api/v1/merge-suggestions"),
     ("POST", "/api/v1/merge-suggestions/{suggestion_id}/accept"),
     ("POST", "/api/v1/merge-suggestions/{suggestion_id}/reject"),
@@ -129,6 +133,15 @@ WELL_FORMED = {
     "/api/v1/customers/{customer_id}/attributes": {"json": {"plan": "pro"}},
     "/api/v1/cases/{case_id}/attributes": {"json": {"order": "A-1"}},
     "/api/v1/cases/{case_id}/csat": {"json": {"score": 5}},
+    "/api/v1/customers/{customer_id}/consent": {"json": {"channel": "sms", "granted": False}},
+    "/api/v1/activities": {
+        "json": {
+            "customer": {"kind": "email", "value": "ana@example.com"},
+            "type": "order.placed",
+            "occurred_at": "2026-11-26T10:00:00+00:00",
+            "reference": "ORD-1",
+        }
+    },
     "/api/v1/customers/{customer_id}/merge": {"json": {"other_id": "00000000-0000-0000-0000-000000000002"}},
     "/api/v1/agents": {"json": {"email": "ana@example.com", "name": "Ana", "role": "agent"}},
     "/api/v1/agents/me/status": {"json": {"status": "online"}},

@@ -11,6 +11,7 @@ import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -63,6 +64,7 @@ from events.config import (
     SlaPolicyConfigured,
 )
 from events.customer import (
+    ActivityRecorded,
     ConsentChanged,
     CustomerAbsorbed,
     CustomerAttributesSet,
@@ -204,6 +206,17 @@ def _samples() -> list[DomainEvent]:
             confidence=0.91,
         ),
         customer(CustomerAttributesSet, 11, values={"loyalty": ATTRIBUTE}, by="agent-7"),
+        customer(
+            ActivityRecorded,
+            12,
+            interaction_id=interaction,
+            type="order.placed",
+            reference="ORD-1",
+            source="shop",
+            amount=Decimal("42.50"),
+            currency="EUR",
+            data={"note": ATTRIBUTE},
+        ),
         customer(MergeSuggestionResolved, 12, other_id=other, accepted=True, by="supervisor-1"),
         agent(AgentCreated, 1, email=AGENT_EMAIL, name=AGENT_NAME, role="agent", teams=["billing"], skills=["es"]),
         agent(AgentChanged, 2, name=AGENT_NAME + " Jr", capacity=3, by="admin"),
@@ -388,6 +401,7 @@ REDACTIONS = {
     "case.CsatRecorded": {"comment": None},
     "case.AttributesSet": {"values": {}},
     "customer.AttributesSet": {"values": {}},
+    "customer.ActivityRecorded": {"data": {}},
     "agent.Created": {"email": REDACTED, "name": REDACTED},
     "agent.Changed": {"name": None},
 }
