@@ -99,6 +99,9 @@ class Readiness:
         js = self.services.js
         if js is None or self.services.nc is None or not self.services.nc.is_connected:
             return "unknown: NATS is not reachable"
+        publisher = self.services.publisher
+        if publisher is not None and publisher.refusing:
+            return f"refused the last interaction ({publisher.refusing}); the gateway answers 503"
         info = await js.stream_info(self.services.names.interactions)
         limit = info.config.max_bytes or -1
         if limit > 0 and info.state.bytes >= limit * 0.98:
