@@ -249,6 +249,10 @@ class ReadyWatch:
     def saw(self, check: str, contains: str) -> bool:
         return any(status == 503 and contains in str(body.get(check, "")) for status, body in self.answers)
 
+    def saw_wrong(self, check: str) -> dict | None:
+        """The first 503 whose `check` was not "ok"."""
+        return next((body for status, body in self.answers if status == 503 and body.get(check) != "ok"), None)
+
 
 @contextlib.asynccontextmanager
 async def running(*tasks_of):
