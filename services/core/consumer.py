@@ -196,6 +196,7 @@ class CoreConsumer:
         if self._sub is not None:
             await self._sub.unsubscribe()
         # Whatever was delivered and not taken comes back to another core at once.
+        self._release(self._buffer)
         for m in self._buffer:
             await m.nak()
         self._buffer.clear()
@@ -328,6 +329,7 @@ class CoreConsumer:
         for m in raw:
             deliveries, seq = delivery(m)
             if deliveries > self.max_deliveries * CRASH_LOOP_FACTOR:
+                self._release([m])
                 await dead_letter(
                     js,
                     self.names,
@@ -339,6 +341,7 @@ class CoreConsumer:
                 interaction = INTERACTION_DECODER.decode(m.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("interaction_undecodable", subject=m.subject, seq=seq)
+                self._release([m])
                 await dead_letter(js, self.names, m, f"undecodable: {exc}")
                 continue
             if json_may_need_cleaning(m.data):
@@ -380,6 +383,7 @@ class CoreConsumer:
             except Exception as exc:  # noqa: BLE001 — nothing was recorded: every message comes back later
                 log.warning("core_batch_failed", size=len(items), error=type(exc).__name__, infrastructure=False)
                 for ms in by_id.values():
+                    self._release(ms)
                     for m in ms:
                         await m.nak(delay=_backoff(m.metadata.num_delivered))
                 return
@@ -388,10 +392,10 @@ class CoreConsumer:
             self.outage_since = None
         await self._settle(by_id, outcome, started)
 
-    @staticmethod
-    async def _hand_back(by_id: dict) -> None:
+    async def _hand_back(self, by_id: dict) -> None:
         """Returns held messages to JetStream for another core (a nak without delay: not a failure)."""
         for ms in by_id.values():
+            self._release(ms)
             for m in ms:
                 try:
                     await m.nak()
@@ -400,10 +404,19 @@ class CoreConsumer:
 
     async def _settle(self, by_id: dict, outcome: Outcome, started: float) -> None:
         """After the commit: dead letters, retries, one log line per interaction, then the acks."""
+        settling = [m for ms in by_id.values() for m in ms]
         try:
             await self._settle_messages(by_id, outcome, started)
         except Exception:  # noqa: BLE001 — unacked messages come back; never stop the consumer for it
             log.exception("core_batch_settle_failed", size=len(by_id))
+        finally:
+            # Settled, or an ack that did not go out: either way no longer kept alive, so JetStream
+            # redelivers what it did not hear about (and the processor recognises it as done).
+            self._release(settling)
+
+    def _release(self, msgs) -> None:
+        for m in msgs:
+            self._held.pop(id(m), None)
 
     async def _settle_messages(self, by_id: dict, outcome: Outcome, started: float) -> None:
         js = self.js_getter()
