@@ -15,6 +15,7 @@ wrong, and how long the read side took to catch up. One summary line; exit 1 if 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -41,6 +42,7 @@ async def soak(outage: float, fault: str, rate: float) -> str:
     root = Path(tempfile.mkdtemp(prefix="sb-soak-"))
     log_path = root / "switchboard.log"
     configure_logging("json", "info", stream=open(log_path, "a"))  # noqa: SIM115 — for the whole run
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of the load otherwise
     print(f"soak: {fault} PostgreSQL for {outage:.0f}s under {rate:.0f} SMS/s; logs in {log_path}", flush=True)
     servers = OwnServers(root / "servers").start()
     try:
