@@ -33,6 +33,17 @@ from psycopg_pool.base import AttemptWithBackoff
 # Used when the string sets no connect_timeout: an unroutable host fails in seconds, not minutes.
 DEFAULT_CONNECT_TIMEOUT = 10
 _DEFAULT_PORT = "5432"
+# Used when the string sets none of them: a server host that vanished (power, network) is noticed in
+# about 30 s instead of the kernel's ~15 minutes of retransmissions, so its connections fail and the
+# pools reconnect. (A server that is alive but stalled, say SIGSTOPped, still acknowledges every
+# packet: no socket option sees that; `/ready` bounds its probe itself, see services.api.readiness.)
+DEFAULT_LIVENESS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",  # ms: unacknowledged data for this long drops the connection
+}
 
 
 class DatabaseUrlError(ValueError):
@@ -72,6 +83,8 @@ class Database:
         """The normalised key=value string for psycopg (a connect_timeout added when none was set)."""
         params = dict(self.params)
         params.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
+        for key, value in DEFAULT_LIVENESS.items():  # what the string says wins
+            params.setdefault(key, value)
         return make_conninfo("", **params)
 
     @property

@@ -73,3 +73,12 @@ async def test_a_probe_that_answers_ok_is_asked_again_next_time():
     probe = readiness._Probe("nats", fine)
     assert [await probe.verdict(), await probe.verdict()] == ["ok", "ok"]
     assert len(calls) == 2
+
+
+def test_connections_notice_a_vanished_server_host_unless_the_string_says_otherwise():
+    from services.platform.database import Database  # noqa: PLC0415
+
+    default = Database.parse("postgresql://u@db.example/d").conninfo
+    assert "tcp_user_timeout=30000" in default and "keepalives_idle=10" in default
+    own = Database.parse("postgresql://u@db.example/d?tcp_user_timeout=5000&keepalives=0").conninfo
+    assert "tcp_user_timeout=5000" in own and "keepalives=0" in own
