@@ -66,6 +66,10 @@ PULL_EXPIRES = 5.0  # seconds a pull request waits on the server for messages
 # resumes within a couple of seconds of its return, long enough not to hammer it meanwhile.
 OUTAGE_BACKOFF_FIRST = 0.25
 OUTAGE_BACKOFF_MAX = 2.0
+# A safety net: a message held this long (seconds) is no longer kept alive, so were it ever forgotten
+# by a bug it would come back (one delivery more) rather than wait for ever. Half an hour: far longer
+# than a batch takes, and an outage that long costs each waiting message one delivery of its limit.
+KEEP_ALIVE_AT_MOST = 1800.0
 
 
 async def dead_letter(js, names: Names, msg: Msg, reason: str) -> None:
@@ -159,8 +163,8 @@ class CoreConsumer:
         self._task: asyncio.Task | None = None
         self._sub = None
         self._running = False
-        # Every message delivered to us and not yet settled, with when it was last kept alive.
-        self._held: dict[int, tuple[Msg, float]] = {}
+        # Every message delivered to us and not yet settled: (message, last kept alive, delivered).
+        self._held: dict[int, tuple[Msg, float, float]] = {}
         self._keeper: asyncio.Task | None = None
         self.outage_since: float | None = None  # monotonic time the database went away, while it is
 
@@ -212,7 +216,8 @@ class CoreConsumer:
             self._arrived.set()
             return
         self._outstanding = max(self._outstanding - 1, 0)
-        self._held[id(msg)] = (msg, time.monotonic())
+        now = time.monotonic()
+        self._held[id(msg)] = (msg, now, now)
         self._buffer.append(msg)
         self._arrived.set()
 
@@ -227,15 +232,15 @@ class CoreConsumer:
         while True:
             await asyncio.sleep(every / 2)
             now = time.monotonic()
-            for key, (m, touched) in list(self._held.items()):
-                if m.is_acked:  # settled: acked, nak'ed or dead-lettered
+            for key, (m, touched, since) in list(self._held.items()):
+                if m.is_acked or now - since > KEEP_ALIVE_AT_MOST:  # settled, or (a safety net) forgotten
                     del self._held[key]
                 elif now - touched >= every:
                     try:
                         await m.in_progress()
                     except Exception:  # noqa: BLE001 — NATS is away: the next round tries again
                         break
-                    self._held[key] = (m, now)
+                    self._held[key] = (m, now, since)
 
     async def _pull(self) -> None:
         """Keeps enough messages asked for that the buffer refills while a batch is written."""
@@ -253,6 +258,7 @@ class CoreConsumer:
 
     async def _run(self) -> None:
         while self._running:
+            batch: list[Msg] = []
             try:
                 await self._pull()
                 if not self._buffer and self._inflight is not None:
@@ -272,6 +278,10 @@ class CoreConsumer:
                 raise
             except Exception:  # noqa: BLE001 — a NATS hiccup: keep consuming
                 log.exception("core_consumer_error")
+                # What this batch did not get to settle is no longer kept alive: JetStream brings it back.
+                inflight = self._inflight.by_id.values() if self._inflight is not None else []
+                kept = {id(m) for ms in inflight for m in ms}
+                self._release([m for m in batch if id(m) not in kept])
                 await asyncio.sleep(0.5)
 
     # -- processing ----------------------------------------------------------------------------
@@ -296,7 +306,11 @@ class CoreConsumer:
         if previous is not None and committed is None:
             # The previous batch did not commit, and this one may have built on it: both again, in order.
             if prepared is not None:
-                prepared.abort()
+                try:
+                    # In a worker thread: a rollback on a hung PostgreSQL must not stall the event loop.
+                    await asyncio.to_thread(prepared.abort)
+                except INFRASTRUCTURE_ERRORS:
+                    pass  # the connection is gone, and its transaction with it
                 self.processor.forget(prepared.touched)
             self.processor.forget(previous.prepared.touched)
             await self._one_by_one(previous.items, previous.by_id, previous.started)
