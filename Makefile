@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: up test check bench install clean
+.PHONY: up test check bench soak install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ check: $(DEV_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m tests.benchmarks
+
+# PostgreSQL away for SOAK_SECONDS (600) under load (SOAK_FAULT=stop|freeze): nothing lost or
+# dead-lettered; prints one summary line (tests/faults/soak.py). The short versions run in `make test`.
+soak: $(TEST_STAMP)
+	$(BIN)/python -m tests.faults.soak
 
 clean:
 	rm -rf $(VENV) .switchboard

@@ -7,6 +7,8 @@ interaction passes the one sanitiser (`events.sanitize`) here, so no channel par
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 import nats.errors
 import nats.js.errors
@@ -27,6 +29,7 @@ _STREAM_FULL = {10077}
 # (no quorum, no responders, a timeout) usually passes sooner.
 RETRY_AFTER_FULL = 30
 RETRY_AFTER_OUTAGE = 5
+REFUSAL_REMEMBERED = 30.0
 
 
 class Publisher:
@@ -34,6 +37,21 @@ class Publisher:
         self.js = js
         self.names = names
         self.timeout = timeout
+        # The last refusal, until a publish succeeds again or it is `REFUSAL_REMEMBERED` seconds old:
+        # `/ready` reports it ("stream full", "insufficient resources", ...), since a full server
+        # store shows in no stream's limits. It fades, so a balancer that stops sending traffic on a
+        # 503 from /ready does not keep the gateway out for good.
+        self._refusal: tuple[str, float] | None = None
+
+    @property
+    def refusing(self) -> str | None:
+        if self._refusal is None or time.monotonic() - self._refusal[1] > REFUSAL_REMEMBERED:
+            return None
+        return self._refusal[0]
+
+    def _refuse(self, reason: str, retry_after: int) -> Unavailable:
+        self._refusal = (reason, time.monotonic())
+        return Unavailable(retry_after=retry_after)
 
     async def publish(self, interaction: Interaction) -> bool:
         """Stores the interaction, sanitised, in SB_INTERACTIONS; returns False when it was a duplicate.
@@ -43,6 +61,11 @@ class Publisher:
         """
         interaction = sanitize(interaction)
         structlog.contextvars.bind_contextvars(correlation_id=str(interaction.id))
+        nc = getattr(self.js, "_nc", None)
+        if nc is not None and not nc.is_connected:
+            # Reconnecting: a publish would wait in nats-py's buffer for the whole timeout. Answer now.
+            log.error("interaction_not_stored", channel=interaction.channel, reason="nats_disconnected")
+            raise self._refuse("NATS is not connected", RETRY_AFTER_OUTAGE) from None
         try:
             ack = await self.js.publish(
                 self.names.interaction_subject(interaction.channel, interaction.direction),
@@ -59,10 +82,12 @@ class Publisher:
                 code=exc.code,
                 err_code=exc.err_code,
             )
-            raise Unavailable(retry_after=RETRY_AFTER_FULL if full else RETRY_AFTER_OUTAGE) from None
+            reason = "stream full" if full else f"JetStream refused: {exc.description or exc.err_code}"
+            raise self._refuse(reason[:200], RETRY_AFTER_FULL if full else RETRY_AFTER_OUTAGE) from None
         except (TimeoutError, nats.errors.Error) as exc:
             log.error("interaction_not_stored", channel=interaction.channel, reason=type(exc).__name__)
-            raise Unavailable(retry_after=RETRY_AFTER_OUTAGE) from None
+            raise self._refuse(f"JetStream did not answer: {type(exc).__name__}", RETRY_AFTER_OUTAGE) from None
+        self._refusal = None
         log.info(
             "interaction_published",
             channel=interaction.channel,

@@ -233,6 +233,9 @@ class ProjectionRunner:
                     finally:
                         lock_conn.execute("UNLISTEN *")
                         lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            except quarantine.INFRASTRUCTURE_ERRORS as exc:  # an outage: one line, and again shortly
+                log.warning("projector_database_unavailable", error=type(exc).__name__)
+                stop.wait(0.5)
             except Exception:  # noqa: BLE001 — a projector must survive a database restart
                 log.exception("projector_error")
                 stop.wait(1.0)

@@ -34,7 +34,6 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from psycopg_pool import AsyncConnectionPool
 
 from channels.chat import ChatSessions
 from channels.publish import Publisher
@@ -46,7 +45,7 @@ from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
 from services.platform.clock import Clock
-from services.platform.database import Database, parse_database_url
+from services.platform.database import Database, PromptAsyncPool, parse_database_url
 from services.platform.eventstore.keys import MasterKey
 from services.platform.eventstore.store import EventStore
 from services.platform.logs import get_logger
@@ -251,7 +250,7 @@ async def open_http_services(sb: Switchboard) -> Services:
     """
     settings = sb.settings
     js = sb.jetstream()
-    pool = AsyncConnectionPool(sb.database.conninfo, min_size=1, max_size=10, open=False, kwargs={"autocommit": True})
+    pool = PromptAsyncPool(sb.database.conninfo, min_size=1, max_size=10, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True, timeout=30)
     kv = await js.key_value(sb.names.chat_sessions_bucket)
     token_key = hmac.new(settings.master_key_bytes, b"switchboard/chat-token/v1", hashlib.sha256).digest()

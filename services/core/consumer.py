@@ -4,7 +4,13 @@ Ack policy, on purpose: a batch is acked only after its PostgreSQL transaction c
 before that means redelivery, which the processor recognises (nothing twice). An interaction that
 cannot be decoded, or that the domain rejects, is dead-lettered at once with its reason; one that
 fails for an unexpected reason is retried with backoff and dead-lettered after `max_deliveries`.
-When the database is unreachable the whole batch is retried later and no message is blamed.
+
+Infrastructure failures never count towards that limit (issue 13: an outage of 8–15 minutes used to
+dead-letter pending interactions). When PostgreSQL is unreachable or hangs, the consumer stops
+pulling and tries the same batch again, in place, with a capped backoff, until the database answers;
+meanwhile every message it holds is kept with `in_progress()` (JetStream's "+WPI": the ack timer
+starts again, the delivery count does not grow), so JetStream never redelivers work the core is
+still holding, however long the outage. Only a message that fails on its own is dead-lettered.
 
 Why not FastStream's (or nats-py's) `fetch()` loop: under load, with short fetch timeouts, we saw
 deliveries go missing between the server and the handler; they came back only after `ack_wait`,
@@ -56,6 +62,14 @@ FAILPOINT_ENV = "SWITCHBOARD_FAILPOINT_FILE"
 # kept crashing (or hanging) the core: it is dead-lettered before it is tried again.
 CRASH_LOOP_FACTOR = 4
 PULL_EXPIRES = 5.0  # seconds a pull request waits on the server for messages
+# Waiting for an unreachable database between attempts at the same batch: short enough that the core
+# resumes within a couple of seconds of its return, long enough not to hammer it meanwhile.
+OUTAGE_BACKOFF_FIRST = 0.25
+OUTAGE_BACKOFF_MAX = 2.0
+# A safety net: a message held this long (seconds) is no longer kept alive, so were it ever forgotten
+# by a bug it would come back (one delivery more) rather than wait for ever. Half an hour: far longer
+# than a batch takes, and an outage that long costs each waiting message one delivery of its limit.
+KEEP_ALIVE_AT_MOST = 1800.0
 
 
 async def dead_letter(js, names: Names, msg: Msg, reason: str) -> None:
@@ -87,6 +101,11 @@ def delivery(msg: Msg) -> tuple[int, int]:
 
 def _backoff(deliveries: int) -> float:
     return float(min(2**deliveries, 30))
+
+
+def outage_backoff(attempt: int) -> float:
+    """Seconds before trying a batch again while its dependency is down (attempt 1, 2, ...)."""
+    return min(OUTAGE_BACKOFF_FIRST * 2 ** (attempt - 1), OUTAGE_BACKOFF_MAX)
 
 
 def consumer_config(names: Names, ack_wait: float) -> ConsumerConfig:
@@ -144,6 +163,10 @@ class CoreConsumer:
         self._task: asyncio.Task | None = None
         self._sub = None
         self._running = False
+        # Every message delivered to us and not yet settled: (message, last kept alive, delivered).
+        self._held: dict[int, tuple[Msg, float, float]] = {}
+        self._keeper: asyncio.Task | None = None
+        self.outage_since: float | None = None  # monotonic time the database went away, while it is
 
     # -- pulling -------------------------------------------------------------------------------
 
@@ -160,16 +183,24 @@ class CoreConsumer:
         self._sub = await nc.subscribe(self._inbox, cb=self._delivered)
         self._running = True
         self._task = asyncio.create_task(self._run(), name="core-consumer")
+        self._keeper = asyncio.create_task(self._keep_alive(), name="core-consumer-keeper")
 
     async def stop(self) -> None:
         self._running = False
         self._arrived.set()
         if self._task is not None:
             await self._task
+        if self._keeper is not None:
+            self._keeper.cancel()
+            try:
+                await self._keeper
+            except asyncio.CancelledError:
+                pass
         await self.drain()
         if self._sub is not None:
             await self._sub.unsubscribe()
         # Whatever was delivered and not taken comes back to another core at once.
+        self._release(self._buffer)
         for m in self._buffer:
             await m.nak()
         self._buffer.clear()
@@ -185,8 +216,31 @@ class CoreConsumer:
             self._arrived.set()
             return
         self._outstanding = max(self._outstanding - 1, 0)
+        now = time.monotonic()
+        self._held[id(msg)] = (msg, now, now)
         self._buffer.append(msg)
         self._arrived.set()
+
+    async def _keep_alive(self) -> None:
+        """Tells JetStream every held message is still being worked on, well within `ack_wait`.
+
+        Without this, a batch waiting for the database (or a buffer waiting behind it) would be
+        redelivered every `ack_wait`, each redelivery counting as a delivery, until the crash-loop
+        guard dead-lettered it: an outage would be blamed on the messages.
+        """
+        every = max(self.ack_wait / 4, 0.2)
+        while True:
+            await asyncio.sleep(every / 2)
+            now = time.monotonic()
+            for key, (m, touched, since) in list(self._held.items()):
+                if m.is_acked or now - since > KEEP_ALIVE_AT_MOST:  # settled, or (a safety net) forgotten
+                    del self._held[key]
+                elif now - touched >= every:
+                    try:
+                        await m.in_progress()
+                    except Exception:  # noqa: BLE001 — NATS is away: the next round tries again
+                        break
+                    self._held[key] = (m, now, since)
 
     async def _pull(self) -> None:
         """Keeps enough messages asked for that the buffer refills while a batch is written."""
@@ -204,6 +258,7 @@ class CoreConsumer:
 
     async def _run(self) -> None:
         while self._running:
+            batch: list[Msg] = []
             try:
                 await self._pull()
                 if not self._buffer and self._inflight is not None:
@@ -223,6 +278,10 @@ class CoreConsumer:
                 raise
             except Exception:  # noqa: BLE001 — a NATS hiccup: keep consuming
                 log.exception("core_consumer_error")
+                # What this batch did not get to settle is no longer kept alive: JetStream brings it back.
+                inflight = self._inflight.by_id.values() if self._inflight is not None else []
+                kept = {id(m) for ms in inflight for m in ms}
+                self._release([m for m in batch if id(m) not in kept])
                 await asyncio.sleep(0.5)
 
     # -- processing ----------------------------------------------------------------------------
@@ -247,7 +306,11 @@ class CoreConsumer:
         if previous is not None and committed is None:
             # The previous batch did not commit, and this one may have built on it: both again, in order.
             if prepared is not None:
-                prepared.abort()
+                try:
+                    # In a worker thread: a rollback on a hung PostgreSQL must not stall the event loop.
+                    await asyncio.to_thread(prepared.abort)
+                except INFRASTRUCTURE_ERRORS:
+                    pass  # the connection is gone, and its transaction with it
                 self.processor.forget(prepared.touched)
             self.processor.forget(previous.prepared.touched)
             await self._one_by_one(previous.items, previous.by_id, previous.started)
@@ -280,6 +343,7 @@ class CoreConsumer:
         for m in raw:
             deliveries, seq = delivery(m)
             if deliveries > self.max_deliveries * CRASH_LOOP_FACTOR:
+                self._release([m])
                 await dead_letter(
                     js,
                     self.names,
@@ -291,6 +355,7 @@ class CoreConsumer:
                 interaction = INTERACTION_DECODER.decode(m.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.warning("interaction_undecodable", subject=m.subject, seq=seq)
+                self._release([m])
                 await dead_letter(js, self.names, m, f"undecodable: {exc}")
                 continue
             if json_may_need_cleaning(m.data):
@@ -309,24 +374,63 @@ class CoreConsumer:
             return None
 
     async def _one_by_one(self, items: list[tuple[Interaction, int]], by_id: dict, started: float) -> None:
-        """The batch on its own, committed before anything else runs (splitting it to find a bad message)."""
-        try:
-            outcome: Outcome = await asyncio.to_thread(self.processor.process, items)
-        except Exception as exc:  # noqa: BLE001 — nothing was recorded: every message comes back later
-            infrastructure = isinstance(exc, INFRASTRUCTURE_ERRORS)
-            log.warning("core_batch_failed", size=len(items), error=type(exc).__name__, infrastructure=infrastructure)
-            for ms in by_id.values():
-                for m in ms:
-                    await m.nak(delay=_backoff(m.metadata.num_delivered))
-            return
+        """The batch on its own, committed before anything else runs (splitting it to find a bad message).
+
+        While the database is unreachable the same batch is tried again here, with a capped backoff,
+        and nothing else is pulled: no message is nak'ed or blamed for an outage (the keeper keeps
+        them all). Only when the consumer stops are they handed back, without delay.
+        """
+        attempt = 0
+        while True:
+            try:
+                outcome: Outcome = await asyncio.to_thread(self.processor.process, items)
+                break
+            except INFRASTRUCTURE_ERRORS as exc:
+                attempt += 1
+                if self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                    log.warning("core_database_unavailable", size=len(items), error=type(exc).__name__)
+                if not self._running:
+                    await self._hand_back(by_id)
+                    return
+                await asyncio.sleep(outage_backoff(attempt))
+            except Exception as exc:  # noqa: BLE001 — nothing was recorded: every message comes back later
+                log.warning("core_batch_failed", size=len(items), error=type(exc).__name__, infrastructure=False)
+                for ms in by_id.values():
+                    self._release(ms)
+                    for m in ms:
+                        await m.nak(delay=_backoff(m.metadata.num_delivered))
+                return
+        if self.outage_since is not None:
+            log.warning("core_database_back", after_s=round(time.monotonic() - self.outage_since, 1))
+            self.outage_since = None
         await self._settle(by_id, outcome, started)
+
+    async def _hand_back(self, by_id: dict) -> None:
+        """Returns held messages to JetStream for another core (a nak without delay: not a failure)."""
+        for ms in by_id.values():
+            self._release(ms)
+            for m in ms:
+                try:
+                    await m.nak()
+                except Exception:  # noqa: BLE001 — unacked, they come back after ack_wait anyway
+                    return
 
     async def _settle(self, by_id: dict, outcome: Outcome, started: float) -> None:
         """After the commit: dead letters, retries, one log line per interaction, then the acks."""
+        settling = [m for ms in by_id.values() for m in ms]
         try:
             await self._settle_messages(by_id, outcome, started)
         except Exception:  # noqa: BLE001 — unacked messages come back; never stop the consumer for it
             log.exception("core_batch_settle_failed", size=len(by_id))
+        finally:
+            # Settled, or an ack that did not go out: either way no longer kept alive, so JetStream
+            # redelivers what it did not hear about (and the processor recognises it as done).
+            self._release(settling)
+
+    def _release(self, msgs) -> None:
+        for m in msgs:
+            self._held.pop(id(m), None)
 
     async def _settle_messages(self, by_id: dict, outcome: Outcome, started: float) -> None:
         js = self.js_getter()

@@ -23,13 +23,27 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from eventsourcing.postgres import ConnectionPool as EventsourcingPool
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 # Used when the string sets no connect_timeout: an unroutable host fails in seconds, not minutes.
 DEFAULT_CONNECT_TIMEOUT = 10
 _DEFAULT_PORT = "5432"
+# Used when the string sets none of them: a server host that vanished (power, network) is noticed in
+# about 30 s instead of the kernel's ~15 minutes of retransmissions, so its connections fail and the
+# pools reconnect. (A server that is alive but stalled, say SIGSTOPped, still acknowledges every
+# packet: no socket option sees that; `/ready` bounds its probe itself, see services.api.readiness.)
+DEFAULT_LIVENESS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",  # ms: unacknowledged data for this long drops the connection
+}
 
 
 class DatabaseUrlError(ValueError):
@@ -69,6 +83,8 @@ class Database:
         """The normalised key=value string for psycopg (a connect_timeout added when none was set)."""
         params = dict(self.params)
         params.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
+        for key, value in DEFAULT_LIVENESS.items():  # what the string says wins
+            params.setdefault(key, value)
         return make_conninfo("", **params)
 
     @property
@@ -139,6 +155,44 @@ class Database:
         return f"cannot connect to PostgreSQL at {where}{suffix}: {reason}"
 
 
+class _CappedBackoff(AttemptWithBackoff):
+    """psycopg_pool's reconnection backoff, doubling from 1 s but never waiting more than `MAX_DELAY`.
+
+    Unbounded, the doubling waited 32 s, then 64 s, ... between attempts: after an 80 s outage the
+    pools reconnected up to a minute after PostgreSQL was back, and the read side stood still meanwhile
+    (issue 13: "~45 s to catch up"). An attempt every two seconds per missing connection costs nothing.
+    """
+
+    MAX_DELAY = 2.0
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, self.MAX_DELAY)
+
+
+# The pools keep trying for as long as the database is away (psycopg_pool's default gives a missing
+# connection up after 5 minutes, and the pool shrinks for good).
+RECONNECT_FOR_EVER = float("inf")
+
+
+class PromptPool(EventsourcingPool):
+    """eventsourcing's pool (the event store's), reconnecting with a capped backoff, for ever."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        super()._add_connection(attempt or _CappedBackoff(timeout=self.reconnect_timeout), growing)
+
+
+class PromptAsyncPool(AsyncConnectionPool):
+    """The HTTP services' async pool, reconnecting the same way as `PromptPool`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("reconnect_timeout", RECONNECT_FOR_EVER)
+        super().__init__(*args, **kwargs)
+
+    async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        await super()._add_connection(attempt or _CappedBackoff(timeout=self.reconnect_timeout), growing)
+
+
 class ConninfoDatastore(PostgresDatastore):
     """eventsourcing's datastore, connecting with the whole libpq conninfo.
 
@@ -165,6 +219,9 @@ class ConninfoDatastore(PostgresDatastore):
         self.database = database
         self.pool.conninfo = database.conninfo
         self.pool.kwargs = {"row_factory": dict_row}
+        # Not open yet, and PromptPool adds no state: only how it reconnects after an outage changes.
+        self.pool.__class__ = PromptPool
+        self.pool.reconnect_timeout = RECONNECT_FOR_EVER
 
     @property
     def conninfo(self) -> str:

@@ -21,6 +21,8 @@ from datetime import datetime
 from uuid import UUID
 
 import psycopg
+from eventsourcing.persistence import InterfaceError as ESInterfaceError
+from eventsourcing.persistence import OperationalError as ESOperationalError
 from psycopg import errors as pg_errors
 
 from events.base import DomainEvent
@@ -33,6 +35,10 @@ log = get_logger(__name__)
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
+    # The event store's library wraps psycopg's errors in its own (a lost connection while reading the
+    # log is `eventsourcing.persistence.OperationalError`): an outage all the same, no event's fault.
+    ESOperationalError,
+    ESInterfaceError,
     ConnectionError,
     pg_errors.InsufficientPrivilege,
     pg_errors.UndefinedTable,

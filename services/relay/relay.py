@@ -22,6 +22,7 @@ retry --relay` publishes it later (out of order, its `Sb-Position` telling where
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 
 import msgspec
@@ -220,24 +221,55 @@ async def run_relay(sb) -> None:
     store = sb.open_store()
     while not sb.stop_event.is_set():
         try:
-            with store.datastore.get_connection() as lock_conn:
-                got = lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
-                if not list(got.values())[0]:
-                    await asyncio.sleep(1.0)
-                    continue
-                try:
-                    state = await resume_state(sb)
-                    log.info("relay_active", position=state.position)
-                    while not sb.stop_event.is_set():
-                        if not await relay_once(sb, state):
-                            await asyncio.sleep(0.05)
-                finally:
-                    lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            # The lock's connection is taken and given back in a worker thread: the event loop also
+            # serves the gateway and /ready, and a pool waiting for an unreachable (or hung)
+            # PostgreSQL would stall them all (issue 13: the gateway slowed to ~1 request a second).
+            held = await asyncio.to_thread(_take_lock, store)
+            if held is None:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                state = await resume_state(sb)
+                log.info("relay_active", position=state.position)
+                while not sb.stop_event.is_set():
+                    if not await relay_once(sb, state):
+                        await asyncio.sleep(0.05)
+            finally:
+                await asyncio.to_thread(_release_lock, held)
         except asyncio.CancelledError:
             raise
+        except quarantine.INFRASTRUCTURE_ERRORS as exc:  # an outage: one line, and again shortly
+            log.warning("relay_database_unavailable", error=type(exc).__name__)
+            await asyncio.sleep(1.0)
         except Exception:  # noqa: BLE001 — survive NATS or PostgreSQL restarts; resume from the stream
             log.exception("relay_error")
             await asyncio.sleep(1.0)
+
+
+def _take_lock(store):
+    """The relay's advisory lock on a pooled connection: (context, connection), or None if another
+    relay holds it."""
+    context = store.datastore.get_connection()
+    conn = context.__enter__()
+    try:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()
+    except BaseException:
+        context.__exit__(*sys.exc_info())
+        raise
+    if not list(got.values())[0]:
+        context.__exit__(None, None, None)
+        return None
+    return context, conn
+
+
+def _release_lock(held) -> None:
+    context, conn = held
+    try:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    except quarantine.INFRASTRUCTURE_ERRORS:
+        pass  # the connection is gone, and the lock with it
+    finally:
+        context.__exit__(None, None, None)
 
 
 async def start_relay(sb) -> None:

@@ -209,7 +209,7 @@ async def test_health_ready_and_published_documents(server):
     async with httpx.AsyncClient(base_url=server.http_url) as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
         ready = (await client.get("/ready")).json()
-        assert ready == {"status": "ready", "nats": True, "postgres": True}
+        assert ready == {"status": "ready", "nats": "ok", "postgres": "ok", "interactions": "ok"}
         openapi = (await client.get("/schema/openapi.json")).json()
         assert "/api/v1/customers/{customer_id}/timeline" in openapi["paths"]
         asyncapi = (await client.get("/asyncapi.json")).json()
