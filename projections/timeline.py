@@ -29,7 +29,7 @@ _STAGE_COLUMNS = (
     ("cs", "uuid"),
     ("at", "text"),
 )
-_CLASSIFIED_COLUMNS = (("i", "uuid"), ("l", "text"), ("s", "text"), ("n", "text"))
+_CLASSIFIED_COLUMNS = (("i", "uuid"), ("l", "text"), ("s", "text"), ("n", "text"), ("o", "timestamptz"))
 
 
 class TimelineProjection:
@@ -55,8 +55,10 @@ class TimelineProjection:
         interaction_id uuid PRIMARY KEY,
         language text NOT NULL,
         sentiment text NOT NULL,
-        intent text NOT NULL
+        intent text NOT NULL,
+        occurred_at timestamptz NOT NULL  -- the message's time (metrics' sentiment trend)
     );
+    CREATE INDEX IF NOT EXISTS proj_timeline_classes_at_idx ON proj_timeline_classes (occurred_at);
     CREATE INDEX IF NOT EXISTS proj_timeline_customer_idx ON proj_timeline (customer_id, occurred_at DESC, interaction_id DESC);
     CREATE INDEX IF NOT EXISTS proj_timeline_case_idx ON proj_timeline (case_id, occurred_at);
     CREATE INDEX IF NOT EXISTS proj_timeline_origin_idx ON proj_timeline (origin_customer_id);
@@ -88,9 +90,10 @@ class TimelineProjection:
                     params,
                 ):
                     curs.execute(
-                        "INSERT INTO proj_timeline_classes (interaction_id, language, sentiment, intent) "
-                        f"SELECT u.i, u.l, u.s, u.n FROM {source} ON CONFLICT (interaction_id) DO UPDATE "
-                        "SET language = EXCLUDED.language, sentiment = EXCLUDED.sentiment, intent = EXCLUDED.intent",
+                        "INSERT INTO proj_timeline_classes (interaction_id, language, sentiment, intent, occurred_at) "
+                        f"SELECT u.i, u.l, u.s, u.n, u.o FROM {source} ON CONFLICT (interaction_id) DO UPDATE "
+                        "SET language = EXCLUDED.language, sentiment = EXCLUDED.sentiment, intent = EXCLUDED.intent, "
+                        "occurred_at = EXCLUDED.occurred_at",
                         params,
                     )
                 classified.clear()
@@ -131,7 +134,13 @@ class TimelineProjection:
                     }
                 )
             elif isinstance(event, CaseClassified):
-                classified[event.interaction_id] = (event.interaction_id, event.language, event.sentiment, event.intent)
+                classified[event.interaction_id] = (
+                    event.interaction_id,
+                    event.language,
+                    event.sentiment,
+                    event.intent,
+                    event.occurred_at,
+                )
             elif isinstance(event, CustomerMerged):
                 flush()
                 survivor, absorbed = event.stream_id, event.absorbed_id

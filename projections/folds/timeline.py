@@ -42,7 +42,13 @@ TIMELINE_COLUMNS: Columns = (
 )
 ALIAS_COLUMNS: Columns = (("absorbed_id", "uuid"), ("survivor_id", "uuid"))
 REDACTION_COLUMNS: Columns = (("origin", "uuid"), ("before", "int8"))
-CLASSES_COLUMNS: Columns = (("interaction_id", "uuid"), ("language", "text"), ("sentiment", "text"), ("intent", "text"))
+CLASSES_COLUMNS: Columns = (
+    ("interaction_id", "uuid"),
+    ("language", "text"),
+    ("sentiment", "text"),
+    ("intent", "text"),
+    ("occurred_at", "timestamptz"),
+)
 
 
 def attachments_json(attachments: Sequence[Any]) -> RawJson:
@@ -70,7 +76,7 @@ class TimelineFold:
         self.sink = sink
         self.aliases = Aliases()
         self.redactions: list[tuple[UUID, int]] = []  # rows of this origin, recorded before this position
-        self.classes: dict[UUID, tuple[UUID, str, str, str]] = {}  # interaction → its classification (the last)
+        self.classes: dict[UUID, tuple[Any, ...]] = {}  # interaction → its classification (the last)
 
     def apply(self, position: int, event: DomainEvent, redacted: bool) -> None:
         kind = type(event)
@@ -99,7 +105,13 @@ class TimelineFold:
                 )
             )
         elif kind is CaseClassified:
-            self.classes[event.interaction_id] = (event.interaction_id, event.language, event.sentiment, event.intent)
+            self.classes[event.interaction_id] = (
+                event.interaction_id,
+                event.language,
+                event.sentiment,
+                event.intent,
+                event.occurred_at,
+            )
         elif kind is CustomerMerged:
             self.aliases.merge(event.stream_id, event.absorbed_id)
         elif kind is CustomerErased:
