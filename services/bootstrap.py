@@ -15,7 +15,7 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - timer:     event store → the SLA clocks of cases, breaches and snoozed cases' wake-ups on time,
                and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
   - classifier: event store → case.Classified (language, sentiment, intent) for every inbound
-               message of a case (services.intelligence.role)
+               message of a case (services.core.classifier)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -44,11 +44,11 @@ from channels.publish import Publisher
 from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
+from services.core.classifier import classifier_follower
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
 from services.intelligence.classify import check_training
-from services.intelligence.role import classifier_follower
 from services.intelligence.worker import shared_process
 from services.platform.clock import Clock
 from services.platform.database import Database, parse_database_url
@@ -218,7 +218,7 @@ class Switchboard:
         self._start_follower(timer.follower().run_forever, "timer")
 
     def _start_classifier(self) -> None:
-        """The classifier (services.intelligence.role): one active per database, its model in a
+        """The classifier (services.core.classifier): one active per database, its model in a
         worker process of lower priority (services.intelligence.worker), shared by this process's
         Switchboards. A custom training file (SWITCHBOARD_CLASSIFIER_DATA) is checked here, so a
         bad one stops the start with its line."""

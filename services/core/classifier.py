@@ -1,5 +1,8 @@
 """The classifier role: every inbound message with text and a case gets a `case.Classified`.
 
+(Here in services.core, the use-case layer, beside the ingest it follows: services.intelligence
+holds the pure classifier and its worker process, a layer below.)
+
 A `services.platform.follower.Follower` named "classifier": one active per database (others stand
 by), following the event log from its stored position. For a batch, the inbound
 `customer.InteractionRecorded` with text and a case are classified together (one
