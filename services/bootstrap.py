@@ -225,7 +225,9 @@ class Switchboard:
         data = self.settings.classifier_data
         if data:
             check_training(Path(data))
-        worker = shared_process(data, self.settings.classifier_nice).bound(self.stop_event)
+        process = shared_process(data, self.settings.classifier_nice)
+        process.start()  # trains while the rest starts up
+        worker = process.bound(self.stop_event)
         self._start_follower(classifier_follower(self.open_store(), lambda: worker).run_forever, "classifier")
 
     async def stop(self) -> None:

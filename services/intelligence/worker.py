@@ -6,8 +6,8 @@ Tokenising for the TF-IDF holds the GIL, and training takes seconds of CPU: in t
 niceness `SWITCHBOARD_CLASSIFIER_NICE` (default 19) it takes the CPU the ingest path leaves over:
 ingest runs first, classification catches up.
 
-The worker is spawned (not forked: the parent has threads and connections) on the first batch to
-classify, as a daemon process (it ends with its parent), trains its model there
+The worker is spawned (not forked: the parent has threads and connections) when the role starts
+(or again on the next batch after it died), as a daemon process (it ends with its parent), trains its model there
 (services.intelligence.classify, from the shipped data or the given training file), and is shared
 by every Switchboard of the process (one per training file and niceness). Texts go to it over a
 local pipe and nothing else; nothing leaves the machine. If it dies, or the caller is stopping, the
@@ -20,10 +20,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
+
 from services.intelligence.classify import Classification, default_classifier
+
+log = structlog.get_logger(__name__)
 
 NICE = 19  # the default niceness of the worker: it runs on CPU nobody else wants
 
@@ -50,6 +55,7 @@ class ClassifierProcess:
         self.nice = nice
         self._proc: Any = None
         self._conn: Any = None
+        self._started: float | None = None  # when the current worker started, until its first answer
         self._lock = threading.Lock()
 
     def _ensure(self) -> None:
@@ -64,6 +70,8 @@ class ClassifierProcess:
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
+        self._started = time.monotonic()
+        log.info("classifier_worker_started", pid=proc.pid, nice=self.nice)
 
     def _stop_worker(self) -> None:
         if self._conn is not None:
@@ -89,8 +97,17 @@ class ClassifierProcess:
                 rows = self._conn.recv()
             except (EOFError, OSError) as exc:
                 self._stop_worker()
+                log.warning("classifier_worker_stopped")
                 raise ClassifierUnavailable("the classifier worker process stopped") from exc
+            if self._started is not None:  # the first answer: trained and serving
+                log.info("classifier_worker_ready", seconds=round(time.monotonic() - self._started, 1))
+                self._started = None
         return [Classification(*row) for row in rows]
+
+    def start(self) -> None:
+        """Starts the worker now (it trains while the rest starts up), unless it runs already."""
+        with self._lock:
+            self._ensure()
 
     def bound(self, stop: threading.Event) -> _Bound:
         """This worker, giving up its waits when `stop` is set (a Switchboard's stop event)."""
