@@ -14,7 +14,7 @@ from tests.e2e.test_channel_sms import PUBLIC_URL, _post_signed, _sms
 from tests.fixtures.providers import eventually
 from tests.fixtures.recorded import customer, running_server, timeline
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]  # training: minutes on a loaded machine
 
 COMPLAINT = (
     "Es la tercera vez que escribo y nadie me responde. Un servicio pésimo, estoy harta de vuestras "

@@ -14,7 +14,7 @@ from services.core.classifier import ClassifierRole, classifier_follower
 from services.core.processor import CoreProcessor
 from services.intelligence.classify import default_classifier
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]  # training: minutes on a loaded machine
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 

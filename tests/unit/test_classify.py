@@ -10,6 +10,9 @@ import pytest
 
 from services.intelligence.classify import TRAIN_PATH, Classifier, TrainingDataError, check_training, default_classifier
 
+# Training the model takes ~10 s of CPU; on a heavily loaded machine minutes of wall time.
+pytestmark = pytest.mark.timeout(600)
+
 
 @pytest.fixture(scope="module")
 def clf() -> Classifier:
