@@ -14,6 +14,8 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - router:    event store → case.Assigned by "routing" for the cases of routed queues
   - timer:     event store → the SLA clocks of cases, breaches and snoozed cases' wake-ups on time,
                and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
+  - classifier: event store → case.Classified (language, sentiment, intent) for every inbound
+               message of a case (services.core.classifier)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -30,6 +32,7 @@ import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -41,9 +44,12 @@ from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
 from services.core.activities import hand_on_forever
+from services.core.classifier import classifier_follower
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
+from services.intelligence.classify import check_training
+from services.intelligence.worker import shared_process
 from services.platform.clock import Clock
 from services.platform.database import Database, PromptAsyncPool, parse_database_url
 from services.platform.eventstore.keys import MasterKey
@@ -60,10 +66,10 @@ from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "classifier")
 # Roles that work on PostgreSQL alone (process managers of the event log): a process running only
 # these connects to no NATS server, so needs no NATS user either.
-DATABASE_ONLY_ROLES = ("router", "timer")
+DATABASE_ONLY_ROLES = ("router", "timer", "classifier")
 
 
 class NotConnected(RuntimeError):
@@ -168,6 +174,8 @@ class Switchboard:
         if "timer" in roles:
             self._start_timer()
             start_csat_surveys(self)
+        if "classifier" in roles:
+            self._start_classifier()
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())
@@ -211,6 +219,19 @@ class Switchboard:
         """The SLA timer (services.timer.sla): one active per database, the others standing by."""
         timer = SlaTimer(self.open_store(), Clock(self.settings.clock_file).now)
         self._start_follower(timer.follower().run_forever, "timer")
+
+    def _start_classifier(self) -> None:
+        """The classifier (services.core.classifier): one active per database, its model in a
+        worker process of lower priority (services.intelligence.worker), shared by this process's
+        Switchboards. A custom training file (SWITCHBOARD_CLASSIFIER_DATA) is checked here, so a
+        bad one stops the start with its line."""
+        data = self.settings.classifier_data
+        if data:
+            check_training(Path(data))
+        process = shared_process(data, self.settings.classifier_nice)
+        process.start()  # trains while the rest starts up
+        worker = process.bound(self.stop_event)
+        self._start_follower(classifier_follower(self.open_store(), lambda: worker).run_forever, "classifier")
 
     async def stop(self) -> None:
         self.stop_event.set()

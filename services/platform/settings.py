@@ -11,7 +11,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -88,6 +88,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # For tests and demos only: a file holding an ISO 8601 instant that the SLA timer and the API's
     # commands take as the time (services.platform.clock); unset, they read the real clock.
     clock_file: str | None = None
+    # The classifier role's training file (JSONL rows {"text", "intent", "sentiment"?}): its intents
+    # replace the shipped label set (services.intelligence.classify); unset: the shipped data.
+    classifier_data: str | None = None
+    # Niceness of the classifier's worker process (0-19): 19 leaves the CPU to ingest first.
+    classifier_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 19
     # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again
     # (to another core, or to this one after a restart).
     core_ack_wait_seconds: float = 30.0

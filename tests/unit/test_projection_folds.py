@@ -162,7 +162,8 @@ def test_timeline_fold_streams_rows_and_marks_erasures_by_position():
     erased_at = feed(fold, ada)[0]
     assert sorted(fold.redactions) == sorted([(ada.id, erased_at), (bob.id, erased_at)])
     assert fold.rows(sorted) == {
-        "proj_customer_alias": (fold.rows(sorted)["proj_customer_alias"][0], [(bob.id, ada.id)])
+        "proj_customer_alias": (fold.rows(sorted)["proj_customer_alias"][0], [(bob.id, ada.id)]),
+        "proj_timeline_classes": (fold.rows(sorted)["proj_timeline_classes"][0], []),  # nothing classified
     }
     statements = [sql for sql, _params, _staged in fold.corrections()]
     assert any("customer_id = a.survivor_id" in sql for sql in statements)
