@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 
 from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
+from projections.automations import AutomationsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.merge_suggestions import MergeSuggestionsProjection
@@ -49,6 +50,7 @@ def all_projections() -> list[Projection]:
         MergeSuggestionsProjection(),
         AgentsProjection(),
         SlaPoliciesProjection(),
+        AutomationsProjection(),
     ]
 
 

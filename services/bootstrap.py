@@ -14,6 +14,8 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - router:    event store → case.Assigned by "routing" for the cases of routed queues
   - timer:     event store → the SLA clocks of cases, breaches and snoozed cases' wake-ups on time,
                and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
+  - automation: event store → the automation rules' actions on cases, once per rule and event,
+               and their webhooks, signed and retried (services.automation)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -41,6 +43,7 @@ from channels.publish import Publisher
 from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
+from services.automation.role import start_automation
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
@@ -60,10 +63,10 @@ from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "automation")
 # Roles that work on PostgreSQL alone (process managers of the event log): a process running only
 # these connects to no NATS server, so needs no NATS user either.
-DATABASE_ONLY_ROLES = ("router", "timer")
+DATABASE_ONLY_ROLES = ("router", "timer", "automation")
 
 
 class NotConnected(RuntimeError):
@@ -168,6 +171,8 @@ class Switchboard:
         if "timer" in roles:
             self._start_timer()
             start_csat_surveys(self)
+        if "automation" in roles:
+            start_automation(self)
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())
