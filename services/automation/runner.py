@@ -162,7 +162,7 @@ class Runner:
         now: datetime,
     ) -> None:
         by = by_of(rule.name)
-        view = context.case_view() if rule.acts_on_case else None
+        view = context.case_view()  # None: the event belongs to no case
         done: list[str] = []
         webhooks: list[tuple[int, str]] = []
         for index, action in enumerate(rule.actions):

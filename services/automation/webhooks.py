@@ -183,5 +183,6 @@ def retry_dead(curs: Any, delivery_ids: list[UUID] | None) -> int:
         f"WHERE {where}",
         () if delivery_ids is None else (delivery_ids,),
     )
+    retried = int(cur.rowcount)  # (the cursor is the same one the NOTIFY runs on)
     curs.execute(f"NOTIFY {CHANNEL}")
-    return int(cur.rowcount)
+    return retried
