@@ -69,9 +69,8 @@ def events_of(store, case_id, cls=None):
 def firings(store) -> list[AutomationFired]:
     out, position = [], 0
     while items := store.read(position, 1000):
-        for position, event, _ in items:
-            if type(event) is AutomationFired:
-                out.append(event)
+        out += [event for _, event, _ in items if type(event) is AutomationFired]
+        position = items[-1][0]
     return out
 
 
