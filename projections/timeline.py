@@ -1,7 +1,9 @@
 """The 360° timeline: every touchpoint of a customer, on every channel, newest first.
 
 After a merge the absorbed customer's items belong to the survivor; after erasure the text of the
-customer's items is gone from this table too.
+customer's items is gone from this table too. An inbound message's classification (case.Classified,
+by the classifier role) is a row of `proj_timeline_classes` (language, sentiment, intent), read
+with its timeline row; a row of its own, so that classifying never rewrites a timeline row.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from events.case import CaseClassified
 from events.customer import CustomerErased, CustomerMerged, InteractionRecorded
 from projections.base import ALIAS_SCHEMA, Item, bulk
 from services.platform.eventstore.codec import REDACTED
@@ -26,11 +29,12 @@ _STAGE_COLUMNS = (
     ("cs", "uuid"),
     ("at", "text"),
 )
+_CLASSIFIED_COLUMNS = (("i", "uuid"), ("l", "text"), ("s", "text"), ("n", "text"), ("o", "timestamptz"))
 
 
 class TimelineProjection:
     name = "timeline"
-    tables = ("proj_timeline", "proj_customer_alias")
+    tables = ("proj_timeline", "proj_customer_alias", "proj_timeline_classes")
     schema = (
         ALIAS_SCHEMA
         + """
@@ -47,6 +51,14 @@ class TimelineProjection:
         case_id uuid,
         attachments jsonb NOT NULL DEFAULT '[]'
     );
+    CREATE TABLE IF NOT EXISTS proj_timeline_classes (
+        interaction_id uuid PRIMARY KEY,
+        language text NOT NULL,
+        sentiment text NOT NULL,
+        intent text NOT NULL,
+        occurred_at timestamptz NOT NULL  -- the message's time (metrics' sentiment trend)
+    );
+    CREATE INDEX IF NOT EXISTS proj_timeline_classes_at_idx ON proj_timeline_classes (occurred_at);
     CREATE INDEX IF NOT EXISTS proj_timeline_customer_idx ON proj_timeline (customer_id, occurred_at DESC, interaction_id DESC);
     CREATE INDEX IF NOT EXISTS proj_timeline_case_idx ON proj_timeline (case_id, occurred_at);
     CREATE INDEX IF NOT EXISTS proj_timeline_origin_idx ON proj_timeline (origin_customer_id);
@@ -57,6 +69,7 @@ class TimelineProjection:
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
         rows: list[tuple] = []
+        classified: dict = {}  # interaction → its classification (the last of the batch)
         live: list[dict] = []
 
         def flush() -> None:
@@ -71,6 +84,19 @@ class TimelineProjection:
                         params,
                     )
                 rows.clear()
+            if classified:
+                with bulk(curs, "stage_timeline_classes", _CLASSIFIED_COLUMNS, list(classified.values())) as (
+                    source,
+                    params,
+                ):
+                    curs.execute(
+                        "INSERT INTO proj_timeline_classes (interaction_id, language, sentiment, intent, occurred_at) "
+                        f"SELECT u.i, u.l, u.s, u.n, u.o FROM {source} ON CONFLICT (interaction_id) DO UPDATE "
+                        "SET language = EXCLUDED.language, sentiment = EXCLUDED.sentiment, intent = EXCLUDED.intent, "
+                        "occurred_at = EXCLUDED.occurred_at",
+                        params,
+                    )
+                classified.clear()
 
         for position, event, _redacted in items:
             if isinstance(event, InteractionRecorded):
@@ -106,6 +132,14 @@ class TimelineProjection:
                         "interaction_id": str(event.interaction_id),
                         "channel": event.channel,
                     }
+                )
+            elif isinstance(event, CaseClassified):
+                classified[event.interaction_id] = (
+                    event.interaction_id,
+                    event.language,
+                    event.sentiment,
+                    event.intent,
+                    event.occurred_at,
                 )
             elif isinstance(event, CustomerMerged):
                 flush()

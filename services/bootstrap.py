@@ -14,6 +14,8 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - router:    event store → case.Assigned by "routing" for the cases of routed queues
   - timer:     event store → the SLA clocks of cases, breaches and snoozed cases' wake-ups on time,
                and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
+  - classifier: event store → case.Classified (language, sentiment, intent) for every inbound
+               message of a case (services.intelligence.role)
   - automation: event store → the automation rules' actions on cases, once per rule and event,
                and their webhooks, signed and retried (services.automation)
 
@@ -32,6 +34,7 @@ import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -47,6 +50,8 @@ from services.automation.role import start_automation
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
+from services.intelligence.classify import check_training, default_classifier
+from services.intelligence.role import classifier_follower
 from services.platform.clock import Clock
 from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
@@ -63,10 +68,10 @@ from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "automation")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "classifier", "automation")
 # Roles that work on PostgreSQL alone (process managers of the event log): a process running only
 # these connects to no NATS server, so needs no NATS user either.
-DATABASE_ONLY_ROLES = ("router", "timer", "automation")
+DATABASE_ONLY_ROLES = ("router", "timer", "classifier", "automation")
 
 
 class NotConnected(RuntimeError):
@@ -171,6 +176,8 @@ class Switchboard:
         if "timer" in roles:
             self._start_timer()
             start_csat_surveys(self)
+        if "classifier" in roles:
+            self._start_classifier()
         if "automation" in roles:
             start_automation(self)
 
@@ -213,6 +220,25 @@ class Switchboard:
         """The SLA timer (services.timer.sla): one active per database, the others standing by."""
         timer = SlaTimer(self.open_store(), Clock(self.settings.clock_file).now)
         self._start_follower(timer.follower().run_forever, "timer")
+
+    def _start_classifier(self) -> None:
+        """The classifier (services.intelligence.role): one active per database. A custom training
+        file (SWITCHBOARD_CLASSIFIER_DATA) is checked here, so a bad one stops the start with its
+        line; the model is trained on the role's thread before it follows the log."""
+        data = self.settings.classifier_data
+        if data:
+            check_training(Path(data))
+        follower = classifier_follower(self.open_store(), lambda: default_classifier(data))
+
+        def run(stop: threading.Event) -> None:
+            try:
+                default_classifier(data)
+            except Exception:  # noqa: BLE001 — the role stays down, the others run
+                log.exception("classifier_training_failed")
+                return
+            follower.run_forever(stop)
+
+        self._start_follower(run, "classifier")
 
     async def stop(self) -> None:
         self.stop_event.set()

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from events.base import DomainEvent
+from events.case import CaseClassified
 from events.customer import (
     CustomerErased,
     CustomerMerged,
@@ -41,6 +42,13 @@ TIMELINE_COLUMNS: Columns = (
 )
 ALIAS_COLUMNS: Columns = (("absorbed_id", "uuid"), ("survivor_id", "uuid"))
 REDACTION_COLUMNS: Columns = (("origin", "uuid"), ("before", "int8"))
+CLASSES_COLUMNS: Columns = (
+    ("interaction_id", "uuid"),
+    ("language", "text"),
+    ("sentiment", "text"),
+    ("intent", "text"),
+    ("occurred_at", "timestamptz"),
+)
 
 
 def attachments_json(attachments: Sequence[Any]) -> RawJson:
@@ -54,7 +62,7 @@ def attachments_json(attachments: Sequence[Any]) -> RawJson:
 
 
 class TimelineFold:
-    """proj_timeline (rows streamed to `sink` in log order) and proj_customer_alias."""
+    """proj_timeline (rows streamed to `sink` in log order), proj_customer_alias and proj_timeline_classes."""
 
     name = "timeline"
     streamed: tuple[str, Columns] | None = ("proj_timeline", TIMELINE_COLUMNS)
@@ -68,6 +76,7 @@ class TimelineFold:
         self.sink = sink
         self.aliases = Aliases()
         self.redactions: list[tuple[UUID, int]] = []  # rows of this origin, recorded before this position
+        self.classes: dict[UUID, tuple[Any, ...]] = {}  # interaction → its classification (the last)
 
     def apply(self, position: int, event: DomainEvent, redacted: bool) -> None:
         kind = type(event)
@@ -95,6 +104,14 @@ class TimelineFold:
                     attachments_json(event.attachments),
                 )
             )
+        elif kind is CaseClassified:
+            self.classes[event.interaction_id] = (
+                event.interaction_id,
+                event.language,
+                event.sentiment,
+                event.intent,
+                event.occurred_at,
+            )
         elif kind is CustomerMerged:
             self.aliases.merge(event.stream_id, event.absorbed_id)
         elif kind is CustomerErased:
@@ -105,7 +122,10 @@ class TimelineFold:
         return set()
 
     def rows(self, order: Order) -> Rows:
-        return {"proj_customer_alias": (ALIAS_COLUMNS, list(self.aliases.survivor.items()))}
+        return {
+            "proj_customer_alias": (ALIAS_COLUMNS, list(self.aliases.survivor.items())),
+            "proj_timeline_classes": (CLASSES_COLUMNS, list(self.classes.values())),
+        }
 
     def corrections(self) -> list[Correction]:
         out: list[Correction] = [

@@ -5,6 +5,9 @@ channel over a period (the operators' Prometheus counters are `services/api/heal
 (local midnights of `tz`, an IANA zone, UTC by default), and `Accept: text/csv` answers the same as
 CSV, a row per group and bucket. The figures come from the metrics read model (projections/metrics.py)
 through services/domain/metrics.py, over the cases opened in [from, to).
+
+`sentiment`: the inbound messages of [from, to) the classifier role classified, counted per
+sentiment; with `interval`, `sentiment_series` has the counts per bucket (the JSON answer only).
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ from services.domain.metrics import (
     Group,
     GroupBy,
     Interval,
+    SentimentBucket,
+    SentimentCounts,
     Summary,
     bucket_count,
     grouped,
+    sentiment_counts,
+    sentiment_series,
     series,
     summarise,
 )
@@ -64,6 +71,9 @@ class MetricsReport(msgspec.Struct, kw_only=True):
     overall: Summary | None = None
     groups: list[Group] = []
     series: list[Bucket] = []
+    # Inbound messages per sentiment (classified ones), in total and, with `interval`, per bucket.
+    sentiment: SentimentCounts = msgspec.field(default_factory=SentimentCounts)
+    sentiment_series: list[SentimentBucket] = []
 
 
 @get("/api/v1/metrics", summary="Contact-centre metrics over a period, by group and over time (JSON or CSV)")
@@ -96,6 +106,7 @@ async def cc_metrics(
     async with svc(request).pool.connection() as conn:
         legacy = await queries.metrics(conn, start, end)
         cases = await case_facts(conn, start, end)
+        messages = await message_sentiments(conn, start, end)
     report = MetricsReport(
         from_=start,
         to=end,
@@ -112,6 +123,8 @@ async def cc_metrics(
         overall=summarise(cases),
         groups=grouped(cases, by) if by and not interval else [],
         series=series(cases, start, end, interval, zone, by) if interval else [],
+        sentiment=sentiment_counts(messages),
+        sentiment_series=sentiment_series(messages, start, end, interval, zone) if interval else [],
     )
     if wants_csv:
         return Response(
@@ -120,6 +133,15 @@ async def cc_metrics(
             headers={"Content-Disposition": 'attachment; filename="metrics.csv"'},
         )
     return Response(report)
+
+
+async def message_sentiments(conn, start: datetime, end: datetime) -> list[tuple[datetime, str]]:
+    """(time, sentiment) of every classified inbound message of [start, end)."""
+    cur = await conn.execute(
+        "SELECT occurred_at, sentiment FROM proj_timeline_classes WHERE occurred_at >= %s AND occurred_at < %s",
+        (start, end),
+    )
+    return [(r[0], r[1]) for r in await cur.fetchall()]
 
 
 async def case_facts(conn, start: datetime, end: datetime) -> list[CaseFacts]:

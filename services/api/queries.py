@@ -89,20 +89,22 @@ async def customer_profile(conn, customer_id: UUID) -> dict | None:
 
 
 async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, channel: str | None) -> dict:
-    clauses = ["customer_id = %s"]
+    clauses = ["t.customer_id = %s"]
     params: list = [customer_id]
     if channel:
-        clauses.append("channel = %s")
+        clauses.append("t.channel = %s")
         params.append(channel)
     if cursor:
         c = decode_cursor(cursor)
-        clauses.append("(occurred_at, interaction_id) < (%s, %s)")
+        clauses.append("(t.occurred_at, t.interaction_id) < (%s, %s)")
         params += [c.at, c.id]
     params.append(limit + 1)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT interaction_id, occurred_at, channel, direction, kind, text, case_id, attachments FROM proj_timeline "
-        f"WHERE {' AND '.join(clauses)} ORDER BY occurred_at DESC, interaction_id DESC LIMIT %s",
+        "SELECT t.interaction_id, t.occurred_at, t.channel, t.direction, t.kind, t.text, t.case_id, t.attachments, "
+        "c.language, c.sentiment, c.intent FROM proj_timeline t "
+        "LEFT JOIN proj_timeline_classes c ON c.interaction_id = t.interaction_id "
+        f"WHERE {' AND '.join(clauses)} ORDER BY t.occurred_at DESC, t.interaction_id DESC LIMIT %s",
         params,
     )
     rows = await cur.fetchall()
@@ -118,6 +120,9 @@ async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, chan
             "text": r["text"],
             "case_id": str(r["case_id"]) if r["case_id"] else None,
             "attachments": attachment_views(r["attachments"]),
+            "language": r["language"],
+            "sentiment": r["sentiment"],
+            "intent": r["intent"],
         }
         for r in rows
     ]
@@ -169,6 +174,15 @@ async def case_view(conn, case_id: UUID) -> dict | None:
     notes = await cur.fetchall()
     out = _case_json(row, messages, notes)
     out["customer_name"] = row["customer_name"]
+    # The classification of the case's latest classified message (the classifier role's).
+    await cur.execute(
+        "SELECT c.language, c.sentiment, c.intent FROM proj_timeline t JOIN proj_timeline_classes c "
+        "ON c.interaction_id = t.interaction_id WHERE t.case_id = %s ORDER BY t.occurred_at DESC, t.position DESC LIMIT 1",
+        (case_id,),
+    )
+    latest = await cur.fetchone()
+    if latest is not None:
+        out.update(latest)
     return out
 
 

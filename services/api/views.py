@@ -74,6 +74,10 @@ class TimelineItem(msgspec.Struct):
     text: str
     case_id: str | None
     attachments: list[AttachmentView] = []
+    # An inbound message's classification (the classifier role's; None until it ran, and for ours):
+    language: str | None = None  # ISO 639-1; "" when undetermined
+    sentiment: str | None = None  # negative, neutral, positive
+    intent: str | None = None  # one of the configured intents, or "other"
 
 
 class Timeline(msgspec.Struct):
@@ -152,6 +156,10 @@ class CaseView(CaseSummary):
 
     messages: list[CaseMessage] = []
     notes: list[CaseNote] = []
+    # The classification of the customer's latest classified message (None before any).
+    language: str | None = None
+    sentiment: str | None = None
+    intent: str | None = None
 
 
 class CaseList(msgspec.Struct):

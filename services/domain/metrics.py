@@ -245,3 +245,61 @@ def _group(key: str | None, s: Summary) -> Group:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+# -- sentiment of inbound messages ------------------------------------------------------------------
+# Counted per message (each inbound message the classifier role classified), by the message's time;
+# not per case: a case's tone can change from one message to the next.
+
+SENTIMENTS = ("negative", "neutral", "positive")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SentimentCounts:
+    negative: int = 0
+    neutral: int = 0
+    positive: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SentimentBucket:
+    start: datetime  # in the report's time zone
+    end: datetime
+    negative: int = 0
+    neutral: int = 0
+    positive: int = 0
+
+
+def sentiment_counts(messages: Iterable[tuple[datetime, str]]) -> SentimentCounts:
+    """How many messages of each sentiment (an unknown sentiment is not counted)."""
+    counts = dict.fromkeys(SENTIMENTS, 0)
+    for _at, sentiment in messages:
+        if sentiment in counts:
+            counts[sentiment] += 1
+    return SentimentCounts(**counts)
+
+
+def sentiment_series(
+    messages: Sequence[tuple[datetime, str]], start: datetime, end: datetime, interval: Interval, tz: ZoneInfo
+) -> list[SentimentBucket]:
+    """The counts per bucket, every bucket of [start, end) included (as `series`); a message falls in
+    the bucket of its time."""
+    step = timedelta(days=1 if interval == "day" else 7)
+    members: dict[date, list[tuple[datetime, str]]] = {}
+    for message in messages:
+        members.setdefault(bucket_start(message[0], interval, tz), []).append(message)
+    day = bucket_start(start, interval, tz)
+    out = []
+    for _ in range(bucket_count(start, end, interval, tz)):
+        c = sentiment_counts(members.get(day, []))
+        out.append(
+            SentimentBucket(
+                start=_midnight(day, tz),
+                end=_midnight(day + step, tz),
+                negative=c.negative,
+                neutral=c.neutral,
+                positive=c.positive,
+            )
+        )
+        day += step
+    return out

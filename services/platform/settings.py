@@ -94,6 +94,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # For tests and demos only: a file holding an ISO 8601 instant that the SLA timer and the API's
     # commands take as the time (services.platform.clock); unset, they read the real clock.
     clock_file: str | None = None
+    # The classifier role's training file (JSONL rows {"text", "intent", "sentiment"?}): its intents
+    # replace the shipped label set (services.intelligence.classify); unset: the shipped data.
+    classifier_data: str | None = None
     # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again
     # (to another core, or to this one after a restart).
     core_ack_wait_seconds: float = 30.0

@@ -19,6 +19,7 @@ from projections.runner import _BATCH_LOCK_KEY, ProjectionRunner, all_projection
 from projections.timeline import TimelineProjection
 from services.core.commands import erase_customer
 from services.domain.customer import Customer
+from services.intelligence.role import classifier_follower
 from services.platform.eventstore.codec import REDACTED
 from tests.benchmarks import _eventlog
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 READ_MODELS = {  # table → its key, for an ordered dump
     "proj_timeline": "interaction_id",
     "proj_customer_alias": "absorbed_id",
+    "proj_timeline_classes": "interaction_id",
     "proj_customers": "id",
     "proj_identities": "customer_id, kind, value",
     "proj_cases": "id",
@@ -80,6 +82,7 @@ def write_log(store, database_url: str, live: ProjectionRunner) -> dict:
         _eventlog.events(customers=80, target=7000, heavy=2, heavy_events=1200, merge_rate=0.35, seed=7),
         batch=1000,
     )
+    classifier_follower(store).catch_up()  # the inbound messages classified, as the classifier role would
     live.catch_up()
     with psycopg.connect(database_url) as conn:
         survivors = [
@@ -116,6 +119,7 @@ def write_log(store, database_url: str, live: ProjectionRunner) -> dict:
         erase_customer(store, first_two[1], "test", datetime.now(UTC)),
     ]
     _eventlog.write(store, _eventlog.events(customers=10, target=500, seed=8))  # life goes on after
+    classifier_follower(store).catch_up()
     live.catch_up()
     return {"survivors": survivors, "erased": erased, "duplicate": recorded.interaction_id}
 
@@ -128,6 +132,7 @@ def test_rebuilt_read_models_equal_live_ones_and_each_row_is_written_once(store,
     assert any(row[8] == REDACTED for row in before["proj_timeline"]), "an erased customer's timeline"
     assert any(len(row[8]) > 1 for row in before["proj_cases"]), "cases with several tags"
     assert sum(row[0] == facts["duplicate"] for row in before["proj_timeline"]) == 1
+    assert len(before["proj_timeline_classes"]) > 100, "classified messages"
 
     rebuilt = ProjectionRunner(store).rebuild()
 
@@ -142,6 +147,7 @@ def test_rebuilt_read_models_equal_live_ones_and_each_row_is_written_once(store,
             "proj_case_notes",
             "proj_replies",
             "proj_customer_alias",
+            "proj_timeline_classes",
         ):
             live_rows, dead = conn.execute(
                 f"SELECT tuple_count, dead_tuple_count FROM pgstattuple('{table}')"

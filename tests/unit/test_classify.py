@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from services.intelligence.classify import Classifier, default_classifier
+from services.intelligence.classify import TRAIN_PATH, Classifier, TrainingDataError, check_training, default_classifier
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,34 @@ def test_custom_label_set_maps_unknown_to_other_and_learns_extra_rows(tmp_path: 
     assert clf.classify("is this under warranty still").intent == "warranty"
     assert clf.classify("I was charged twice on my bill").intent == "billing"
     assert clf.classify("my parcel never arrived").intent == "other"
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ('{"text": "a", "intent": "x"}\nnot json\n', ":2: not a JSON object"),
+        ('{"text": "", "intent": "x"}\n', ":1: `text` must be a non-empty string"),
+        ('{"text": "a"}\n', ":1: `intent` must be a non-empty string"),
+        ('{"text": "a", "intent": "x", "sentiment": "angry"}\n', ":1: `sentiment` must be one of"),
+        ('{"text": "a", "intent": "x"}\n{"text": "b", "intent": "x"}\n', "at least two intents"),
+    ],
+)
+def test_a_bad_training_file_is_refused_with_its_line(tmp_path: Path, content: str, error: str) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(TrainingDataError, match=re.escape(error)):
+        check_training(path)
+
+
+def test_a_missing_training_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TrainingDataError, match="cannot read it"):
+        check_training(tmp_path / "nope.jsonl")
+
+
+def test_the_generator_is_deterministic_and_keeps_a_dev_split_apart() -> None:
+    from services.intelligence.data.make_train import build  # noqa: PLC0415
+
+    shipped = [json.loads(line) for line in TRAIN_PATH.read_text(encoding="utf-8").splitlines()]
+    assert build() == shipped
+    train, dev = build(hold_out=True)
+    assert dev and not {r["text"] for r in train} & {r["text"] for r in dev}

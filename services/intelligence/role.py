@@ -1,0 +1,80 @@
+"""The classifier role: every inbound message with text and a case gets a `case.Classified`.
+
+A `services.platform.follower.Follower` named "classifier": one active per database (others stand
+by), following the event log from its stored position. For a batch, the inbound
+`customer.InteractionRecorded` with text and a case are classified together (one
+`Classifier.classify_many` call), each case is loaded once, `Case.classify` records the result
+(once per message of that case: a replayed batch, a duplicate or a second follower adds nothing),
+and the events are appended in the transaction that stores the follower's position: exactly once,
+and a restart goes on from where it stopped.
+
+It runs beside the core, not in its batch: ingest does not wait for classification. The model is
+trained at the role's first batch with messages (services.intelligence.classify, a second or two),
+from the shipped data or from `SWITCHBOARD_CLASSIFIER_DATA`. Message text is read here and never
+logged; nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+from uuid import UUID
+
+from events.customer import InteractionRecorded
+from services.domain.case import Case
+from services.intelligence.classify import Classifier, default_classifier
+from services.platform.eventstore.store import EventStore, Transaction
+from services.platform.follower import Follower
+from services.platform.logs import get_logger
+
+log = get_logger(__name__)
+
+CLASSIFIER = "classifier"  # the role's and the follower's name
+
+
+class ClassifierRole:
+    """The follower's handler: `handle(tx, items)` classifies a batch's inbound messages."""
+
+    def __init__(self, store: EventStore, classifier: Callable[[], Classifier] = default_classifier):
+        self.store = store
+        self.classifier = classifier
+
+    def handle(self, tx: Transaction, items: Sequence[tuple[Any, ...]]) -> None:
+        todo = [
+            event
+            for _position, event, redacted in items
+            if type(event) is InteractionRecorded
+            and event.direction == "inbound"
+            and event.case_id is not None
+            and not redacted
+            and event.text.strip()
+        ]
+        if not todo:
+            return
+        results = self.classifier().classify_many([event.text for event in todo])
+        cases: dict[UUID, Case] = {}
+        for event, result in zip(todo, results, strict=True):
+            case_id = event.case_id
+            assert case_id is not None
+            case = cases.get(case_id)
+            if case is None:
+                case = cases[case_id] = Case.replay(case_id, self.store.load(case_id))
+            case.classify(
+                event.interaction_id,
+                result.language,
+                result.sentiment,
+                result.intent,
+                result.confidence,
+                event.occurred_at,
+            )
+        events = [e for case in cases.values() for e in case.collect()]
+        if events:
+            tx.append(events)
+        log.info("classified", messages=len(todo), recorded=len(events))
+
+
+def classifier_follower(
+    store: EventStore, classifier: Callable[[], Classifier] = default_classifier, batch_size: int = 500
+) -> Follower:
+    """The classifier as the follower the `classifier` role runs (one active per database)."""
+    return Follower(store, CLASSIFIER, ClassifierRole(store, classifier).handle, batch_size=batch_size)
