@@ -2,9 +2,9 @@
 
 The rule runner writes a delivery row in the transaction that records the firing, so a webhook is
 neither lost (the firing committed: the row is there) nor invented (the firing rolled back: so did
-the row). This sender, in every process of the automation role, claims due rows (a lease: `next_at`
-moves past the call's timeout, and `FOR UPDATE SKIP LOCKED` keeps two senders off one row) and POSTs
-each body as stored, with:
+the row). This sender, in every process of the automation role, claims a due row (a lease: `next_at`
+moves past the call's timeout, so a sender that dies holding it delays that delivery by the lease
+at most; `FOR UPDATE SKIP LOCKED` keeps two senders off one row) and POSTs the body as stored, with:
 
 - `X-Switchboard-Signature: sha256=HEX`, HMAC-SHA256 of the exact body under
   SWITCHBOARD_WEBHOOK_SECRET;
@@ -69,7 +69,7 @@ class WebhookSender:
         retry_base: float = 2.0,
         max_attempts: int = 8,
         timeout: float = 10.0,
-        batch_size: int = 20,
+        batch_size: int = 1,
     ):
         self.store = store
         self.secret = secret.encode()
@@ -81,7 +81,8 @@ class WebhookSender:
 
     def claim(self) -> list[Delivery]:
         """Due deliveries, leased to this sender for longer than a call may take."""
-        lease = timedelta(seconds=self.timeout * 2 + 5)
+        # Calls are made one after another: the lease covers all of them, each to its timeout.
+        lease = timedelta(seconds=self.timeout * self.batch_size + 5)
         with self.store.datastore.transaction(commit=True) as curs:
             rows = curs.execute(
                 "UPDATE sb_webhook_outbox o SET next_at = now() + %s, attempts = o.attempts + 1 "

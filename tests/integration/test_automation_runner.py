@@ -16,7 +16,7 @@ import pytest
 
 from events.automation import AutomationFired
 from events.case import CaseAssigned, CasePrioritized, CaseTagged, CaseTransferred, ReplyRequested
-from services.automation.runner import FOLLOWER_NAME, Runner, automation_follower, by_of
+from services.automation.runner import Runner, automation_follower
 from services.automation.webhooks import WebhookSender, dead_letters, retry_dead
 from services.core.commands import append_new, run_case, run_command
 from services.domain.automation import Automation, parse_rule
@@ -293,7 +293,3 @@ async def test_webhooks_are_signed_retried_and_dead_lettered(store) -> None:
         for r in (ok, flaky, down):
             await r.stop()
 
-
-def test_the_follower_name(store) -> None:
-    assert automation_follower(store, now).tracking_name == f"follower:{FOLLOWER_NAME}"
-    assert by_of("angry") == "automation:angry"
