@@ -293,3 +293,48 @@ async def test_webhooks_are_signed_retried_and_dead_lettered(store) -> None:
         for r in (ok, flaky, down):
             await r.stop()
 
+
+def test_customer_fields_in_the_condition_and_a_customer_event(store) -> None:
+    """`customer.FIELD` reads the customer's profile (as segments do); a rule on the customer's own
+    message (customer.InteractionRecorded) acts on the case the message joined."""
+    from events.interactions import Identity, Interaction, interaction_id  # noqa: PLC0415
+    from projections.runner import ProjectionRunner  # noqa: PLC0415
+    from services.core.processor import CoreProcessor  # noqa: PLC0415
+
+    def message(phone: str, text: str, n: int) -> Interaction:
+        provider_id = uuid.uuid4().hex
+        return Interaction(
+            id=interaction_id("sms", provider_id),
+            channel="sms",
+            direction="inbound",
+            occurred_at=now(),
+            identities=[Identity("phone", phone)],
+            text=text,
+            provider_message_id=provider_id,
+        )
+
+    save_rule(
+        store,
+        "regulars",
+        "customer.InteractionRecorded",
+        {
+            "all": [
+                {"field": "text", "op": "matches", "value": "(?i)refund"},
+                {"field": "customer.channels", "op": "contains", "value": "sms"},
+                {"field": "customer.interaction_count", "op": "gte", "value": 2},
+            ]
+        },
+        [{"add_tags": ["refund-regular"]}],
+    )
+    processor = CoreProcessor(store)
+    processor.process([(message("+44 7700 900123", "hello", 0), 1)])
+    ProjectionRunner(store).catch_up()  # the profile knows one interaction: the rule's count is not met
+    processor.process([(message("+44 7700 900123", "I want a REFUND", 1), 2)])
+    run(store)
+    assert firings(store) == []
+    ProjectionRunner(store).catch_up()
+    processor.process([(message("+44 7700 900123", "refund, please", 2), 3)])
+    run(store)
+    (fired,) = firings(store)
+    assert fired.event_type == "customer.InteractionRecorded" and fired.actions == ["add_tags"]
+    assert [e.tags for e in events_of(store, fired.case_id, CaseTagged)] == [["refund-regular"]]
