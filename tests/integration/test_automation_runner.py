@@ -338,3 +338,31 @@ def test_customer_fields_in_the_condition_and_a_customer_event(store) -> None:
     (fired,) = firings(store)
     assert fired.event_type == "customer.InteractionRecorded" and fired.actions == ["add_tags"]
     assert [e.tags for e in events_of(store, fired.case_id, CaseTagged)] == [["refund-regular"]]
+
+
+def test_the_rules_read_model_rebuilds_to_what_the_live_projector_built(store, database_url) -> None:
+    import psycopg  # noqa: PLC0415
+
+    from projections.automations import AutomationsProjection  # noqa: PLC0415
+    from projections.rebuild import Rebuild  # noqa: PLC0415
+    from projections.runner import ProjectionRunner  # noqa: PLC0415
+
+    save_rule(store, "angry", "case.Classified", ANGRY, [{"add_tags": ["angry"]}])
+    save_rule(store, "quiet", "case.Classified", None, [{"set_priority": "low"}], enabled=False)
+    live = ProjectionRunner(store, projections=[AutomationsProjection()], batch_size=2)
+    live.catch_up()
+    for sentiment in ("negative", "negative", "positive"):
+        case_id, interaction = open_case(store)
+        classify(store, case_id, interaction, sentiment, "complaint")
+    run(store)
+    save_rule(store, "angry", "case.Classified", ANGRY, [{"add_tags": ["angry", "again"]}])
+    live.catch_up()
+
+    def dump() -> list[tuple]:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute("SELECT * FROM proj_automations ORDER BY name").fetchall()
+
+    before = dump()
+    assert [(r[0], r[1], r[5], r[9]) for r in before] == [("angry", 2, True, 2), ("quiet", 1, False, 0)]
+    Rebuild(ProjectionRunner(store, projections=[AutomationsProjection()]), folds={}).run()
+    assert dump() == before
