@@ -15,7 +15,7 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - timer:     event store → the SLA clocks of cases, breaches and snoozed cases' wake-ups on time,
                and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
   - classifier: event store → case.Classified (language, sentiment, intent) for every inbound
-               message of a case (services.intelligence.role)
+               message of a case (services.core.classifier)
   - automation: event store → the automation rules' actions on cases, once per rule and event,
                and their webhooks, signed and retried (services.automation)
 
@@ -47,11 +47,12 @@ from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
 from services.automation.role import start_automation
+from services.core.classifier import classifier_follower
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
-from services.intelligence.classify import check_training, default_classifier
-from services.intelligence.role import classifier_follower
+from services.intelligence.classify import check_training
+from services.intelligence.worker import shared_process
 from services.platform.clock import Clock
 from services.platform.database import Database, parse_database_url
 from services.platform.eventstore.keys import MasterKey
@@ -222,23 +223,15 @@ class Switchboard:
         self._start_follower(timer.follower().run_forever, "timer")
 
     def _start_classifier(self) -> None:
-        """The classifier (services.intelligence.role): one active per database. A custom training
-        file (SWITCHBOARD_CLASSIFIER_DATA) is checked here, so a bad one stops the start with its
-        line; the model is trained on the role's thread before it follows the log."""
+        """The classifier (services.core.classifier): one active per database, its model in a
+        worker process of lower priority (services.intelligence.worker), shared by this process's
+        Switchboards. A custom training file (SWITCHBOARD_CLASSIFIER_DATA) is checked here, so a
+        bad one stops the start with its line."""
         data = self.settings.classifier_data
         if data:
             check_training(Path(data))
-        follower = classifier_follower(self.open_store(), lambda: default_classifier(data))
-
-        def run(stop: threading.Event) -> None:
-            try:
-                default_classifier(data)
-            except Exception:  # noqa: BLE001 — the role stays down, the others run
-                log.exception("classifier_training_failed")
-                return
-            follower.run_forever(stop)
-
-        self._start_follower(run, "classifier")
+        worker = shared_process(data, self.settings.classifier_nice).bound(self.stop_event)
+        self._start_follower(classifier_follower(self.open_store(), lambda: worker).run_forever, "classifier")
 
     async def stop(self) -> None:
         self.stop_event.set()

@@ -92,8 +92,8 @@ def _language_detector(codes: Sequence[str]):  # type: ignore[no-untyped-def]
 def _features(texts: list[str]):  # type: ignore[no-untyped-def]
     """Word 1-2-grams and character 2-5-grams (seen at least twice), TF-IDF weighted; fitted once and
     shared by both models, so a message is turned into features once."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_union
+    from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
+    from sklearn.pipeline import make_union  # type: ignore[import-untyped]
 
     features = make_union(
         TfidfVectorizer(
@@ -113,7 +113,7 @@ def _features(texts: list[str]):  # type: ignore[no-untyped-def]
 
 
 def _linear_model(x, labels: list[str]):  # type: ignore[no-untyped-def]
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
     model = LogisticRegression(C=10.0, max_iter=2000)
     model.fit(x, labels)

@@ -97,6 +97,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # The classifier role's training file (JSONL rows {"text", "intent", "sentiment"?}): its intents
     # replace the shipped label set (services.intelligence.classify); unset: the shipped data.
     classifier_data: str | None = None
+    # Niceness of the classifier's worker process (0-19): 19 leaves the CPU to ingest first.
+    classifier_nice: int = 19
     # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again
     # (to another core, or to this one after a restart).
     core_ack_wait_seconds: float = 30.0

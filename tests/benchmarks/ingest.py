@@ -10,7 +10,10 @@ What runs, on the same NATS and PostgreSQL, in one go:
   moment it was published to the moment the projector announced its committed timeline row on the
   live feed (`sb.live`), gives p50 and p99. The same backlog is also run through a single
   `switchboard serve core projector` process (the shape of `switchboard up`), on a fresh database
-  and fresh streams, and its sustained rate is printed alongside.
+  and fresh streams, and its sustained rate is printed alongside; and through
+  `switchboard serve core projector classifier` (the same with the classifier role, whose model
+  runs in a worker process of lowest priority), alternating with the plain shape, two runs each:
+  the ratio of the medians is the cost of classification to ingest.
 - **raw NATS** baseline: the same messages published to a stream of their own, then pull-consumed
   and acked one by one with nats-py, doing nothing else (what JetStream alone costs).
 - **naive** baseline: the textbook event-sourced consumer: eventsourcing's `Application` and
@@ -19,8 +22,9 @@ What runs, on the same NATS and PostgreSQL, in one go:
   encryption, no hash chain, no timeline, so it is a generous baseline.
 
 The last line is the summary:
-`ingest: interactions_per_s=N naive_per_s=N raw_nats_per_s=N p50_ms=N p99_ms=N`
-(interactions_per_s and the latencies are the core + projector processes').
+`ingest: interactions_per_s=N naive_per_s=N raw_nats_per_s=N p50_ms=N p99_ms=N classifier_ratio=N`
+(interactions_per_s and the latencies are the core + projector processes'; classifier_ratio is the
+one-process rate with the classifier role over the rate without it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import base64
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -463,6 +468,24 @@ async def run(nats_url: str, database_url: str) -> str:
         single, _ = await run_backlog(
             js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
         )
+        # The same with the classifier role, alternating with the plain shape (the machine's load moves).
+        plain, classified = [single], []
+        for _ in range(2):
+            rate_c, _ = await run_backlog(
+                js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector", "classifier"),)
+            )
+            classified.append(rate_c)
+            if len(plain) < 2:
+                rate_p, _ = await run_backlog(
+                    js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
+                )
+                plain.append(rate_p)
+        classifier_ratio = statistics.median(classified) / statistics.median(plain)
+        print(
+            f"   with the classifier role: {', '.join(f'{r:,.0f}' for r in classified)} interactions/s; without: "
+            f"{', '.join(f'{r:,.0f}' for r in plain)}; median ratio {classifier_ratio:.2f}",
+            flush=True,
+        )
         # Production's shape on one node: a core process and a projector process. Sustained, then latency
         # at half the sustained rate, on the same running processes.
         rate, latencies = await run_backlog(
@@ -491,7 +514,7 @@ async def run(nats_url: str, database_url: str) -> str:
     )
     return (
         f"ingest: interactions_per_s={rate:.0f} naive_per_s={naive_rate:.0f} raw_nats_per_s={raw_rate:.0f} "
-        f"p50_ms={p50:.0f} p99_ms={p99:.0f}"
+        f"p50_ms={p50:.0f} p99_ms={p99:.0f} classifier_ratio={classifier_ratio:.2f}"
     )
 
 

@@ -1,5 +1,6 @@
 """Classification end to end: an angry Spanish SMS complaint through the real Twilio webhook, the
-classifier role running in `switchboard up`'s set of roles; the timeline item and the case show
+classifier role running in `switchboard up`'s set of roles (its worker process at the default
+priority here: on a busy test machine the lowest one may wait long for a CPU); the timeline item and the case show
 language es, sentiment negative, intent complaint, and the metrics count it."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ COMPLAINT = (
 
 
 async def test_an_angry_spanish_sms_complaint_is_shown_classified(settings, names, admin_headers) -> None:
-    async with running_server(settings.with_(public_url=PUBLIC_URL), names) as srv:
+    async with running_server(settings.with_(public_url=PUBLIC_URL, classifier_nice=0), names) as srv:
         async with httpx.AsyncClient(base_url=srv.http_url, headers=admin_headers) as api:
             assert (await _post_signed(srv, _sms("+34612345678", COMPLAINT))).status_code == 200
             found = await customer(api, "phone", "+34612345678")

@@ -10,9 +10,9 @@ import pytest
 
 from events.case import CaseClassified
 from events.interactions import Identity, Interaction, interaction_id
+from services.core.classifier import ClassifierRole, classifier_follower
 from services.core.processor import CoreProcessor
 from services.intelligence.classify import default_classifier
-from services.intelligence.role import ClassifierRole, classifier_follower
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from projections.folds import FOLDS, TimelineFold
 from projections.rebuild import SHADOW, Rebuild, RebuildError, fail_on_event
 from projections.runner import _BATCH_LOCK_KEY, ProjectionRunner, all_projections
 from projections.timeline import TimelineProjection
+from services.core.classifier import classifier_follower
 from services.core.commands import erase_customer
 from services.domain.customer import Customer
-from services.intelligence.role import classifier_follower
 from services.platform.eventstore.codec import REDACTED
 from tests.benchmarks import _eventlog
 

@@ -1,5 +1,8 @@
 """The classifier role: every inbound message with text and a case gets a `case.Classified`.
 
+(Here in services.core, the use-case layer, beside the ingest it follows: services.intelligence
+holds the pure classifier and its worker process, a layer below.)
+
 A `services.platform.follower.Follower` named "classifier": one active per database (others stand
 by), following the event log from its stored position. For a batch, the inbound
 `customer.InteractionRecorded` with text and a case are classified together (one
@@ -8,21 +11,22 @@ by), following the event log from its stored position. For a batch, the inbound
 and the events are appended in the transaction that stores the follower's position: exactly once,
 and a restart goes on from where it stopped.
 
-It runs beside the core, not in its batch: ingest does not wait for classification. The model is
-trained at the role's first batch with messages (services.intelligence.classify, a second or two),
-from the shipped data or from `SWITCHBOARD_CLASSIFIER_DATA`. Message text is read here and never
+It runs beside the core, not in its batch: ingest does not wait for classification. In a running
+Switchboard the model lives in a worker process at a lower CPU priority (services.intelligence.worker),
+trained there from the shipped data or from `SWITCHBOARD_CLASSIFIER_DATA`; tests may pass an
+in-process classifier. Message text is read here and never
 logged; nothing leaves the process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from events.customer import InteractionRecorded
 from services.domain.case import Case
-from services.intelligence.classify import Classifier, default_classifier
+from services.intelligence.classify import Classification, default_classifier
 from services.platform.eventstore.store import EventStore, Transaction
 from services.platform.follower import Follower
 from services.platform.logs import get_logger
@@ -32,10 +36,14 @@ log = get_logger(__name__)
 CLASSIFIER = "classifier"  # the role's and the follower's name
 
 
+class Classifies(Protocol):
+    def classify_many(self, texts: Sequence[str]) -> list[Classification]: ...
+
+
 class ClassifierRole:
     """The follower's handler: `handle(tx, items)` classifies a batch's inbound messages."""
 
-    def __init__(self, store: EventStore, classifier: Callable[[], Classifier] = default_classifier):
+    def __init__(self, store: EventStore, classifier: Callable[[], Classifies] = default_classifier):
         self.store = store
         self.classifier = classifier
 
@@ -74,7 +82,7 @@ class ClassifierRole:
 
 
 def classifier_follower(
-    store: EventStore, classifier: Callable[[], Classifier] = default_classifier, batch_size: int = 500
+    store: EventStore, classifier: Callable[[], Classifies] = default_classifier, batch_size: int = 500
 ) -> Follower:
     """The classifier as the follower the `classifier` role runs (one active per database)."""
     return Follower(store, CLASSIFIER, ClassifierRole(store, classifier).handle, batch_size=batch_size)
