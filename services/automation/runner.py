@@ -12,8 +12,12 @@ batch is handled in the transaction that stores the follower's position, and in 
   (`customer.FIELD`), then a row in `sb_automation_firings` keyed (rule, event id): a rule fires
   once per event even when a batch is handled again after a crash;
 - the actions: case events appended with `by: "automation:NAME"` (their chain recorded for the loop
-  guard), a webhook row in the outbox (services.automation.webhooks delivers it), and the firing
+  guard; a reply's chain also under its reply id, which the relay's and the core's later events of
+  that reply carry), a webhook row in the outbox (services.automation.webhooks delivers it), and the firing
   itself as `automation.Fired` in the log.
+
+A rule reads the case as it is when the rule runs (its latest state in the log), and the case's
+`sentiment`, `intent` and `language` of its latest classification.
 
 A person's command on the same case meanwhile is a version conflict: the batch rolls back and is
 handled again from a fresh read. Events of an erased customer (read redacted) fire nothing.
@@ -97,6 +101,17 @@ class Runner:
                 "DELETE FROM sb_automation_caused WHERE event_id = ANY(%s) RETURNING event_id, chain", (ids,)
             ).fetchall()
         }
+        # A rule's reply goes on through the relay and the core (sent, delivered, the outbound
+        # message), events nobody's `by` names: the reply's id carries the chain to them.
+        reply_ids = [r for _, event, _ in items if isinstance(r := getattr(event, "reply_id", None), UUID)]
+        reply_chains: dict[UUID, list[str]] = {}
+        if reply_ids:
+            reply_chains = {
+                r["reply_id"]: list(r["chain"])
+                for r in tx.execute(
+                    "SELECT reply_id, chain FROM sb_automation_replies WHERE reply_id = ANY(%s)", (reply_ids,)
+                ).fetchall()
+            }
         cases: dict[UUID, _CaseView] = {}
         now = self.clock()
         for position, event, redacted in items:
@@ -106,7 +121,7 @@ class Runner:
             matching = [r for r in rules.values() if r.enabled and r.on == event.NAME]
             if not matching or redacted:
                 continue
-            chain = chains.get(event.id) or _chain_from_by(event)
+            chain = chains.get(event.id) or reply_chains.get(getattr(event, "reply_id", None)) or _chain_from_by(event)
             context = _Context(tx, event, cases)
             for rule in matching:
                 if not may_fire(rule.name, chain):
@@ -188,7 +203,12 @@ class Runner:
             elif action.kind == "reply":
                 text = _canned_text(tx, action.value, case, context)
                 if text is not None:
-                    case.request_reply(uuid.uuid5(case.id, f"{by}:{event.id}:{index}"), text, by, now)
+                    reply_id = uuid.uuid5(case.id, f"{by}:{event.id}:{index}")
+                    case.request_reply(reply_id, text, by, now)
+                    tx.execute(
+                        "INSERT INTO sb_automation_replies (reply_id, chain) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (reply_id, [*chain, rule.name]),
+                    )
             done.append(action.kind if len(case.pending) > before else f"{action.kind}:unchanged")
         caused: list[DomainEvent] = view.case.collect() if view is not None else []
         if caused:

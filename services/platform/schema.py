@@ -293,7 +293,8 @@ CREATE INDEX IF NOT EXISTS sb_wakeups_due_idx ON sb_wakeups (due_at);
 # The automation role's state (services.automation), written in the transaction that stores its
 # position in the log: the rules as saved (from the log's automation.Configured), each firing of a
 # rule for an event (at most once: the primary key), the chain of rules behind each event a firing
-# appended (read and dropped when the follower reaches that event: the loop guard), and the webhook
+# appended (read and dropped when the follower reaches that event: the loop guard) and behind each
+# reply a rule asked for (the relay's and the core's events of that reply carry its id), and the webhook
 # outbox its sender delivers from (pending, delivered, or dead after its last attempt).
 AUTOMATION = """
 CREATE TABLE IF NOT EXISTS sb_automation_rules (
@@ -311,6 +312,10 @@ CREATE TABLE IF NOT EXISTS sb_automation_firings (
 );
 CREATE TABLE IF NOT EXISTS sb_automation_caused (
     event_id uuid PRIMARY KEY,
+    chain text[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sb_automation_replies (
+    reply_id uuid PRIMARY KEY,
     chain text[] NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sb_webhook_outbox (

@@ -366,3 +366,46 @@ def test_the_rules_read_model_rebuilds_to_what_the_live_projector_built(store, d
     assert [(r[0], r[1], r[5], r[9]) for r in before] == [("angry", 2, True, 2), ("quiet", 1, False, 0)]
     Rebuild(ProjectionRunner(store, projections=[AutomationsProjection()]), folds={}).run()
     assert dump() == before
+
+
+def test_a_rule_does_not_answer_its_own_reply(store) -> None:
+    """A rule on every message of a customer that replies: its reply comes back through the relay
+    and the core as an outbound message (and as sent, delivered), events no `by` names; the reply's
+    id carries the chain, so the rule does not answer its own answer."""
+    from events.interactions import Identity, Interaction, interaction_id  # noqa: PLC0415
+    from services.core.processor import CoreProcessor  # noqa: PLC0415
+
+    canned = CannedResponse.create(uuid.uuid4(), "ack", "We got your message", "s", now())
+    append_new(store, canned)
+    save_rule(store, "echo", "customer.InteractionRecorded", None, [{"reply": {"canned": str(canned.id)}}])
+    processor = CoreProcessor(store)
+    provider_id = uuid.uuid4().hex
+    inbound = Interaction(
+        id=interaction_id("sms", provider_id),
+        channel="sms",
+        direction="inbound",
+        occurred_at=now(),
+        identities=[Identity("phone", "+44 7700 900777")],
+        text="hello?",
+        provider_message_id=provider_id,
+    )
+    processor.process([(inbound, 1)])
+    run(store)
+    (fired,) = firings(store)
+    (reply,) = events_of(store, fired.case_id, ReplyRequested)
+    # what the relay's sending records: the outbound message of that reply, then it was sent
+    outbound = Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="outbound",
+        occurred_at=now(),
+        text=reply.text,
+        case_id=fired.case_id,
+        reply_id=reply.reply_id,
+        provider_message_id="SM-echo-1",
+    )
+    processor.process([(outbound, 2)])
+    run_case(store, fired.case_id, lambda c: c.reply_sent(reply.reply_id, "SM-echo-1", now()))
+    run(store)
+    assert len(firings(store)) == 1
+    assert len(events_of(store, fired.case_id, ReplyRequested)) == 1
