@@ -121,7 +121,12 @@ class Runner:
             matching = [r for r in rules.values() if r.enabled and r.on == event.NAME]
             if not matching or redacted:
                 continue
-            chain = chains.get(event.id) or reply_chains.get(getattr(event, "reply_id", None)) or _chain_from_by(event)
+            reply_id = getattr(event, "reply_id", None)
+            chain = (
+                chains.get(event.id)
+                or (reply_chains.get(reply_id) if isinstance(reply_id, UUID) else None)
+                or _chain_from_by(event)
+            )
             context = _Context(tx, event, cases)
             for rule in matching:
                 if not may_fire(rule.name, chain):
