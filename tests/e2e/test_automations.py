@@ -87,6 +87,7 @@ def _bad_rules(canned_id: str) -> list[tuple[dict, str, str]]:
     ]
 
 
+@pytest.mark.timeout(240)
 async def test_a_rule_moves_an_angry_spanish_complaint_into_the_complaints_queue(
     settings, names, admin_headers
 ) -> None:
@@ -138,7 +139,8 @@ async def test_a_rule_moves_an_angry_spanish_complaint_into_the_complaints_queue
                 cases = (await api.get("/api/v1/cases", params={"customer_id": found["id"]})).json()["items"]
                 return cases[0] if cases else None
 
-            case = await eventually(the_case, lambda c: c is not None and c["queue"] == "complaints", timeout=60)
+            # the classifier works at the lowest CPU priority: on a busy machine it takes its time
+            case = await eventually(the_case, lambda c: c is not None and c["queue"] == "complaints", timeout=150)
             assert case["priority"] == "high"
             events = await asyncio.to_thread(store.load, uuid.UUID(case["id"]))
             by_rule = [
@@ -199,6 +201,7 @@ def _count(database_url: str, query: str) -> int:
         return conn.execute(query).fetchone()[0]
 
 
+@pytest.mark.timeout(180)
 async def test_webhooks_once_per_event_across_a_killed_automation_process(
     store, settings, database_url, tmp_path
 ) -> None:
