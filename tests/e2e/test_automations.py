@@ -130,6 +130,9 @@ async def test_a_rule_moves_an_angry_spanish_complaint_into_the_complaints_queue
             assert (one["if"], one["then"], one["fired"]) == (ANGRY["if"], ANGRY["then"], 0)
             assert (await api.get("/api/v1/automations/nothing-here")).status_code == 404
             assert (await api.get("/api/v1/automations/dead-letters")).json() == {"items": []}
+            assert (await api.post("/api/v1/automations/dead-letters/retry", json={})).json() == {"retried": 0}
+            empty = await api.post("/api/v1/automations/dead-letters/retry", json={"delivery_ids": []})
+            assert empty.status_code == 400 and empty.json()["error"] == "malformed"
 
             # The angry customer writes; the classifier classifies; the rule moves the case.
             assert (await _post_signed(srv, _sms("+34612345679", COMPLAINT))).status_code == 200
