@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from events.agent import AGENT_EVENTS, TEAM_EVENTS
+from events.automation import AUTOMATION_EVENTS, FIRING_EVENTS
 from events.base import DomainEvent
 from events.case import CASE_EVENTS, CaseOpened, CaseTagged, ReplySent, upcast_case_opened_v1
 from events.config import CONFIG_EVENTS
@@ -57,6 +58,8 @@ class EventRegistry:
 
 REGISTRY = EventRegistry()
 for _cls in (*CUSTOMER_EVENTS, *CASE_EVENTS, *AGENT_EVENTS, *TEAM_EVENTS, *CONFIG_EVENTS):
+    REGISTRY.register(_cls)
+for _cls in (*AUTOMATION_EVENTS, *FIRING_EVENTS):
     REGISTRY.register(_cls)
 REGISTRY.upcaster(CaseOpened, 1, upcast_case_opened_v1)
 

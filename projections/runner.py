@@ -18,6 +18,7 @@ from psycopg.sql import SQL, Identifier
 
 from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
+from projections.automations import AutomationsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
 from projections.customer_data import CustomerDataProjection
@@ -51,6 +52,7 @@ def all_projections() -> list[Projection]:
         AgentsProjection(),
         SlaPoliciesProjection(),
         CustomerDataProjection(),
+        AutomationsProjection(),
     ]
 
 

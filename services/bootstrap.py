@@ -16,6 +16,8 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
                and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
   - classifier: event store → case.Classified (language, sentiment, intent) for every inbound
                message of a case (services.core.classifier)
+  - automation: event store → the automation rules' actions on cases, once per rule and event,
+               and their webhooks, signed and retried (services.automation)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -43,6 +45,7 @@ from channels.publish import Publisher
 from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
+from services.automation.role import start_automation
 from services.core.activities import hand_on_forever
 from services.core.classifier import classifier_follower
 from services.core.consumer import CoreConsumer, start_core_consumer
@@ -66,10 +69,10 @@ from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "classifier")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "classifier", "automation")
 # Roles that work on PostgreSQL alone (process managers of the event log): a process running only
 # these connects to no NATS server, so needs no NATS user either.
-DATABASE_ONLY_ROLES = ("router", "timer", "classifier")
+DATABASE_ONLY_ROLES = ("router", "timer", "classifier", "automation")
 
 
 class NotConnected(RuntimeError):
@@ -176,6 +179,8 @@ class Switchboard:
             start_csat_surveys(self)
         if "classifier" in roles:
             self._start_classifier()
+        if "automation" in roles:
+            start_automation(self)
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())

@@ -19,6 +19,7 @@ from channels.proxies import trusted_networks
 from services.api import (
     agents,
     attributes,
+    automations,
     canned,
     cases,
     console,
@@ -98,6 +99,7 @@ API_HANDLERS = [
     *agents.AGENT_HANDLERS,
     sla.put_sla_policy,
     sla.get_sla_policies,
+    *automations.HANDLERS,
 ]
 COMMON_HANDLERS = [health.health, health.ready, health.prometheus, health.asyncapi]
 

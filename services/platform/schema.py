@@ -290,7 +290,52 @@ CREATE TABLE IF NOT EXISTS sb_wakeups (
 CREATE INDEX IF NOT EXISTS sb_wakeups_due_idx ON sb_wakeups (due_at);
 """
 
-PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING, TIMER)
+# The automation role's state (services.automation), written in the transaction that stores its
+# position in the log: the rules as saved (from the log's automation.Configured), each firing of a
+# rule for an event (at most once: the primary key), the chain of rules behind each event a firing
+# appended (read and dropped when the follower reaches that event: the loop guard) and behind each
+# reply a rule asked for (the relay's and the core's events of that reply carry its id), and the webhook
+# outbox its sender delivers from (pending, delivered, or dead after its last attempt).
+AUTOMATION = """
+CREATE TABLE IF NOT EXISTS sb_automation_rules (
+    name text PRIMARY KEY,
+    version bigint NOT NULL,
+    rule jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sb_automation_firings (
+    rule text NOT NULL,
+    event_id uuid NOT NULL,
+    position bigint NOT NULL,
+    case_id uuid,
+    fired_at timestamptz NOT NULL,
+    PRIMARY KEY (rule, event_id)
+);
+CREATE TABLE IF NOT EXISTS sb_automation_caused (
+    event_id uuid PRIMARY KEY,
+    chain text[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sb_automation_replies (
+    reply_id uuid PRIMARY KEY,
+    chain text[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sb_webhook_outbox (
+    delivery_id uuid PRIMARY KEY,
+    rule text NOT NULL,
+    event_id uuid NOT NULL,
+    url text NOT NULL,
+    body bytea NOT NULL,
+    state text NOT NULL DEFAULT 'pending',
+    attempts integer NOT NULL DEFAULT 0,
+    next_at timestamptz NOT NULL,
+    last_error text,
+    created_at timestamptz NOT NULL,
+    finished_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS sb_webhook_outbox_due_idx ON sb_webhook_outbox (next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS sb_webhook_outbox_dead_idx ON sb_webhook_outbox (finished_at) WHERE state = 'dead';
+"""
+
+PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING, TIMER, AUTOMATION)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------

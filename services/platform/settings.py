@@ -39,6 +39,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     telegram_bot_token: str | None = None
     telegram_api_base: str = "https://api.telegram.org"
     chat_identity_secret: str | None = None
+    # Signs automation webhooks: X-Switchboard-Signature is sha256=HMAC-SHA256(this, body) in hex.
+    webhook_secret: str | None = None
+    # Automation webhooks: first delay before a failed call is tried again (doubled each time, at
+    # most 300 s), calls in all before the delivery is dead-lettered, and each call's timeout.
+    webhook_retry_base_seconds: float = 2.0
+    webhook_max_attempts: int = 8
+    webhook_timeout_seconds: float = 10.0
     smtp_relay: str | None = None
     email_from: str | None = None
     # The gateway's public base URL (https://switchboard.example.com); when set, outbound SMS asks
@@ -201,6 +208,7 @@ _GENERATED = {
     "meta_verify_token": None,
     "telegram_secret_token": None,
     "chat_identity_secret": None,
+    "webhook_secret": None,
 }
 
 

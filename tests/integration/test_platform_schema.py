@@ -39,6 +39,12 @@ PLATFORM_TABLES = {
     "sb_sla_cases",
     "sb_sla_clocks",
     "sb_wakeups",
+    # the automation role's (services.automation)
+    "sb_automation_rules",
+    "sb_automation_firings",
+    "sb_automation_caused",
+    "sb_automation_replies",
+    "sb_webhook_outbox",
 }
 PLATFORM_INDEXES = {
     "sb_identities_customer_idx",
@@ -50,6 +56,8 @@ PLATFORM_INDEXES = {
     "sb_login_failures_key_idx",
     "sb_sla_clocks_due_idx",
     "sb_wakeups_due_idx",
+    "sb_webhook_outbox_due_idx",
+    "sb_webhook_outbox_dead_idx",
 }
 
 

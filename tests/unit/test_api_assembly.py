@@ -74,6 +74,12 @@ AGENT_API = {
     ("POST", "/api/v1/teams"),
     ("PUT", "/api/v1/sla-policies/{name}"),
     ("GET", "/api/v1/sla-policies"),
+    # Automation rules and their webhooks' dead letters.
+    ("POST", "/api/v1/automations"),
+    ("GET", "/api/v1/automations"),
+    ("GET", "/api/v1/automations/{name}"),
+    ("GET", "/api/v1/automations/dead-letters"),
+    ("POST", "/api/v1/automations/dead-letters/retry"),
 }
 SIGN_IN = {("POST", "/api/v1/auth/login")}  # the one agent API route without a token
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
@@ -148,6 +154,8 @@ WELL_FORMED = {
     "/api/v1/agents/{agent_id}": {"json": {"capacity": 3}},
     "/api/v1/teams": {"json": {"name": "billing"}},
     "/api/v1/sla-policies/{name}": {"json": {"first_response": {"normal": "PT15M"}}},
+    "/api/v1/automations": {"json": {"name": "r", "on": "case.Classified", "then": [{"add_tags": ["a"]}]}},
+    "/api/v1/automations/dead-letters/retry": {"json": {}},
 }
 
 

@@ -28,6 +28,7 @@ from events.agent import (
     AgentStatusChanged,
     TeamCreated,
 )
+from events.automation import AutomationConfigured, AutomationFired
 from events.base import DomainEvent
 from events.case import (
     CaseAssigned,
@@ -236,6 +237,25 @@ def _samples() -> list[DomainEvent]:
         record(CannedResponseCreated, 1, shortcut="thanks", text="Thank you, {{customer.name}}"),
         record(CannedResponseDeleted, 2),
         record(AttributeDefined, 1, key="loyalty", type="text", applies_to="customer"),
+        record(
+            AutomationConfigured,
+            1,
+            name="angry",
+            on="case.Classified",
+            condition={"all": [{"field": "sentiment", "op": "eq", "value": "negative"}]},
+            actions=[{"set_queue": "complaints"}, {"webhook": {"url": "https://hooks.example.com/sb"}}],
+        ),
+        customer(
+            AutomationFired,
+            13,
+            rule="angry",
+            rule_version=1,
+            event_id=other,
+            event_type="case.Classified",
+            case_id=CASE,
+            actions=["set_queue"],
+            depth=0,
+        ),
     ]
 
 
