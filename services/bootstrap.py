@@ -170,7 +170,7 @@ class Switchboard:
             start_csat_surveys(self)
 
     async def _start_core(self) -> None:
-        processor = CoreProcessor(self.open_store())
+        processor = CoreProcessor(self.open_store(), cache_max_bytes=self.settings.core_cache_max_bytes)
         self.core_consumer = await start_core_consumer(
             self.nc,
             self.jetstream(),
