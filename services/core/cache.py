@@ -62,13 +62,17 @@ def approx_bytes(obj: Any) -> int:
 
 
 class ByteLRU:
-    """Least recently used entries leave first once the weights add up to more than `max_bytes`."""
+    """Least recently used entries leave first once the weights add up to more than `max_bytes`.
+
+    Values are aggregates (they have a `version`: the events they hold, which says when to weigh
+    them again)."""
 
     def __init__(self, max_bytes: int, weigh: Callable[[Any], int] = approx_bytes):
         self.max_bytes = max_bytes
         self.bytes = 0
         self._weigh = weigh
         self._entries: OrderedDict[Hashable, tuple[Any, int, int]] = OrderedDict()  # value, weight, version
+        self._new_weights: dict[type, int] = {}
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
@@ -80,15 +84,24 @@ class ByteLRU:
         entry = self._entries.get(key)
         if entry is None:
             return default
-        value, weight, version = entry
+        value, _, version = entry
         self._entries.move_to_end(key)
-        if getattr(value, "version", version) - version >= REWEIGH_EVERY:
+        if value.version - version >= REWEIGH_EVERY:
             self._set(key, value)
             self._shrink()
         return value
 
-    def put(self, key: Hashable, value: Any) -> None:
-        self._set(key, value)
+    def put(self, key: Hashable, value: Any, *, new: bool = False) -> None:
+        """`new`: an aggregate just created, weighed as the first new one of its type was (they are
+        all about the same size, and the core creates thousands a second); it is weighed for real
+        once it has grown by REWEIGH_EVERY events."""
+        if new:
+            weight = self._new_weights.get(type(value))
+            if weight is None:
+                weight = self._new_weights[type(value)] = self._weigh(value)
+            self._set(key, value, weight)
+        else:
+            self._set(key, value)
         self._entries.move_to_end(key)
         self._shrink()
 
@@ -99,12 +112,13 @@ class ByteLRU:
         self.bytes -= entry[1]
         return entry[0]
 
-    def _set(self, key: Hashable, value: Any) -> None:
+    def _set(self, key: Hashable, value: Any, weight: int | None = None) -> None:
         old = self._entries.get(key)
         if old is not None:
             self.bytes -= old[1]
-        weight = self._weigh(value)
-        self._entries[key] = (value, weight, getattr(value, "version", 0))
+        if weight is None:
+            weight = self._weigh(value)
+        self._entries[key] = (value, weight, value.version)
         self.bytes += weight
 
     def _shrink(self) -> None:

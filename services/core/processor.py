@@ -433,7 +433,7 @@ class CoreProcessor:
         """An aggregate the domain created: part of the batch, and cached."""
         if created is not None:
             batch.add(created)
-            self._cache.put(created.id, created)
+            self._cache.put(created.id, created, new=True)
 
     @staticmethod
     def _known_case(batch: _Batch, customer: Customer, interaction: Interaction, thread_key: str) -> Case | None:

@@ -88,3 +88,15 @@ def test_recent_ids_compare_like_the_set_they_stand_for():
     for i in (a, b, c):
         ids.add(i)
     assert ids == {b, c} and list(ids) == [b, c] and a not in ids
+
+
+def test_new_aggregates_are_weighed_like_the_first_new_one_until_they_grow():
+    cache = ByteLRU(max_bytes=10**9)
+    first, second = customer_with(0), customer_with(3)
+    cache.put(first.id, first, new=True)
+    cache.put(second.id, second, new=True)
+    assert cache.bytes == 2 * approx_bytes(first)
+    for n in range(REWEIGH_EVERY):
+        second.record(sms(100 + n), uuid.uuid4(), f"thread-{n}")
+    cache.get(second.id)
+    assert cache.bytes == approx_bytes(first) + approx_bytes(second)
