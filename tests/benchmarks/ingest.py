@@ -200,7 +200,7 @@ class Memory:
         from services.platform.settings import Settings  # noqa: PLC0415
 
         growth = self.per_customer(i) * (self.MILLION - self.customers1)
-        if "core" in self.deployment[i]:
+        if self.deployment[i] == ("core",):  # its growth is the aggregate cache, which is capped
             growth = min(growth, Settings().core_cache_max_bytes)
         return self.rss1[i] + growth
 
