@@ -102,7 +102,11 @@ class Switchboard:
             datastore = database.datastore(
                 pool_size=8, max_overflow=8, connect_timeout=10.0, pre_ping=True, schema=schema
             )
-            self.store = EventStore(datastore, MasterKey(self.settings.master_key_bytes))
+            self.store = EventStore(
+                datastore,
+                MasterKey(self.settings.master_key_bytes),
+                recent_max_bytes=self.settings.recent_events_max_bytes,
+            )
         return self.store
 
     def create_schema(self) -> None:

@@ -100,3 +100,19 @@ def test_new_aggregates_are_weighed_like_the_first_new_one_until_they_grow():
         second.record(sms(100 + n), uuid.uuid4(), f"thread-{n}")
     cache.get(second.id)
     assert cache.bytes == approx_bytes(first) + approx_bytes(second)
+
+
+def test_recent_events_are_bounded_by_bytes_and_served_only_without_gaps():
+    from services.platform.eventstore.store import RecentEvents  # noqa: PLC0415
+
+    customer = customer_with(0)
+    for n in range(10):
+        customer.record(sms(n), None, "sms:thread")
+    events = customer.collect()
+    recent = RecentEvents(max_bytes=4 * (1000 + RecentEvents.OVERHEAD))
+    recent.add(list(range(1, 11)), events, [1000] * 10)
+    assert recent.bytes <= recent.max_bytes
+    assert [p for p, _ in recent.after(0, 100)] == []  # the oldest went: nothing follows position 0
+    assert [p for p, _ in recent.after(6, 100)] == [7, 8, 9, 10]
+    recent.add([11], events[:1], [10 * recent.max_bytes])  # one event over the budget alone: not kept
+    assert recent.after(10, 100) == [] and recent.bytes == 0
