@@ -40,6 +40,7 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import InterfaceError as ESInterfaceError
 from eventsourcing.persistence import OperationalError as ESOperationalError
+from eventsourcing.persistence import PersistenceError
 from psycopg.errors import TransactionRollback
 
 from events.base import DomainEvent
@@ -186,7 +187,7 @@ class CoreProcessor:
             else:
                 continue
             if isinstance(aggregate, Customer) and len(events) >= snapshots.SNAPSHOT_AFTER:
-                self._write_snapshot(tx, aggregate)
+                self._write_snapshot(aggregate)
             cache.put(stream_id, aggregate)
             loaded.append(aggregate)
         return loaded
@@ -206,15 +207,22 @@ class CoreProcessor:
                 opened[customer_id] = customer
         return opened
 
-    def _write_snapshot(self, tx: Transaction, customer: Customer) -> None:
-        """The customer as committed (loaded, not yet changed by this batch), sealed with its key."""
+    def _write_snapshot(self, customer: Customer) -> None:
+        """The customer as committed (loaded, not yet changed by this batch), sealed with its key.
+
+        In a short transaction of its own, not the batch's: a snapshot row locked until the batch
+        commits could deadlock two cores that load the same customers in another order. It is a
+        cache: when it cannot be written at once (locked, erased meanwhile, database away), it is not.
+        """
         if not SNAPSHOTS_ON or customer.erased or customer.pending:
             return
         try:
-            aead = tx.keys.writer(customer.id)
-        except LookupError:  # erased meanwhile
-            return
-        snapshots.write(tx.curs, customer.id, customer.version, snapshots.seal(customer, aead))
+            with self.store.datastore.transaction(commit=True) as curs:
+                curs.execute("SET LOCAL lock_timeout = '200ms'")
+                aead = self.store.keyring.reader(curs, customer.id)
+                snapshots.write(curs, customer.id, customer.version, snapshots.seal(customer, aead))
+        except (LookupError, psycopg.Error, PersistenceError) as exc:
+            log.info("snapshot_not_written", customer_id=str(customer.id), reason=type(exc).__name__)
 
     def forget(self, ids) -> None:
         for i in ids:
