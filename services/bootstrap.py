@@ -111,7 +111,11 @@ class Switchboard:
             datastore = database.datastore(
                 pool_size=8, max_overflow=8, connect_timeout=10.0, pre_ping=True, schema=schema
             )
-            self.store = EventStore(datastore, MasterKey(self.settings.master_key_bytes))
+            self.store = EventStore(
+                datastore,
+                MasterKey(self.settings.master_key_bytes),
+                recent_max_bytes=self.settings.recent_events_max_bytes,
+            )
         return self.store
 
     def create_schema(self) -> None:
@@ -183,7 +187,7 @@ class Switchboard:
             start_automation(self)
 
     async def _start_core(self) -> None:
-        processor = CoreProcessor(self.open_store())
+        processor = CoreProcessor(self.open_store(), cache_max_bytes=self.settings.core_cache_max_bytes)
         self.core_consumer = await start_core_consumer(
             self.nc,
             self.jetstream(),

@@ -44,12 +44,14 @@ def copy_rows(tx: Transaction, target: str, types: Sequence[str], rows: Sequence
 # -- reads ------------------------------------------------------------------------------------------
 
 
-def stored_events(tx: Transaction, ids: Sequence[UUID]) -> list[StoredEvent]:
-    """Every stored event of these streams, stream by stream, oldest first."""
+def stored_events_after(tx: Transaction, after: dict[UUID, int]) -> list[StoredEvent]:
+    """The stored events of these streams after the given version of each, stream by stream, oldest first."""
     tx.execute(
-        "SELECT originator_id, originator_version, topic, state FROM sb_events "
-        "WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version",
-        (uuid_array(ids),),
+        "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+        "FROM unnest(%s::uuid[], %s::int[]) AS s(id, after) "
+        "JOIN sb_events e ON e.originator_id = s.id AND e.originator_version > s.after "
+        "ORDER BY e.originator_id, e.originator_version",
+        (uuid_array(after), list(after.values())),
     )
     return [
         StoredEvent(

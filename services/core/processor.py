@@ -40,12 +40,14 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import InterfaceError as ESInterfaceError
 from eventsourcing.persistence import OperationalError as ESOperationalError
+from eventsourcing.persistence import PersistenceError
 from psycopg.errors import TransactionRollback
 
 from events.base import DomainEvent
 from events.interactions import Identity, Interaction
-from services.core import batch_sql
-from services.core.outcome import LRU, Outcome, PoisonInteraction, Prepared
+from services.core import batch_sql, snapshots
+from services.core.cache import ByteLRU
+from services.core.outcome import Outcome, PoisonInteraction, Prepared
 from services.domain import activities, consent, merges, replies, routing
 from services.domain.aggregate import Aggregate, DomainError
 from services.domain.case import Case
@@ -62,6 +64,9 @@ from services.platform.eventstore.store import ConcurrencyError, EventStore, Tra
 from services.platform.logs import get_logger
 
 log = get_logger(__name__)
+
+# Snapshots only while they describe every attribute of a Customer (a test says so too).
+SNAPSHOTS_ON = snapshots.covers_every_field()
 
 # Errors that say "the database is unreachable", not "this message is bad": the whole batch is
 # retried later and no message is blamed for them.
@@ -129,11 +134,12 @@ class _Batch:
 
 
 class CoreProcessor:
-    def __init__(self, store: EventStore, cache_size: int = 50_000, max_conflicts: int = 25):
+    def __init__(self, store: EventStore, cache_max_bytes: int = 256 * 1024 * 1024, max_conflicts: int = 25):
         self.store = store
         self.master = store.master
         self.max_conflicts = max_conflicts
-        self._cache: LRU = LRU(cache_size)
+        # Aggregates between batches, bounded by their estimated size (settings.core_cache_max_bytes).
+        self._cache = ByteLRU(cache_max_bytes)
         # Identities the last prepared batch linked or moved: seen by the next batch before they commit.
         self._uncommitted_owners: dict[bytes, UUID] = {}
         # Keyed hashes of identities: deterministic, and the same identities come back all the time.
@@ -148,11 +154,9 @@ class CoreProcessor:
     def _load(self, cls, aggregate_id: UUID, batch: _Batch):
         found = batch.touched.get(aggregate_id) or self._cache.get(aggregate_id)
         if found is None:
-            events = self.store.load(aggregate_id)
-            found = cls.replay(aggregate_id, events) if events else None
+            found = next(iter(self._preload(batch.tx, [aggregate_id])), None)
             if found is None:
                 raise LookupError(f"{cls.__name__.lower()} {aggregate_id} not found")
-            self._cache.put(aggregate_id, found)
         if not isinstance(found, cls):
             raise LookupError(f"{aggregate_id} is not a {cls.__name__.lower()}")
         batch.add(found)
@@ -161,22 +165,64 @@ class CoreProcessor:
     def _preload(self, tx: Transaction, ids: Iterable[UUID]) -> list[Aggregate]:
         """Loads the aggregates of these ids that are not cached, in one query (cold start, retries)."""
         cache = self._cache
-        missing = [i for i in set(ids) if i not in cache]
+        missing = [i for i in dict.fromkeys(ids) if i not in cache]
         if not missing:
             return []
-        stored = batch_sql.stored_events(tx, missing)
-        if not stored:
-            return []
+        # Customers with a long history start from their snapshot: only the events after it are read.
+        bases = self._open_snapshots(tx, missing)
+        stored = batch_sql.stored_events_after(tx, {i: bases[i].version if i in bases else 0 for i in missing})
         streams: dict[UUID, list[DomainEvent]] = {}
         for s, (event, _redacted) in zip(stored, self.store.open_stored(stored), strict=True):
             streams.setdefault(s.originator_id, []).append(event)
-        loaded = []
-        for stream_id, events in streams.items():
-            cls = Customer if events[0].NAME.startswith("customer.") else Case
-            aggregate = cls.replay(stream_id, events)
-            self._cache.put(stream_id, aggregate)
+        loaded: list[Aggregate] = []
+        for stream_id in missing:
+            events = streams.get(stream_id, [])
+            aggregate: Aggregate | None = bases.get(stream_id)
+            if aggregate is not None:
+                for event in events:
+                    aggregate.apply(event)
+            elif events:
+                cls = Customer if events[0].NAME.startswith("customer.") else Case
+                aggregate = cls.replay(stream_id, events)
+            else:
+                continue
+            if isinstance(aggregate, Customer) and len(events) >= snapshots.SNAPSHOT_AFTER:
+                self._write_snapshot(aggregate)
+            cache.put(stream_id, aggregate)
             loaded.append(aggregate)
         return loaded
+
+    def _open_snapshots(self, tx: Transaction, ids: list[UUID]) -> dict[UUID, Customer]:
+        """The readable snapshots of these customers (an erased customer's is not: it is replayed)."""
+        if not SNAPSHOTS_ON:
+            return {}
+        opened = {}
+        for customer_id, (version, sealed) in snapshots.stored(tx.curs, ids).items():
+            try:
+                aead = self.store.keyring.reader(tx.curs, customer_id)
+            except LookupError:  # KeyDestroyedError, MissingKeyError
+                continue
+            customer = snapshots.open_sealed(customer_id, version, sealed, aead)
+            if customer is not None:
+                opened[customer_id] = customer
+        return opened
+
+    def _write_snapshot(self, customer: Customer) -> None:
+        """The customer as committed (loaded, not yet changed by this batch), sealed with its key.
+
+        In a short transaction of its own, not the batch's: a snapshot row locked until the batch
+        commits could deadlock two cores that load the same customers in another order. It is a
+        cache: when it cannot be written at once (locked, erased meanwhile, database away), it is not.
+        """
+        if not SNAPSHOTS_ON or customer.erased or customer.pending:
+            return
+        try:
+            with self.store.datastore.transaction(commit=True) as curs:
+                curs.execute("SET LOCAL lock_timeout = '200ms'")
+                aead = self.store.keyring.reader(curs, customer.id)
+                snapshots.write(curs, customer.id, customer.version, snapshots.seal(customer, aead))
+        except (LookupError, psycopg.Error, PersistenceError) as exc:
+            log.info("snapshot_not_written", customer_id=str(customer.id), reason=type(exc).__name__)
 
     def forget(self, ids) -> None:
         for i in ids:
@@ -405,7 +451,7 @@ class CoreProcessor:
         """An aggregate the domain created: part of the batch, and cached."""
         if created is not None:
             batch.add(created)
-            self._cache.put(created.id, created)
+            self._cache.put(created.id, created, new=True)
 
     @staticmethod
     def _known_case(batch: _Batch, customer: Customer, interaction: Interaction, thread_key: str) -> Case | None:

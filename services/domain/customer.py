@@ -5,6 +5,8 @@ Pure domain: no I/O, no clock. Time arrives with the interaction.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -42,6 +44,46 @@ class SuggestionResolvedError(DomainError):
     """A suggested merge already accepted cannot be rejected, nor a rejected one accepted."""
 
 
+# How many of a customer's latest interaction ids it remembers to drop a redelivery on its own. An
+# older one is not forgotten: the core checks every interaction against its processed-interaction
+# records in the store before the customer sees it, so the window only bounds memory (a customer
+# with 100k touchpoints no longer holds 100k ids) and never lets a duplicate through.
+RECENT_INTERACTIONS = 256
+
+
+class RecentIds:
+    """The last `size` ids, oldest evicted first: `in` and `add` like a set, memory bounded."""
+
+    __slots__ = ("_ids", "size")
+
+    def __init__(self, size: int = RECENT_INTERACTIONS):
+        self.size = size
+        self._ids: OrderedDict[UUID, None] = OrderedDict()
+
+    def add(self, item: UUID) -> None:
+        self._ids[item] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[UUID]:
+        return iter(self._ids)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecentIds):
+            return list(self._ids) == list(other._ids)
+        if isinstance(other, (set, frozenset)):
+            return set(self._ids) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def _verdict(accepted: bool) -> str:
     return "accepted" if accepted else "rejected"
 
@@ -56,7 +98,8 @@ class Customer(Aggregate):
         self.claims: set[tuple[str, str]] = set()
         self.profile: dict[str, str] = {}
         self.threads: dict[str, UUID] = {}  # thread key → the case carrying that conversation
-        self.interactions: set[UUID] = set()
+        # The latest interaction ids only (see RECENT_INTERACTIONS): older ones are the store's to know.
+        self.interactions = RecentIds()
         self.absorbed: list[UUID] = []
         self.survivor_id: UUID | None = None
         self.suggested: set[UUID] = set()
@@ -107,7 +150,7 @@ class Customer(Aggregate):
     def record(self, interaction: Interaction, case_id: UUID | None, thread_key: str | None = None) -> None:
         self._check_active()
         if interaction.id in self.interactions:
-            return  # the same touchpoint, delivered again: recorded once
+            return  # the same touchpoint, delivered again: recorded once (older ones: the core's store check)
         self._trigger(
             InteractionRecorded,
             interaction.occurred_at,

@@ -138,6 +138,13 @@ CREATE TABLE IF NOT EXISTS sb_outbound (
     reply_id uuid,
     PRIMARY KEY (channel, provider_message_id)
 );
+-- The latest snapshot of a customer with a long history (services.core.snapshots): its state at
+-- `version`, sealed with the customer's key. A cache of the event log: losing it loses nothing.
+CREATE TABLE IF NOT EXISTS sb_snapshots (
+    stream_id uuid PRIMARY KEY,
+    version integer NOT NULL,
+    state bytea NOT NULL
+);
 """
 
 # Events a consumer of the log (a projection, the relay) set aside (services.platform.quarantine).

@@ -103,6 +103,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Seconds JetStream waits for the core to ack a delivered interaction before delivering it again
     # (to another core, or to this one after a restart).
     core_ack_wait_seconds: float = 30.0
+    # Memory the core's aggregate cache may take, in bytes (an estimate of the cached customers'
+    # and cases' size): 256 MiB holds roughly 100k typical customers with their open cases.
+    core_cache_max_bytes: int = 256 * 1024 * 1024
+    # Memory for the events this process committed lately, which a projector or relay in the same
+    # process reads instead of the table (services.platform.eventstore.store.RecentEvents), in bytes.
+    recent_events_max_bytes: int = 64 * 1024 * 1024
     # Largest accepted request body on channel endpoints, in bytes.
     max_body_bytes: int = 10 * 1024 * 1024
     # Largest chat message text, in characters.

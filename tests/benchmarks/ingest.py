@@ -21,10 +21,14 @@ What runs, on the same NATS and PostgreSQL, in one go:
   save. It only appends one event to a customer per message: no identity index, no cases, no
   encryption, no hash chain, no timeline, so it is a generous baseline.
 
-The last line is the summary:
-`ingest: interactions_per_s=N naive_per_s=N raw_nats_per_s=N p50_ms=N p99_ms=N classifier_ratio=N`
-(interactions_per_s and the latencies are the core + projector processes'; classifier_ratio is the
-one-process rate with the classifier role over the rate without it).
+The last lines are the summary:
+`ingest: interactions_per_s=N up_shape_per_s=N naive_per_s=N raw_nats_per_s=N two_process_vs_raw=Nx
+up_shape_vs_raw=Nx p50_ms=N p99_ms=N` (interactions_per_s and the latencies are the core + projector
+processes'; up_shape_per_s the single `serve core projector` process) and
+`memory: core_rss_mb=N projector_rss_mb=N customers=N ...`: each process's RSS after the backlog,
+its growth per customer between the first timeline row and the last, and that growth extrapolated
+to a million customers (the core's capped by its bounded cache), said to be an extrapolation. classifier_ratio (on the ingest line) is the one-process rate with the
+classifier role over the rate without it.
 """
 
 from __future__ import annotations
@@ -150,19 +154,71 @@ async def run_backlog(
     print(f"   {shape}: backlog published to SB_INTERACTIONS in {time.perf_counter() - t0:.1f}s", flush=True)
     procs = start_switchboard(nats_url, database_url, Path(tempfile.mkdtemp(prefix="sb-bench-ingest-")), deployment)
     try:
-        rate = await sustained(database_url, len(backlog))
+        rate, early = await sustained(database_url, len(backlog), procs)
         with psycopg.connect(database_url) as conn:
             events = conn.execute("SELECT count(*) FROM sb_events").fetchone()[0]
             processed = conn.execute("SELECT count(*) FROM sb_processed").fetchone()[0]
+        memory = Memory(deployment, early, ([rss_bytes(p.pid) for p in procs], registered_customers(database_url)))
         print(
             f"   {shape}: {rate:,.0f} interactions/s sustained, backlog → timeline rows; {events:,} events "
-            f"({events / len(backlog):.2f} per interaction), {processed:,} processed",
+            f"({events / len(backlog):.2f} per interaction), {processed:,} processed; {memory.describe()}",
             flush=True,
         )
         latencies = await paced(rate) if paced is not None else []
     finally:
         stop_switchboard(procs)
-    return rate, latencies
+    return rate, latencies, memory
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc), 0 where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def registered_customers(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM sb_events WHERE topic = 'customer.Registered'").fetchone()[0]
+
+
+class Memory:
+    """RSS of each process when the first timeline row appeared and when the backlog was done, and
+    the customers registered by then: the growth per customer, extrapolated to a million customers
+    (linearly, and capped by the core's bounded aggregate cache, `core_cache_max_bytes`)."""
+
+    MILLION = 1_000_000
+
+    def __init__(self, deployment, early: tuple[list[int], int], late: tuple[list[int], int]):
+        self.deployment = deployment
+        (self.rss0, self.customers0), (self.rss1, self.customers1) = early, late
+
+    def per_customer(self, i: int) -> float:
+        grown = self.customers1 - self.customers0
+        return max(0, self.rss1[i] - self.rss0[i]) / grown if grown > 0 else 0.0
+
+    def at_million(self, i: int) -> float:
+        from services.platform.settings import Settings  # noqa: PLC0415
+
+        growth = self.per_customer(i) * (self.MILLION - self.customers1)
+        if self.deployment[i] == ("core",):  # its growth is the aggregate cache, which is capped
+            growth = min(growth, Settings().core_cache_max_bytes)
+        return self.rss1[i] + growth
+
+    def rss_mb(self, role: str) -> float:
+        return next((self.rss1[i] for i, roles in enumerate(self.deployment) if roles == (role,)), 0) / 2**20
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{'+'.join(roles)} RSS {self.rss0[i] / 2**20:.0f} MB at {self.customers0:,} customers → "
+            f"{self.rss1[i] / 2**20:.0f} MB at {self.customers1:,} ({self.per_customer(i):,.0f} B/customer; "
+            f"1M customers ≈ {self.at_million(i) / 2**20:,.0f} MB, extrapolated)"
+            for i, roles in enumerate(self.deployment)
+        )
 
 
 def paced_rate(sustained_rate: float) -> float:
@@ -379,8 +435,10 @@ def timeline_rows(conn) -> int:
         return 0
 
 
-async def sustained(database_url: str, expected: int) -> float:
-    """How fast the backlog turns into timeline rows, from the first row to the last."""
+async def sustained(database_url: str, expected: int, procs: list[subprocess.Popen]) -> tuple[float, tuple]:
+    """How fast the backlog turns into timeline rows, from the first row to the last; and the
+    processes' RSS and the customers registered when the first row appeared."""
+    early: tuple[list[int], int] = ([0] * len(procs), 0)
     with psycopg.connect(database_url, autocommit=True) as conn:
         deadline = time.monotonic() + 300
         first_at, first_count = None, 0
@@ -389,12 +447,13 @@ async def sustained(database_url: str, expected: int) -> float:
             now = time.perf_counter()
             if n and first_at is None:
                 first_at, first_count = now, n
+                early = ([rss_bytes(p.pid) for p in procs], registered_customers(database_url))
             if n >= expected:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {n} of {expected} timeline rows after 300 s")
             await asyncio.sleep(0.05)
-    return (expected - first_count) / (now - first_at)
+    return (expected - first_count) / (now - first_at), early
 
 
 async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: float) -> list[float]:
@@ -465,7 +524,7 @@ async def run(nats_url: str, database_url: str) -> str:
     try:
         # `switchboard up`'s shape: core and projector in one process (the projector takes the core's
         # events from memory). Sustained rate only.
-        single, _ = await run_backlog(
+        single, _, _ = await run_backlog(
             js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
         )
         # The same with the classifier role, alternating with the plain shape (the machine's load moves).
@@ -488,7 +547,7 @@ async def run(nats_url: str, database_url: str) -> str:
         )
         # Production's shape on one node: a core process and a projector process. Sustained, then latency
         # at half the sustained rate, on the same running processes.
-        rate, latencies = await run_backlog(
+        rate, latencies, memory = await run_backlog(
             js,
             names,
             nats_url,
@@ -513,8 +572,13 @@ async def run(nats_url: str, database_url: str) -> str:
         flush=True,
     )
     return (
-        f"ingest: interactions_per_s={rate:.0f} naive_per_s={naive_rate:.0f} raw_nats_per_s={raw_rate:.0f} "
-        f"p50_ms={p50:.0f} p99_ms={p99:.0f} classifier_ratio={classifier_ratio:.2f}"
+        f"ingest: interactions_per_s={rate:.0f} up_shape_per_s={single:.0f} naive_per_s={naive_rate:.0f} "
+        f"raw_nats_per_s={raw_rate:.0f} two_process_vs_raw={rate / raw_rate:.2f}x up_shape_vs_raw={single / raw_rate:.2f}x "
+        f"p50_ms={p50:.0f} p99_ms={p99:.0f} classifier_ratio={classifier_ratio:.2f}\n"
+        f"memory: core_rss_mb={memory.rss_mb('core'):.0f} projector_rss_mb={memory.rss_mb('projector'):.0f} "
+        f"customers={memory.customers1} core_b_per_customer={memory.per_customer(0):.0f} "
+        f"projector_b_per_customer={memory.per_customer(1):.0f} core_mb_at_1m={memory.at_million(0) / 2**20:.0f} "
+        f"projector_mb_at_1m={memory.at_million(1) / 2**20:.0f} (extrapolated)"
     )
 
 

@@ -23,6 +23,7 @@ PLATFORM_TABLES = {
     "sb_processed",
     "sb_schema_migrations",
     "sb_outbound",
+    "sb_snapshots",
     "sb_quarantine",
     "sb_tokens",
     "sb_event_tickets",

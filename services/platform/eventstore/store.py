@@ -7,8 +7,8 @@ batch's effects are stored or none are.
 
 from __future__ import annotations
 
-import itertools
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -67,18 +67,29 @@ class RecentEvents:
     from the table as always.
     """
 
-    def __init__(self, size: int = 50_000):
+    # What an event takes in memory beyond its stored bytes: the Struct, its ids and timestamp.
+    OVERHEAD = 512
+
+    def __init__(self, size: int = 50_000, max_bytes: int = 64 * 1024 * 1024):
         self.size = size
-        self._events: dict[int, DomainEvent] = {}
+        self.max_bytes = max_bytes  # settings.recent_events_max_bytes: a few large emails must not pin gigabytes
+        self.bytes = 0
+        self._events: OrderedDict[int, DomainEvent] = OrderedDict()
+        self._weights: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def add(self, positions: Sequence[int], events: Sequence[DomainEvent]) -> None:
+    def add(self, positions: Sequence[int], events: Sequence[DomainEvent], sizes: Sequence[int] = ()) -> None:
+        """`sizes`: the events' stored bytes (their estimated weight is that plus OVERHEAD)."""
+        weights = [n + self.OVERHEAD for n in sizes] if sizes else [self.OVERHEAD] * len(positions)
         with self._lock:
-            self._events.update(zip(positions, events, strict=True))
-            excess = len(self._events) - self.size
-            if excess > 0:
-                for position in list(itertools.islice(self._events, excess)):  # oldest first
-                    del self._events[position]
+            for position, event, weight in zip(positions, events, weights, strict=True):
+                self._events[position] = event
+                self.bytes += weight - self._weights.get(position, 0)
+                self._weights[position] = weight
+            held = self._events
+            while held and (len(held) > self.size or self.bytes > self.max_bytes):
+                position, _ = held.popitem(last=False)  # oldest first
+                self.bytes -= self._weights.pop(position)
 
     def after(self, position: int, limit: int) -> list[tuple[int, DomainEvent]]:
         out = []
@@ -92,13 +103,19 @@ class RecentEvents:
 
 
 class EventStore:
-    def __init__(self, datastore: PostgresDatastore, master: MasterKey, codec: EventCodec | None = None):
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        master: MasterKey,
+        codec: EventCodec | None = None,
+        recent_max_bytes: int = 64 * 1024 * 1024,
+    ):
         self.datastore = datastore
         self.master = master
         self.recorder = ChainedRecorder(datastore, chain_key=master.chain_key)
         self.codec = codec or EventCodec()
         self.keyring = KeyRing(master)
-        self.recent = RecentEvents()
+        self.recent = RecentEvents(max_bytes=recent_max_bytes)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -113,7 +130,7 @@ class EventStore:
             raise ConcurrencyError(str(exc).splitlines()[0]) from exc
         tx.keys.committed()
         if tx.positions:
-            self.recent.add(tx.positions, tx.events)
+            self.recent.add(tx.positions, tx.events, [len(s.state) for s in tx.stored])
 
     # -- reading -------------------------------------------------------------------------------
 
