@@ -45,9 +45,10 @@ class CustomerState(msgspec.Struct, array_like=True, frozen=True):
     survivor_id: UUID | None
     suggested: list[UUID]
     erased: bool
-    consents: dict[str, bool]
+    consents: list[tuple[str, str, bool]]  # (purpose, channel, given)
     attributes: dict[str, Any]
     suggestions_resolved: dict[UUID, bool]
+    inbound_channels: list[str]
 
 
 # The aggregate's own bookkeeping, rebuilt by the constructor: not part of a snapshot.
@@ -75,9 +76,10 @@ def state_of(customer: Customer) -> bytes:
             survivor_id=customer.survivor_id,
             suggested=sorted(customer.suggested),
             erased=customer.erased,
-            consents=customer.consents,
+            consents=sorted((purpose, channel, given) for (purpose, channel), given in customer.consents.items()),
             attributes=customer.attributes,
             suggestions_resolved=customer.suggestions_resolved,
+            inbound_channels=sorted(customer.inbound_channels),
         )
     )
 
@@ -98,9 +100,10 @@ def customer_from(customer_id: UUID, version: int, state: bytes) -> Customer:
     customer.survivor_id = s.survivor_id
     customer.suggested = set(s.suggested)
     customer.erased = s.erased
-    customer.consents = dict(s.consents)
+    customer.consents = {(purpose, channel): given for purpose, channel, given in s.consents}
     customer.attributes = dict(s.attributes)
     customer.suggestions_resolved = dict(s.suggestions_resolved)
+    customer.inbound_channels = set(s.inbound_channels)
     return customer
 
 

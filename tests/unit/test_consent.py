@@ -110,3 +110,15 @@ def test_unsubscribe_tokens_round_trip_and_refuse_forgeries():
         with pytest.raises(consent.BadUnsubscribeToken):
             consent.verify_unsubscribe(key, bad)
     assert consent.unsubscribe_headers(None, key, customer_id) == {}
+
+
+def test_a_snapshot_keeps_consent_and_the_channels_written_on():
+    from services.core import snapshots  # noqa: PLC0415
+
+    c = Customer.register(uuid.uuid4(), T0)
+    c.record(_sms("hola", channel="whatsapp"), None)
+    c.change_consent("sms", False, T0, source="keyword:STOP")
+    c.change_consent("email", True, T0, source="api:ana")
+    again = snapshots.customer_from(c.id, c.version, snapshots.state_of(c))
+    assert again.consents == c.consents and again.inbound_channels == {"whatsapp"}
+    assert again.marketing_allowed("whatsapp", "implied") and not again.marketing_allowed("sms", "implied")
