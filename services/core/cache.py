@@ -80,6 +80,10 @@ class ByteLRU:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __iter__(self):
+        """The keys held, least recently used first (a copy: forgetting while iterating is fine)."""
+        return iter(list(self._entries))
+
     def get(self, key: Hashable, default: Any = None) -> Any:
         entry = self._entries.get(key)
         if entry is None:

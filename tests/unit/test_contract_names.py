@@ -13,7 +13,9 @@ pytestmark = pytest.mark.unit
 
 
 def test_the_tuples_are_the_literals():
-    assert CHANNELS == get_args(Channel) == ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram")
+    # "activity": business activities on the timeline (the contract's `channel: "activity"`), inbound only
+    channels = ("email", "sms", "chat", "whatsapp", "messenger", "instagram", "telegram", "activity")
+    assert CHANNELS == get_args(Channel) == channels
     assert IDENTITY_KINDS == get_args(IdentityKind)
     assert set(IDENTITY_KINDS) == {"email", "phone", "messenger", "instagram", "telegram", "chat", "external"}
     assert CASE_STATUSES == get_args(CaseStatus) == ("open", "pending", "snoozed", "resolved")
