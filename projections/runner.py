@@ -25,6 +25,7 @@ from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
 from projections.queues import QueuesProjection
 from projections.rebuild import Rebuild
+from projections.segments import SegmentsProjection
 from projections.sla_policies import SlaPoliciesProjection
 from projections.timeline import TimelineProjection
 from services.platform import quarantine
@@ -49,6 +50,7 @@ def all_projections() -> list[Projection]:
         MergeSuggestionsProjection(),
         AgentsProjection(),
         SlaPoliciesProjection(),
+        SegmentsProjection(),
     ]
 
 
