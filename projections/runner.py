@@ -20,6 +20,7 @@ from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
+from projections.customer_activity import CustomerActivityProjection
 from projections.merge_suggestions import MergeSuggestionsProjection
 from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
@@ -51,6 +52,7 @@ def all_projections() -> list[Projection]:
         AgentsProjection(),
         SlaPoliciesProjection(),
         SegmentsProjection(),
+        CustomerActivityProjection(),
     ]
 
 

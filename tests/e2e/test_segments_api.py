@@ -150,3 +150,17 @@ async def test_roles_and_unknowns(server, api, settings):
     bad = await api.get(f"/api/v1/segments/{seg}/members", params={"cursor": "nope"})
     assert bad.status_code == 400 and bad.json() == {"error": "malformed", "detail": "invalid cursor"}
     assert (await api.post("/api/v1/segments", json={**body, "name": " "})).status_code == 400
+
+
+async def test_metrics_answer_retention_per_period_keeping_their_other_keys(server, api):
+    _, position = _customer(server.sb.open_store(), "Ana", "sms")
+    start = (T0 - timedelta(days=40)).isoformat()
+    for interval in ("week", "month"):
+        answer = await api.get("/api/v1/metrics", params={"interval": interval, "from": start}, headers=_at(position))
+        assert answer.status_code == 200, answer.text
+        report = answer.json()
+        assert {"cases_opened", "volume_per_channel", "series", "overall"} <= set(report)
+        active = [p for p in report["retention"] if p["active"]]
+        assert [(p["active"], p["retained"], p["churned"], p["churn_rate"]) for p in active] == [(1, 0, 1, 1.0)]
+        assert active[0]["start"] <= T0.date().isoformat() < active[0]["end"]
+    assert (await api.get("/api/v1/metrics", params={"interval": "year"})).status_code == 400

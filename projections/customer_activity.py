@@ -1,0 +1,72 @@
+"""When customers were active: one row per customer and (UTC) day on which they reached us (an inbound
+message on any channel; business activities too once they are in the log), for retention and churn
+(services/domain/metrics.py `retention`, GET /api/v1/metrics).
+
+No personal data (a customer id and a date), so `erase` has nothing to remove: the figures of the
+past stay as they were. A merge moves the absorbed customer's days to the survivor.
+
+Rebuilt by this same `apply` (rows are keyed and written with ON CONFLICT DO NOTHING, so applying a
+run of events again changes nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+from events.customer import CustomerMerged, InteractionRecorded
+from projections.base import Item, bulk
+
+_COLUMNS = (("customer_id", "uuid"), ("day", "date"))
+# Business activities (branch h-data's `customer.ActivityRecorded`): matched by name, so this read
+# model needs nothing of that module; each is a day the customer was active.
+ACTIVITY_EVENT = "customer.ActivityRecorded"
+
+
+class CustomerActivityProjection:
+    name = "customer_activity"
+    tables = ("proj_customer_activity",)
+    schema = """
+    CREATE TABLE IF NOT EXISTS proj_customer_activity (
+        customer_id uuid NOT NULL,
+        day date NOT NULL,
+        PRIMARY KEY (customer_id, day)
+    );
+    CREATE INDEX IF NOT EXISTS proj_customer_activity_day_idx ON proj_customer_activity (day, customer_id);
+    """
+
+    def apply(self, curs, items: Sequence[Item]) -> list[dict]:
+        days: dict[tuple, None] = {}
+
+        def flush() -> None:
+            if days:
+                with bulk(curs, "stage_customer_activity", _COLUMNS, list(days)) as (source, params):
+                    curs.execute(
+                        f"INSERT INTO proj_customer_activity SELECT u.customer_id, u.day FROM {source} "
+                        "ON CONFLICT DO NOTHING",
+                        params,
+                    )
+                days.clear()
+
+        for _position, event, _redacted in items:
+            kind = type(event)
+            if kind is InteractionRecorded:
+                if event.direction == "inbound" and event.kind != "status":
+                    days[(event.stream_id, event.occurred_at.astimezone(UTC).date())] = None
+            elif event.NAME == ACTIVITY_EVENT:
+                at = getattr(event, "occurred_at", None)
+                if at is not None:
+                    days[(event.stream_id, at.astimezone(UTC).date())] = None
+            elif kind is CustomerMerged:
+                flush()
+                curs.execute(
+                    "INSERT INTO proj_customer_activity SELECT %s, day FROM proj_customer_activity "
+                    "WHERE customer_id = %s ON CONFLICT DO NOTHING",
+                    (event.stream_id, event.absorbed_id),
+                )
+                curs.execute("DELETE FROM proj_customer_activity WHERE customer_id = %s", (event.absorbed_id,))
+        flush()
+        return []
+
+    def erase(self, curs, customer_ids: Sequence) -> None:
+        """Nothing personal: an id and the days it was active."""
