@@ -1,6 +1,8 @@
 """When customers were active: one row per customer and (UTC) day on which they reached us (an inbound
 message on any channel; business activities too once they are in the log), for retention and churn
-(services/domain/metrics.py `retention`, GET /api/v1/metrics).
+(services/domain/metrics.py `retention`, GET /api/v1/metrics); and the channels each customer has
+written to us on (`proj_customer_inbound_channels`), where, under the `implied` consent policy, they
+may receive marketing until they opt out (segments' `consent.PURPOSE.CHANNEL`).
 
 No personal data (a customer id and a date), so `erase` has nothing to remove: the figures of the
 past stay as they were. A merge moves the absorbed customer's days to the survivor.
@@ -18,6 +20,7 @@ from events.customer import CustomerMerged, InteractionRecorded
 from projections.base import Item, bulk
 
 _COLUMNS = (("customer_id", "uuid"), ("day", "date"))
+_CHANNEL_COLUMNS = (("customer_id", "uuid"), ("channel", "text"))
 # Business activities (branch h-data's `customer.ActivityRecorded`): matched by name, so this read
 # model needs nothing of that module; each is a day the customer was active.
 ACTIVITY_EVENT = "customer.ActivityRecorded"
@@ -25,7 +28,7 @@ ACTIVITY_EVENT = "customer.ActivityRecorded"
 
 class CustomerActivityProjection:
     name = "customer_activity"
-    tables = ("proj_customer_activity",)
+    tables = ("proj_customer_activity", "proj_customer_inbound_channels")
     schema = """
     CREATE TABLE IF NOT EXISTS proj_customer_activity (
         customer_id uuid NOT NULL,
@@ -33,12 +36,26 @@ class CustomerActivityProjection:
         PRIMARY KEY (customer_id, day)
     );
     CREATE INDEX IF NOT EXISTS proj_customer_activity_day_idx ON proj_customer_activity (day, customer_id);
+    CREATE TABLE IF NOT EXISTS proj_customer_inbound_channels (
+        customer_id uuid NOT NULL,
+        channel text NOT NULL,
+        PRIMARY KEY (customer_id, channel)
+    );
     """
 
     def apply(self, curs, items: Sequence[Item]) -> list[dict]:
         days: dict[tuple, None] = {}
+        channels: dict[tuple, None] = {}
 
         def flush() -> None:
+            if channels:
+                with bulk(curs, "stage_inbound_channels", _CHANNEL_COLUMNS, list(channels)) as (source, params):
+                    curs.execute(
+                        f"INSERT INTO proj_customer_inbound_channels SELECT u.customer_id, u.channel FROM {source} "
+                        "ON CONFLICT DO NOTHING",
+                        params,
+                    )
+                channels.clear()
             if days:
                 with bulk(curs, "stage_customer_activity", _COLUMNS, list(days)) as (source, params):
                     curs.execute(
@@ -53,6 +70,7 @@ class CustomerActivityProjection:
             if kind is InteractionRecorded:
                 if event.direction == "inbound" and event.kind != "status":
                     days[(event.stream_id, event.occurred_at.astimezone(UTC).date())] = None
+                    channels[(event.stream_id, event.channel)] = None
             elif event.NAME == ACTIVITY_EVENT:
                 at = getattr(event, "occurred_at", None)
                 if at is not None:
@@ -65,8 +83,14 @@ class CustomerActivityProjection:
                     (event.stream_id, event.absorbed_id),
                 )
                 curs.execute("DELETE FROM proj_customer_activity WHERE customer_id = %s", (event.absorbed_id,))
+                curs.execute(
+                    "INSERT INTO proj_customer_inbound_channels SELECT %s, channel FROM proj_customer_inbound_channels "
+                    "WHERE customer_id = %s ON CONFLICT DO NOTHING",
+                    (event.stream_id, event.absorbed_id),
+                )
+                curs.execute("DELETE FROM proj_customer_inbound_channels WHERE customer_id = %s", (event.absorbed_id,))
         flush()
         return []
 
     def erase(self, curs, customer_ids: Sequence) -> None:
-        """Nothing personal: an id and the days it was active."""
+        """Nothing personal: an id, the days it was active and the names of channels."""

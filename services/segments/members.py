@@ -12,7 +12,8 @@ What each field reads:
 - `open_cases` (not resolved), `csat_avg` (of the scores of their cases), `tags` (of any of their
   cases): `proj_cases`;
 - `consent.PURPOSE.CHANNEL`: `proj_consent`, an explicit grant or revocation; without one, under the
-  `implied` policy, having been in touch on that channel counts as consent (services.core.consent);
+  `implied` policy, having written to us on that channel counts as consent
+  (`proj_customer_inbound_channels`, projections/customer_activity.py); under `explicit`, nothing;
 - `activities.TYPE.count`, `activities.amount.sum` (all types, all currencies): `proj_activity_totals`
   (no activity: 0).
 
@@ -217,7 +218,10 @@ def _value(name: str, policy: ConsentPolicy) -> tuple[str, list[Any]]:
         )
         if policy == "explicit":
             return f"COALESCE({explicit}, false)", [purpose, channel]
-        return f"COALESCE({explicit}, %s = ANY(c.channels))", [purpose, channel, channel]
+        implied = (
+            "EXISTS (SELECT 1 FROM proj_customer_inbound_channels w WHERE w.customer_id = c.id AND w.channel = %s)"
+        )
+        return f"COALESCE({explicit}, {implied})", [purpose, channel, channel]
     raise FilterError(name, f"no SQL for field {name!r}")
 
 

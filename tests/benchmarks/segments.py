@@ -45,6 +45,7 @@ INSERT INTO proj_consent SELECT id, 'marketing', 'sms', interaction_count % 3 <>
 FROM proj_customers WHERE 'sms' = ANY(channels) AND interaction_count % 2 = 0;
 INSERT INTO proj_activity_totals SELECT id, 'order.placed', 1 + interaction_count % 4, interaction_count * 10.5, now()
 FROM proj_customers WHERE interaction_count % 2 = 1;
+INSERT INTO proj_customer_inbound_channels SELECT id, unnest(channels) FROM proj_customers;
 ANALYZE;
 """
 

@@ -82,7 +82,11 @@ async def test_retention_and_churn_per_week_and_month(store, settings):
     assert [(p.start, p.active, p.retained) for p in days] == [(date(2026, 5, 4), 2, 0), (date(2026, 5, 5), 0, 0)]
 
 
-TABLES = {"proj_customer_activity": "customer_id, day", "proj_segments": "id"}
+TABLES = {
+    "proj_customer_activity": "customer_id, day",
+    "proj_customer_inbound_channels": "customer_id, channel",
+    "proj_segments": "id",
+}
 
 
 def _dump(database_url: str) -> dict[str, list[tuple]]:
@@ -96,6 +100,8 @@ def test_the_new_read_models_rebuild_to_what_live_projection_built(store, settin
     before = _dump(settings.database_url)
     assert len(before["proj_customer_activity"]) == 8
     assert not any(row[0] == people["d"].id for row in before["proj_customer_activity"])
+    # Who wrote to us on which channel: c only received on SMS before writing (inbound, later): there.
+    assert sorted(row[0] for row in before["proj_customer_inbound_channels"]) == sorted(people[x].id for x in "abce")
     assert [(row[1], row[3], row[5]) for row in before["proj_segments"] if row[1] == "vip"] == [("vip", "sup", "sup2")]
 
     ProjectionRunner(store, [CustomerActivityProjection(), SegmentsProjection()]).rebuild()

@@ -74,7 +74,7 @@ def compiled(field: str, op: str, value, policy="implied"):
             "consent.marketing.sms",
             "eq",
             True,
-            "g.purpose = %s AND g.channel = %s), %s = ANY(c.channels))",
+            "g.purpose = %s AND g.channel = %s), EXISTS (SELECT 1 FROM proj_customer_inbound_channels w",
             ["marketing", "sms", "sms", True],
         ),
     ],
@@ -88,7 +88,7 @@ def test_each_field_and_op_binds_its_values(field, op, value, fragment, params):
 
 def test_explicit_consent_needs_a_recorded_grant():
     where, params = compiled("consent.marketing.email", "eq", False, policy="explicit")
-    assert "COALESCE((SELECT g.granted" in where and "ANY(c.channels)" not in where
+    assert "COALESCE((SELECT g.granted" in where and "inbound" not in where
     assert params == ["marketing", "email", False]
 
 
