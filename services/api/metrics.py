@@ -36,10 +36,12 @@ from services.domain.metrics import (
     Group,
     GroupBy,
     Interval,
+    LifetimeValue,
     RetentionPeriod,
     Summary,
     bucket_count,
     grouped,
+    lifetime_value,
     next_period,
     period_start,
     retention,
@@ -71,6 +73,8 @@ class MetricsReport(msgspec.Struct, kw_only=True):
     # With `interval`: per period (UTC days, ISO weeks, months) the customers active in it (who
     # reached us) and of those, the ones active in the next period too (retained) and not (churned).
     retention: list[RetentionPeriod] = []
+    # Over all time, per currency: the total of the customers' business activities, and per customer.
+    lifetime_value: list[LifetimeValue] = []
 
 
 @get("/api/v1/metrics", summary="Contact-centre metrics over a period, by group and over time (JSON or CSV)")
@@ -104,6 +108,7 @@ async def cc_metrics(
         legacy = await queries.metrics(conn, start, end)
         cases = await case_facts(conn, start, end)
         kept = await retention_periods(conn, start, end, interval, now(request)) if interval else []
+        value = await lifetime_values(conn)
     report = MetricsReport(
         from_=start,
         to=end,
@@ -121,6 +126,7 @@ async def cc_metrics(
         groups=grouped(cases, by) if by and not interval else [],
         series=series(cases, start, end, interval, zone, by) if interval else [],
         retention=kept,
+        lifetime_value=value,
     )
     if wants_csv:
         return Response(
@@ -184,6 +190,15 @@ async def retention_periods(
     )
     counts = {p: (active, kept) for p, active, kept in await cur.fetchall()}
     return retention(counts, first, last, interval, today.astimezone(UTC).date())
+
+
+async def lifetime_values(conn) -> list[LifetimeValue]:
+    """Lifetime value per currency from projections/customer_activity.py (merged customers' values
+    are their survivors')."""
+    cur = await conn.execute(
+        "SELECT currency, count(*), sum(amount_sum) FROM proj_customer_value GROUP BY currency ORDER BY currency"
+    )
+    return lifetime_value(await cur.fetchall())
 
 
 CSV_COLUMNS = (

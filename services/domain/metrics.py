@@ -12,7 +12,9 @@ figures go out. The rules written once here:
   clock counts for neither), and overall the same over every target;
 - CSAT is the mean of the latest score of each rated case;
 - retention of a period is the share of the customers active in it (who reached us) who are active
-  in the next period too; churn the share who are not (`retention`).
+  in the next period too; churn the share who are not (`retention`);
+- lifetime value is, per currency, the total amount of the customers' business activities, and
+  its average over the customers who have any in that currency (`lifetime_value`).
 
 Medians and 90th percentiles interpolate linearly between the two nearest values (PostgreSQL's
 percentile_cont, numpy's default).
@@ -24,6 +26,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -306,3 +309,26 @@ def retention(
         )
         start = end
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeValue:
+    currency: str  # ISO 4217 as the activities gave it ("" for amounts without one)
+    customers: int  # customers with any amount in this currency
+    total: Decimal
+    average: Decimal  # per customer, to the cent
+
+
+def lifetime_value(rows: Iterable[tuple[str, int, Decimal]]) -> list[LifetimeValue]:
+    """(currency, customers, total) per currency → the figures, largest total first."""
+    out = [
+        LifetimeValue(
+            currency=currency,
+            customers=customers,
+            total=total,
+            average=(total / customers).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN),
+        )
+        for currency, customers, total in rows
+        if customers
+    ]
+    return sorted(out, key=lambda v: (-v.total, v.currency))

@@ -4,10 +4,11 @@ next period is over, and monthly periods (for the case series too)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 
-from services.domain.metrics import bucket_count, next_period, period_start, retention, series
+from services.domain.metrics import bucket_count, lifetime_value, next_period, period_start, retention, series
 
 pytestmark = pytest.mark.unit
 
@@ -39,4 +40,12 @@ def test_months_start_on_the_first_and_roll_over_the_year():
         (date(2026, 12, 1), date(2027, 1, 1)),
         (date(2027, 1, 1), date(2027, 2, 1)),
         (date(2027, 2, 1), date(2027, 3, 1)),
+    ]
+
+
+def test_lifetime_value_per_currency_total_and_average_per_customer():
+    values = lifetime_value([("EUR", 3, Decimal("100.00")), ("USD", 1, Decimal("250.5")), ("", 0, Decimal(0))])
+    assert [(v.currency, v.customers, v.total, v.average) for v in values] == [
+        ("USD", 1, Decimal("250.5"), Decimal("250.50")),
+        ("EUR", 3, Decimal("100.00"), Decimal("33.33")),
     ]
