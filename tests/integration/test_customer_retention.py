@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import psycopg
 import pytest
 
+from events.base import DomainEvent
+from events.customer import CustomerMerged
 from events.interactions import Interaction
 from projections.customer_activity import CustomerActivityProjection
 from projections.runner import ProjectionRunner
@@ -107,3 +110,48 @@ def test_the_new_read_models_rebuild_to_what_live_projection_built(store, settin
     ProjectionRunner(store, [CustomerActivityProjection(), SegmentsProjection()]).rebuild()
 
     assert _dump(settings.database_url) == before
+
+
+class _Activity(DomainEvent, frozen=True, kw_only=True):
+    """Stands in for `customer.ActivityRecorded` (branch h-data) until it is merged: the read model
+    matches it by name and reads `occurred_at`, `amount` and `currency`, the fields it has there."""
+
+    NAME = "customer.ActivityRecorded"
+    amount: Decimal | None = None
+    currency: str | None = None
+
+
+def test_business_activities_make_customers_active_and_add_up_their_value_per_currency(store, settings):
+    ana, bo = uuid.uuid4(), uuid.uuid4()
+
+    def activity(customer, amount, currency, days=0) -> _Activity:
+        return _Activity(
+            id=uuid.uuid4(),
+            stream_id=customer,
+            version=1,
+            occurred_at=WEEK1 + timedelta(days=days),
+            customer_id=customer,
+            amount=amount,
+            currency=currency,
+        )
+
+    items = [
+        (1, activity(ana, Decimal("10.50"), "eur"), False),
+        (2, activity(ana, Decimal("4.50"), "EUR", days=8), False),
+        (3, activity(ana, None, None), False),
+        (4, activity(bo, Decimal("100"), "USD"), False),
+        (5, activity(bo, Decimal("1"), "EUR"), False),
+    ]
+    merged = CustomerMerged(
+        id=uuid.uuid4(), stream_id=ana, version=9, occurred_at=WEEK1, customer_id=ana, absorbed_id=bo
+    )
+    projection = CustomerActivityProjection()
+    with psycopg.connect(settings.database_url) as conn, conn.cursor() as curs:
+        projection.apply(curs, items)
+        projection.apply(curs, [(6, merged, False)])
+        values = curs.execute(
+            "SELECT customer_id, currency, amount_sum, activities FROM proj_customer_value ORDER BY 2"
+        ).fetchall()
+        days = curs.execute("SELECT customer_id, day FROM proj_customer_activity ORDER BY 2").fetchall()
+    assert values == [(ana, "EUR", Decimal("16.00"), 3), (ana, "USD", Decimal("100"), 1)]
+    assert days == [(ana, date(2026, 5, 4)), (ana, date(2026, 5, 12))]
