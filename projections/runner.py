@@ -21,12 +21,14 @@ from projections.agents import AgentsProjection
 from projections.automations import AutomationsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
+from projections.customer_activity import CustomerActivityProjection
 from projections.customer_data import CustomerDataProjection
 from projections.merge_suggestions import MergeSuggestionsProjection
 from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
 from projections.queues import QueuesProjection
 from projections.rebuild import Rebuild
+from projections.segments import SegmentsProjection
 from projections.sla_policies import SlaPoliciesProjection
 from projections.timeline import TimelineProjection
 from services.platform import quarantine
@@ -53,6 +55,8 @@ def all_projections() -> list[Projection]:
         SlaPoliciesProjection(),
         CustomerDataProjection(),
         AutomationsProjection(),
+        SegmentsProjection(),
+        CustomerActivityProjection(),
     ]
 
 

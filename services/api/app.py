@@ -33,6 +33,7 @@ from services.api import (
     queries,
     queues,
     search,
+    segments,
     sla,
     whoami,
 )
@@ -93,6 +94,7 @@ API_HANDLERS = [
     console.console_css,
     *canned.HANDLERS,
     *attributes.HANDLERS,
+    *segments.HANDLERS,
     csat.record_csat,
     customer_data.set_consent,
     customer_data.post_activity,

@@ -80,6 +80,12 @@ AGENT_API = {
     ("GET", "/api/v1/automations/{name}"),
     ("GET", "/api/v1/automations/dead-letters"),
     ("POST", "/api/v1/automations/dead-letters/retry"),
+    # Segments: saved filters over the customers, and their members.
+    ("POST", "/api/v1/segments"),
+    ("GET", "/api/v1/segments"),
+    ("GET", "/api/v1/segments/{segment_id}"),
+    ("GET", "/api/v1/segments/{segment_id}/members"),
+    ("GET", "/api/v1/segments/{segment_id}/members.csv"),
 }
 SIGN_IN = {("POST", "/api/v1/auth/login")}  # the one agent API route without a token
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
@@ -156,6 +162,7 @@ WELL_FORMED = {
     "/api/v1/sla-policies/{name}": {"json": {"first_response": {"normal": "PT15M"}}},
     "/api/v1/automations": {"json": {"name": "r", "on": "case.Classified", "then": [{"add_tags": ["a"]}]}},
     "/api/v1/automations/dead-letters/retry": {"json": {}},
+    "/api/v1/segments": {"json": {"name": "vip", "filter": {"all": [{"field": "tags", "op": "eq", "value": "vip"}]}}},
 }
 
 
@@ -170,6 +177,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         .replace("{suggestion_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{agent_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{name}", "gold")
+        .replace("{segment_id}", "00000000-0000-0000-0000-000000000004")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))

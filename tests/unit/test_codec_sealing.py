@@ -62,6 +62,7 @@ from events.config import (
     CannedResponseCreated,
     CannedResponseDeleted,
     QueueConfigured,
+    SegmentDefined,
     SlaPolicyConfigured,
 )
 from events.customer import (
@@ -256,6 +257,7 @@ def _samples() -> list[DomainEvent]:
             actions=["set_queue"],
             depth=0,
         ),
+        record(SegmentDefined, 1, name="buyers", filter={"all": [{"field": "tags", "op": "contains", "value": "vip"}]}),
     ]
 
 
