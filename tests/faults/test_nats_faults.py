@@ -54,13 +54,13 @@ async def test_nats_restarted_under_load_answers_503_meanwhile_and_loses_nothing
             accepted_before = len(load.accepted)
             await wait_for(lambda: len(load.accepted) > accepted_before + 10, 30, "traffic accepted again")
             await wait_for(
-                lambda: all_recorded(server, settings.database_url, load.accepted), 60, "catching up after NATS"
+                lambda: all_recorded(server, settings.database_url, load.accepted), 240, "catching up after NATS"
             )
             print(
                 f"\nNATS back: new traffic recorded and read side caught up {time.monotonic() - started_at:.1f}s later"
             )
         await load.retry_until_accepted()
-        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 60, "all recorded")
+        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 240, "all recorded")
         result = await verdict(server, settings.database_url, server.sb.names, load.accepted)
 
     assert load.unexpected == []
@@ -124,7 +124,7 @@ async def test_jetstream_store_full_answers_503_and_accepts_the_retries_once_the
             accepted_after = len(load.accepted)
             await wait_for(lambda: len(load.accepted) > accepted_after + 10, 30, "traffic accepted again")
         await load.retry_until_accepted()
-        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 60, "all recorded")
+        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 240, "all recorded")
         result = await verdict(server, settings.database_url, server.sb.names, load.accepted)
 
     assert load.unexpected == []
