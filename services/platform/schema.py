@@ -290,7 +290,24 @@ CREATE TABLE IF NOT EXISTS sb_wakeups (
 CREATE INDEX IF NOT EXISTS sb_wakeups_due_idx ON sb_wakeups (due_at);
 """
 
+# The outbound ledger (services.relay.ledger): every message handed to a provider, recorded before the
+# call and settled after it, so that a crash in between is found out and nothing is sent twice.
+OUTBOUND_LEDGER = """
+CREATE TABLE IF NOT EXISTS sb_outbound_ledger (
+    key text PRIMARY KEY,
+    channel text NOT NULL,
+    state text NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'pending')),
+    owner uuid,
+    started_at timestamptz,
+    attempts integer NOT NULL DEFAULT 0,
+    provider_message_id text,
+    reason text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
 PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING, TIMER)
+PLATFORM_TABLES += (OUTBOUND_LEDGER,)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------
