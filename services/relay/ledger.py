@@ -55,7 +55,9 @@ def _crash_point(name: str) -> None:
 
 
 def owner_lock_key(owner: uuid.UUID) -> int:
-    return int.from_bytes(hashlib.blake2b(b"sb-outbound-owner:" + owner.bytes, digest_size=8).digest(), "big", signed=True)
+    return int.from_bytes(
+        hashlib.blake2b(b"sb-outbound-owner:" + owner.bytes, digest_size=8).digest(), "big", signed=True
+    )
 
 
 @dataclass(frozen=True)
