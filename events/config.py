@@ -9,7 +9,7 @@ These events hold no personal data; their `customer_id` (the key owner, unused) 
 from __future__ import annotations
 
 import uuid
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -29,7 +29,7 @@ _CONFIG_NAMESPACE = uuid.UUID("9e4b2d6f-7a1c-4f3e-b5d8-0c2a6e8f1b3d")
 
 
 def config_stream_id(kind: str, name: str) -> UUID:
-    """`kind` is "queue", "sla-policy", "canned" or "attribute"."""
+    """`kind` is "queue", "sla-policy", "canned", "attribute" or "segment"."""
     return uuid.uuid5(_CONFIG_NAMESPACE, f"{kind}:{name}")
 
 
@@ -85,8 +85,21 @@ class AttributeDefined(DomainEvent, frozen=True, kw_only=True):
     by: str = ""
 
 
+class SegmentDefined(DomainEvent, frozen=True, kw_only=True):
+    """A segment: a saved filter over the customers (`{"all" | "any": [...]}`, as the API took it,
+    already checked). Its members are found when asked (services.segments.members), never stored."""
+
+    NAME = "segment.Defined"
+    name: str
+    filter: dict[str, Any]
+    by: str = ""
+
+
 QUEUE_EVENTS: tuple[type[DomainEvent], ...] = (QueueConfigured,)
 SLA_POLICY_EVENTS: tuple[type[DomainEvent], ...] = (SlaPolicyConfigured,)
 CANNED_EVENTS: tuple[type[DomainEvent], ...] = (CannedResponseCreated, CannedResponseDeleted)
 ATTRIBUTE_EVENTS: tuple[type[DomainEvent], ...] = (AttributeDefined,)
-CONFIG_EVENTS: tuple[type[DomainEvent], ...] = QUEUE_EVENTS + SLA_POLICY_EVENTS + CANNED_EVENTS + ATTRIBUTE_EVENTS
+SEGMENT_EVENTS: tuple[type[DomainEvent], ...] = (SegmentDefined,)
+CONFIG_EVENTS: tuple[type[DomainEvent], ...] = (
+    QUEUE_EVENTS + SLA_POLICY_EVENTS + CANNED_EVENTS + ATTRIBUTE_EVENTS + SEGMENT_EVENTS
+)

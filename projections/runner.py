@@ -20,11 +20,13 @@ from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.cases import CasesProjection
+from projections.customer_activity import CustomerActivityProjection
 from projections.merge_suggestions import MergeSuggestionsProjection
 from projections.metrics import MetricsProjection
 from projections.profile import ProfileProjection
 from projections.queues import QueuesProjection
 from projections.rebuild import Rebuild
+from projections.segments import SegmentsProjection
 from projections.sla_policies import SlaPoliciesProjection
 from projections.timeline import TimelineProjection
 from services.platform import quarantine
@@ -49,6 +51,8 @@ def all_projections() -> list[Projection]:
         MergeSuggestionsProjection(),
         AgentsProjection(),
         SlaPoliciesProjection(),
+        SegmentsProjection(),
+        CustomerActivityProjection(),
     ]
 
 

@@ -31,6 +31,7 @@ from services.api import (
     queries,
     queues,
     search,
+    segments,
     sla,
     whoami,
 )
@@ -85,6 +86,7 @@ API_HANDLERS = [
     console.console_css,
     *canned.HANDLERS,
     *attributes.HANDLERS,
+    *segments.HANDLERS,
     csat.record_csat,
     *agents.AGENT_HANDLERS,
     sla.put_sla_policy,

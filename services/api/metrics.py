@@ -36,9 +36,15 @@ from services.domain.metrics import (
     Group,
     GroupBy,
     Interval,
+    LifetimeValue,
+    RetentionPeriod,
     Summary,
     bucket_count,
     grouped,
+    lifetime_value,
+    next_period,
+    period_start,
+    retention,
     series,
     summarise,
 )
@@ -64,6 +70,11 @@ class MetricsReport(msgspec.Struct, kw_only=True):
     overall: Summary | None = None
     groups: list[Group] = []
     series: list[Bucket] = []
+    # With `interval`: per period (UTC days, ISO weeks, months) the customers active in it (who
+    # reached us) and of those, the ones active in the next period too (retained) and not (churned).
+    retention: list[RetentionPeriod] = []
+    # Over all time, per currency: the total of the customers' business activities, and per customer.
+    lifetime_value: list[LifetimeValue] = []
 
 
 @get("/api/v1/metrics", summary="Contact-centre metrics over a period, by group and over time (JSON or CSV)")
@@ -96,6 +107,8 @@ async def cc_metrics(
     async with svc(request).pool.connection() as conn:
         legacy = await queries.metrics(conn, start, end)
         cases = await case_facts(conn, start, end)
+        kept = await retention_periods(conn, start, end, interval, now(request)) if interval else []
+        value = await lifetime_values(conn)
     report = MetricsReport(
         from_=start,
         to=end,
@@ -112,6 +125,8 @@ async def cc_metrics(
         overall=summarise(cases),
         groups=grouped(cases, by) if by and not interval else [],
         series=series(cases, start, end, interval, zone, by) if interval else [],
+        retention=kept,
+        lifetime_value=value,
     )
     if wants_csv:
         return Response(
@@ -155,6 +170,35 @@ async def case_facts(conn, start: datetime, end: datetime) -> list[CaseFacts]:
         )
         for r in await cur.fetchall()
     ]
+
+
+async def retention_periods(
+    conn, start: datetime, end: datetime, interval: Interval, today: datetime
+) -> list[RetentionPeriod]:
+    """Retention and churn of every period (UTC) from the one holding `start` to the one holding the
+    last instant before `end`, from the days each customer was active (projections/customer_activity.py)."""
+    first = start.astimezone(UTC).date()
+    last = period_start((end - timedelta(microseconds=1)).astimezone(UTC).date(), interval)
+    beyond = next_period(next_period(last, interval), interval)
+    cur = await conn.execute(
+        "WITH a AS (SELECT DISTINCT customer_id, date_trunc(%s, day::timestamp)::date AS p "
+        "FROM proj_customer_activity WHERE day >= %s AND day < %s) "
+        "SELECT a.p, count(*), count(n.customer_id) FROM a "
+        "LEFT JOIN a n ON n.customer_id = a.customer_id AND n.p = (a.p + %s::interval)::date "
+        "WHERE a.p <= %s GROUP BY a.p",
+        (interval, period_start(first, interval), beyond, f"1 {interval}", last),
+    )
+    counts = {p: (active, kept) for p, active, kept in await cur.fetchall()}
+    return retention(counts, first, last, interval, today.astimezone(UTC).date())
+
+
+async def lifetime_values(conn) -> list[LifetimeValue]:
+    """Lifetime value per currency from projections/customer_activity.py (merged customers' values
+    are their survivors')."""
+    cur = await conn.execute(
+        "SELECT currency, count(*), sum(amount_sum) FROM proj_customer_value GROUP BY currency ORDER BY currency"
+    )
+    return lifetime_value(await cur.fetchall())
 
 
 CSV_COLUMNS = (

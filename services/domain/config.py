@@ -17,16 +17,19 @@ from events.config import (
     ATTRIBUTE_TYPES,
     CANNED_EVENTS,
     QUEUE_EVENTS,
+    SEGMENT_EVENTS,
     SLA_POLICY_EVENTS,
     STRATEGIES,
     AttributeDefined,
     CannedResponseCreated,
     CannedResponseDeleted,
     QueueConfigured,
+    SegmentDefined,
     SlaPolicyConfigured,
     config_stream_id,
 )
 from services.domain.aggregate import Aggregate, DomainError
+from services.domain.filters import SEGMENT_FIELDS, parse
 
 
 class _Record(Aggregate):
@@ -130,4 +133,34 @@ class AttributeDefinition(_Record):
         self._trigger(AttributeDefined, at, key=key, type=type, applies_to=applies_to, options=options, by=by)
 
     def when_Defined(self, e: AttributeDefined) -> None:
+        self.definition = e
+
+
+class Segment(_Record):
+    """A saved filter over the customers, named; a POST of the same name is its next version."""
+
+    EVENTS = SEGMENT_EVENTS
+    MAX_NAME = 200
+
+    def __init__(self, id: UUID):
+        super().__init__(id)
+        self.definition: SegmentDefined | None = None
+
+    @staticmethod
+    def stream_id(name: str) -> UUID:
+        return config_stream_id("segment", name.strip().casefold())
+
+    def define(self, name: str, filter: dict[str, Any], by: str, at: datetime) -> None:
+        """`filter` must parse (services.domain.filters; a FilterError names what is wrong). The same
+        definition again records nothing."""
+        name = name.strip()
+        if not name or len(name) > self.MAX_NAME:
+            raise DomainError(f"a segment needs a name of 1 to {self.MAX_NAME} characters")
+        parse(filter, SEGMENT_FIELDS)
+        current = self.definition
+        if current is not None and (current.name, current.filter) == (name, filter):
+            return
+        self._trigger(SegmentDefined, at, name=name, filter=filter, by=by)
+
+    def when_Defined(self, e: SegmentDefined) -> None:
         self.definition = e

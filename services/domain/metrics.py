@@ -10,7 +10,11 @@ figures go out. The rules written once here:
   come in, see there);
 - SLA attainment of a target is met / (met + breached) over the clock runs that ended (a running
   clock counts for neither), and overall the same over every target;
-- CSAT is the mean of the latest score of each rated case.
+- CSAT is the mean of the latest score of each rated case;
+- retention of a period is the share of the customers active in it (who reached us) who are active
+  in the next period too; churn the share who are not (`retention`);
+- lifetime value is, per currency, the total amount of the customers' business activities, and
+  its average over the customers who have any in that currency (`lifetime_value`).
 
 Medians and 90th percentiles interpolate linearly between the two nearest values (PostgreSQL's
 percentile_cont, numpy's default).
@@ -22,13 +26,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 from services.domain.business_hours import Calendar
 
 GroupBy = Literal["agent", "team", "queue", "channel"]
-Interval = Literal["day", "week"]
+Interval = Literal["day", "week", "month"]
 SlaTarget = Literal["first_response", "next_response", "resolution"]
 
 GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)
@@ -187,9 +192,26 @@ def grouped(cases: Sequence[CaseFacts], by: GroupBy) -> list[Group]:
 
 
 def bucket_start(at: datetime, interval: Interval, tz: ZoneInfo) -> date:
-    """The local date the bucket of `at` starts on: its day, or the Monday of its ISO week."""
-    local = at.astimezone(tz).date()
-    return local if interval == "day" else local - timedelta(days=local.weekday())
+    """The local date the bucket of `at` starts on: its day, the Monday of its ISO week, or the
+    first of its month."""
+    return period_start(at.astimezone(tz).date(), interval)
+
+
+def period_start(day: date, interval: Interval) -> date:
+    if interval == "day":
+        return day
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def next_period(start: date, interval: Interval) -> date:
+    """The start of the period after the one starting on `start`."""
+    if interval == "day":
+        return start + timedelta(days=1)
+    if interval == "week":
+        return start + timedelta(days=7)
+    return date(start.year + start.month // 12, start.month % 12 + 1, 1)
 
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:
@@ -198,6 +220,8 @@ def _midnight(day: date, tz: ZoneInfo) -> datetime:
 
 def bucket_count(start: datetime, end: datetime, interval: Interval, tz: ZoneInfo) -> int:
     first, last = bucket_start(start, interval, tz), bucket_start(end - timedelta(microseconds=1), interval, tz)
+    if interval == "month":
+        return (last.year - first.year) * 12 + last.month - first.month + 1
     return (last - first).days // (1 if interval == "day" else 7) + 1
 
 
@@ -212,7 +236,6 @@ def series(
     """Every bucket from the one holding `start` to the one holding the last instant before `end`,
     empty ones included, each bounded by local midnights of `tz` (a day across a DST change is 23
     or 25 hours long); cases fall in the bucket of their opening."""
-    step = timedelta(days=1 if interval == "day" else 7)
     members: dict[date, list[CaseFacts]] = {}
     for case in cases:
         members.setdefault(bucket_start(case.opened_at, interval, tz), []).append(case)
@@ -224,7 +247,7 @@ def series(
         out.append(
             Bucket(
                 start=_midnight(day, tz),
-                end=_midnight(day + step, tz),
+                end=_midnight(next_period(day, interval), tz),
                 groups=grouped(inside, by) if by else [],
                 volume=s.volume,
                 first_response=s.first_response,
@@ -233,7 +256,7 @@ def series(
                 csat=s.csat,
             )
         )
-        day += step
+        day = next_period(day, interval)
     return out
 
 
@@ -245,3 +268,67 @@ def _group(key: str | None, s: Summary) -> Group:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPeriod:
+    """Of the customers active in [start, end), how many were active in the next period too."""
+
+    start: date
+    end: date
+    active: int
+    retained: int
+    churned: int
+    retention_rate: float | None  # retained / active (None: nobody was active)
+    churn_rate: float | None
+    # Whether the next period is over (at `today`): until it is, churn can still turn into retention.
+    complete: bool
+
+
+def retention(
+    counts: dict[date, tuple[int, int]], first: date, last: date, interval: Interval, today: date
+) -> list[RetentionPeriod]:
+    """Every period from the one holding `first` to the one holding `last`, empty ones included;
+    `counts` maps a period's start to (customers active in it, of those active in the next)."""
+    out = []
+    start = period_start(first, interval)
+    while start <= last:
+        end = next_period(start, interval)
+        active, retained = counts.get(start, (0, 0))
+        out.append(
+            RetentionPeriod(
+                start=start,
+                end=end,
+                active=active,
+                retained=retained,
+                churned=active - retained,
+                retention_rate=_round(retained / active) if active else None,
+                churn_rate=_round((active - retained) / active) if active else None,
+                complete=next_period(end, interval) <= today,
+            )
+        )
+        start = end
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeValue:
+    currency: str  # ISO 4217 as the activities gave it ("" for amounts without one)
+    customers: int  # customers with any amount in this currency
+    total: Decimal
+    average: Decimal  # per customer, to the cent
+
+
+def lifetime_value(rows: Iterable[tuple[str, int, Decimal]]) -> list[LifetimeValue]:
+    """(currency, customers, total) per currency → the figures, largest total first."""
+    out = [
+        LifetimeValue(
+            currency=currency,
+            customers=customers,
+            total=total,
+            average=(total / customers).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN),
+        )
+        for currency, customers, total in rows
+        if customers
+    ]
+    return sorted(out, key=lambda v: (-v.total, v.currency))

@@ -70,6 +70,12 @@ AGENT_API = {
     ("POST", "/api/v1/teams"),
     ("PUT", "/api/v1/sla-policies/{name}"),
     ("GET", "/api/v1/sla-policies"),
+    # Segments: saved filters over the customers, and their members.
+    ("POST", "/api/v1/segments"),
+    ("GET", "/api/v1/segments"),
+    ("GET", "/api/v1/segments/{segment_id}"),
+    ("GET", "/api/v1/segments/{segment_id}/members"),
+    ("GET", "/api/v1/segments/{segment_id}/members.csv"),
 }
 SIGN_IN = {("POST", "/api/v1/auth/login")}  # the one agent API route without a token
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
@@ -135,6 +141,7 @@ WELL_FORMED = {
     "/api/v1/agents/{agent_id}": {"json": {"capacity": 3}},
     "/api/v1/teams": {"json": {"name": "billing"}},
     "/api/v1/sla-policies/{name}": {"json": {"first_response": {"normal": "PT15M"}}},
+    "/api/v1/segments": {"json": {"name": "vip", "filter": {"all": [{"field": "tags", "op": "eq", "value": "vip"}]}}},
 }
 
 
@@ -149,6 +156,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         .replace("{suggestion_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{agent_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{name}", "gold")
+        .replace("{segment_id}", "00000000-0000-0000-0000-000000000004")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))

@@ -60,6 +60,7 @@ from events.config import (
     CannedResponseCreated,
     CannedResponseDeleted,
     QueueConfigured,
+    SegmentDefined,
     SlaPolicyConfigured,
 )
 from events.customer import (
@@ -223,6 +224,7 @@ def _samples() -> list[DomainEvent]:
         record(CannedResponseCreated, 1, shortcut="thanks", text="Thank you, {{customer.name}}"),
         record(CannedResponseDeleted, 2),
         record(AttributeDefined, 1, key="loyalty", type="text", applies_to="customer"),
+        record(SegmentDefined, 1, name="buyers", filter={"all": [{"field": "tags", "op": "contains", "value": "vip"}]}),
     ]
 
 
