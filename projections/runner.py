@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
+from projections.campaigns import CampaignsProjection
 from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
@@ -53,6 +54,7 @@ def all_projections() -> list[Projection]:
         SlaPoliciesProjection(),
         SegmentsProjection(),
         CustomerActivityProjection(),
+        CampaignsProjection(),
     ]
 
 

@@ -14,6 +14,8 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
   - router:    event store → case.Assigned by "routing" for the cases of routed queues
   - timer:     event store → the SLA clocks of cases, breaches and snoozed cases' wake-ups on time,
                and the CSAT survey of resolved cases (services.timer.sla, services.timer.csat)
+  - campaigner: running campaigns out to their segments' members, each once, through the outbound
+               ledger (services.campaigns.campaigner)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -53,6 +55,7 @@ from services.platform.nats_client import connect
 from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, StreamLimits, ensure_streams
+from services.campaigns.campaigner import Campaigner
 from services.relay.relay import start_relay
 from services.routing.router import router_follower
 from services.timer.csat import start_csat_surveys
@@ -60,10 +63,10 @@ from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "campaigner")
 # Roles that work on PostgreSQL alone (process managers of the event log): a process running only
 # these connects to no NATS server, so needs no NATS user either.
-DATABASE_ONLY_ROLES = ("router", "timer")
+DATABASE_ONLY_ROLES = ("router", "timer", "campaigner")
 
 
 class NotConnected(RuntimeError):
@@ -168,6 +171,8 @@ class Switchboard:
         if "timer" in roles:
             self._start_timer()
             start_csat_surveys(self)
+        if "campaigner" in roles:
+            self._start_follower(Campaigner(self.open_store(), self.settings).run_forever, "campaigner")
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store())

@@ -19,6 +19,7 @@ from channels.proxies import trusted_networks
 from services.api import (
     agents,
     attributes,
+    campaigns,
     canned,
     cases,
     console,
@@ -87,6 +88,7 @@ API_HANDLERS = [
     *canned.HANDLERS,
     *attributes.HANDLERS,
     *segments.HANDLERS,
+    *campaigns.HANDLERS,
     csat.record_csat,
     *agents.AGENT_HANDLERS,
     sla.put_sla_policy,

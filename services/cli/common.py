@@ -22,7 +22,7 @@ from services.platform.settings import Settings, ensure_secrets
 if TYPE_CHECKING:
     from services.bootstrap import Switchboard
 
-ROLE_CHOICES = ("gateway", "core", "projector", "api", "relay", "router", "timer")
+ROLE_CHOICES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "campaigner")
 
 
 def hostport(text: str, option: str) -> tuple[str, int]:

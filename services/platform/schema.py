@@ -307,7 +307,25 @@ CREATE TABLE IF NOT EXISTS sb_outbound_ledger (
 """
 
 PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING, TIMER)
-PLATFORM_TABLES += (OUTBOUND_LEDGER,)
+# The campaigner's own state (services.campaigns.campaigner): which campaigns run (kept in step with
+# the campaign events, exactly once with its position) and each one's recipients, done or not yet.
+CAMPAIGNS = """
+CREATE TABLE IF NOT EXISTS sb_campaign_runs (
+    campaign_id uuid PRIMARY KEY,
+    status text NOT NULL,
+    send_at timestamptz,
+    targeted boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS sb_campaign_recipients (
+    campaign_id uuid NOT NULL,
+    customer_id uuid NOT NULL,
+    done boolean NOT NULL DEFAULT false,
+    not_before timestamptz,
+    PRIMARY KEY (campaign_id, customer_id)
+);
+"""
+
+PLATFORM_TABLES += (OUTBOUND_LEDGER, CAMPAIGNS)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------

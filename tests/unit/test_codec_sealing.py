@@ -18,6 +18,16 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import StoredEvent
 
+from events.campaign import (
+    CampaignCompleted,
+    CampaignCreated,
+    CampaignMessageFailed,
+    CampaignMessageSent,
+    CampaignPaused,
+    CampaignRecipientSkipped,
+    CampaignStarted,
+    CampaignTargeted,
+)
 from events.agent import (
     AgentChanged,
     AgentCreated,
@@ -225,6 +235,24 @@ def _samples() -> list[DomainEvent]:
         record(CannedResponseDeleted, 2),
         record(AttributeDefined, 1, key="loyalty", type="text", applies_to="customer"),
         record(SegmentDefined, 1, name="buyers", filter={"all": [{"field": "tags", "op": "contains", "value": "vip"}]}),
+        record(
+            CampaignCreated,
+            1,
+            name="spring sale",
+            segment_id=other,
+            channel="sms",
+            text="20% off this week",
+            send_at=AT,
+            quiet_hours={"start": "21:00", "end": "08:00"},
+            by="supervisor-1",
+        ),
+        record(CampaignStarted, 2, by="supervisor-1"),
+        record(CampaignPaused, 3, by="supervisor-1"),
+        record(CampaignTargeted, 4, count=3),
+        record(CampaignRecipientSkipped, 5, recipient_id=other, reason="no_consent"),
+        record(CampaignMessageSent, 6, recipient_id=other),
+        record(CampaignMessageFailed, 7, recipient_id=other, reason="twilio answered HTTP 400"),
+        record(CampaignCompleted, 8),
     ]
 
 
