@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from eventsourcing.persistence import Tracking
 from psycopg.sql import SQL, Identifier
 
-from projections.campaigns import CampaignsProjection
 from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
+from projections.campaigns import CampaignsProjection
 from projections.cases import CasesProjection
 from projections.customer_activity import CustomerActivityProjection
 from projections.merge_suggestions import MergeSuggestionsProjection

@@ -43,6 +43,7 @@ from channels.publish import Publisher
 from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
+from services.campaigns.campaigner import Campaigner
 from services.core.consumer import CoreConsumer, start_core_consumer
 from services.core.processor import CoreProcessor
 from services.core.room import make_room_forever
@@ -55,7 +56,6 @@ from services.platform.nats_client import connect
 from services.platform.schema import bring_up_to_date
 from services.platform.settings import Settings
 from services.platform.streams import Names, StreamLimits, ensure_streams
-from services.campaigns.campaigner import Campaigner
 from services.relay.relay import start_relay
 from services.routing.router import router_follower
 from services.timer.csat import start_csat_surveys

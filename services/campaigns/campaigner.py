@@ -24,8 +24,9 @@ the outcome without sending again.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -60,6 +61,7 @@ log = get_logger(__name__)
 NAME = "campaigner"
 TARGET_PAGE = 1000
 _MESSAGE_NS = uuid.UUID("3c0d6a57-92b1-4d0e-8f55-6b1f0f2e9a41")
+_RUN_STATUS: dict[type, str] = {CampaignStarted: "running", CampaignPaused: "paused", CampaignCompleted: "completed"}
 ADDRESS_KIND = {"sms": "phone", "whatsapp": "phone", "email": "email"}
 
 
@@ -82,7 +84,9 @@ def marketing_allowed(store: EventStore, settings: Settings, customer_id: UUID, 
     with its implied/explicit policy) when present; else the customers' own recorded decisions on
     that channel (the latest explicit one wins; none recorded: allowed)."""
     try:
-        from services.core.consent import marketing_allowed_sync  # noqa: PLC0415 — from branch h-data
+        from services.core.consent import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 — branch h-data
+            marketing_allowed_sync,
+        )
     except ImportError:
         pass
     else:
@@ -127,12 +131,12 @@ class Campaigner:
         self.ledger = OutboundLedger(store, _conninfo(settings))
         self.rates = rates(settings.campaign_rate_per_second)
 
-    def follower(self, clock=None) -> Follower:
+    def follower(self, clock: Callable[[], datetime] | None = None) -> Follower:
         return Follower(
             self.store, NAME, self.handle, tick=self.tick, tick_every=self.settings.campaign_tick_seconds, clock=clock
         )
 
-    def run_forever(self, stop) -> None:
+    def run_forever(self, stop: threading.Event) -> None:
         self.ledger.hold_owner_lock()
         try:
             self.follower().run_forever(stop)
@@ -141,7 +145,7 @@ class Campaigner:
 
     # -- the log --------------------------------------------------------------------------------------
 
-    def handle(self, tx: Transaction, items: Sequence[tuple]) -> None:
+    def handle(self, tx: Transaction, items: Sequence[tuple[int, Any, bool]]) -> None:
         for _position, event, _redacted in items:
             kind = type(event)
             if kind is CampaignCreated:
@@ -150,8 +154,8 @@ class Campaigner:
                     "ON CONFLICT DO NOTHING",
                     (event.stream_id, event.send_at),
                 )
-            elif kind in (CampaignStarted, CampaignPaused, CampaignCompleted):
-                status = {CampaignStarted: "running", CampaignPaused: "paused", CampaignCompleted: "completed"}[kind]
+            elif kind in _RUN_STATUS:
+                status = _RUN_STATUS[kind]
                 tx.execute("UPDATE sb_campaign_runs SET status = %s WHERE campaign_id = %s", (status, event.stream_id))
 
     # -- the clock ------------------------------------------------------------------------------------

@@ -18,16 +18,6 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import StoredEvent
 
-from events.campaign import (
-    CampaignCompleted,
-    CampaignCreated,
-    CampaignMessageFailed,
-    CampaignMessageSent,
-    CampaignPaused,
-    CampaignRecipientSkipped,
-    CampaignStarted,
-    CampaignTargeted,
-)
 from events.agent import (
     AgentChanged,
     AgentCreated,
@@ -38,6 +28,16 @@ from events.agent import (
     TeamCreated,
 )
 from events.base import DomainEvent
+from events.campaign import (
+    CampaignCompleted,
+    CampaignCreated,
+    CampaignMessageFailed,
+    CampaignMessageSent,
+    CampaignPaused,
+    CampaignRecipientSkipped,
+    CampaignStarted,
+    CampaignTargeted,
+)
 from events.case import (
     CaseAssigned,
     CaseAttributesSet,
