@@ -39,6 +39,10 @@ PLATFORM_TABLES = {
     "sb_sla_cases",
     "sb_sla_clocks",
     "sb_wakeups",
+    # the outbound ledger (services.relay.ledger) and the campaigner's (services.campaigns.campaigner)
+    "sb_outbound_ledger",
+    "sb_campaign_runs",
+    "sb_campaign_recipients",
 }
 PLATFORM_INDEXES = {
     "sb_identities_customer_idx",
