@@ -73,8 +73,12 @@ class ProviderError(Exception):
         status: int | None = None,
         provider_code: str | None = None,
         retry_after: float | None = None,
+        in_doubt: bool = False,
     ):
         self.retryable = retryable
+        # The request may have reached the provider all the same (no answer after it went out):
+        # the outbound ledger settles such an attempt before anything is sent again.
+        self.in_doubt = in_doubt
         self.detail = detail
         self.status = status
         self.provider_code = provider_code
@@ -91,7 +95,8 @@ def transport_failure(provider: str, exc: httpx.HTTPError) -> ProviderError:
     Only the exception's class is named: httpx's messages carry the URL, and a Telegram URL holds the
     bot token.
     """
-    return ProviderError(True, f"{provider}: {type(exc).__name__}")
+    sure_not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    return ProviderError(True, f"{provider}: {type(exc).__name__}", in_doubt=not sure_not_sent)
 
 
 def http_failure(

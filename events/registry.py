@@ -8,6 +8,7 @@ from typing import Any
 from events.agent import AGENT_EVENTS, TEAM_EVENTS
 from events.automation import AUTOMATION_EVENTS, FIRING_EVENTS
 from events.base import DomainEvent
+from events.campaign import CAMPAIGN_EVENTS
 from events.case import CASE_EVENTS, CaseOpened, CaseTagged, ReplySent, upcast_case_opened_v1
 from events.config import CONFIG_EVENTS
 from events.customer import CUSTOMER_EVENTS, InteractionRecorded
@@ -57,7 +58,7 @@ class EventRegistry:
 
 
 REGISTRY = EventRegistry()
-for _cls in (*CUSTOMER_EVENTS, *CASE_EVENTS, *AGENT_EVENTS, *TEAM_EVENTS, *CONFIG_EVENTS):
+for _cls in (*CUSTOMER_EVENTS, *CASE_EVENTS, *AGENT_EVENTS, *TEAM_EVENTS, *CONFIG_EVENTS, *CAMPAIGN_EVENTS):
     REGISTRY.register(_cls)
 for _cls in (*AUTOMATION_EVENTS, *FIRING_EVENTS):
     REGISTRY.register(_cls)

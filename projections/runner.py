@@ -20,6 +20,7 @@ from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
 from projections.automations import AutomationsProjection
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
+from projections.campaigns import CampaignsProjection
 from projections.cases import CasesProjection
 from projections.customer_activity import CustomerActivityProjection
 from projections.customer_data import CustomerDataProjection
@@ -57,6 +58,7 @@ def all_projections() -> list[Projection]:
         AutomationsProjection(),
         SegmentsProjection(),
         CustomerActivityProjection(),
+        CampaignsProjection(),
     ]
 
 

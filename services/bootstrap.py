@@ -18,6 +18,8 @@ Nothing connects at import time. Dependencies live at two lifetimes, and this mo
                message of a case (services.core.classifier)
   - automation: event store → the automation rules' actions on cases, once per rule and event,
                and their webhooks, signed and retried (services.automation)
+  - campaigner: running campaigns out to their segments' members, each once, through the outbound
+               ledger (services.campaigns.campaigner)
 
 - `Services` (services.api.app), one per HTTP application: what request handlers reach as
   `app.state.services`. `open_http_services` builds it over a Switchboard (sharing its NATS
@@ -46,6 +48,7 @@ from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
 from services.asyncapi import asyncapi_document
 from services.automation.role import start_automation
+from services.campaigns.campaigner import Campaigner
 from services.core.activities import hand_on_forever
 from services.core.classifier import classifier_follower
 from services.core.consumer import CoreConsumer, start_core_consumer
@@ -69,10 +72,10 @@ from services.timer.sla import SlaTimer
 
 log = get_logger(__name__)
 
-ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "classifier", "automation")
+ROLES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "classifier", "automation", "campaigner")
 # Roles that work on PostgreSQL alone (process managers of the event log): a process running only
 # these connects to no NATS server, so needs no NATS user either.
-DATABASE_ONLY_ROLES = ("router", "timer", "classifier", "automation")
+DATABASE_ONLY_ROLES = ("router", "timer", "classifier", "automation", "campaigner")
 
 
 class NotConnected(RuntimeError):
@@ -185,6 +188,8 @@ class Switchboard:
             self._start_classifier()
         if "automation" in roles:
             start_automation(self)
+        if "campaigner" in roles:
+            self._start_follower(Campaigner(self.open_store(), self.settings).run_forever, "campaigner")
 
     async def _start_core(self) -> None:
         processor = CoreProcessor(self.open_store(), cache_max_bytes=self.settings.core_cache_max_bytes)

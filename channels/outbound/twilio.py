@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import httpx
 
 from channels.outbound.port import HTTP_TIMEOUT, Delivery, _identity, _phone, _thread_parts
@@ -28,12 +30,29 @@ class TwilioSender:
             return await client.send_sms(to, text, status_callback=self.status_callback, from_=from_)
 
     async def send_sms(self, d: Delivery) -> str:
+        to, from_ = self.sms_addresses(d)
+        return await self.send(to, from_, d.text)
+
+    def sms_addresses(self, d: Delivery) -> tuple[str, str]:
+        """(to, from) of an SMS reply: from the number the customer wrote to, else ours."""
         parts = _thread_parts(d, "sms", 2)
         if parts is not None:
-            ours, customer = parts  # answer from the number the customer wrote to
-            return await self.send(_phone(customer), ours, d.text)
-        return await self.send(_phone(_identity(d, "phone")), self.from_number, d.text)
+            ours, customer = parts
+            return _phone(customer), ours
+        return _phone(_identity(d, "phone")), self.from_number
+
+    def whatsapp_addresses(self, ours: str | None, customer: str) -> tuple[str, str]:
+        ours = ours or self.from_number.removeprefix("whatsapp:")
+        return f"whatsapp:{_phone(customer)}", f"whatsapp:{ours}"
+
+    async def find_sent(self, to: str, from_: str, text: str, since: datetime) -> str | None:
+        """The SID of a message already sent to `to` from `from_` with `text` since `since`, or None."""
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+            client = TwilioClient(
+                self.account_sid, self.auth_token, self.from_number, api_base=self.api_base, http=http
+            )
+            return await client.find_sent(to, text, since, from_=from_)
 
     async def send_whatsapp(self, d: Delivery, ours: str | None, customer: str) -> str:
-        ours = ours or self.from_number.removeprefix("whatsapp:")
-        return await self.send(f"whatsapp:{_phone(customer)}", f"whatsapp:{ours}", d.text)
+        to, from_ = self.whatsapp_addresses(ours, customer)
+        return await self.send(to, from_, d.text)

@@ -32,3 +32,14 @@ class WhatsAppSender:
         if self.twilio is not None:
             return await self.twilio.send_whatsapp(d, None, _identity(d, "phone"))
         raise ProviderError(False, "whatsapp thread without a business number to reply from")
+
+    def twilio_route(self, d: Delivery) -> tuple[str, str] | None:
+        """(to, from) when this reply leaves through Twilio (which can be asked what it sent), else None."""
+        if self.twilio is None:
+            return None
+        parts = _thread_parts(d, "whatsapp", 2)
+        if parts is not None:
+            return self.twilio.whatsapp_addresses(parts[0], parts[1]) if parts[0].startswith("+") else None
+        if self.meta is not None and (d.thread_meta or {}).get("phone_number_id"):
+            return None
+        return self.twilio.whatsapp_addresses(None, _identity(d, "phone"))

@@ -13,7 +13,8 @@ import hmac
 import mimetypes
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse, urlsplit
 
@@ -341,6 +342,17 @@ def parse_twilio_status(form: Mapping[str, str], *, received_at: datetime | None
 # -- outbound ----------------------------------------------------------------------------------
 
 
+def _rfc2822(value: object) -> datetime | None:
+    """Twilio's `date_created` ("Thu, 26 Nov 2026 21:00:00 +0000"), or None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 class TwilioClient:
     """Sends messages through Twilio's REST API (or any Twilio-compatible one at `api_base`)."""
 
@@ -392,6 +404,33 @@ class TwilioClient:
             # Accepted but unreadable: sending again could deliver the message twice.
             raise ProviderError(False, "twilio answered without a message sid", status=response.status_code)
         return sid
+
+    async def find_sent(self, to: str, body: str, since: datetime, *, from_: str | None = None) -> str | None:
+        """The SID of a message to `to` from `from_` with exactly `body`, created at or after `since`
+        (less a minute of clock skew), or None: Twilio's message list (most recent first), for an
+        attempt whose answer we never recorded. Raises `ProviderError` when Twilio cannot be asked."""
+        params = {"To": to, "From": from_ or self.from_number, "PageSize": "100"}
+        try:
+            response = await self._http.get(self._url, params=params, auth=self._auth)
+        except httpx.HTTPError as exc:
+            raise transport_failure("twilio", exc) from None
+        if not response.is_success:
+            raise http_failure("twilio", response)
+        try:
+            messages = response.json().get("messages")
+        except (ValueError, AttributeError):
+            messages = None
+        if not isinstance(messages, list):
+            raise ProviderError(True, "twilio message list unreadable", status=response.status_code)
+        earliest = since - timedelta(minutes=1)
+        for message in messages:
+            if not isinstance(message, dict) or message.get("body") != body:
+                continue
+            created = _rfc2822(message.get("date_created"))
+            sid = message.get("sid")
+            if isinstance(sid, str) and sid and (created is None or created >= earliest):
+                return sid
+        return None
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -22,7 +22,18 @@ from services.platform.settings import Settings, ensure_secrets
 if TYPE_CHECKING:
     from services.bootstrap import Switchboard
 
-ROLE_CHOICES = ("gateway", "core", "projector", "api", "relay", "router", "timer", "classifier", "automation")
+ROLE_CHOICES = (
+    "gateway",
+    "core",
+    "projector",
+    "api",
+    "relay",
+    "router",
+    "timer",
+    "classifier",
+    "automation",
+    "campaigner",
+)
 
 
 def hostport(text: str, option: str) -> tuple[str, int]:

@@ -343,6 +343,41 @@ CREATE INDEX IF NOT EXISTS sb_webhook_outbox_dead_idx ON sb_webhook_outbox (fini
 """
 
 PLATFORM_TABLES: tuple[str, ...] = (CUSTOMER_KEYS, CORE, QUARANTINE, AUTH, AGENTS, ERASURES, ROUTING, TIMER, AUTOMATION)
+# The outbound ledger (services.relay.ledger): every message handed to a provider, recorded before the
+# call and settled after it, so that a crash in between is found out and nothing is sent twice.
+OUTBOUND_LEDGER = """
+CREATE TABLE IF NOT EXISTS sb_outbound_ledger (
+    key text PRIMARY KEY,
+    channel text NOT NULL,
+    state text NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'pending')),
+    owner uuid,
+    started_at timestamptz,
+    attempts integer NOT NULL DEFAULT 0,
+    provider_message_id text,
+    reason text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+# The campaigner's own state (services.campaigns.campaigner): which campaigns run (kept in step with
+# the campaign events, exactly once with its position) and each one's recipients, done or not yet.
+CAMPAIGNS = """
+CREATE TABLE IF NOT EXISTS sb_campaign_runs (
+    campaign_id uuid PRIMARY KEY,
+    status text NOT NULL,
+    send_at timestamptz,
+    targeted boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS sb_campaign_recipients (
+    campaign_id uuid NOT NULL,
+    customer_id uuid NOT NULL,
+    done boolean NOT NULL DEFAULT false,
+    not_before timestamptz,
+    PRIMARY KEY (campaign_id, customer_id)
+);
+"""
+
+PLATFORM_TABLES += (OUTBOUND_LEDGER, CAMPAIGNS)
 
 
 # -- upgrade steps for databases an older release created ------------------------------------------

@@ -67,6 +67,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # First delay, in seconds, before an outbound reply a provider could not take is tried again;
     # doubled on every attempt, at most 60 s.
     outbound_retry_base_seconds: float = 1.0
+    # How long a relay has to settle an outbound reply before NATS hands it to another (or, after a
+    # crash, back to the restarted one); the outbound ledger keeps that from sending it twice.
+    outbound_ack_wait_seconds: float = 60.0
+    # Campaign messages per second, per channel (each provider's throttle): "sms=10,whatsapp=10,email=20".
+    campaign_rate_per_second: str = "sms=10,whatsapp=10,email=20"
+    # How often the campaigner sends its next few messages, in seconds.
+    campaign_tick_seconds: float = 1.0
+    # Quiet hours apply in this zone to a customer with no `timezone` attribute and no phone zone.
+    campaign_default_timezone: str = "UTC"
     # How long the NATS streams keep messages (and so the personal data in them), in seconds.
     nats_retention_seconds: int = 7 * 24 * 3600
     # JetStream replicas for the streams Switchboard creates (3 on a three-node cluster).

@@ -19,12 +19,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from channels.errors import ProviderError
 from channels.outbound import Delivery, Sender, channel_senders
+from channels.outbound.registry import RESEND_SAFE, provider_lookup
 from events.customer import InteractionRecorded
 from events.interactions import MACHINE_KINDS, Interaction
 from services.core.commands import load_case
 from services.domain.customer import Customer
 from services.domain.merges import survivor_of
 from services.platform.logs import get_logger
+from services.relay.ledger import OutboundLedger, deliver
 
 log = get_logger(__name__)
 
@@ -69,10 +71,15 @@ def _customer_and_thread(store, customer_id: UUID, case_id: UUID) -> tuple[Custo
     return customer, {**last.meta, "provider_message_id": last.provider_message_id or ""}
 
 
+def reply_key(reply_id: UUID) -> str:
+    return f"reply:{reply_id}"
+
+
 class OutboundDispatcher:
-    def __init__(self, sb, senders: dict[str, Sender]):
+    def __init__(self, sb, senders: dict[str, Sender], ledger: OutboundLedger | None = None):
         self.sb = sb
         self.senders = senders
+        self.ledger = ledger or OutboundLedger(sb.open_store(), sb.database.conninfo)
 
     async def delivery_for(self, event: dict) -> Delivery:
         store = self.sb.open_store()
@@ -99,12 +106,24 @@ class OutboundDispatcher:
         delivery = await self.delivery_for(event)
         sender = self.senders.get(delivery.channel)
         attempt = msg.metadata.num_delivered
-        try:
-            if sender is None:
-                raise ProviderError(False, f"outbound {delivery.channel} is not configured")
-            provider_id = await sender(delivery)
-        except ProviderError as exc:
-            if exc.retryable and attempt < MAX_ATTEMPTS:
+        key = reply_key(delivery.reply_id)
+        if sender is None:
+            reason = f"outbound {delivery.channel} is not configured"
+            await asyncio.to_thread(self.ledger.give_up, key, delivery.channel, reason)
+            await self._publish(delivery, None, failed=reason)
+            await msg.ack()
+            return
+        result = await deliver(
+            self.ledger,
+            key,
+            delivery.channel,
+            lambda: sender(delivery),
+            lookup=provider_lookup(self.sb.settings, delivery),
+            resend_safe=delivery.channel in RESEND_SAFE,
+        )
+        if result.status == "retry":
+            exc = result.error or ProviderError(True, "not settled")
+            if attempt < MAX_ATTEMPTS:
                 delay = exc.retry_after or min(self.sb.settings.outbound_retry_base_seconds * 2**attempt, 60)
                 log.warning(
                     "reply_delivery_retry",
@@ -115,10 +134,15 @@ class OutboundDispatcher:
                 )
                 await msg.nak(delay=delay)
                 return
-            await self._publish(delivery, None, failed=exc.detail)
+            reason = await asyncio.to_thread(self.ledger.give_up, key, delivery.channel, exc.detail)
+            await self._publish(delivery, None, failed=reason)
             await msg.ack()
             return
-        await self._publish(delivery, provider_id)
+        if result.status == "failed":
+            await self._publish(delivery, None, failed=result.reason or "failed")
+        else:
+            await self._publish(delivery, result.provider_message_id)
+            await asyncio.to_thread(self.ledger.forget_provider_id, key)
         await msg.ack()
 
     async def _publish(self, d: Delivery, provider_id: str | None, failed: str | None = None) -> None:
@@ -166,8 +190,19 @@ class OutboundDispatcher:
             names.event_subject("case", "ReplyRequested"),
             durable=DURABLE,
             stream=names.events,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0, max_deliver=MAX_ATTEMPTS + 2),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.sb.settings.outbound_ack_wait_seconds,
+                max_deliver=MAX_ATTEMPTS + 2,
+            ),
         )
+        await asyncio.to_thread(self.ledger.hold_owner_lock)
+        try:
+            await self._pull(sub)
+        finally:
+            await asyncio.to_thread(self.ledger.release_owner_lock)
+
+    async def _pull(self, sub) -> None:
         while not self.sb.stop_event.is_set():
             try:
                 msgs = await sub.fetch(20, timeout=1.0)

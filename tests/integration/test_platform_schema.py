@@ -46,6 +46,10 @@ PLATFORM_TABLES = {
     "sb_automation_caused",
     "sb_automation_replies",
     "sb_webhook_outbox",
+    # the outbound ledger (services.relay.ledger) and the campaigner's (services.campaigns.campaigner)
+    "sb_outbound_ledger",
+    "sb_campaign_runs",
+    "sb_campaign_recipients",
 }
 PLATFORM_INDEXES = {
     "sb_identities_customer_idx",

@@ -86,6 +86,11 @@ AGENT_API = {
     ("GET", "/api/v1/segments/{segment_id}"),
     ("GET", "/api/v1/segments/{segment_id}/members"),
     ("GET", "/api/v1/segments/{segment_id}/members.csv"),
+    ("POST", "/api/v1/campaigns"),
+    ("GET", "/api/v1/campaigns"),
+    ("GET", "/api/v1/campaigns/{campaign_id}"),
+    ("POST", "/api/v1/campaigns/{campaign_id}/start"),
+    ("POST", "/api/v1/campaigns/{campaign_id}/pause"),
 }
 SIGN_IN = {("POST", "/api/v1/auth/login")}  # the one agent API route without a token
 CONSOLE = {("GET", "/"), ("GET", "/console.js"), ("GET", "/console.css")}
@@ -163,6 +168,9 @@ WELL_FORMED = {
     "/api/v1/automations": {"json": {"name": "r", "on": "case.Classified", "then": [{"add_tags": ["a"]}]}},
     "/api/v1/automations/dead-letters/retry": {"json": {}},
     "/api/v1/segments": {"json": {"name": "vip", "filter": {"all": [{"field": "tags", "op": "eq", "value": "vip"}]}}},
+    "/api/v1/campaigns": {
+        "json": {"name": "sale", "segment_id": "00000000-0000-0000-0000-000000000004", "channel": "sms", "text": "hi"}
+    },
 }
 
 
@@ -178,6 +186,7 @@ def test_every_agent_api_route_refuses_a_request_without_a_token(method, path):
         .replace("{agent_id}", "00000000-0000-0000-0000-000000000003")
         .replace("{name}", "gold")
         .replace("{segment_id}", "00000000-0000-0000-0000-000000000004")
+        .replace("{campaign_id}", "00000000-0000-0000-0000-000000000005")
     )
     with TestClient(_app("api")) as client:
         response = client.request(method, concrete, **WELL_FORMED.get(path, {}))

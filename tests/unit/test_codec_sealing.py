@@ -30,6 +30,16 @@ from events.agent import (
 )
 from events.automation import AutomationConfigured, AutomationFired
 from events.base import DomainEvent
+from events.campaign import (
+    CampaignCompleted,
+    CampaignCreated,
+    CampaignMessageFailed,
+    CampaignMessageSent,
+    CampaignPaused,
+    CampaignRecipientSkipped,
+    CampaignStarted,
+    CampaignTargeted,
+)
 from events.case import (
     CaseAssigned,
     CaseAttributesSet,
@@ -258,6 +268,24 @@ def _samples() -> list[DomainEvent]:
             depth=0,
         ),
         record(SegmentDefined, 1, name="buyers", filter={"all": [{"field": "tags", "op": "contains", "value": "vip"}]}),
+        record(
+            CampaignCreated,
+            1,
+            name="spring sale",
+            segment_id=other,
+            channel="sms",
+            text="20% off this week",
+            send_at=AT,
+            quiet_hours={"start": "21:00", "end": "08:00"},
+            by="supervisor-1",
+        ),
+        record(CampaignStarted, 2, by="supervisor-1"),
+        record(CampaignPaused, 3, by="supervisor-1"),
+        record(CampaignTargeted, 4, count=3),
+        record(CampaignRecipientSkipped, 5, recipient_id=other, reason="no_consent"),
+        record(CampaignMessageSent, 6, recipient_id=other),
+        record(CampaignMessageFailed, 7, recipient_id=other, reason="twilio answered HTTP 400"),
+        record(CampaignCompleted, 8),
     ]
 
 

@@ -1,0 +1,1 @@
+"""Campaigns: the `campaigner` role (services.campaigns.campaigner) sends them."""
