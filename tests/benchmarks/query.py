@@ -1,0 +1,383 @@
+"""Agent API reads on a log of a million events: one client, then 16 at once.
+
+The log is the rebuild benchmark's (tests/benchmarks/_eventlog.py, kept between runs by
+`_eventlog.cached`): 20,000 customers, 5 of them with about 10,000 events each. The read models are
+built by `switchboard projections rebuild`; then `switchboard serve api` processes answer over HTTP
+with a token of the agent role, as in production (auth, the pool, JSON), on loopback, with this load
+generator on the same machine.
+
+Measured:
+- one client, one request at a time: p99 of a timeline page (a heavy customer's about one time in
+  five), the open-cases list (first pages and the ones after, by cursor), a profile, and customer
+  search (`/api/v1/customers?q=`, a part of a name or an address) and full-text search
+  (`/api/v1/search?q=`);
+- 16 clients, each a keep-alive connection sending the next request when the last one answered:
+  timeline pages and profiles (`reads_per_s`), then case lists and searches, against `API_PROCESSES`
+  API processes (SB_BENCH_API_PROCESSES, default 2), and, the baseline in the same run, against one.
+
+The last line is the summary: `query: events= timeline_p99_ms= cases_p99_ms= profile_p99_ms=
+search_p99_ms= reads_per_s= ...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from urllib.parse import quote
+
+import msgspec
+import psycopg
+
+from services.platform.settings import Settings
+from tests.benchmarks import _eventlog
+from tests.benchmarks._servers import servers
+
+EVENTS = int(os.environ.get("SB_BENCH_QUERY_EVENTS", os.environ.get("SB_BENCH_REBUILD_EVENTS", "1000000")))
+API_PROCESSES = int(os.environ.get("SB_BENCH_API_PROCESSES", "2"))
+CLIENTS = 16
+ONE_CLIENT_REQUESTS = int(os.environ.get("SB_BENCH_QUERY_REQUESTS", "400"))  # per kind of read
+LOAD_SECONDS = float(os.environ.get("SB_BENCH_QUERY_SECONDS", "15"))
+SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
+
+
+def log_params(events: int) -> dict:
+    """The log both the rebuild and the query benchmarks use (so `make bench` generates it once)."""
+    return {
+        "customers": max(200, events // 50),
+        "target": events,
+        "heavy": 5,
+        "heavy_events": max(100, events // 100),
+        "merge_rate": 0.01,
+    }
+
+
+def build_log(database_url: str, nats_url: str, data_dir: Path, events: int) -> tuple[str, int]:
+    """(master key, events written) of the benchmark's log in the empty database `database_url`."""
+    from services.bootstrap import Switchboard  # noqa: PLC0415
+
+    params = log_params(events)
+
+    def build(master_key: str) -> int:
+        sb = Switchboard(_settings(database_url, nats_url, data_dir, master_key))
+        sb.create_schema()
+        store = sb.open_store()
+        try:
+            return _eventlog.write(store, _eventlog.events(**params))
+        finally:
+            store.datastore.close()
+
+    return _eventlog.cached(database_url, params, build)
+
+
+def _settings(database_url: str, nats_url: str, data_dir: Path, master_key: str) -> Settings:
+    return Settings(data_dir=data_dir, nats_url=nats_url, database_url=database_url, master_key=master_key)
+
+
+def switchboard_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SWITCHBOARD_NATS_URL": settings.nats_url,
+        "SWITCHBOARD_DATABASE_URL": settings.database_url,
+        "SWITCHBOARD_MASTER_KEY": settings.master_key,
+        "SWITCHBOARD_DATA_DIR": str(settings.data_dir),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+    }
+
+
+# -- a small keep-alive HTTP/1.1 client: the load generator shares the machine, so it must be cheap --
+
+
+class Client:
+    def __init__(self, host: str, port: int, token: str):
+        self.host, self.port = host, port
+        self.head = f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> bytes:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        if not status_line.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"GET {path}: {status_line!r} {body[:300]!r}")
+        return body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+class Workload:
+    """The requests, drawn from what the read models hold (ids, names, addresses, case cursors)."""
+
+    def __init__(self, database_url: str, seed: int = 7):
+        self.rng = random.Random(seed)
+        with psycopg.connect(database_url) as conn:
+            live = "merged_into IS NULL AND NOT erased"
+            self.heavy = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM proj_customers WHERE {live} ORDER BY interaction_count DESC LIMIT 5"
+                )
+            ]
+            self.customers = [
+                r[0] for r in conn.execute(f"SELECT id FROM proj_customers WHERE {live} ORDER BY random() LIMIT 2000")
+            ]
+            self.merged = [
+                r[0] for r in conn.execute("SELECT id FROM proj_customers WHERE merged_into IS NOT NULL LIMIT 200")
+            ]
+            self.names = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT name FROM proj_customers WHERE {live} AND name IS NOT NULL ORDER BY random() LIMIT 500"
+                )
+            ]
+            self.emails = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT value FROM proj_identities WHERE kind = 'email' ORDER BY random() LIMIT 500"
+                )
+            ]
+
+    def customer(self):
+        roll = self.rng.random()
+        if roll < 0.2:
+            return self.rng.choice(self.heavy)
+        if roll < 0.25 and self.merged:
+            return self.rng.choice(self.merged)  # an absorbed id: the survivor's timeline
+        return self.rng.choice(self.customers)
+
+    def timeline(self) -> str:
+        return f"/api/v1/customers/{self.customer()}/timeline?limit=50"
+
+    def profile(self) -> str:
+        return f"/api/v1/customers/{self.customer()}"
+
+    def cases(self) -> str:
+        return self.rng.choice(
+            (
+                "/api/v1/cases?status=open&limit=50",
+                "/api/v1/cases?status=open,pending&limit=50",
+                "/api/v1/cases?status=open&assignee=none&limit=50",
+                "/api/v1/cases?limit=50",
+            )
+        )
+
+    def customer_search(self) -> str:
+        if self.rng.random() < 0.5:
+            q = self.rng.choice(self.names)  # "Customer 1234": every word must match
+        else:
+            q = self.rng.choice(self.emails).split("@")[0]  # a part of an address
+        return f"/api/v1/customers?q={quote(q)}&limit=20"
+
+    def fulltext(self) -> str:
+        roll = self.rng.random()
+        if roll < 0.4:
+            q = self.rng.choice(self.names)
+        elif roll < 0.8:
+            q = self.rng.choice(self.emails)
+        else:
+            q = " ".join(self.rng.sample(_eventlog.WORDS, 2))  # words of messages: thousands match
+        return f"/api/v1/search?q={quote(q)}&limit=20"
+
+
+async def one_client(ports: list[int], token: str, work: Workload) -> dict[str, float]:
+    client = Client("127.0.0.1", ports[0], token)
+    out = {}
+    try:
+        kinds = {
+            "timeline": work.timeline,
+            "cases": work.cases,
+            "profile": work.profile,
+            "search": work.customer_search,
+            "fulltext": work.fulltext,
+        }
+        for name, make in kinds.items():
+            for _ in range(20):  # warm: prepared statements, the pool, caches
+                await client.get(make())
+            samples = []
+            cursor = None
+            for i in range(ONE_CLIENT_REQUESTS):
+                path = make()
+                if name == "cases" and cursor and i % 2:  # every other list is the next page
+                    path = path + "&cursor=" + cursor
+                t0 = time.perf_counter()
+                body = await client.get(path)
+                samples.append(time.perf_counter() - t0)
+                if name == "cases":
+                    cursor = msgspec.json.decode(body).get("next_cursor")
+            out[name] = p99(samples)
+    finally:
+        await client.close()
+    return out
+
+
+async def many_clients(ports: list[int], token: str, work: Workload, makers, seconds: float) -> tuple[float, dict]:
+    """(requests per second, p99 ms per kind) of CLIENTS connections spread over the ports."""
+    samples: dict[str, list[float]] = {name: [] for name, _ in makers}
+    done = 0
+    stop_at = 0.0
+
+    async def run(i: int) -> None:
+        nonlocal done
+        client = Client("127.0.0.1", ports[i % len(ports)], token)
+        try:
+            for _name, make in makers:  # warm this connection's process
+                await client.get(make())
+            await barrier.wait()
+            k = i
+            while time.perf_counter() < stop_at:
+                name, make = makers[k % len(makers)]
+                k += 1
+                t0 = time.perf_counter()
+                await client.get(make())
+                samples[name].append(time.perf_counter() - t0)
+                done += 1
+        finally:
+            await client.close()
+
+    barrier = asyncio.Barrier(CLIENTS + 1)
+    tasks = [asyncio.create_task(run(i)) for i in range(CLIENTS)]
+    await barrier.wait()
+    t0 = time.perf_counter()
+    stop_at = t0 + seconds
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t0
+    return done / elapsed, {name: p99(s) for name, s in samples.items() if s}
+
+
+# -- the API processes ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_api(stack: ExitStack, settings: Settings, n: int) -> list[int]:
+    ports = [_free_port() for _ in range(n)]
+    env = switchboard_env(settings)
+    procs = []
+    for port in ports:
+        proc = subprocess.Popen(
+            [SWITCHBOARD, "serve", "api", "--http", f"127.0.0.1:{port}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        stack.callback(_stop, proc)
+    deadline = time.monotonic() + 120
+    for port, proc in zip(ports, procs, strict=True):
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve api exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("serve api did not listen within 120 s") from None
+                time.sleep(0.2)  # polling for the port with a deadline (no fixed wait)
+    return ports
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _rebuild(settings: Settings) -> float:
+    t0 = time.perf_counter()
+    result = subprocess.run(
+        [SWITCHBOARD, "projections", "rebuild"],
+        env=switchboard_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rebuild failed: {result.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def main() -> str:
+    from services.api.auth import create_token  # noqa: PLC0415
+    from services.bootstrap import Switchboard  # noqa: PLC0415
+
+    with servers() as (nats_url, database_url), TemporaryDirectory(prefix="sb-bench-query-") as tmp:
+        data_dir = Path(tmp)
+        master_key, written = build_log(database_url, nats_url, data_dir, EVENTS)
+        settings = _settings(database_url, nats_url, data_dir, master_key)
+        sb = Switchboard(settings)
+        sb.create_schema()
+        print(f"   read models built by projections rebuild in {_rebuild(settings):.1f}s", flush=True)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+            _, token = create_token(conn, "agent", "bench")
+        work = Workload(database_url)
+        reads = [("timeline", work.timeline), ("profile", work.profile)]
+        heavy = [("cases", work.cases), ("search", work.customer_search), ("fulltext", work.fulltext)]
+        with ExitStack() as stack:
+            ports = start_api(stack, settings, API_PROCESSES)
+            single = asyncio.run(one_client(ports, token, work))
+            rate, tails = asyncio.run(many_clients(ports, token, work, reads, LOAD_SECONDS))
+            heavy_rate, heavy_tails = asyncio.run(many_clients(ports, token, work, heavy, LOAD_SECONDS))
+        with ExitStack() as stack:
+            one = start_api(stack, settings, 1)
+            base_rate, base_tails = asyncio.run(many_clients(one, token, work, reads, LOAD_SECONDS))
+    load = os.getloadavg()[0]
+    print(
+        f"   one client, p99: timeline {single['timeline']:.1f} ms, open cases {single['cases']:.1f} ms, "
+        f"profile {single['profile']:.1f} ms, customer search {single['search']:.1f} ms, "
+        f"full-text search {single['fulltext']:.1f} ms"
+    )
+    print(
+        f"   {CLIENTS} clients, {API_PROCESSES} API processes: {rate:,.0f} timeline+profile reads/s "
+        f"(p99 timeline {tails['timeline']:.0f} ms, profile {tails['profile']:.0f} ms); "
+        f"{heavy_rate:,.0f} case lists+searches/s (p99 cases {heavy_tails['cases']:.0f} ms, "
+        f"customer search {heavy_tails['search']:.0f} ms, full-text {heavy_tails['fulltext']:.0f} ms)"
+    )
+    print(
+        f"   baseline, {CLIENTS} clients, 1 API process: {base_rate:,.0f} timeline+profile reads/s "
+        f"(p99 timeline {base_tails['timeline']:.0f} ms); load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
+    return (
+        f"query: events={written} timeline_p99_ms={single['timeline']:.1f} cases_p99_ms={single['cases']:.1f} "
+        f"profile_p99_ms={single['profile']:.1f} search_p99_ms={single['search']:.1f} "
+        f"fulltext_p99_ms={single['fulltext']:.1f} reads_per_s={rate:.0f} api_processes={API_PROCESSES} "
+        f"reads_per_s_one_process={base_rate:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    print(main())
