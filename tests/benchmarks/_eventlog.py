@@ -354,3 +354,36 @@ def cached(database_url: str, params: dict, build: Callable[[str], int], progres
     meta.write_text(json.dumps({"master_key": master_key, "events": written, "params": params}))
     meta.chmod(0o600)
     return master_key, written
+
+
+def bench_params(events: int) -> dict:
+    """The benchmarks' log (rebuild and query use the same one, so `make bench` generates it once):
+    20,000 customers at a million events, 5 of them with about 10,000 events each."""
+    return {
+        "customers": max(200, events // 50),
+        "target": events,
+        "heavy": 5,
+        "heavy_events": max(100, events // 100),
+        "merge_rate": 0.01,
+    }
+
+
+def bench_log(database_url: str, nats_url: str, data_dir: Path, events: int) -> tuple[str, int]:
+    """(master key, events written) of the benchmarks' log in the empty database `database_url`,
+    generated through the event store or restored from the kept copy (`cached`)."""
+    from services.bootstrap import Switchboard  # noqa: PLC0415
+    from services.platform.settings import Settings  # noqa: PLC0415
+
+    params = bench_params(events)
+
+    def build(master_key: str) -> int:
+        settings = Settings(data_dir=data_dir, nats_url=nats_url, database_url=database_url, master_key=master_key)
+        sb = Switchboard(settings)
+        sb.create_schema()
+        store = sb.open_store()
+        try:
+            return write(store, events(**params))
+        finally:
+            store.datastore.close()
+
+    return cached(database_url, params, build)

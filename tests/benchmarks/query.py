@@ -48,35 +48,6 @@ LOAD_SECONDS = float(os.environ.get("SB_BENCH_QUERY_SECONDS", "15"))
 SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 
 
-def log_params(events: int) -> dict:
-    """The log both the rebuild and the query benchmarks use (so `make bench` generates it once)."""
-    return {
-        "customers": max(200, events // 50),
-        "target": events,
-        "heavy": 5,
-        "heavy_events": max(100, events // 100),
-        "merge_rate": 0.01,
-    }
-
-
-def build_log(database_url: str, nats_url: str, data_dir: Path, events: int) -> tuple[str, int]:
-    """(master key, events written) of the benchmark's log in the empty database `database_url`."""
-    from services.bootstrap import Switchboard  # noqa: PLC0415
-
-    params = log_params(events)
-
-    def build(master_key: str) -> int:
-        sb = Switchboard(_settings(database_url, nats_url, data_dir, master_key))
-        sb.create_schema()
-        store = sb.open_store()
-        try:
-            return _eventlog.write(store, _eventlog.events(**params))
-        finally:
-            store.datastore.close()
-
-    return _eventlog.cached(database_url, params, build)
-
-
 def _settings(database_url: str, nats_url: str, data_dir: Path, master_key: str) -> Settings:
     return Settings(data_dir=data_dir, nats_url=nats_url, database_url=database_url, master_key=master_key)
 
@@ -336,7 +307,7 @@ def main() -> str:
 
     with servers() as (nats_url, database_url), TemporaryDirectory(prefix="sb-bench-query-") as tmp:
         data_dir = Path(tmp)
-        master_key, written = build_log(database_url, nats_url, data_dir, EVENTS)
+        master_key, written = _eventlog.bench_log(database_url, nats_url, data_dir, EVENTS)
         settings = _settings(database_url, nats_url, data_dir, master_key)
         sb = Switchboard(settings)
         sb.create_schema()

@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from projections.runner import ProjectionRunner
-from services.api import queries
+from services.api import queries, search
 from tests.benchmarks import _eventlog
 
 pytestmark = pytest.mark.integration
@@ -173,3 +173,35 @@ async def test_profile_and_timeline_of_a_customer_and_of_an_absorbed_id(projecte
         )
         assert await queries.timeline_of(conn, uuid.uuid4(), 20, None, None) is None
         assert await queries.customer_profile(conn, uuid.uuid4()) is None
+
+
+async def test_full_text_search_finds_customers_by_words_of_name_and_addresses_together(projected):
+    """The candidates come per word (name or an identity), intersected: the customers found are
+    exactly those whose name and identities together hold every word."""
+    async with await psycopg.AsyncConnection.connect(projected, autocommit=True) as conn:
+        with psycopg.connect(projected) as sync:
+            name, email = sync.execute(
+                "SELECT c.name, i.value FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
+                "WHERE c.merged_into IS NULL AND NOT c.erased AND i.kind = 'email' AND c.name ~ ' [0-9]+$' "
+                "ORDER BY c.id LIMIT 1"
+            ).fetchone()
+            number, local = name.split()[-1], email.split("@")[0]
+            for q in (f"{number} {local}", f"customer {number}", f"{local} example", "customer", "nobody-here"):
+                words = await search.query_words(conn, q)
+                expected = {
+                    str(r[0])
+                    for r in sync.execute(
+                        "SELECT c.id FROM proj_customers c WHERE c.merged_into IS NULL AND NOT c.erased AND "
+                        "(coalesce(sb_search_vector(c.name), '') || coalesce(sb_search_vector((SELECT string_agg("
+                        "i.value, ' ') FROM proj_identities i WHERE i.customer_id = c.id)), '')) @@ %s::tsquery",
+                        (search.tsquery(words),),
+                    )
+                }
+                hits = await search.search(conn, q, search.MAX_LIMIT)
+                found = {h.customer_id for h in hits if h.kind == "customer"}
+                if len(expected) < search.MAX_LIMIT:
+                    assert found == expected, q
+                else:
+                    assert found <= expected and len(found) == search.MAX_LIMIT, q
+                if q != "nobody-here":
+                    assert found, q
