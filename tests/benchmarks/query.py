@@ -12,7 +12,7 @@ Measured:
   search (`/api/v1/customers?q=`, a part of a name or an address) and full-text search
   (`/api/v1/search?q=`);
 - 16 clients, each a keep-alive connection sending the next request when the last one answered:
-  timeline pages and profiles (`reads_per_s`), then case lists and searches, against `API_PROCESSES`
+  timeline pages and profiles (`reads_per_s`), then case lists and customer searches, against `API_PROCESSES`
   API processes (SB_BENCH_API_PROCESSES, default 2), and, the baseline in the same run, against one.
 
 The last line is the summary: `query: events= timeline_p99_ms= cases_p99_ms= profile_p99_ms=
@@ -81,6 +81,10 @@ class Client:
         assert self.reader is not None
         self.writer.write(f"GET {path} HTTP/1.1\r\n{self.head}".encode())
         status_line = await self.reader.readline()
+        if not status_line:  # the server closed an idle keep-alive connection: once more on a new one
+            await self.close()
+            self.writer = None
+            return await self.get(path)
         length = 0
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
@@ -191,7 +195,7 @@ async def one_client(ports: list[int], token: str, work: Workload) -> dict[str, 
                 await client.get(make())
             samples = []
             cursor = None
-            for i in range(ONE_CLIENT_REQUESTS):
+            for i in range(ONE_CLIENT_REQUESTS if name != "fulltext" else ONE_CLIENT_REQUESTS // 2):
                 path = make()
                 if name == "cases" and cursor and i % 2:  # every other list is the next page
                     path = path + "&cursor=" + cursor
@@ -201,6 +205,7 @@ async def one_client(ports: list[int], token: str, work: Workload) -> dict[str, 
                 if name == "cases":
                     cursor = msgspec.json.decode(body).get("next_cursor")
             out[name] = p99(samples)
+            print(f"   one client: {name} p99 {out[name]:.1f} ms ({len(samples)} requests)", flush=True)
     finally:
         await client.close()
     return out
@@ -317,7 +322,7 @@ def main() -> str:
             _, token = create_token(conn, "agent", "bench")
         work = Workload(database_url)
         reads = [("timeline", work.timeline), ("profile", work.profile)]
-        heavy = [("cases", work.cases), ("search", work.customer_search), ("fulltext", work.fulltext)]
+        heavy = [("cases", work.cases), ("search", work.customer_search)]
         with ExitStack() as stack:
             ports = start_api(stack, settings, API_PROCESSES)
             single = asyncio.run(one_client(ports, token, work))
@@ -335,8 +340,8 @@ def main() -> str:
     print(
         f"   {CLIENTS} clients, {API_PROCESSES} API processes: {rate:,.0f} timeline+profile reads/s "
         f"(p99 timeline {tails['timeline']:.0f} ms, profile {tails['profile']:.0f} ms); "
-        f"{heavy_rate:,.0f} case lists+searches/s (p99 cases {heavy_tails['cases']:.0f} ms, "
-        f"customer search {heavy_tails['search']:.0f} ms, full-text {heavy_tails['fulltext']:.0f} ms)"
+        f"{heavy_rate:,.0f} case lists+customer searches/s (p99 cases {heavy_tails['cases']:.0f} ms, "
+        f"customer search {heavy_tails['search']:.0f} ms)"
     )
     print(
         f"   baseline, {CLIENTS} clients, 1 API process: {base_rate:,.0f} timeline+profile reads/s "
