@@ -22,6 +22,7 @@ search_p99_ms= reads_per_s= ...`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -34,6 +35,7 @@ from tempfile import TemporaryDirectory
 from urllib.parse import quote
 
 import msgspec
+import psutil
 import psycopg
 
 from services.platform.settings import Settings
@@ -205,14 +207,22 @@ async def one_client(ports: list[int], token: str, work: Workload) -> dict[str, 
                 if name == "cases":
                     cursor = msgspec.json.decode(body).get("next_cursor")
             out[name] = p99(samples)
-            print(f"   one client: {name} p99 {out[name]:.1f} ms ({len(samples)} requests)", flush=True)
+            median = sorted(samples)[len(samples) // 2] * 1000
+            print(
+                f"   one client: {name} p99 {out[name]:.1f} ms, p50 {median:.1f} ms ({len(samples)} requests; "
+                f"load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     finally:
         await client.close()
     return out
 
 
-async def many_clients(ports: list[int], token: str, work: Workload, makers, seconds: float) -> tuple[float, dict]:
-    """(requests per second, p99 ms per kind) of CLIENTS connections spread over the ports."""
+async def many_clients(
+    ports: list[int], token: str, work: Workload, makers, seconds: float, meter: CpuMeter
+) -> tuple[float, dict, float]:
+    """(requests per second, p99 ms per kind, CPU ms per request) of CLIENTS connections spread over
+    the ports."""
     samples: dict[str, list[float]] = {name: [] for name, _ in makers}
     done = 0
     stop_at = 0.0
@@ -238,11 +248,42 @@ async def many_clients(ports: list[int], token: str, work: Workload, makers, sec
     barrier = asyncio.Barrier(CLIENTS + 1)
     tasks = [asyncio.create_task(run(i)) for i in range(CLIENTS)]
     await barrier.wait()
+    cpu0 = meter.read()
     t0 = time.perf_counter()
     stop_at = t0 + seconds
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - t0
-    return done / elapsed, {name: p99(s) for name, s in samples.items() if s}
+    cpu = CpuMeter.spent(cpu0, meter.read())
+    return done / elapsed, {name: p99(s) for name, s in samples.items() if s}, cpu / max(done, 1) * 1000
+
+
+class CpuMeter:
+    """CPU seconds (user + system) spent by the API processes, the database's backends of this
+    benchmark's database, and this load generator. On a machine shared with other work the wall
+    clock says how busy the machine was; the CPU per read says what a read costs, and so how many
+    reads per second the machine's own CPUs would serve (`capacity`)."""
+
+    def __init__(self, api_pids: list[int], database: str):
+        self.api_pids, self.database = api_pids, database
+
+    def _backends(self) -> list[psutil.Process]:
+        out = []
+        for proc in psutil.process_iter(["cmdline"]):
+            if " ".join(proc.info["cmdline"] or ()).startswith(f"postgres: postgres {self.database} "):
+                out.append(proc)
+        return out
+
+    def read(self) -> dict[int, float]:
+        seen = {}
+        for proc in [*(psutil.Process(p) for p in self.api_pids), psutil.Process(), *self._backends()]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                seen[proc.pid] = t.user + t.system
+        return seen
+
+    @staticmethod
+    def spent(before: dict[int, float], after: dict[int, float]) -> float:
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 # -- the API processes ------------------------------------------------------------------------------
@@ -254,7 +295,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_api(stack: ExitStack, settings: Settings, n: int) -> list[int]:
+def start_api(stack: ExitStack, settings: Settings, n: int) -> tuple[list[int], list[int]]:
+    """(ports, process ids) of `n` fresh `switchboard serve api` processes, listening."""
     ports = [_free_port() for _ in range(n)]
     env = switchboard_env(settings)
     procs = []
@@ -279,7 +321,7 @@ def start_api(stack: ExitStack, settings: Settings, n: int) -> list[int]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("serve api did not listen within 120 s") from None
                 time.sleep(0.2)  # polling for the port with a deadline (no fixed wait)
-    return ports
+    return ports, [p.pid for p in procs]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -323,15 +365,23 @@ def main() -> str:
         work = Workload(database_url)
         reads = [("timeline", work.timeline), ("profile", work.profile)]
         heavy = [("cases", work.cases), ("search", work.customer_search)]
+        database = database_url.rsplit("/", 1)[-1].split("?")[0]
         with ExitStack() as stack:
-            ports = start_api(stack, settings, API_PROCESSES)
+            ports, pids = start_api(stack, settings, API_PROCESSES)
+            meter = CpuMeter(pids, database)
             single = asyncio.run(one_client(ports, token, work))
-            rate, tails = asyncio.run(many_clients(ports, token, work, reads, LOAD_SECONDS))
-            heavy_rate, heavy_tails = asyncio.run(many_clients(ports, token, work, heavy, LOAD_SECONDS))
+            rate, tails, cpu_ms = asyncio.run(many_clients(ports, token, work, reads, LOAD_SECONDS, meter))
+            heavy_rate, heavy_tails, heavy_cpu_ms = asyncio.run(
+                many_clients(ports, token, work, heavy, LOAD_SECONDS, meter)
+            )
         with ExitStack() as stack:
-            one = start_api(stack, settings, 1)
-            base_rate, base_tails = asyncio.run(many_clients(one, token, work, reads, LOAD_SECONDS))
+            one, one_pids = start_api(stack, settings, 1)
+            base_rate, base_tails, base_cpu_ms = asyncio.run(
+                many_clients(one, token, work, reads, LOAD_SECONDS, CpuMeter(one_pids, database))
+            )
     load = os.getloadavg()[0]
+    cpus = os.cpu_count() or 1
+    capacity = cpus / cpu_ms * 1000  # reads/s if this machine's CPUs did nothing else
     print(
         f"   one client, p99: timeline {single['timeline']:.1f} ms, open cases {single['cases']:.1f} ms, "
         f"profile {single['profile']:.1f} ms, customer search {single['search']:.1f} ms, "
@@ -339,19 +389,22 @@ def main() -> str:
     )
     print(
         f"   {CLIENTS} clients, {API_PROCESSES} API processes: {rate:,.0f} timeline+profile reads/s "
-        f"(p99 timeline {tails['timeline']:.0f} ms, profile {tails['profile']:.0f} ms); "
+        f"(p99 timeline {tails['timeline']:.0f} ms, profile {tails['profile']:.0f} ms; {cpu_ms:.2f} ms of CPU per "
+        f"read, API + PostgreSQL + load generator: {capacity:,.0f} reads/s on {cpus} CPUs of our own); "
         f"{heavy_rate:,.0f} case lists+customer searches/s (p99 cases {heavy_tails['cases']:.0f} ms, "
-        f"customer search {heavy_tails['search']:.0f} ms)"
+        f"customer search {heavy_tails['search']:.0f} ms; {heavy_cpu_ms:.2f} ms of CPU each)"
     )
     print(
         f"   baseline, {CLIENTS} clients, 1 API process: {base_rate:,.0f} timeline+profile reads/s "
-        f"(p99 timeline {base_tails['timeline']:.0f} ms); load average {load:.1f} on {os.cpu_count()} CPUs"
+        f"(p99 timeline {base_tails['timeline']:.0f} ms; {base_cpu_ms:.2f} ms of CPU per read); "
+        f"load average {load:.1f} on {cpus} CPUs"
     )
     return (
         f"query: events={written} timeline_p99_ms={single['timeline']:.1f} cases_p99_ms={single['cases']:.1f} "
         f"profile_p99_ms={single['profile']:.1f} search_p99_ms={single['search']:.1f} "
         f"fulltext_p99_ms={single['fulltext']:.1f} reads_per_s={rate:.0f} api_processes={API_PROCESSES} "
-        f"reads_per_s_one_process={base_rate:.0f}"
+        f"reads_per_s_one_process={base_rate:.0f} cpu_ms_per_read={cpu_ms:.2f} reads_per_s_own_cpus={capacity:.0f} "
+        f"load={load:.1f}"
     )
 
 
