@@ -89,7 +89,7 @@ def _rebuild(settings: Settings) -> tuple[int, float, float]:
     print(f"   (the rebuild process's peak memory: {after.ru_maxrss / 1024:,.0f} MB)", flush=True)
     if result.returncode != 0:
         raise RuntimeError(f"rebuild failed: {result.stderr[-2000:]}")
-    found = re.search(r"rebuilt [a-z, ]+: (\d+) events in ([0-9.]+)s", result.stdout)
+    found = re.search(r"rebuilt [a-z_, ]+: (\d+) events in ([0-9.]+)s", result.stdout)
     assert found, result.stdout
     return int(found.group(1)), float(found.group(2)), cpu
 
