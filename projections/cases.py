@@ -85,6 +85,8 @@ class CasesProjection:
     END $$;
     CREATE INDEX IF NOT EXISTS proj_cases_queue_idx ON proj_cases (queue, status, updated_at DESC);
     CREATE INDEX IF NOT EXISTS proj_cases_customer_idx ON proj_cases (customer_id);
+    CREATE INDEX IF NOT EXISTS proj_cases_updated_idx ON proj_cases (updated_at DESC, id DESC);
+    CREATE INDEX IF NOT EXISTS proj_cases_status_idx ON proj_cases (status, updated_at DESC, id DESC);
     CREATE TABLE IF NOT EXISTS proj_case_notes (
         note_id uuid PRIMARY KEY,
         case_id uuid NOT NULL,

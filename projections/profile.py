@@ -71,6 +71,10 @@ class ProfileProjection:
     -- Full-text search (services/api/search.py; sb_search_vector: services/platform/schema.py).
     CREATE INDEX IF NOT EXISTS proj_customers_search_idx ON proj_customers USING gin (sb_search_vector(name));
     CREATE INDEX IF NOT EXISTS proj_identities_search_idx ON proj_identities USING gin (sb_search_vector(value));
+    -- A part of a name or an address (services/api/queries.py search_customers): trigrams (pg_trgm).
+    CREATE INDEX IF NOT EXISTS proj_customers_fold_idx ON proj_customers USING gin (sb_search_fold(name) gin_trgm_ops);
+    CREATE INDEX IF NOT EXISTS proj_identities_fold_idx ON proj_identities
+        USING gin (sb_search_fold(value) gin_trgm_ops);
     """
         + CUSTOM_ATTRIBUTES_COLUMN
     )

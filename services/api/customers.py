@@ -72,10 +72,10 @@ async def get_timeline(
     if channel is not None and channel not in CHANNELS:
         raise HTTPException(status_code=400, detail=f"channel must be one of {', '.join(CHANNELS)}")
     async with svc(request).pool.connection() as conn:
-        survivor = await queries.survivor_of(conn, customer_id)
-        if survivor is None:
-            raise NotFound(f"customer {customer_id} not found")
-        return as_view(await queries.timeline(conn, survivor, page_limit(limit), cursor, channel), Timeline)
+        page = await queries.timeline_of(conn, customer_id, page_limit(limit), cursor, channel)
+    if page is None:
+        raise NotFound(f"customer {customer_id} not found")
+    return as_view(page, Timeline)
 
 
 @get(

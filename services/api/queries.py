@@ -50,64 +50,63 @@ async def survivor_of(conn, customer_id: UUID) -> UUID | None:
     return await survivor_of_async(customer_id, merged_into)
 
 
+# A profile in one round trip: the customer's row with its identities, open cases, consent and activities. `merged_into`
+# comes along, so that an absorbed customer's id costs a walk to its survivor (services/domain/merges)
+# and the survivor's profile, and every other id one indexed statement.
+_PROFILE = (
+    "SELECT c.id, c.merged_into, c.name, c.first_seen, c.last_seen, c.interaction_count, c.channels, c.erased, "
+    "c.custom_attributes, "
+    "(SELECT json_agg(json_build_array(i.kind, i.value, i.verified) ORDER BY i.kind, i.value) "
+    " FROM proj_identities i WHERE i.customer_id = c.id) AS identities, "
+    "(SELECT count(*) FROM proj_cases k WHERE k.customer_id = c.id AND k.status <> 'resolved') AS open_cases, "
+    "(SELECT json_agg(json_build_array(purpose, channel, granted)) FROM proj_consent "
+    " WHERE customer_id = c.id) AS consent, "
+    "(SELECT json_agg(json_build_array(type, count, amount_sum::text, last_at) ORDER BY type) "
+    " FROM proj_activity_totals WHERE customer_id = c.id) AS totals, "
+    "(SELECT json_agg(json_build_array(currency, amount_sum::text) ORDER BY currency) "
+    " FROM proj_activity_currency WHERE customer_id = c.id) AS amounts "
+    "FROM proj_customers c WHERE c.id = %s"
+)
+
+
 async def customer_profile(conn, customer_id: UUID) -> dict | None:
-    survivor = await survivor_of(conn, customer_id)
-    if survivor is None:
-        return None
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        "SELECT id, name, first_seen, last_seen, interaction_count, channels, erased, attributes, custom_attributes "
-        "FROM proj_customers "
-        "WHERE id = %s",
-        (survivor,),
-    )
+    await cur.execute(_PROFILE, (customer_id,))
     row = await cur.fetchone()
+    if row is not None and row["merged_into"] is not None:
+        survivor = await survivor_of(conn, customer_id)
+        await cur.execute(_PROFILE, (survivor,))
+        row = await cur.fetchone()
     if row is None:
         return None
-    await cur.execute(
-        "SELECT kind, value, verified FROM proj_identities WHERE customer_id = %s ORDER BY kind, value", (survivor,)
-    )
-    identities = await cur.fetchall()
-    await cur.execute(
-        "SELECT count(*) AS n FROM proj_cases WHERE customer_id = %s AND status <> 'resolved'", (survivor,)
-    )
-    open_cases = (await cur.fetchone())["n"]
+    identities = row["identities"] or []
     return {
         "id": str(row["id"]),
         "name": row["name"],
-        "identities": [{"kind": i["kind"], "value": i["value"]} for i in identities if i["verified"]],
-        "claims": [{"kind": i["kind"], "value": i["value"]} for i in identities if not i["verified"]],
+        "identities": [{"kind": kind, "value": value} for kind, value, verified in identities if verified],
+        "claims": [{"kind": kind, "value": value} for kind, value, verified in identities if not verified],
         "channels": list(row["channels"]),
         "first_seen": row["first_seen"],
         "last_seen": row["last_seen"],
-        "open_cases": open_cases,
+        "open_cases": row["open_cases"],
         "interaction_count": row["interaction_count"],
         "erased": row["erased"],
         "merged_ids": [],
         "attributes": row["custom_attributes"],
-        **await customer_data(cur, survivor),
+        **customer_data(row),
     }
 
 
-async def customer_data(cur, customer_id: UUID) -> dict:
+def customer_data(row: dict) -> dict:
     """The profile's consent ({purpose: {channel: given}}) and business activities."""
-    await cur.execute("SELECT purpose, channel, granted FROM proj_consent WHERE customer_id = %s", (customer_id,))
     consent: dict[str, dict[str, bool]] = {}
-    for r in await cur.fetchall():
-        consent.setdefault(r["purpose"], {})[r["channel"]] = r["granted"]
-    await cur.execute(
-        "SELECT type, count, amount_sum, last_at FROM proj_activity_totals WHERE customer_id = %s ORDER BY type",
-        (customer_id,),
-    )
+    for purpose, channel, granted in row["consent"] or []:
+        consent.setdefault(purpose, {})[channel] = granted
     by_type = {
-        r["type"]: {"count": r["count"], "amount": str(r["amount_sum"]), "last_at": r["last_at"]}
-        for r in await cur.fetchall()
+        kind: {"count": count, "amount": amount, "last_at": datetime.fromisoformat(last_at) if last_at else None}
+        for kind, count, amount, last_at in row["totals"] or []
     }
-    await cur.execute(
-        "SELECT currency, amount_sum FROM proj_activity_currency WHERE customer_id = %s ORDER BY currency",
-        (customer_id,),
-    )
-    amounts = {r["currency"]: str(r["amount_sum"]) for r in await cur.fetchall()}
+    amounts = {currency: amount for currency, amount in row["amounts"] or []}
     orders = by_type.get("order.placed")
     return {
         "consent": consent,
@@ -120,26 +119,62 @@ async def customer_data(cur, customer_id: UUID) -> dict:
     }
 
 
-async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, channel: str | None) -> dict:
-    clauses = ["t.customer_id = %s"]
-    params: list = [customer_id]
+# A timeline page: the items with what the classifier said of each (language, sentiment, intent).
+_TIMELINE_PAGE = (
+    "SELECT t.interaction_id, t.occurred_at, t.channel, t.direction, t.kind, t.text, t.case_id, t.attachments, "
+    "k.language, k.sentiment, k.intent FROM proj_timeline t "
+    "LEFT JOIN proj_timeline_classes k ON k.interaction_id = t.interaction_id "
+    "WHERE t.customer_id = {customer}{clauses} ORDER BY t.occurred_at DESC, t.interaction_id DESC LIMIT %s"
+)
+
+
+async def timeline_of(conn, customer_id: UUID, limit: int, cursor: str | None, channel: str | None) -> dict | None:
+    """A page of the timeline of whoever holds `customer_id`'s history now; None: no such customer.
+
+    One round trip for a customer never absorbed: the customer's row (is it there, was it merged?)
+    with the page beside it. An absorbed id costs the walk to its survivor and the survivor's page.
+    """
+    clauses, params = _timeline_filter(cursor, channel)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"SELECT c.merged_into, p.* FROM proj_customers c LEFT JOIN LATERAL "
+        f"({_TIMELINE_PAGE.format(customer='c.id', clauses=clauses)}) p ON true WHERE c.id = %s",
+        [*params, limit + 1, customer_id],
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    if rows[0]["merged_into"] is not None:
+        survivor = await survivor_of(conn, customer_id)
+        if survivor is None:
+            return None
+        return await timeline(conn, survivor, limit, cursor, channel)
+    return _timeline_page([r for r in rows if r["interaction_id"] is not None], limit)
+
+
+def _timeline_filter(cursor: str | None, channel: str | None) -> tuple[str, list]:
+    clauses, params = "", []
     if channel:
-        clauses.append("t.channel = %s")
+        clauses += " AND t.channel = %s"
         params.append(channel)
     if cursor:
         c = decode_cursor(cursor)
-        clauses.append("(t.occurred_at, t.interaction_id) < (%s, %s)")
+        clauses += " AND (t.occurred_at, t.interaction_id) < (%s, %s)"
         params += [c.at, c.id]
-    params.append(limit + 1)
+    return clauses, params
+
+
+async def timeline(conn, customer_id: UUID, limit: int, cursor: str | None, channel: str | None) -> dict:
+    clauses, params = _timeline_filter(cursor, channel)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT t.interaction_id, t.occurred_at, t.channel, t.direction, t.kind, t.text, t.case_id, t.attachments, "
-        "c.language, c.sentiment, c.intent FROM proj_timeline t "
-        "LEFT JOIN proj_timeline_classes c ON c.interaction_id = t.interaction_id "
-        f"WHERE {' AND '.join(clauses)} ORDER BY t.occurred_at DESC, t.interaction_id DESC LIMIT %s",
-        params,
+        _TIMELINE_PAGE.format(customer="%s", clauses=clauses),
+        [customer_id, *params, limit + 1],
     )
-    rows = await cur.fetchall()
+    return _timeline_page(await cur.fetchall(), limit)
+
+
+def _timeline_page(rows: list[dict], limit: int) -> dict:
     more = len(rows) > limit
     rows = rows[:limit]
     items = [
@@ -176,9 +211,11 @@ async def search_customers(conn, q: str, limit: int, cursor: str | None) -> dict
     params.append(limit + 1)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT c.id, c.name, c.last_seen FROM proj_customers c WHERE c.merged_into IS NULL AND NOT c.erased AND "
-        "(sb_search_fold(c.name) LIKE %s OR EXISTS (SELECT 1 FROM proj_identities i WHERE i.customer_id = c.id "
-        f"AND sb_search_fold(i.value) LIKE %s)) {extra} ORDER BY c.last_seen DESC, c.id DESC LIMIT %s",
+        # Candidates through the trigram indexes of either table (projections/profile.py), then the page.
+        "SELECT c.id, c.name, c.last_seen FROM proj_customers c WHERE c.id IN ("
+        "SELECT n.id FROM proj_customers n WHERE sb_search_fold(n.name) LIKE %s "
+        "UNION SELECT i.customer_id FROM proj_identities i WHERE sb_search_fold(i.value) LIKE %s) "
+        f"AND c.merged_into IS NULL AND NOT c.erased {extra} ORDER BY c.last_seen DESC, c.id DESC LIMIT %s",
         params,
     )
     rows = await cur.fetchall()
@@ -260,9 +297,6 @@ async def list_cases(
     if queue:
         clauses.append("c.queue = %s")
         params.append(queue)
-    if statuses:
-        clauses.append("c.status = ANY(%s)")
-        params.append(statuses)
     if assignee == "none":
         clauses.append("c.assignee IS NULL")
     elif assignee:
@@ -272,8 +306,22 @@ async def list_cases(
         c = decode_cursor(cursor)
         clauses.append("(c.updated_at, c.id) < (%s, %s)")
         params += [c.at, c.id]
-    params.append(limit + 1)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    # The page's cases first, newest change first, through an index (proj_cases_updated_idx, or per
+    # status proj_cases_status_idx, merged: one ordered index scan per status asked for), and only
+    # then, for those few rows, the customer's name, the last message and the waiting time.
+    order = "ORDER BY c.updated_at DESC, c.id DESC LIMIT %s"
+    if statuses:
+        parts, page_params = [], []
+        for status in dict.fromkeys(statuses):
+            where = " AND ".join(["c.status = %s", *clauses])
+            parts.append(f"(SELECT * FROM proj_cases c WHERE {where} {order})")
+            page_params += [status, *params, limit + 1]
+        page = f"SELECT * FROM ({' UNION ALL '.join(parts)}) c {order}"
+        page_params.append(limit + 1)
+    else:
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        page = f"SELECT * FROM proj_cases c {where} {order}"
+        page_params = [*params, limit + 1]
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT c.*, p.name AS customer_name, m.text AS last_text, m.direction AS last_direction, "
@@ -281,11 +329,11 @@ async def list_cases(
         "(SELECT min(t.occurred_at) FROM proj_timeline t WHERE t.case_id = c.id AND t.direction = 'inbound' "
         " AND t.occurred_at > COALESCE((SELECT max(o.occurred_at) FROM proj_timeline o WHERE o.case_id = c.id "
         " AND o.direction = 'outbound'), '-infinity')) AS waiting_since "
-        f"FROM proj_cases c LEFT JOIN proj_customers p ON p.id = c.customer_id "
+        f"FROM ({page}) c LEFT JOIN proj_customers p ON p.id = c.customer_id "
         "LEFT JOIN LATERAL (SELECT text, direction, occurred_at FROM proj_timeline t WHERE t.case_id = c.id "
         "ORDER BY t.occurred_at DESC LIMIT 1) m ON true "
-        f"{where} ORDER BY c.updated_at DESC, c.id DESC LIMIT %s",
-        params,
+        "ORDER BY c.updated_at DESC, c.id DESC",
+        page_params,
     )
     rows = await cur.fetchall()
     more = len(rows) > limit

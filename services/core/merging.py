@@ -90,8 +90,13 @@ def _absorb(loaded: _Loaded, pick, one: UUID, other: UUID, by: str, at: datetime
     return absorbed.id, survivor.id
 
 
-def _run(store: EventStore, decide, attempts: int = 8) -> MergeDone:
-    for attempt in range(attempts):
+def _run(store: EventStore, decide, patience: float = 30.0) -> MergeDone:
+    """Optimistic: load, decide, write; on a lost race load again. The core may write to a busy
+    customer many times a second, so retries go on for `patience` seconds (with jittered, capped
+    backoff), not for a fixed number of attempts that a busy customer can outrun."""
+    deadline = time.monotonic() + patience
+    attempt = 0
+    while True:
         loaded = _Loaded(store)
         absorbed, survivor = decide(loaded) or (None, None)
         events = loaded.events()
@@ -104,8 +109,8 @@ def _run(store: EventStore, decide, attempts: int = 8) -> MergeDone:
                 tx.append(events)
             return MergeDone(tx.positions[-1], survivor, absorbed)
         except ConcurrencyError:
-            if attempt == attempts - 1:
+            if time.monotonic() >= deadline:
                 raise
             # The core (or another supervisor) wrote to one of these customers first: load again.
-            time.sleep(random.uniform(0, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
+            attempt += 1
+            time.sleep(random.uniform(0, min(0.25, 0.01 * 2 ** min(attempt, 5))))

@@ -502,7 +502,24 @@ def search_functions(curs: Any, master: MasterKey) -> None:
 # Collations whose lower() follows Unicode, best first: PostgreSQL 17's builtin one, ICU's, glibc's.
 _UNICODE_COLLATIONS = ("pg_c_utf8", "und-x-icu", "C.utf8", "C.UTF-8")
 
-UPGRADES: tuple[Upgrade, ...] = (processed_case_id, outbound_ids_hashed, search_functions)
+
+def trigram_search(curs: Any, master: MasterKey) -> None:
+    """The `pg_trgm` extension (contrib, trusted like `unaccent`): its GIN operator class lets
+    `/api/v1/customers?q=` find a part of a name or an address (`LIKE '%...%'` on sb_search_fold)
+    through an index (projections/profile.py) instead of reading every customer. Looked for first."""
+    curs.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")
+    if curs.fetchone() is not None:
+        return
+    try:
+        curs.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except (pg_errors.InsufficientPrivilege, pg_errors.UndefinedFile) as exc:
+        raise RuntimeError(
+            "customer search needs PostgreSQL's pg_trgm extension (contrib): have the database's owner or a "
+            "superuser run CREATE EXTENSION pg_trgm in this database, then start again"
+        ) from exc
+
+
+UPGRADES: tuple[Upgrade, ...] = (processed_case_id, outbound_ids_hashed, search_functions, trigram_search)
 
 
 # -- the one function --------------------------------------------------------------------------------

@@ -14,12 +14,20 @@ of millions of events costs no more memory than one of thousands.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
 import random
 import secrets
+import subprocess
+import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from events.base import DomainEvent
 from events.interactions import CHANNELS, Attachment, Interaction
@@ -291,3 +299,91 @@ def write(
             tx.append(pending)
         written += len(pending)
     return written
+
+
+# -- a generated log kept between benchmark runs ------------------------------------------------------
+
+CACHE_DIR = Path(os.environ.get("SB_BENCH_CACHE") or Path(tempfile.gettempdir()) / "sb-bench-cache")
+
+
+# Bump when what `events()` generates or how the store seals it changes: the key of the kept logs.
+GENERATOR_VERSION = 1
+
+
+def _cache_key(params: dict) -> str:
+    return hashlib.sha256(json.dumps({**params, "version": GENERATOR_VERSION}, sort_keys=True).encode()).hexdigest()[
+        :16
+    ]
+
+
+def cached(database_url: str, params: dict, build: Callable[[str], int], progress: Callable[[str], None] = print):
+    """(master key, events) of the log `params` describes, in the empty database `database_url`.
+
+    The first time, `build(master_key)` writes it (schema and events) and the database is kept with
+    pg_dump in CACHE_DIR (SB_BENCH_CACHE), keyed by the parameters and GENERATOR_VERSION; later runs
+    restore that dump (minutes of generating become seconds of COPY). The master key is kept beside it:
+    the events are sealed with keys that only it opens.
+    """
+    from services.platform.embedded import EmbeddedPostgres  # noqa: PLC0415
+
+    bins = EmbeddedPostgres.bin_dir()
+    key = _cache_key(params)
+    dump, meta = CACHE_DIR / f"log-{key}.dump", CACHE_DIR / f"log-{key}.json"
+    if dump.exists() and meta.exists():
+        t0 = time.perf_counter()
+        info = json.loads(meta.read_text())
+        subprocess.run(
+            [str(bins / "pg_restore"), "--no-owner", "--jobs=2", "--dbname", database_url, str(dump)],
+            check=True,
+            capture_output=True,
+        )
+        progress(f"   restored the cached log {dump} ({info['events']:,} events) in {time.perf_counter() - t0:.1f}s")
+        return info["master_key"], info["events"]
+    master_key = base64.b64encode(secrets.token_bytes(32)).decode()
+    t0 = time.perf_counter()
+    written = build(master_key)
+    progress(f"   generated {written:,} events in {time.perf_counter() - t0:.1f}s")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    partial = dump.with_suffix(".partial")
+    subprocess.run(
+        [str(bins / "pg_dump"), "--format=custom", "--compress=0", "--file", str(partial), database_url],
+        check=True,
+        capture_output=True,
+    )
+    partial.rename(dump)
+    meta.write_text(json.dumps({"master_key": master_key, "events": written, "params": params}))
+    meta.chmod(0o600)
+    return master_key, written
+
+
+def bench_params(events: int) -> dict:
+    """The benchmarks' log (rebuild and query use the same one, so `make bench` generates it once):
+    20,000 customers at a million events, 5 of them with about 10,000 events each."""
+    return {
+        "customers": max(200, events // 50),
+        "target": events,
+        "heavy": 5,
+        "heavy_events": max(100, events // 100),
+        "merge_rate": 0.01,
+    }
+
+
+def bench_log(database_url: str, nats_url: str, data_dir: Path, events: int) -> tuple[str, int]:
+    """(master key, events written) of the benchmarks' log in the empty database `database_url`,
+    generated through the event store or restored from the kept copy (`cached`)."""
+    from services.bootstrap import Switchboard  # noqa: PLC0415
+    from services.platform.settings import Settings  # noqa: PLC0415
+
+    params = bench_params(events)
+
+    def build(master_key: str) -> int:
+        settings = Settings(data_dir=data_dir, nats_url=nats_url, database_url=database_url, master_key=master_key)
+        sb = Switchboard(settings)
+        sb.create_schema()
+        store = sb.open_store()
+        try:
+            return write(store, events(**params))
+        finally:
+            store.datastore.close()
+
+    return cached(database_url, params, build)

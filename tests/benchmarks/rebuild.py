@@ -3,7 +3,9 @@
 The log (tests/benchmarks/_eventlog.py): 20,000 customers writing on every channel, with replies,
 assignments, notes, tags, merges, and 5 heavy customers of about 10,000 events each spread over the
 whole log (the rows the old rebuild updated thousands of times in one transaction). It is written
-through the real EventStore path (sealed, hash-chained) in big batches.
+through the real EventStore path (sealed, hash-chained) in big batches, and kept between runs as a
+pg_dump keyed by its parameters (`_eventlog.cached`, in SB_BENCH_CACHE or the temp dir): the query
+benchmark uses the same log.
 
 Timed, in the same run and on the same database:
 
@@ -21,11 +23,9 @@ The last line is the summary: `rebuild: events=N events_per_s=X copy_rows_per_s=
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import resource
-import secrets
 import subprocess
 import sys
 import time
@@ -39,8 +39,6 @@ from tests.benchmarks import _eventlog
 from tests.benchmarks._servers import servers
 
 EVENTS = int(os.environ.get("SB_BENCH_REBUILD_EVENTS", "1000000"))
-CUSTOMERS = max(200, EVENTS // 50)  # 20,000 at a million events
-HEAVY, HEAVY_EVENTS = 5, max(100, EVENTS // 100)  # 5 customers of 10,000 events each at a million
 LIVE_SAMPLE = min(100_000, EVENTS // 4)
 SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 
@@ -91,7 +89,7 @@ def _rebuild(settings: Settings) -> tuple[int, float, float]:
     print(f"   (the rebuild process's peak memory: {after.ru_maxrss / 1024:,.0f} MB)", flush=True)
     if result.returncode != 0:
         raise RuntimeError(f"rebuild failed: {result.stderr[-2000:]}")
-    found = re.search(r"rebuilt [a-z, ]+: (\d+) events in ([0-9.]+)s", result.stdout)
+    found = re.search(r"rebuilt [a-z_, ]+: (\d+) events in ([0-9.]+)s", result.stdout)
     assert found, result.stdout
     return int(found.group(1)), float(found.group(2)), cpu
 
@@ -114,28 +112,12 @@ def main() -> str:
     from services.bootstrap import Switchboard  # noqa: PLC0415
 
     with servers() as (nats_url, database_url), TemporaryDirectory(prefix="sb-bench-rebuild-") as tmp:
-        settings = Settings(
-            data_dir=Path(tmp),
-            nats_url=nats_url,
-            database_url=database_url,
-            master_key=base64.b64encode(secrets.token_bytes(32)).decode(),
-        )
+        master_key, written = _eventlog.bench_log(database_url, nats_url, Path(tmp), EVENTS)
+        settings = Settings(data_dir=Path(tmp), nats_url=nats_url, database_url=database_url, master_key=master_key)
         sb = Switchboard(settings)
         sb.create_schema()
         store = sb.open_store()
         try:
-            t0 = time.perf_counter()
-            written = _eventlog.write(
-                store,
-                _eventlog.events(
-                    customers=CUSTOMERS, target=EVENTS, heavy=HEAVY, heavy_events=HEAVY_EVENTS, merge_rate=0.01
-                ),
-            )
-            print(
-                f"   wrote {written:,} events of {CUSTOMERS:,} customers ({HEAVY} with ~{HEAVY_EVENTS:,} events) "
-                f"in {time.perf_counter() - t0:.1f}s",
-                flush=True,
-            )
             with psycopg.connect(database_url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE sb_events")
             copied, copy_s = _copy_baseline(database_url)
