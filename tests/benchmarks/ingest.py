@@ -530,12 +530,12 @@ async def run(nats_url: str, database_url: str) -> str:
         # The same with the classifier role, alternating with the plain shape (the machine's load moves).
         plain, classified = [single], []
         for _ in range(2):
-            rate_c, _ = await run_backlog(
+            rate_c, _, _ = await run_backlog(
                 js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector", "classifier"),)
             )
             classified.append(rate_c)
             if len(plain) < 2:
-                rate_p, _ = await run_backlog(
+                rate_p, _, _ = await run_backlog(
                     js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
                 )
                 plain.append(rate_p)
