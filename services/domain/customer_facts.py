@@ -48,21 +48,20 @@ def fold(events: Iterable[DomainEvent]) -> CustomerFacts:
     """One customer's facts from their stream's events, oldest first."""
     facts = CustomerFacts()
     for event in events:
-        kind = type(event)
-        if kind is ConsentChanged:
+        if isinstance(event, ConsentChanged):
             facts.consents[(event.purpose, event.channel)] = event.granted
-        elif kind is InteractionRecorded:
+        elif isinstance(event, InteractionRecorded):
             # as proj_customer_inbound_channels: an inbound message, not a provider's status report
             if event.direction == "inbound" and event.kind != "status":
                 facts.wrote_on.add(event.channel)
-        elif kind is ActivityRecorded:
+        elif isinstance(event, ActivityRecorded):
             facts.activity_counts[event.type] = facts.activity_counts.get(event.type, 0) + 1
             facts.amount_sum += event.amount or 0
-        elif kind is CustomerMerged:
+        elif isinstance(event, CustomerMerged):
             facts.absorbed.append(event.absorbed_id)
-        elif kind is CustomerAbsorbed:
+        elif isinstance(event, CustomerAbsorbed):
             facts.survivor_id = event.survivor_id
-        elif kind is CustomerErased:
+        elif isinstance(event, CustomerErased):
             facts.erased = True
     return facts
 
