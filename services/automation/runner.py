@@ -159,7 +159,11 @@ class Runner:
             rule = self._parsed.get(key)
             if rule is None:
                 saved = msgspec.convert(r["rule"], AutomationConfigured)
-                rule = self._parsed[key] = rule_of(saved)
+                try:
+                    rule = self._parsed[key] = rule_of(saved)
+                except ValueError as exc:  # saved before this release refused what it holds (a pattern)
+                    log.warning("automation_rule_unreadable", rule=saved.name, error=type(exc).__name__)
+                    continue
             rules[r["name"]] = rule
         return rules
 

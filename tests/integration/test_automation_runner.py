@@ -498,3 +498,22 @@ def test_customer_activities_and_consent_in_a_rule_read_the_log_up_to_the_event(
             "SELECT to_regclass('proj_activity_totals') IS NULL OR "
             "NOT EXISTS (SELECT 1 FROM proj_activity_totals) AS empty"
         ).fetchone()["empty"]
+
+
+def test_a_rule_an_older_release_saved_with_a_pattern_now_refused_is_left_out_not_fatal(store) -> None:
+    """`\\b` ran on RE2 before patterns had to read alike in PostgreSQL; such a stored rule no longer
+    parses: the runner leaves it out and the other rules go on firing."""
+    import msgspec  # noqa: PLC0415
+
+    save_rule(store, "angry", "case.Classified", ANGRY, [{"add_tags": ["angry"]}])
+    run(store)
+    stale = json.loads(msgspec.json.encode(events_of(store, Automation.stream_id("angry"))[-1]))
+    stale.update(name="old", condition={"all": [{"field": "sentiment", "op": "matches", "value": r"\bx\b"}]})
+    with store.datastore.transaction(commit=True) as curs:
+        curs.execute(
+            "INSERT INTO sb_automation_rules (name, version, rule) VALUES ('old', 1, %s)", (json.dumps(stale),)
+        )
+    case_id, interaction = open_case(store)
+    classify(store, case_id, interaction, "negative", "complaint")
+    run(store)
+    assert [f.rule for f in firings(store)] == ["angry"]
