@@ -297,21 +297,11 @@ async def test_webhooks_are_signed_retried_and_dead_lettered(store) -> None:
 def test_customer_fields_in_the_condition_and_a_customer_event(store) -> None:
     """`customer.FIELD` reads the customer's profile (as segments do); a rule on the customer's own
     message (customer.InteractionRecorded) acts on the case the message joined."""
-    from events.interactions import Identity, Interaction, interaction_id  # noqa: PLC0415
     from projections.runner import ProjectionRunner  # noqa: PLC0415
     from services.core.processor import CoreProcessor  # noqa: PLC0415
 
-    def message(phone: str, text: str, n: int) -> Interaction:
-        provider_id = uuid.uuid4().hex
-        return Interaction(
-            id=interaction_id("sms", provider_id),
-            channel="sms",
-            direction="inbound",
-            occurred_at=now(),
-            identities=[Identity("phone", phone)],
-            text=text,
-            provider_message_id=provider_id,
-        )
+    def message(phone: str, text: str, n: int):
+        return _core_message(phone, text)
 
     save_rule(
         store,
