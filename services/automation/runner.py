@@ -123,6 +123,7 @@ class Runner:
                 ).fetchall()
             }
         cases: dict[UUID, _CaseView] = {}
+        customers: dict[tuple[UUID, int | None], customer_facts.CustomerFacts] = {}
         now = self.clock()
         for position, event, redacted in items:
             if type(event) is AutomationConfigured:
@@ -137,7 +138,7 @@ class Runner:
                 or (reply_chains.get(reply_id) if isinstance(reply_id, UUID) else None)
                 or _chain_from_by(event)
             )
-            context = _Context(tx, event, cases, self.consent_policy)
+            context = _Context(tx, event, cases, self.consent_policy, customers)
             for rule in matching:
                 if not may_fire(rule.name, chain):
                     continue
@@ -264,11 +265,17 @@ class _Context:
     """What a rule's `if` reads for one event: the event, its case and its customer, each loaded once."""
 
     def __init__(
-        self, tx: Transaction, event: DomainEvent, cases: dict[UUID, _CaseView], consent_policy: Policy = "implied"
+        self,
+        tx: Transaction,
+        event: DomainEvent,
+        cases: dict[UUID, _CaseView],
+        consent_policy: Policy = "implied",
+        customers: dict[tuple[UUID, int | None], customer_facts.CustomerFacts] | None = None,
     ):
         self.tx = tx
         self.event = event
         self.cases = cases
+        self.customers = {} if customers is None else customers
         self.consent_policy = consent_policy
         self._customer: dict[str, Any] | None = None
         self._facts: customer_facts.CustomerFacts | None = None
@@ -320,7 +327,7 @@ class _Context:
     def _customer_field(self, name: str) -> object:
         if customer_facts.reads(name):
             if self._facts is None:
-                self._facts = _facts_of(self.tx.store, self.event)
+                self._facts = _facts_of(self.tx.store, self.event, self.customers)
             return customer_facts.value_of(self._facts, name, self.consent_policy)
         if self._customer is None:
             self._customer = _customer_row(self.tx, self.event.customer_id)
@@ -330,19 +337,20 @@ class _Context:
         return row.get(name)
 
 
-def _facts_of(store: EventStore, event: DomainEvent) -> customer_facts.CustomerFacts:
+def _facts_of(
+    store: EventStore, event: DomainEvent, loaded: dict[tuple[UUID, int | None], customer_facts.CustomerFacts]
+) -> customer_facts.CustomerFacts:
     """The consent and activities of the event's customer and everyone merged into them, from the log:
-    up to the event when it is on the customer's own stream, else as the log holds them now."""
-    loaded: dict[UUID, customer_facts.CustomerFacts] = {}
+    up to the event when it is on the customer's own stream, else as the log holds them now.
+    `loaded`: the batch's customers folded so far, by (id, last version read; None: all)."""
     own_stream = event.stream_id == event.customer_id
 
     def facts(i: UUID) -> customer_facts.CustomerFacts:
-        if i not in loaded:
+        cut = event.version if own_stream and i == event.customer_id else None
+        if (i, cut) not in loaded:
             events = store.load(i)
-            if own_stream and i == event.customer_id:
-                events = [e for e in events if e.version <= event.version]
-            loaded[i] = customer_facts.fold(events)
-        return loaded[i]
+            loaded[(i, cut)] = customer_facts.fold(e for e in events if cut is None or e.version <= cut)
+        return loaded[(i, cut)]
 
     root = event.customer_id if own_stream else survivor_of(event.customer_id, lambda i: facts(i).survivor_id)
     return customer_facts.combine([facts(i) for i in merged_family(root, lambda i: facts(i).absorbed)])

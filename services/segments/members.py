@@ -22,8 +22,9 @@ Python evaluator (`services.domain.filters.evaluate`) does. `matches` runs Postg
 expressions (`~`) on the pattern the parser handed on: the subset of RE2 both engines read alike, in
 the form both run (services.domain.patterns), so a segment and an automation mean the same by it; a
 pattern PostgreSQL still rejects is reported as a bad filter (`FilterError`) by `check`. Every query
-here runs under a statement timeout (`QUERY_TIMEOUT`, set for that statement only), so a costly
-pattern over many customers ends as an error instead of holding a connection.
+here runs under a statement timeout (`QUERY_TIMEOUT`; the synchronous variant gives the caller's
+transaction its own setting back after), so a costly pattern over many customers ends as an error
+instead of holding a connection.
 """
 
 from __future__ import annotations
