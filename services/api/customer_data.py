@@ -137,9 +137,27 @@ async def _unsubscribe(request: Request, token: str) -> Response:
     return Response(_PAGE.format(message=html.escape(message)), media_type=MediaType.HTML)
 
 
-@get("/unsubscribe/{token:str}", summary="An unsubscribe link (public)", media_type=MediaType.HTML)
+_CONFIRM = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Unsubscribe</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 32rem; margin: 4rem auto; text-align: center">
+<h1>Unsubscribe</h1><p>{message}</p>
+<form method="post"><button type="submit">Unsubscribe</button></form></body></html>
+"""
+
+
+@get("/unsubscribe/{token:str}", summary="An unsubscribe link (public): a page to confirm", media_type=MediaType.HTML)
 async def unsubscribe_link(request: Request, token: FromPath[str]) -> Response[str]:
-    return await _unsubscribe(request, token)
+    """Shows the page only: mail scanners and link previews fetch links (GET) unasked, so only the
+    page's button, or a mail client's RFC 8058 one-click, POSTs the withdrawal."""
+    try:
+        _customer, channel, purpose = consent.verify_unsubscribe(
+            consent.unsubscribe_key(svc(request).settings.master_key_bytes), token
+        )
+    except consent.BadUnsubscribeToken as exc:
+        return Response(error_body("malformed", str(exc)), status_code=400, media_type=MediaType.JSON)
+    message = f"You will be unsubscribed from {purpose} messages by {channel}."
+    return Response(_CONFIRM.format(message=html.escape(message)), media_type=MediaType.HTML)
 
 
 @post(
