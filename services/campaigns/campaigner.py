@@ -332,7 +332,7 @@ class Campaigner:
         return None
 
     def _delivery(
-        self, campaign: Campaign, customer_id: UUID, family: list[Customer], identities: frozenset
+        self, campaign: Campaign, customer_id: UUID, family: list[Customer], identities: frozenset[tuple[str, str]]
     ) -> Delivery:
         """The message to one recipient: the campaign's text or template; an email under the
         campaign's name with the recipient's unsubscribe link; a WhatsApp message from the business
