@@ -335,8 +335,10 @@ class Campaigner:
         self, campaign: Campaign, customer_id: UUID, family: list[Customer], identities: frozenset[tuple[str, str]]
     ) -> Delivery:
         """The message to one recipient: the campaign's text or template; an email under the
-        campaign's name with the recipient's unsubscribe link; a WhatsApp message from the business
-        number the customer last wrote to (their latest WhatsApp thread), else the configured one."""
+        campaign's name with the recipient's unsubscribe link (none without `public_url`: the link
+        must reach us from the reader's mail client); a WhatsApp message from the business number the
+        customer last wrote to (their latest WhatsApp thread: the Cloud API's or Twilio's), else
+        Twilio's configured number. A template goes through the Cloud API only."""
         definition = campaign.definition
         assert definition is not None
         channel = definition.channel
