@@ -391,7 +391,7 @@ CREATE TABLE IF NOT EXISTS sb_campaign_messages (
     replied_at timestamptz,
     PRIMARY KEY (campaign_id, recipient_id)
 );
-CREATE UNIQUE INDEX IF NOT EXISTS sb_campaign_messages_provider_idx ON sb_campaign_messages (channel, provider_blind);
+CREATE INDEX IF NOT EXISTS sb_campaign_messages_provider_idx ON sb_campaign_messages (channel, provider_blind);
 CREATE INDEX IF NOT EXISTS sb_campaign_messages_recipient_idx ON sb_campaign_messages (recipient_id, channel, sent_at);
 CREATE INDEX IF NOT EXISTS sb_campaign_messages_reported_idx ON sb_campaign_messages (campaign_id)
     WHERE delivery IS NOT NULL AND NOT delivery_recorded;
