@@ -57,14 +57,47 @@ class CampaignRecipientSkipped(DomainEvent, frozen=True, kw_only=True):
 
 
 class CampaignMessageSent(DomainEvent, frozen=True, kw_only=True):
+    """The provider took the message. `message_id` is the message's own id (the outbound ledger's key
+    hashed: uuid5), which is also its id on the recipient's timeline; `channel` and `text` (the
+    campaign's text, or "template NAME (LANGUAGE)") say what went out, so the timeline needs nothing
+    else to show it. Events recorded before these fields existed carry their defaults."""
+
     NAME = "campaign.MessageSent"
     recipient_id: UUID
+    message_id: UUID | None = None
+    channel: str = ""
+    text: str = ""
 
 
 class CampaignMessageFailed(DomainEvent, frozen=True, kw_only=True):
     NAME = "campaign.MessageFailed"
     recipient_id: UUID
     reason: str
+
+
+class CampaignMessageDelivered(DomainEvent, frozen=True, kw_only=True):
+    """The provider reported the message delivered (or read) to the recipient: once per recipient,
+    however often the provider repeats its callback."""
+
+    NAME = "campaign.MessageDelivered"
+    recipient_id: UUID
+
+
+class CampaignMessageUndelivered(DomainEvent, frozen=True, kw_only=True):
+    """The provider took the message but reported it could not be delivered (Twilio `undelivered` or
+    `failed`, a WhatsApp `failed` status, an email bounce), with its reason; once per recipient."""
+
+    NAME = "campaign.MessageUndelivered"
+    recipient_id: UUID
+    reason: str
+
+
+class CampaignMessageReplied(DomainEvent, frozen=True, kw_only=True):
+    """The recipient wrote to us on the campaign's channel within the reply window after the send:
+    their first such message only."""
+
+    NAME = "campaign.MessageReplied"
+    recipient_id: UUID
 
 
 class CampaignCompleted(DomainEvent, frozen=True, kw_only=True):
@@ -82,4 +115,7 @@ CAMPAIGN_EVENTS: tuple[type[DomainEvent], ...] = (
     CampaignMessageSent,
     CampaignMessageFailed,
     CampaignCompleted,
+    CampaignMessageDelivered,
+    CampaignMessageUndelivered,
+    CampaignMessageReplied,
 )

@@ -4,6 +4,10 @@ After a merge the absorbed customer's items belong to the survivor; after erasur
 customer's items is gone from this table too. An inbound message's classification (case.Classified,
 by the classifier role) is a row of `proj_timeline_classes` (language, sentiment, intent), read
 with its timeline row; a row of its own, so that classifying never rewrites a timeline row.
+
+A campaign's message is an outbound item of its recipient (from `campaign.MessageSent`: its
+`message_id` is the item's id, `channel` and `text` what went out, kind `campaign`, no case);
+events recorded before those fields existed show no item.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from events.campaign import CampaignMessageSent
 from events.case import CaseClassified
 from events.customer import ActivityRecorded, CustomerErased, CustomerMerged, InteractionRecorded, activity_summary
 from projections.base import ALIAS_SCHEMA, Item, bulk
@@ -143,6 +148,19 @@ class TimelineProjection:
                         "customer_id": str(event.stream_id),
                         "interaction_id": str(event.interaction_id),
                         "channel": "activity",
+                    }
+                )
+            elif isinstance(event, CampaignMessageSent):
+                if event.message_id is None:
+                    continue
+                row = (event.message_id, event.recipient_id, position, event.occurred_at, event.channel, "outbound")
+                rows.append((*row, "campaign", event.text, None, "[]"))
+                live.append(
+                    {
+                        "type": "timeline",
+                        "customer_id": str(event.recipient_id),
+                        "interaction_id": str(event.message_id),
+                        "channel": event.channel,
                     }
                 )
             elif isinstance(event, CaseClassified):

@@ -60,7 +60,11 @@ class EmailSender:
         except (ValueError, HeaderParseError):
             raise ProviderError(False, "the customer's address cannot be written in a To header") from None
         subject = (meta.get("subject") or "").strip()
-        if not subject:
+        if d.campaign:
+            # A message of our own, not a reply: the campaign's name as it stands, no thread.
+            subject = subject or "News"
+            parent, references = "", []
+        elif not subject:
             subject = "Re: your message"
         elif not subject.lower().startswith("re:"):
             subject = "Re: " + subject
@@ -70,8 +74,15 @@ class EmailSender:
         if parent or references:
             message["In-Reply-To"] = f"<{parent or references[-1]}>"
             message["References"] = " ".join(f"<{i}>" for i in references)
+        text = d.text
+        if d.unsubscribe_url:
+            # RFC 2369 / RFC 8058: mail clients offer one-click unsubscribe (a POST to the URL), and
+            # the same link is in the body for a reader whose client does not.
+            message["List-Unsubscribe"] = f"<{d.unsubscribe_url}>"
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            text = f"{text.rstrip()}\n\n--\nUnsubscribe: {d.unsubscribe_url}\n"
         # Quoted-printable keeps non-ASCII text 7-bit clean for relays without 8BITMIME.
-        message.set_content(d.text, cte=None if d.text.isascii() else "quoted-printable")
+        message.set_content(text, cte=None if text.isascii() else "quoted-printable")
         return message, message_id, recipient
 
     def _send(self, message: EmailMessage, recipient: str) -> None:

@@ -19,6 +19,8 @@ class MetaSender:
 
     async def send_whatsapp(self, d: Delivery, phone_number_id: str, wa_id: str) -> str:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
+            if d.template is not None:
+                return await self._client(http).send_whatsapp_template(phone_number_id, wa_id, d.template)
             return await self._client(http).send_whatsapp(phone_number_id, wa_id, d.text)
 
     async def send_messenger(self, d: Delivery) -> str:

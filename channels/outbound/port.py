@@ -26,6 +26,12 @@ class Delivery:
     text: str
     identities: frozenset[tuple[str, str]]
     thread_meta: dict
+    # A campaign's message rather than a reply: a WhatsApp template (the Graph API `template` object,
+    # sent instead of `text`), and for email the unsubscribe link (List-Unsubscribe, RFC 8058, and in
+    # the body; the subject then is the campaign's name as it stands, not "Re: ...").
+    campaign: bool = False
+    template: dict | None = None
+    unsubscribe_url: str | None = None
 
 
 class Sender(Protocol):

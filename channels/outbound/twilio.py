@@ -6,6 +6,7 @@ from datetime import datetime
 
 import httpx
 
+from channels.errors import ProviderError
 from channels.outbound.port import HTTP_TIMEOUT, Delivery, _identity, _phone, _thread_parts
 from channels.sms.twilio import TwilioClient
 from services.platform.settings import Settings
@@ -54,5 +55,8 @@ class TwilioSender:
             return await client.find_sent(to, text, since, from_=from_)
 
     async def send_whatsapp(self, d: Delivery, ours: str | None, customer: str) -> str:
+        if d.template is not None:
+            # Twilio sends templates as Content API `ContentSid`s, not Graph API template objects.
+            raise ProviderError(False, "whatsapp templates go out through the cloud api (meta), not twilio")
         to, from_ = self.whatsapp_addresses(ours, customer)
         return await self.send(to, from_, d.text)

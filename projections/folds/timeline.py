@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from events.base import DomainEvent
+from events.campaign import CampaignMessageSent
 from events.case import CaseClassified
 from events.customer import (
     ActivityRecorded,
@@ -112,6 +113,13 @@ class TimelineFold:
             origin = event.stream_id
             row = (event.interaction_id, self.aliases.resolve(origin), origin, position, event.occurred_at)
             self.sink((*row, "activity", "inbound", event.type, text, None, RawJson(b"[]")))
+        elif kind is CampaignMessageSent:
+            if event.message_id is None:
+                return
+            storable(event.channel, event.text)
+            origin = event.recipient_id
+            row = (event.message_id, self.aliases.resolve(origin), origin, position, event.occurred_at)
+            self.sink((*row, event.channel, "outbound", "campaign", event.text, None, RawJson(b"[]")))
         elif kind is CaseClassified:
             self.classes[event.interaction_id] = (
                 event.interaction_id,

@@ -20,15 +20,15 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from psycopg.rows import dict_row
 
 from events.agent import team_stream_id
 from events.sanitize import sanitize
 from services.api.auth import SUPERVISE
-from services.api.context import now, require, svc
+from services.api.context import require, svc
 from services.api.errors import error_body
+from services.api.supervised import rows, supervised_command, supervisor
 from services.automation.webhooks import dead_letters, retry_dead
-from services.core.commands import NotFound, load, run_command
+from services.core.commands import NotFound, load
 from services.domain.automation import Automation, Rule, RuleError, check_name, parse_rule
 from services.domain.config import CannedResponse, Queue
 from services.domain.filters import FilterError
@@ -113,18 +113,16 @@ _RULE_ERRORS = {FilterError: invalid_filter, RuleError: invalid_rule}
     exception_handlers=_RULE_ERRORS,
 )
 async def save_automation(request: Request, data: JSONBody[AutomationBody]) -> AutomationSaved:
-    principal = await require(request, SUPERVISE)
+    principal, _ = await supervisor(request)
     data = sanitize(data)
     rule = parse_rule(data.name, data.on.strip(), data.condition, data.then, enabled=data.enabled)
-    store = svc(request).store
-    await asyncio.to_thread(_check_references, store, rule)
-    at = now(request)
-    done = await asyncio.to_thread(
-        run_command,
-        store,
+    await asyncio.to_thread(_check_references, svc(request).store, rule)
+    done = await supervised_command(
+        request,
         Automation,
         Automation.stream_id(rule.name),
-        lambda a: a.configure(rule, principal.name, at),
+        lambda a, by, at: a.configure(rule, by, at),
+        principal=principal,
         create=True,
     )
     config = done.aggregate.config
@@ -181,11 +179,8 @@ def _view(r: dict[str, Any]) -> AutomationView:
 @get("/api/v1/automations", summary="Automation rules, by name, with how often each fired")
 async def list_automations(request: Request) -> AutomationList:
     await require(request, SUPERVISE)
-    async with svc(request).pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(f"SELECT {_COLUMNS} FROM proj_automations ORDER BY name")
-        rows = await cur.fetchall()
-    return AutomationList(items=[_view(r) for r in rows])
+    found = await rows(request, f"SELECT {_COLUMNS} FROM proj_automations ORDER BY name")  # noqa: S608
+    return AutomationList(items=[_view(r) for r in found])
 
 
 @get("/api/v1/automations/dead-letters", summary="Webhook deliveries that failed every attempt")
@@ -239,13 +234,10 @@ async def get_automation(request: Request, name: FromPath[str]) -> AutomationVie
         name = check_name(sanitize(name))
     except RuleError:
         raise HTTPException(status_code=404, detail="no such automation") from None
-    async with svc(request).pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(f"SELECT {_COLUMNS} FROM proj_automations WHERE name = %s", (name,))
-        row = await cur.fetchone()
-    if row is None:
+    found = await rows(request, f"SELECT {_COLUMNS} FROM proj_automations WHERE name = %s", (name,))  # noqa: S608
+    if not found:
         raise HTTPException(status_code=404, detail=f"no automation named {name!r}")
-    return _view(row)
+    return _view(found[0])
 
 
 HANDLERS = [save_automation, list_automations, list_dead_letters, retry_dead_letters, get_automation]

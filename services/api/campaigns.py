@@ -17,12 +17,12 @@ from litestar import Request, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
-from psycopg.rows import dict_row
 
 from events.sanitize import sanitize
-from services.api.auth import READ, SUPERVISE
-from services.api.context import now, require, svc
-from services.core.commands import NotFound, append_new, load, run_command
+from services.api.auth import READ
+from services.api.context import require, svc
+from services.api.supervised import rows, supervised_command, supervisor
+from services.core.commands import NotFound, append_new, load
 from services.domain.aggregate import DomainError
 from services.domain.campaign import Campaign
 from services.domain.config import Segment
@@ -33,7 +33,8 @@ class CampaignBody(msgspec.Struct, forbid_unknown_fields=True):
     segment_id: UUID
     channel: str
     text: str | None = None
-    # {"name", "language", "components"?}: a WhatsApp template message (Graph API)
+    # {"name", "language", "components"?}: a WhatsApp template message (Graph API); checked whole
+    # (services.domain.campaign.check_whatsapp_template), a wrong one is 400
     whatsapp_template: dict[str, Any] | None = None
     send_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     quiet_hours: dict[str, str] | None = None  # {"start": "21:00", "end": "08:00"}, the recipient's local time
@@ -92,8 +93,9 @@ def _view(campaign: Campaign) -> CampaignView:
         quiet_hours=d.quiet_hours,
         status=campaign.status,
         created_at=d.occurred_at,
-        # delivered and replied: not yet counted (provider callbacks and replies are not joined to campaigns)
-        counts=CampaignCounts(**campaign.counts(), delivered=0, replied=0),
+        # sent: taken by the provider; delivered / failed: as it reported since (failed also counts
+        # what it never took); replied: recipients who wrote back within the reply window.
+        counts=CampaignCounts(**campaign.counts()),
     )
 
 
@@ -103,14 +105,13 @@ def _load(store, campaign_id: UUID) -> Campaign:
 
 @post("/api/v1/campaigns", status_code=HTTP_201_CREATED, summary="Create a campaign (a draft: start sends it)")
 async def create_campaign(request: Request, data: JSONBody[CampaignBody]) -> CampaignSaved:
-    principal = await require(request, SUPERVISE)
+    principal, at = await supervisor(request)
     data = sanitize(data)
     services = svc(request)
     segment = await asyncio.to_thread(services.store.load, data.segment_id)
     if not segment or segment[0].NAME != "segment.Defined":
         raise HTTPException(status_code=400, detail=f"segment_id: no segment {data.segment_id}")
     Segment.replay(data.segment_id, segment)
-    at = now(request)
     campaign = Campaign(uuid.uuid4())
     try:  # a bad definition is bad input (400), not a conflict with the campaign's state
         campaign.create(
@@ -132,15 +133,8 @@ async def create_campaign(request: Request, data: JSONBody[CampaignBody]) -> Cam
 
 
 async def _command(request: Request, campaign_id: UUID, verb: str) -> CampaignChanged:
-    principal = await require(request, SUPERVISE)
-    services = svc(request)
-    at = now(request)
-
-    def command(c: Campaign) -> None:
-        getattr(c, verb)(principal.name, at)
-
-    done = await asyncio.to_thread(
-        run_command, services.store, Campaign, campaign_id, command, first="campaign.Created"
+    done = await supervised_command(
+        request, Campaign, campaign_id, lambda c, by, at: getattr(c, verb)(by, at), first="campaign.Created"
     )
     return CampaignChanged(id=str(campaign_id), status=done.aggregate.status, position=done.position)
 
@@ -164,12 +158,9 @@ async def get_campaign(request: Request, campaign_id: FromPath[UUID]) -> Campaig
 @get("/api/v1/campaigns", summary="Campaigns, newest first")
 async def list_campaigns(request: Request) -> CampaignList:
     await require(request, READ)
-    services = svc(request)
-    async with services.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute("SELECT id FROM proj_campaigns ORDER BY created_at DESC, id LIMIT 200")
-        ids = [r["id"] for r in await cur.fetchall()]
-    campaigns = await asyncio.to_thread(lambda: [_load(services.store, i) for i in ids])
+    store = svc(request).store
+    ids = [r["id"] for r in await rows(request, "SELECT id FROM proj_campaigns ORDER BY created_at DESC, id LIMIT 200")]
+    campaigns = await asyncio.to_thread(lambda: [_load(store, i) for i in ids])
     return CampaignList(items=[_view(c) for c in campaigns])
 
 

@@ -2,9 +2,11 @@
 
 - `POST /api/v1/customers/{id}/consent` `{"channel", "purpose", "granted"}`: an agent records what the
   customer said (source `api:<who>`).
-- `GET /unsubscribe/{token}` (a confirmation page) and `POST /unsubscribe/{token}` (RFC 8058 one-click,
-  what a mail client sends for `List-Unsubscribe-Post`): public, the signed token is the credential;
-  withdraws marketing on the token's channel once (source `unsubscribe-link`).
+- `GET /unsubscribe/{token}` (the contract's link: withdraws and shows a page saying so) and
+  `POST /unsubscribe/{token}` (RFC 8058 one-click, what a mail client sends for
+  `List-Unsubscribe-Post`): public, the signed token is the credential; withdraws marketing on the
+  token's channel once (source `unsubscribe-link`). A GET that withdraws can be triggered by a mail
+  scanner following links; the contract names GET for the link, so it withdraws (noted, left).
 - `POST /api/v1/activities`: a business event of another system (an order placed, an invoice paid)
   for the customer holding an identity. Published to JetStream as an interaction on channel
   "activity" (services/domain/activities.py), so the core records it exactly once per type +

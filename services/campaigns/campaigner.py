@@ -16,6 +16,11 @@ exactly once with its position. Its tick, for each running campaign whose `send_
    `RecipientSkipped`) in the tick's transaction, with the recipient's row marked done, and
    `campaign.Completed` when no one is left.
 
+What became of the messages sent (delivered, undelivered, replied to) is recorded here too, from
+the provider's status callbacks and the recipients' messages: see services.campaigns.attribution.
+An email carries the recipient's unsubscribe link (`List-Unsubscribe`, one-click, and in the body)
+under the campaign's name as its subject; a WhatsApp campaign may send a message template.
+
 A crash after the provider took a message and before the tick committed: the ledger row says `sent`
 (or, killed before even that, the attempt is in doubt and Twilio is asked), so the next tick records
 the outcome without sending again.
@@ -44,9 +49,11 @@ from events.campaign import (
     CampaignPaused,
     CampaignStarted,
 )
+from events.customer import InteractionRecorded
+from services.campaigns import attribution
 from services.core.commands import NotFound, merged_customers
 from services.domain import consent
-from services.domain.campaign import Campaign, parse_quiet_hours, quiet_until
+from services.domain.campaign import Campaign, graph_template, parse_quiet_hours, quiet_until, template_label
 from services.domain.config import Segment
 from services.domain.customer import Customer
 from services.domain.filters import SEGMENT_FIELDS, parse
@@ -68,6 +75,32 @@ ADDRESS_KIND = {"sms": "phone", "whatsapp": "phone", "email": "email"}
 
 def ledger_key(campaign_id: UUID, customer_id: UUID) -> str:
     return f"campaign:{campaign_id}:{customer_id}"
+
+
+def message_id(campaign_id: UUID, customer_id: UUID) -> UUID:
+    """The id of a campaign's message to one recipient: its outbound id (an email's Message-ID) and
+    its timeline item's id."""
+    return uuid.uuid5(_MESSAGE_NS, ledger_key(campaign_id, customer_id))
+
+
+class _Loaded:
+    """The campaigns one transaction changes, each loaded once: what it appends is in step with what
+    it decided (two loads of one stream in one transaction would conflict with each other)."""
+
+    def __init__(self, store: EventStore):
+        self.store = store
+        self.campaigns: dict[UUID, Campaign] = {}
+
+    def __call__(self, campaign_id: UUID) -> Campaign:
+        campaign = self.campaigns.get(campaign_id)
+        if campaign is None:
+            campaign = self.campaigns[campaign_id] = Campaign.replay(campaign_id, self.store.load(campaign_id))
+        return campaign
+
+    def append_to(self, tx: Transaction) -> None:
+        events = [e for c in self.campaigns.values() for e in c.collect()]
+        if events:
+            tx.append(events)
 
 
 def rates(spec: str) -> dict[str, float]:
@@ -143,9 +176,13 @@ class Campaigner:
     # -- the log --------------------------------------------------------------------------------------
 
     def handle(self, tx: Transaction, items: Sequence[tuple[int, Any, bool]]) -> None:
+        campaigns = _Loaded(self.store)
+        window = timedelta(seconds=self.settings.campaign_reply_window_seconds)
         for _position, event, _redacted in items:
             kind = type(event)
-            if kind is CampaignCreated:
+            if kind is InteractionRecorded:
+                attribution.record_reply(tx, campaigns, event, window)
+            elif kind is CampaignCreated:
                 tx.execute(
                     "INSERT INTO sb_campaign_runs (campaign_id, status, send_at) VALUES (%s, 'draft', %s) "
                     "ON CONFLICT DO NOTHING",
@@ -154,6 +191,7 @@ class Campaigner:
             elif kind in _RUN_STATUS:
                 status = _RUN_STATUS[kind]
                 tx.execute("UPDATE sb_campaign_runs SET status = %s WHERE campaign_id = %s", (status, event.stream_id))
+        campaigns.append_to(tx)
 
     # -- the clock ------------------------------------------------------------------------------------
 
@@ -166,8 +204,10 @@ class Campaigner:
         budget = {
             channel: max(1, int(rate * self.settings.campaign_tick_seconds)) for channel, rate in self.rates.items()
         }
+        campaigns = _Loaded(self.store)
+        attribution.record_reported(tx, campaigns, now)
         for run in runs:
-            campaign = Campaign.replay(run["campaign_id"], self.store.load(run["campaign_id"]))
+            campaign = campaigns(run["campaign_id"])
             if campaign.status != "running" or campaign.definition is None:
                 continue
             if not run["targeted"]:
@@ -178,9 +218,7 @@ class Campaigner:
                 budget[channel] = left - self._send_some(tx, campaign, now, left)
             if not self._remaining(tx, campaign.id):
                 campaign.complete(now)
-            events = campaign.collect()
-            if events:
-                tx.append(events)
+        campaigns.append_to(tx)
 
     def _target(self, tx: Transaction, campaign: Campaign, now: datetime) -> None:
         definition = campaign.definition
@@ -265,16 +303,7 @@ class Campaigner:
         else:
             family = merged_customers(self.store, customer_id)
             identities = frozenset(i for c in family for i in c.identities)
-        delivery = Delivery(
-            reply_id=uuid.uuid5(_MESSAGE_NS, key),
-            case_id=campaign.id,
-            customer_id=family[0].id,
-            channel=channel,
-            thread_key=None,
-            text=definition.text or "",
-            identities=identities,
-            thread_meta={"subject": definition.name} if channel == "email" else {},
-        )
+        delivery = self._delivery(campaign, customer_id, family, identities)
         sender = self.senders.get(channel)
         if sender is None:
             campaign.failed(customer_id, f"outbound {channel} is not configured", now)
@@ -290,7 +319,9 @@ class Campaigner:
             )
         )
         if result.status == "sent":
-            campaign.sent(customer_id, now)
+            attribution.remember_message(self.store, campaign.id, customer_id, channel, result.provider_message_id, now)
+            text = template_label(definition.whatsapp_template) if definition.whatsapp_template else delivery.text
+            campaign.sent(customer_id, now, message_id=delivery.reply_id, channel=channel, text=text)
             self.ledger.forget_provider_id(key)
         elif result.status == "failed":
             campaign.failed(customer_id, result.reason or "failed", now)
@@ -299,6 +330,42 @@ class Campaigner:
             log.warning("campaign_send_retry", campaign_id=str(campaign.id), reason=error.detail)
             return now + _retry_delay(error)
         return None
+
+    def _delivery(
+        self, campaign: Campaign, customer_id: UUID, family: list[Customer], identities: frozenset[tuple[str, str]]
+    ) -> Delivery:
+        """The message to one recipient: the campaign's text or template; an email under the
+        campaign's name with the recipient's unsubscribe link (none without `public_url`: the link
+        must reach us from the reader's mail client); a WhatsApp message from the business number the
+        customer last wrote to (their latest WhatsApp thread: the Cloud API's or Twilio's), else
+        Twilio's configured number. A template goes through the Cloud API only."""
+        definition = campaign.definition
+        assert definition is not None
+        channel = definition.channel
+        survivor = family[0]
+        thread_key = None
+        if channel == "whatsapp":
+            threads = [k for c in family for k in c.threads if k.startswith("whatsapp:")]
+            thread_key = threads[-1] if threads else None
+        unsubscribe = None
+        if channel == "email":
+            headers = consent.unsubscribe_headers(
+                self.settings.public_url, consent.unsubscribe_key(self.settings.master_key_bytes), survivor.id, channel
+            )
+            unsubscribe = headers.get("List-Unsubscribe", "").strip("<>") or None
+        return Delivery(
+            reply_id=message_id(campaign.id, customer_id),
+            case_id=campaign.id,
+            customer_id=survivor.id,
+            channel=channel,
+            thread_key=thread_key,
+            text=definition.text or "",
+            identities=identities,
+            thread_meta={"subject": definition.name} if channel == "email" else {},
+            campaign=True,
+            template=graph_template(definition.whatsapp_template) if definition.whatsapp_template else None,
+            unsubscribe_url=unsubscribe,
+        )
 
 
 def _retry_delay(error: ProviderError) -> timedelta:
@@ -327,5 +394,5 @@ def campaign_view(campaign: Campaign) -> dict[str, Any]:
         "quiet_hours": d.quiet_hours,
         "status": campaign.status,
         "created_at": d.occurred_at,
-        "counts": {**campaign.counts(), "delivered": 0, "replied": 0},
+        "counts": campaign.counts(),
     }

@@ -86,6 +86,18 @@ def sent_message(tx: Transaction, channel: str, blind: str, clear: str) -> tuple
     return None if row is None else (row["case_id"], row["reply_id"])
 
 
+def mark_campaign_message(tx: Transaction, channel: str, blind: str, outcome: str, reason: str | None) -> bool:
+    """A status for a campaign message (services.campaigns.attribution): its first decisive word
+    (`delivered` or `failed`) is kept for the campaigner to record; a repeat or a later word changes
+    nothing. False when no campaign sent a message with this provider id."""
+    tx.execute(
+        "UPDATE sb_campaign_messages SET delivery = %s, delivery_reason = %s "
+        "WHERE channel = %s AND provider_blind = %s AND delivery IS NULL",
+        (outcome, reason, channel, blind),
+    )
+    return bool(tx.curs.rowcount)
+
+
 # -- writes -----------------------------------------------------------------------------------------
 
 

@@ -478,7 +478,13 @@ class CoreProcessor:
     def _handle_status(self, batch: _Batch, report: replies.StatusReport) -> None:
         target = self._reported_message(batch, report)
         if target is None:
-            return  # a status for a message we did not send (or sent before records began)
+            # Not a reply: a campaign's message, perhaps (else one we did not send, or sent before
+            # records began). Its first decisive word is kept for the campaigner to record.
+            outcome = replies.delivery_outcome(report.status)
+            if outcome is not None and report.provider_message_id:
+                blind = self.outbound_blind(report.channel, report.provider_message_id)
+                batch_sql.mark_campaign_message(batch.tx, report.channel, blind, outcome, report.error)
+            return
         case_id, reply_id = target
         batch.status_cases[report.interaction_id] = case_id
         if reply_id is not None:

@@ -19,8 +19,11 @@ from events.campaign import (
     CAMPAIGN_EVENTS,
     CampaignCompleted,
     CampaignCreated,
+    CampaignMessageDelivered,
     CampaignMessageFailed,
+    CampaignMessageReplied,
     CampaignMessageSent,
+    CampaignMessageUndelivered,
     CampaignPaused,
     CampaignRecipientSkipped,
     CampaignStarted,
@@ -32,6 +35,72 @@ from services.domain.aggregate import Aggregate, DomainError
 MAX_NAME = 200
 MAX_TEXT = 1600
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+# Meta's rules for a message template: name lower-case letters, digits and underscores (up to 512),
+# language a locale code such as `en`, `en_US`, `pt_BR`, `zh_Hant_HK`.
+_TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
+_TEMPLATE_LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Za-z]{2,4}){0,2}$")
+_TEMPLATE_COMPONENT_TYPES = ("header", "body", "button", "footer")
+MAX_TEMPLATE_BYTES = 16_000
+
+
+def check_whatsapp_template(raw: Any) -> dict[str, Any]:
+    """A campaign's WhatsApp template as the Graph API's `template` object takes it: `{"name",
+    "language", "components"?}`, `language` a code (or Graph's own `{"code"}`); `components` a list
+    of `{"type": header|body|button|footer, "parameters"?: [...], ...}` passed through as given.
+    Returns it as given; a DomainError names what is wrong."""
+    if not isinstance(raw, dict):
+        raise DomainError("whatsapp_template must be an object")
+    unknown = set(raw) - {"name", "language", "components"}
+    if unknown:
+        raise DomainError(f"whatsapp_template: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _TEMPLATE_NAME.match(name):
+        raise DomainError("whatsapp_template.name must be a template name (lower-case letters, digits, _)")
+    language = raw.get("language")
+    if isinstance(language, dict) and set(language) <= {"code", "policy"}:
+        language = language.get("code")
+    if not isinstance(language, str) or not _TEMPLATE_LANGUAGE.match(language):
+        raise DomainError("whatsapp_template.language must be a language code (e.g. en_US)")
+    components = raw.get("components")
+    if components is not None:
+        if not isinstance(components, list) or not components:
+            raise DomainError("whatsapp_template.components must be a non-empty list")
+        for i, component in enumerate(components):
+            if not isinstance(component, dict):
+                raise DomainError(f"whatsapp_template.components[{i}] must be an object")
+            if component.get("type") not in _TEMPLATE_COMPONENT_TYPES:
+                raise DomainError(
+                    f"whatsapp_template.components[{i}].type must be one of {', '.join(_TEMPLATE_COMPONENT_TYPES)}"
+                )
+            parameters = component.get("parameters")
+            if parameters is not None and (
+                not isinstance(parameters, list) or not all(isinstance(p, dict) and "type" in p for p in parameters)
+            ):
+                raise DomainError(
+                    f'whatsapp_template.components[{i}].parameters must be a list of objects with a "type"'
+                )
+    if len(repr(raw).encode()) > MAX_TEMPLATE_BYTES:
+        raise DomainError("whatsapp_template is too large")
+    return raw
+
+
+def graph_template(template: dict[str, Any]) -> dict[str, Any]:
+    """The Graph API's `template` object of a campaign's (checked) template: `language` as `{"code"}`."""
+    language = template["language"]
+    out: dict[str, Any] = {
+        "name": template["name"],
+        "language": language if isinstance(language, dict) else {"code": language},
+    }
+    if template.get("components") is not None:
+        out["components"] = template["components"]
+    return out
+
+
+def template_label(template: dict[str, Any]) -> str:
+    """How a template message shows on a timeline: its name and language."""
+    language = template.get("language")
+    code = language.get("code") if isinstance(language, dict) else language
+    return f"template {template.get('name')} ({code})"
 
 
 def parse_quiet_hours(raw: dict[str, str] | None) -> tuple[time, time] | None:
@@ -78,6 +147,9 @@ class Campaign(Aggregate):
         self.status = "draft"
         self.targeted: int | None = None
         self.outcomes: dict[UUID, str] = {}  # recipient → sent | failed | no_consent | no_address
+        # What became of a sent message, once each: delivered, or undelivered (counted as failed).
+        self.deliveries: dict[UUID, str] = {}  # recipient → delivered | undelivered
+        self.replied: set[UUID] = set()
 
     @property
     def owner_id(self) -> UUID:
@@ -110,10 +182,7 @@ class Campaign(Aggregate):
                 raise DomainError("whatsapp_template is for the whatsapp channel only")
             if text is not None:
                 raise DomainError('give "text" or "whatsapp_template", not both')
-            if not isinstance(whatsapp_template.get("name"), str) or not whatsapp_template["name"].strip():
-                raise DomainError("whatsapp_template needs a name")
-            if not isinstance(whatsapp_template.get("language"), str) or not whatsapp_template["language"].strip():
-                raise DomainError("whatsapp_template needs a language (e.g. en_US)")
+            whatsapp_template = check_whatsapp_template(whatsapp_template)
         elif text is None or not text.strip():
             raise DomainError('a campaign needs "text" (or "whatsapp_template" on whatsapp)')
         elif len(text) > MAX_TEXT:
@@ -154,9 +223,27 @@ class Campaign(Aggregate):
         if recipient_id not in self.outcomes:
             self._trigger(CampaignRecipientSkipped, at, recipient_id=recipient_id, reason=reason)
 
-    def sent(self, recipient_id: UUID, at: datetime) -> None:
+    def sent(
+        self, recipient_id: UUID, at: datetime, *, message_id: UUID | None = None, channel: str = "", text: str = ""
+    ) -> None:
         if recipient_id not in self.outcomes:
-            self._trigger(CampaignMessageSent, at, recipient_id=recipient_id)
+            self._trigger(
+                CampaignMessageSent, at, recipient_id=recipient_id, message_id=message_id, channel=channel, text=text
+            )
+
+    def delivered(self, recipient_id: UUID, at: datetime) -> None:
+        """The provider's first word on a sent message counts; repeats and later words record nothing."""
+        if self.outcomes.get(recipient_id) == "sent" and recipient_id not in self.deliveries:
+            self._trigger(CampaignMessageDelivered, at, recipient_id=recipient_id)
+
+    def undelivered(self, recipient_id: UUID, reason: str, at: datetime) -> None:
+        if self.outcomes.get(recipient_id) == "sent" and recipient_id not in self.deliveries:
+            self._trigger(CampaignMessageUndelivered, at, recipient_id=recipient_id, reason=reason[:300])
+
+    def reply_received(self, recipient_id: UUID, at: datetime) -> None:
+        """The recipient's first reply to the campaign's message; later ones record nothing."""
+        if self.outcomes.get(recipient_id) == "sent" and recipient_id not in self.replied:
+            self._trigger(CampaignMessageReplied, at, recipient_id=recipient_id)
 
     def failed(self, recipient_id: UUID, reason: str, at: datetime) -> None:
         if recipient_id not in self.outcomes:
@@ -169,13 +256,19 @@ class Campaign(Aggregate):
     # -- reads --------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
+        """`sent`: messages the provider took; of those, `delivered` as the provider reported, and
+        `failed` also counts the ones it reported undelivered (beside those it never took);
+        `replied`: recipients who wrote back within the reply window."""
         values = list(self.outcomes.values())
+        reported = list(self.deliveries.values())
         return {
             "targeted": self.targeted or 0,
             "skipped_no_consent": values.count("no_consent"),
             "skipped_no_address": values.count("no_address"),
             "sent": values.count("sent"),
-            "failed": values.count("failed"),
+            "delivered": reported.count("delivered"),
+            "failed": values.count("failed") + reported.count("undelivered"),
+            "replied": len(self.replied),
         }
 
     # -- state --------------------------------------------------------------------------------------
@@ -203,3 +296,12 @@ class Campaign(Aggregate):
 
     def when_Completed(self, e: CampaignCompleted) -> None:
         self.status = "completed"
+
+    def when_MessageDelivered(self, e: CampaignMessageDelivered) -> None:
+        self.deliveries[e.recipient_id] = "delivered"
+
+    def when_MessageUndelivered(self, e: CampaignMessageUndelivered) -> None:
+        self.deliveries[e.recipient_id] = "undelivered"
+
+    def when_MessageReplied(self, e: CampaignMessageReplied) -> None:
+        self.replied.add(e.recipient_id)

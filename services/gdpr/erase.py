@@ -94,6 +94,7 @@ def erase_customer(
     with store.datastore.transaction(commit=True) as curs:
         # Keyed hashes of the ids of the replies we sent them: no status about those matters any more.
         curs.execute("DELETE FROM sb_outbound WHERE case_id = ANY(%s)", (sorted(case_ids),))
+        curs.execute("UPDATE sb_campaign_messages SET provider_blind = NULL WHERE recipient_id = ANY(%s)", (ids,))
         # Customer snapshots are sealed with the destroyed keys already; the rows go too.
         curs.execute("DELETE FROM sb_snapshots WHERE stream_id = ANY(%s)", (ids,))
     with store.datastore.transaction(commit=True) as curs:

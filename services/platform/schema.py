@@ -375,6 +375,26 @@ CREATE TABLE IF NOT EXISTS sb_campaign_recipients (
     not_before timestamptz,
     PRIMARY KEY (campaign_id, customer_id)
 );
+-- Every campaign message the provider took (services.campaigns.attribution): `provider_blind` the
+-- keyed hash of the provider's message id (as sb_outbound keeps it), so the core can mark what a
+-- status callback reported (`delivery`, once: the first decisive word) and the campaigner turn it
+-- into a campaign event (`delivery_recorded`); `replied_at` the recipient's first reply in the window.
+CREATE TABLE IF NOT EXISTS sb_campaign_messages (
+    campaign_id uuid NOT NULL,
+    recipient_id uuid NOT NULL,
+    channel text NOT NULL,
+    provider_blind text,
+    sent_at timestamptz NOT NULL,
+    delivery text,
+    delivery_reason text,
+    delivery_recorded boolean NOT NULL DEFAULT false,
+    replied_at timestamptz,
+    PRIMARY KEY (campaign_id, recipient_id)
+);
+CREATE INDEX IF NOT EXISTS sb_campaign_messages_provider_idx ON sb_campaign_messages (channel, provider_blind);
+CREATE INDEX IF NOT EXISTS sb_campaign_messages_recipient_idx ON sb_campaign_messages (recipient_id, channel, sent_at);
+CREATE INDEX IF NOT EXISTS sb_campaign_messages_reported_idx ON sb_campaign_messages (campaign_id)
+    WHERE delivery IS NOT NULL AND NOT delivery_recorded;
 """
 
 PLATFORM_TABLES += (OUTBOUND_LEDGER, CAMPAIGNS)

@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     campaign_tick_seconds: float = 1.0
     # Quiet hours apply in this zone to a customer with no `timezone` attribute and no phone zone.
     campaign_default_timezone: str = "UTC"
+    # A recipient's message on a campaign's channel within this long after its send counts as their
+    # reply to it (the campaign's `replied`, first reply only), in seconds: 7 days.
+    campaign_reply_window_seconds: float = 7 * 24 * 3600.0
     # How long the NATS streams keep messages (and so the personal data in them), in seconds.
     nats_retention_seconds: int = 7 * 24 * 3600
     # JetStream replicas for the streams Switchboard creates (3 on a three-node cluster).

@@ -50,6 +50,7 @@ PLATFORM_TABLES = {
     "sb_outbound_ledger",
     "sb_campaign_runs",
     "sb_campaign_recipients",
+    "sb_campaign_messages",
 }
 PLATFORM_INDEXES = {
     "sb_identities_customer_idx",

@@ -11,7 +11,7 @@ import pytest
 
 from services.campaigns.campaigner import customer_zone, rates
 from services.domain.aggregate import DomainError
-from services.domain.campaign import Campaign, parse_quiet_hours, quiet_until
+from services.domain.campaign import Campaign, graph_template, parse_quiet_hours, quiet_until, template_label
 from services.domain.customer import Customer
 
 pytestmark = pytest.mark.unit
@@ -46,6 +46,44 @@ def created(**overrides) -> Campaign:
         ({"text": "x" * 1601}, "longer"),
         ({"whatsapp_template": {"name": "promo", "language": "en"}}, "whatsapp channel only"),
         ({"channel": "whatsapp", "text": None, "whatsapp_template": {"name": "promo"}}, "language"),
+        ({"channel": "whatsapp", "text": None, "whatsapp_template": "promo"}, "must be an object"),
+        (
+            {"channel": "whatsapp", "text": None, "whatsapp_template": {"name": "Promo Spring", "language": "en"}},
+            "name",
+        ),
+        ({"channel": "whatsapp", "text": None, "whatsapp_template": {"name": "promo", "language": "english"}}, "code"),
+        (
+            {"channel": "whatsapp", "text": None, "whatsapp_template": {"name": "p", "language": "en", "x": 1}},
+            "unknown field",
+        ),
+        (
+            {
+                "channel": "whatsapp",
+                "text": None,
+                "whatsapp_template": {"name": "p", "language": "en", "components": []},
+            },
+            "non-empty list",
+        ),
+        (
+            {
+                "channel": "whatsapp",
+                "text": None,
+                "whatsapp_template": {"name": "p", "language": "en", "components": [{"type": "middle"}]},
+            },
+            r"components\[0\]\.type",
+        ),
+        (
+            {
+                "channel": "whatsapp",
+                "text": None,
+                "whatsapp_template": {
+                    "name": "p",
+                    "language": "en",
+                    "components": [{"type": "body", "parameters": ["Ana"]}],
+                },
+            },
+            r"components\[0\]\.parameters",
+        ),
         ({"quiet_hours": {"start": "25:00", "end": "08:00"}}, "quiet_hours.start"),
         ({"quiet_hours": {"start": "21:00"}}, "exactly"),
         ({"send_at": datetime(2026, 3, 1, 9, 0)}, "time zone"),
@@ -59,6 +97,44 @@ def test_a_bad_definition_is_refused_naming_what_is_wrong(overrides, message):
 def test_a_whatsapp_template_campaign_needs_no_text():
     c = created(channel="whatsapp", text=None, whatsapp_template={"name": "promo", "language": "en_US"})
     assert c.definition is not None and c.definition.whatsapp_template == {"name": "promo", "language": "en_US"}
+    assert graph_template(c.definition.whatsapp_template) == {"name": "promo", "language": {"code": "en_US"}}
+    assert template_label(c.definition.whatsapp_template) == "template promo (en_US)"
+    components = [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}]
+    given = {"name": "promo", "language": {"code": "pt_BR"}, "components": components}
+    assert graph_template(given) == given
+
+
+def test_delivery_and_replies_count_once_per_recipient_and_only_for_sent_messages():
+    c = created()
+    c.start("sup", AT)
+    a, b, d, e = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    c.target(4, AT)
+    c.sent(a, AT, message_id=uuid.uuid4(), channel="sms", text="20% off")
+    c.sent(b, AT)
+    c.failed(d, "twilio answered HTTP 400", AT)
+    c.delivered(a, AT)
+    c.delivered(a, AT)  # the provider repeated its callback
+    c.undelivered(a, "twilio error 30003", AT)  # a later word changes nothing
+    c.undelivered(b, "twilio error 30003", AT)
+    c.delivered(d, AT)  # never sent: nothing to deliver
+    c.delivered(e, AT)  # no outcome at all
+    c.reply_received(a, AT)
+    c.reply_received(a, AT)  # first reply only
+    c.reply_received(e, AT)
+    events = c.collect()
+    assert [x.NAME for x in events].count("campaign.MessageDelivered") == 1
+    assert [x.NAME for x in events].count("campaign.MessageUndelivered") == 1
+    assert [x.NAME for x in events].count("campaign.MessageReplied") == 1
+    assert c.counts() == {
+        "targeted": 4,
+        "skipped_no_consent": 0,
+        "skipped_no_address": 0,
+        "sent": 2,
+        "delivered": 1,
+        "failed": 2,  # d never taken, b undelivered
+        "replied": 1,
+    }
+    assert Campaign.replay(c.id, events).counts() == c.counts()
 
 
 def test_start_pause_resume_complete_and_each_recipient_counted_once():
@@ -88,7 +164,15 @@ def test_start_pause_resume_complete_and_each_recipient_counted_once():
     assert c.status == "completed"
     replayed = Campaign.replay(c.id, [*history, *c.collect()])  # the log rebuilds the same state
     assert (replayed.status, replayed.counts()) == (c.status, c.counts())
-    assert c.counts() == {"targeted": 3, "skipped_no_consent": 1, "skipped_no_address": 0, "sent": 1, "failed": 1}
+    assert c.counts() == {
+        "targeted": 3,
+        "skipped_no_consent": 1,
+        "skipped_no_address": 0,
+        "sent": 1,
+        "delivered": 0,
+        "failed": 1,
+        "replied": 0,
+    }
     with pytest.raises(DomainError):
         c.start("sup", AT)
 

@@ -33,8 +33,11 @@ from events.base import DomainEvent
 from events.campaign import (
     CampaignCompleted,
     CampaignCreated,
+    CampaignMessageDelivered,
     CampaignMessageFailed,
+    CampaignMessageReplied,
     CampaignMessageSent,
+    CampaignMessageUndelivered,
     CampaignPaused,
     CampaignRecipientSkipped,
     CampaignStarted,
@@ -283,9 +286,12 @@ def _samples() -> list[DomainEvent]:
         record(CampaignPaused, 3, by="supervisor-1"),
         record(CampaignTargeted, 4, count=3),
         record(CampaignRecipientSkipped, 5, recipient_id=other, reason="no_consent"),
-        record(CampaignMessageSent, 6, recipient_id=other),
+        record(CampaignMessageSent, 6, recipient_id=other, message_id=other, channel="sms", text="20% off this week"),
         record(CampaignMessageFailed, 7, recipient_id=other, reason="twilio answered HTTP 400"),
         record(CampaignCompleted, 8),
+        record(CampaignMessageDelivered, 9, recipient_id=other),
+        record(CampaignMessageUndelivered, 10, recipient_id=other, reason="twilio error 30003"),
+        record(CampaignMessageReplied, 11, recipient_id=other),
     ]
 
 

@@ -51,6 +51,29 @@ class MetaClient:
                 return message_id
         raise ProviderError(False, "meta answered without a message id")
 
+    async def send_whatsapp_template(self, phone_number_id: str, to_wa_id: str, template: dict[str, Any]) -> str:
+        """Sends a message template (`{"name", "language": {"code"}, "components"?}`, approved at
+        Meta beforehand): the only message WhatsApp lets a business start outside the 24-hour window."""
+        to = to_wa_id.strip().removeprefix("whatsapp:").lstrip("+")
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "template",
+            "template": template,
+        }
+        payload = await self._post(f"{self._graph_base}/{phone_number_id}/messages", body)
+        return self._wamid(payload)
+
+    @staticmethod
+    def _wamid(payload: dict[str, Any]) -> str:
+        messages = payload.get("messages")
+        if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+            message_id = messages[0].get("id")
+            if isinstance(message_id, str) and message_id:
+                return message_id
+        raise ProviderError(False, "meta answered without a message id")
+
     async def send_messenger(self, recipient_id: str, text: str) -> str:
         """Sends a reply to a Messenger user (page-scoped id); returns the message id."""
         return await self._send_page_message(recipient_id, text)
