@@ -2,8 +2,11 @@
 message on any channel; business activities too once they are in the log), for retention and churn
 (services/domain/metrics.py `retention`, GET /api/v1/metrics); and the channels each customer has
 written to us on (`proj_customer_inbound_channels`), where, under the `implied` consent policy, they
-may receive marketing until they opt out (segments' `consent.PURPOSE.CHANNEL`); and the value of
-each customer's business activities per currency (`proj_customer_value`: lifetime value).
+may receive marketing until they opt out (segments' `consent.PURPOSE.CHANNEL`; not the profile's
+`proj_customers.channels`, which holds the channels of our messages to them too, and a message of
+ours is no consent); and the value of
+each customer's business activities per currency (`proj_customer_value`: lifetime value in the
+metrics, and the profile's `amounts`; currency upper-cased, "" for an amount without one).
 
 No personal data (a customer id and a date), so `erase` has nothing to remove: the figures of the
 past stay as they were. A merge moves the absorbed customer's days to the survivor.

@@ -5,7 +5,8 @@
 - `proj_activity_totals`: per customer and activity type, how many, the sum of their amounts and the
   last one's time (segments read `activities.TYPE.count` and `activities.amount.sum` from it; the
   profile shows it). Amounts are summed as `numeric`, whatever the currency: one currency per
-  deployment is the common case; `currency_totals` in the profile keeps them apart.
+  deployment is the common case. The sums per currency (the profile's `amounts`, the metrics'
+  lifetime value) are `proj_customer_value`'s (projections/customer_activity.py), kept once.
 
 Both follow merges (the absorbed customer's rows move to the survivor: its own consent stands where
 both have one, activity totals add up) and erasure (the rows go).
@@ -21,7 +22,7 @@ from projections.base import Item
 
 class CustomerDataProjection:
     name = "customer_data"
-    tables = ("proj_consent", "proj_activity_totals", "proj_activity_currency")
+    tables = ("proj_consent", "proj_activity_totals")
     schema = """
     CREATE TABLE IF NOT EXISTS proj_consent (
         customer_id uuid NOT NULL,
@@ -39,12 +40,6 @@ class CustomerDataProjection:
         amount_sum numeric NOT NULL DEFAULT 0,
         last_at timestamptz NOT NULL,
         PRIMARY KEY (customer_id, type)
-    );
-    CREATE TABLE IF NOT EXISTS proj_activity_currency (
-        customer_id uuid NOT NULL,
-        currency text NOT NULL,
-        amount_sum numeric NOT NULL,
-        PRIMARY KEY (customer_id, currency)
     );
     """
 
@@ -67,12 +62,6 @@ class CustomerDataProjection:
                     "last_at = GREATEST(proj_activity_totals.last_at, EXCLUDED.last_at)",
                     (event.stream_id, event.type, amount, event.occurred_at),
                 )
-                if event.amount is not None and event.currency:
-                    curs.execute(
-                        "INSERT INTO proj_activity_currency VALUES (%s, %s, %s) ON CONFLICT (customer_id, currency) "
-                        "DO UPDATE SET amount_sum = proj_activity_currency.amount_sum + EXCLUDED.amount_sum",
-                        (event.stream_id, event.currency, event.amount),
-                    )
             elif kind is CustomerMerged:
                 self._merge(curs, event.stream_id, event.absorbed_id)
             elif kind is CustomerErased:
@@ -92,12 +81,6 @@ class CustomerDataProjection:
             "count = proj_activity_totals.count + EXCLUDED.count, "
             "amount_sum = proj_activity_totals.amount_sum + EXCLUDED.amount_sum, "
             "last_at = GREATEST(proj_activity_totals.last_at, EXCLUDED.last_at)",
-            (survivor, absorbed),
-        )
-        curs.execute(
-            "INSERT INTO proj_activity_currency SELECT %s, currency, amount_sum FROM proj_activity_currency "
-            "WHERE customer_id = %s ON CONFLICT (customer_id, currency) DO UPDATE SET "
-            "amount_sum = proj_activity_currency.amount_sum + EXCLUDED.amount_sum",
             (survivor, absorbed),
         )
         for table in CustomerDataProjection.tables:

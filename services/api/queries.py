@@ -63,8 +63,10 @@ _PROFILE = (
     " WHERE customer_id = c.id) AS consent, "
     "(SELECT json_agg(json_build_array(type, count, amount_sum::text, last_at) ORDER BY type) "
     " FROM proj_activity_totals WHERE customer_id = c.id) AS totals, "
+    # per currency: the lifetime-value read model (projections/customer_activity.py), which keeps the
+    # figures of the past when a customer is erased: an erased profile shows none
     "(SELECT json_agg(json_build_array(currency, amount_sum::text) ORDER BY currency) "
-    " FROM proj_activity_currency WHERE customer_id = c.id) AS amounts "
+    " FROM proj_customer_value WHERE customer_id = c.id AND currency <> '' AND NOT c.erased) AS amounts "
     "FROM proj_customers c WHERE c.id = %s"
 )
 

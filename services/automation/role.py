@@ -17,7 +17,7 @@ log = get_logger(__name__)
 def start_automation(sb: Any) -> None:  # a services.bootstrap.Switchboard (a layer above)
     settings = sb.settings
     store = sb.open_store()
-    follower = automation_follower(store, Clock(settings.clock_file).now)
+    follower = automation_follower(store, Clock(settings.clock_file).now, settings.marketing_consent)
     _thread(sb, follower.run_forever, FOLLOWER_NAME)
     if not settings.webhook_secret:
         log.warning("webhook_secret_missing", hint="set SWITCHBOARD_WEBHOOK_SECRET: webhooks wait unsent until then")

@@ -7,7 +7,9 @@ means is the context's business: segments compile the tree to SQL over their rea
 automations evaluate it here (`evaluate`) over an event, its case and its customer.
 
 Patterns (`matches`) are RE2 syntax and run on RE2 (google-re2): matching time grows linearly with
-the text whatever the pattern, so a hostile pattern cannot stall a rule or a query.
+the text whatever the pattern, so a hostile pattern cannot stall a rule. Segments run the same
+pattern in PostgreSQL (`~`): `parse` keeps to the subset both engines read alike and hands on the
+pattern in the form both run (services.domain.patterns), so a filter means the same in both.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Literal, cast
 
 import msgspec
 import re2
+
+from services.domain.patterns import PatternError, portable
 
 Kind = Literal["text", "number", "datetime", "bool", "list"]
 FieldResolver = Callable[[str], "Kind | None"]
@@ -47,6 +51,7 @@ _NAME_PART = re2.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.max_mem = 1 << 20
 _RE2_OPTIONS.log_errors = False  # a bad pattern is the caller's 400, not a line on stderr
+_RE2_OPTIONS.dot_nl = True  # `.` matches a newline too, as in PostgreSQL (services.domain.patterns)
 
 
 class FilterError(ValueError):
@@ -220,7 +225,10 @@ def _value(raw: object, kind: Kind, op: str, path: str) -> object:
         except re2.error as exc:
             reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
             raise FilterError(path, f"not a valid pattern (RE2 syntax): {reason}") from None
-        return raw
+        try:
+            return portable(raw)
+        except PatternError as exc:
+            raise FilterError(path, f"not a portable pattern: {exc}") from None
     if kind == "list":  # eq/ne compare a member's presence the way contains does: one item
         return _scalar(raw, "text", path)
     return _scalar(raw, kind, path)

@@ -539,7 +539,22 @@ def trigram_search(curs: Any, master: MasterKey) -> None:
         ) from exc
 
 
-UPGRADES: tuple[Upgrade, ...] = (processed_case_id, outbound_ids_hashed, search_functions, trigram_search)
+def activity_currency_dropped(curs: Any, master: MasterKey) -> None:
+    """`proj_activity_currency` held what `proj_customer_value` holds (an activity's amounts per
+    customer and currency); the profile reads the latter now, so the former goes. Looked for first:
+    DROP TABLE locks even when there is nothing to drop."""
+    curs.execute("SELECT to_regclass('proj_activity_currency') IS NOT NULL AS present")
+    if curs.fetchone()["present"]:
+        curs.execute("DROP TABLE IF EXISTS proj_activity_currency")
+
+
+UPGRADES: tuple[Upgrade, ...] = (
+    processed_case_id,
+    outbound_ids_hashed,
+    search_functions,
+    trigram_search,
+    activity_currency_dropped,
+)
 
 
 # -- the one function --------------------------------------------------------------------------------

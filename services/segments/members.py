@@ -19,13 +19,19 @@ What each field reads:
 
 A missing value (no name, no CSAT score, no attribute) makes a condition false except `ne`, as the
 Python evaluator (`services.domain.filters.evaluate`) does. `matches` runs PostgreSQL's regular
-expressions (`~`), whose syntax covers the RE2 patterns the parser accepts in common use; a pattern
-PostgreSQL rejects is reported as a bad filter (`FilterError`) by `check`.
+expressions (`~`) on the pattern the parser handed on: the subset of RE2 both engines read alike, in
+the form both run (services.domain.patterns), so a segment and an automation mean the same by it; a
+pattern PostgreSQL still rejects is reported as a bad filter (`FilterError`) by `check`. Every query
+here runs under a statement timeout (`QUERY_TIMEOUT`; the synchronous variant gives the caller's
+transaction its own setting back after), so a costly pattern over many customers ends as an error
+instead of holding a connection.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -43,6 +49,7 @@ _NUMERIC = r"^\s*[-+]?[0-9]+(\.[0-9]+)?\s*$"
 _COMPARISONS = {"eq": "=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "before": "<", "after": ">"}
 
 MEMBER = "c.merged_into IS NULL AND NOT c.erased"
+QUERY_TIMEOUT = "30s"  # a page of members (or the check on save); the API sets its own, shorter one
 
 
 @dataclass
@@ -96,8 +103,10 @@ async def segment_member_ids(
     `conn` is a psycopg AsyncConnection (the API's pool). For a synchronous cursor (a Follower's
     transaction), `segment_member_ids_sync`."""
     query, params = member_ids_query(tree, after=after, limit=limit, now=now, consent_policy=consent_policy)
-    cur = await conn.execute(query, params)
-    return [row[0] for row in await cur.fetchall()]
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('statement_timeout', %s, true)", (QUERY_TIMEOUT,))
+        cur = await conn.execute(query, params)
+        return [row[0] for row in await cur.fetchall()]
 
 
 def segment_member_ids_sync(
@@ -108,11 +117,25 @@ def segment_member_ids_sync(
     limit: int,
     now: datetime,
     consent_policy: ConsentPolicy = "implied",
+    timeout: str = QUERY_TIMEOUT,
 ) -> list[UUID]:
-    """As `segment_member_ids`, on a synchronous psycopg cursor (rows as tuples or dicts)."""
+    """As `segment_member_ids`, on a synchronous psycopg cursor (rows as tuples or dicts), inside the
+    caller's transaction; the query under `timeout` (QueryCanceled past it: the transaction is over)."""
     query, params = member_ids_query(tree, after=after, limit=limit, now=now, consent_policy=consent_policy)
-    curs.execute(query, params)
-    return [row["id"] if isinstance(row, dict) else row[0] for row in curs.fetchall()]
+    with _timeout(curs, timeout):
+        curs.execute(query, params)
+        return [row["id"] if isinstance(row, dict) else row[0] for row in curs.fetchall()]
+
+
+@contextmanager
+def _timeout(curs: psycopg.Cursor[Any], timeout: str) -> Iterator[None]:
+    """`statement_timeout` for what runs inside, then the caller's own again (the caller's
+    transaction goes on: SET LOCAL alone would hold to its end)."""
+    row = curs.execute("SELECT current_setting('statement_timeout') AS was").fetchone()
+    was = row["was"] if isinstance(row, dict) else row[0]  # type: ignore[index]
+    curs.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+    yield
+    curs.execute("SELECT set_config('statement_timeout', %s, true)", (was,))
 
 
 async def check(conn: psycopg.AsyncConnection[Any], tree: Group, now: datetime, *, where: str = "filter") -> None:
@@ -121,6 +144,7 @@ async def check(conn: psycopg.AsyncConnection[Any], tree: Group, now: datetime, 
     query, params = member_ids_query(tree, after=None, limit=0, now=now)
     try:
         async with conn.transaction():
+            await conn.execute("SELECT set_config('statement_timeout', %s, true)", (QUERY_TIMEOUT,))
             await conn.execute(query, params)
     except psycopg.errors.InvalidRegularExpression as exc:
         raise FilterError(where, f"a pattern PostgreSQL cannot run: {exc.diag.message_primary}") from None

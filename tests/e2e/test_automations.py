@@ -17,10 +17,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -34,10 +32,10 @@ from services.domain.config import CannedResponse
 from tests.e2e.test_channel_sms import PUBLIC_URL, _post_signed, _sms
 from tests.fixtures.providers import FakeHTTPProvider, eventually
 from tests.fixtures.recorded import customer, running_server
+from tests.fixtures.roles import RoleProcesses
 
 pytestmark = pytest.mark.e2e
 
-SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 COMPLAINT = (
     "Es la tercera vez que escribo y nadie me responde. Un servicio pésimo, estoy harta de vuestras "
     "excusas y quiero poner una reclamación formal"
@@ -221,13 +219,10 @@ async def test_webhooks_once_per_event_across_a_killed_automation_process(
         "SWITCHBOARD_LOG_FORMAT": "json",
     }
     env.pop("SWITCHBOARD_NATS_URL", None)
-    procs: list[subprocess.Popen] = []
+    processes = RoleProcesses(env, tmp_path)
 
     def start() -> subprocess.Popen:
-        log = open(tmp_path / f"automation-{len(procs)}.log", "wb")  # noqa: SIM115 -- closed with the process
-        proc = subprocess.Popen([SWITCHBOARD, "serve", "automation"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+        return processes.start("automation")
 
     try:
         rule = parse_rule(
@@ -280,13 +275,7 @@ async def test_webhooks_once_per_event_across_a_killed_automation_process(
         tagged = [sum(1 for e in store.load(c) if e.NAME == "case.Tagged") for c in first + second]
         assert tagged == [1] * 40
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        processes.stop_all()
         await receiver.stop()
 
 

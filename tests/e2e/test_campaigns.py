@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,11 +20,11 @@ import pytest
 from services.relay.ledger import CRASH_ENV
 from tests.fixtures.providers import eventually
 from tests.fixtures.recorded import customer, running_server, timeline_until
+from tests.fixtures.roles import start_role, stop_role
 from tests.fixtures.twilio import ACCOUNT_SID, OUR_NUMBER, PUBLIC_URL, FakeTwilio, post_signed, sms_params
 
 pytestmark = pytest.mark.e2e
 
-SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 ROLES_HERE = ("gateway", "core", "projector", "api")
 NUMBERS = ["+14155550131", "+14155550132", "+14155550133", "+14155550134"]
 STOPPED = NUMBERS[1]
@@ -68,20 +67,10 @@ def campaigner_env(s, tmp_path) -> dict[str, str]:
 
 
 def start_campaigner(env: dict, log_path: Path, **extra: str) -> subprocess.Popen:
-    log = open(log_path, "ab")  # noqa: SIM115 — the process owns it
-    return subprocess.Popen(
-        [SWITCHBOARD, "serve", "campaigner"], env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT
-    )
+    return start_role(env, log_path, "campaigner", **extra)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+stop = stop_role
 
 
 async def revoke_on_stop(srv, customer_id: str) -> None:

@@ -12,10 +12,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import nats
 import psycopg
@@ -27,10 +25,10 @@ from projections.runner import ProjectionRunner
 from services.core.processor import CoreProcessor
 from services.platform.embedded import EmbeddedNats
 from services.platform.streams import Names, ensure_streams
+from tests.fixtures.roles import SWITCHBOARD, RoleProcesses
 
 pytestmark = pytest.mark.e2e
 
-SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 NAMES = Names()
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -55,35 +53,9 @@ def env(settings, own_nats, database_url, tmp_path):
     }
 
 
-class Processes:
-    def __init__(self, env: dict, tmp_path: Path):
-        self.env, self.tmp_path, self.procs, self.n = env, tmp_path, [], 0
-
-    def start(self, *roles: str, **extra_env: str) -> subprocess.Popen:
-        self.n += 1
-        log = open(self.tmp_path / f"{'-'.join(roles)}-{self.n}.log", "wb")
-        proc = subprocess.Popen(
-            [SWITCHBOARD, "serve", *roles], env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT
-        )
-        proc.log_path = self.tmp_path / f"{'-'.join(roles)}-{self.n}.log"  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture
 def processes(env, tmp_path):
-    p = Processes(env, tmp_path)
+    p = RoleProcesses(env, tmp_path)
     yield p
     p.stop_all()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -25,11 +24,11 @@ from services.platform.streams import Names
 from services.relay.ledger import CRASH_ENV
 from tests.fixtures.providers import eventually
 from tests.fixtures.recorded import case_event_until, case_events, customer, running_server, timeline_until
+from tests.fixtures.roles import start_role, stop_role
 from tests.fixtures.twilio import ACCOUNT_SID, OUR_NUMBER, PUBLIC_URL, FakeTwilio, post_signed, sms_params
 
 pytestmark = pytest.mark.e2e
 
-SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 ROLES_HERE = ("gateway", "core", "projector", "api")
 
 
@@ -79,8 +78,7 @@ def relay_env(s, tmp_path) -> dict[str, str]:
 
 
 def start_relay(env: dict, log_path: Path, **extra: str) -> subprocess.Popen:
-    log = open(log_path, "ab")  # noqa: SIM115 — the process owns it
-    return subprocess.Popen([SWITCHBOARD, "serve", "relay"], env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT)
+    return start_role(env, log_path, "relay", **extra)
 
 
 def ledger_rows(database_url: str) -> list[tuple]:
@@ -138,10 +136,4 @@ async def test_a_relay_killed_between_twilios_answer_and_our_record_sends_the_re
             assert events.count("case.ReplySent") == 1 and "case.ReplyFailed" not in events
             assert len(twilio.sends()) == 1
     finally:
-        if relay.poll() is None:
-            relay.terminate()
-            try:
-                relay.wait(15)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait()
+        stop_role(relay)

@@ -32,8 +32,8 @@ from tests.faults.support import (
     fault_settings,
     redeliveries,
     running,
+    settle,
     switchboard,
-    verdict,
     wait_for,
 )
 
@@ -73,9 +73,7 @@ async def soak(outage: float, fault: str, rate: float) -> str:
                 back = time.monotonic()
                 await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 600, "catch-up")
                 catch_up = time.monotonic() - back
-            await load.retry_until_accepted(timeout=120)
-            await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 300, "all recorded")
-            result = await verdict(server, settings.database_url, server.sb.names, load.accepted)
+            result = await settle(server, load, catch_up=300, retry_for=120)
             redelivered = await redeliveries(server)
         ready_503 = sum(1 for status, _ in ready.answers if status == 503)
         summary = (

@@ -4,6 +4,9 @@ the checks "nothing lost, nothing twice, nothing dead-lettered, the read side ca
 Every test here starts its OWN embedded NATS and PostgreSQL (the session's servers are shared with
 the rest of the suite and must never be stopped), freezes, stops or fills them under load, and
 watches `/ready` meanwhile. Used by tests/faults/test_*.py and by the soak (tests/faults/soak.py).
+The verdict on what was recorded, and the tail every one of them ends with (`settle`), are
+tests/fixtures/outcome.py's; a whole Switchboard in the process is tests/fixtures/recorded.py's
+`running_server` (here `switchboard`).
 """
 
 from __future__ import annotations
@@ -14,24 +17,26 @@ import os
 import secrets
 import signal
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-import nats
-import psycopg
 from twilio.request_validator import RequestValidator
 
-from events.customer import InteractionRecorded
-from events.interactions import interaction_id
-from projections.runner import ProjectionRunner
-from services.bootstrap import ROLES
-from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
 from services.platform.settings import Settings, ensure_secrets, load_settings
-from services.platform.streams import Names
-from services.server import Server
+from tests.fixtures.outcome import (  # noqa: F401 -- the fault tests' names for them
+    CATCH_UP_SECONDS,
+    Verdict,
+    all_recorded,
+    assert_nothing_lost,
+    redeliveries,
+    settle,
+    verdict,
+    wait_for,
+)
+from tests.fixtures.recorded import running_server as switchboard  # noqa: F401
 
 PUBLIC_URL = "https://switchboard.example.com"
 SMS_PATH = "/channels/sms/twilio"
@@ -137,17 +142,6 @@ def fault_settings(servers: OwnServers, data_dir: Path, **overrides: object) -> 
         **overrides,
     }
     return single_node_trust(ensure_secrets(load_settings(**values)))  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def switchboard(settings: Settings, names: Names | None = None, roles: tuple[str, ...] = ROLES):
-    """Every role in this process, on a random HTTP port, stopped at the end of the block."""
-    srv = Server(settings, roles, http=("127.0.0.1", free_port()), smtp=("127.0.0.1", free_port()), names=names)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 # -- traffic ---------------------------------------------------------------------------------------
@@ -264,106 +258,3 @@ async def running(*tasks_of):
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-
-
-async def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Polls `predicate()` (sync or async) until true; fails naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        await asyncio.sleep(interval)
-
-
-# -- what was recorded -----------------------------------------------------------------------------
-
-
-def recorded_ids(database_url: str) -> set:
-    with psycopg.connect(database_url, connect_timeout=5) as conn:
-        return {r[0] for r in conn.execute("SELECT interaction_id FROM sb_processed")}
-
-
-def caught_up(server) -> bool:
-    """Every read model has applied the whole log."""
-    store = server.sb.open_store()
-    top = store.max_position()
-    positions = ProjectionRunner(store).positions()
-    return bool(positions) and all(p >= top for p in positions.values())
-
-
-async def all_recorded(server, database_url: str, sids: list[str]) -> bool:
-    wanted = {interaction_id("sms", sid) for sid in sids}
-    try:
-        done = wanted <= await asyncio.to_thread(recorded_ids, database_url)
-        return done and await asyncio.to_thread(caught_up, server)
-    except psycopg.OperationalError:
-        return False
-
-
-@dataclass
-class Verdict:
-    accepted: int
-    recorded_once: int
-    recorded_twice: list
-    missing: list
-    timeline_missing: list
-    dead_letters: int
-    quarantined: int
-
-
-async def verdict(server, database_url: str, names: Names, sids: list[str]) -> Verdict:
-    wanted = {interaction_id("sms", sid) for sid in sids}
-
-    def from_database() -> tuple[Counter, set, int]:
-        store = server.sb.open_store()
-        seen: Counter = Counter()
-        after = 0
-        while batch := store.read(after, 2000):
-            for position, event, _redacted in batch:
-                if isinstance(event, InteractionRecorded):
-                    seen[event.interaction_id] += 1
-                after = position
-        with psycopg.connect(database_url) as conn:
-            timeline = {r[0] for r in conn.execute("SELECT interaction_id FROM proj_timeline")}
-            quarantined = conn.execute("SELECT count(*) FROM sb_quarantine").fetchone()[0]
-        return seen, timeline, quarantined
-
-    seen, timeline, quarantined = await asyncio.to_thread(from_database)
-    nc = await nats.connect(server.settings.nats_url)
-    try:
-        dead = (await nc.jetstream().stream_info(names.deadletters)).state.messages
-    finally:
-        await nc.close()
-    return Verdict(
-        accepted=len(wanted),
-        recorded_once=sum(1 for i in wanted if seen[i] == 1),
-        recorded_twice=[i for i in wanted if seen[i] > 1],
-        missing=[i for i in wanted if seen[i] == 0],
-        timeline_missing=[i for i in wanted if i not in timeline],
-        dead_letters=dead,
-        quarantined=quarantined,
-    )
-
-
-def assert_nothing_lost(v: Verdict) -> None:
-    assert v.accepted > 0
-    assert v.missing == [], f"{len(v.missing)} accepted interactions never recorded"
-    assert v.recorded_twice == [], f"{len(v.recorded_twice)} interactions recorded twice"
-    assert v.recorded_once == v.accepted
-    assert v.timeline_missing == [], f"{len(v.timeline_missing)} recorded but not on the timeline"
-    assert v.dead_letters == 0, f"{v.dead_letters} interactions dead-lettered"
-    assert v.quarantined == 0, f"{v.quarantined} events quarantined"
-
-
-async def redeliveries(server) -> int:
-    """Deliveries by the core's consumer beyond the first of each interaction, over the whole test:
-    its consumer sequence counts every delivery, its stream sequence the interactions delivered (the
-    consumer reads the whole SB_INTERACTIONS from sequence 1)."""
-    from services.core.consumer import DURABLE  # noqa: PLC0415
-
-    info = await server.sb.jetstream().consumer_info(server.sb.names.interactions, DURABLE)
-    return info.delivered.consumer_seq - info.delivered.stream_seq

@@ -22,8 +22,8 @@ from tests.faults.support import (
     assert_nothing_lost,
     fault_settings,
     running,
+    settle,
     switchboard,
-    verdict,
     wait_for,
 )
 
@@ -59,9 +59,7 @@ async def test_nats_restarted_under_load_answers_503_meanwhile_and_loses_nothing
             print(
                 f"\nNATS back: new traffic recorded and read side caught up {time.monotonic() - started_at:.1f}s later"
             )
-        await load.retry_until_accepted()
-        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 240, "all recorded")
-        result = await verdict(server, settings.database_url, server.sb.names, load.accepted)
+        result = await settle(server, load)
 
     assert load.unexpected == []
     assert_nothing_lost(result)
@@ -123,9 +121,7 @@ async def test_jetstream_store_full_answers_503_and_accepts_the_retries_once_the
             await _free(small_store_servers.nats.url)
             accepted_after = len(load.accepted)
             await wait_for(lambda: len(load.accepted) > accepted_after + 10, 30, "traffic accepted again")
-        await load.retry_until_accepted()
-        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 240, "all recorded")
-        result = await verdict(server, settings.database_url, server.sb.names, load.accepted)
+        result = await settle(server, load)
 
     assert load.unexpected == []
     assert refused_during > 0

@@ -26,8 +26,8 @@ from tests.faults.support import (
     fault_settings,
     redeliveries,
     running,
+    settle,
     switchboard,
-    verdict,
     wait_for,
 )
 
@@ -67,9 +67,7 @@ async def test_postgres_hung_under_load_loses_nothing_and_ready_names_it(own_ser
             )
             print(f"\nhung {OUTAGE:.0f}s: caught up {time.monotonic() - thawed_at:.1f}s after SIGCONT")
             await wait_for(lambda: ready.answers and ready.answers[-1][0] == 200, 20, "/ready well again")
-        await load.retry_until_accepted()
-        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 240, "all recorded")
-        result = await verdict(server, settings.database_url, server.sb.names, load.accepted)
+        result = await settle(server, load)
         redelivered = await redeliveries(server)
 
     assert load.unexpected == []
@@ -104,9 +102,7 @@ async def test_postgres_restarted_under_load_loses_nothing_and_catches_up(own_se
             )
             print(f"\ndown {OUTAGE:.0f}s: caught up {time.monotonic() - started_at:.1f}s after the restart")
             await wait_for(lambda: ready.answers and ready.answers[-1][0] == 200, 20, "/ready well again")
-        await load.retry_until_accepted()
-        await wait_for(lambda: all_recorded(server, settings.database_url, load.accepted), 240, "all recorded")
-        result = await verdict(server, settings.database_url, server.sb.names, load.accepted)
+        result = await settle(server, load)
         redelivered = await redeliveries(server)
 
     assert load.unexpected == []

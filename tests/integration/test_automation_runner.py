@@ -297,21 +297,11 @@ async def test_webhooks_are_signed_retried_and_dead_lettered(store) -> None:
 def test_customer_fields_in_the_condition_and_a_customer_event(store) -> None:
     """`customer.FIELD` reads the customer's profile (as segments do); a rule on the customer's own
     message (customer.InteractionRecorded) acts on the case the message joined."""
-    from events.interactions import Identity, Interaction, interaction_id  # noqa: PLC0415
     from projections.runner import ProjectionRunner  # noqa: PLC0415
     from services.core.processor import CoreProcessor  # noqa: PLC0415
 
-    def message(phone: str, text: str, n: int) -> Interaction:
-        provider_id = uuid.uuid4().hex
-        return Interaction(
-            id=interaction_id("sms", provider_id),
-            channel="sms",
-            direction="inbound",
-            occurred_at=now(),
-            identities=[Identity("phone", phone)],
-            text=text,
-            provider_message_id=provider_id,
-        )
+    def message(phone: str, text: str, n: int):
+        return _core_message(phone, text)
 
     save_rule(
         store,
@@ -409,3 +399,111 @@ def test_a_rule_does_not_answer_its_own_reply(store) -> None:
     run(store)
     assert len(firings(store)) == 1
     assert len(events_of(store, fired.case_id, ReplyRequested)) == 1
+
+
+def _core_message(phone: str, text: str):
+    from events.interactions import Identity, Interaction, interaction_id  # noqa: PLC0415
+
+    provider_id = uuid.uuid4().hex
+    return Interaction(
+        id=interaction_id("sms", provider_id),
+        channel="sms",
+        direction="inbound",
+        occurred_at=now(),
+        identities=[Identity("phone", phone)],
+        text=text,
+        provider_message_id=provider_id,
+    )
+
+
+def _core_order(email: str, reference: str, amount: str):
+    from decimal import Decimal  # noqa: PLC0415
+
+    from events.interactions import Identity  # noqa: PLC0415
+    from services.domain.activities import as_interaction  # noqa: PLC0415
+
+    return as_interaction(Identity("email", email), "order.placed", reference, now(), "shop", Decimal(amount), "EUR")
+
+
+def _fired_customers(store) -> list[tuple[uuid.UUID, str]]:
+    """(customer of the triggering event, rule) of every firing, in log order."""
+    by_id, position = {}, 0
+    while items := store.read(position, 1000):
+        by_id.update({event.id: event for _, event, _ in items})
+        position = items[-1][0]
+    return [(by_id[f.event_id].customer_id, f.rule) for f in firings(store)]
+
+
+def test_customer_activities_and_consent_in_a_rule_read_the_log_up_to_the_event(store) -> None:
+    """`customer.activities.*` and `customer.consent.*` as segments mean them, read from the log: the
+    second order fires the rule although no projector has run (no read model holds it), the first
+    does not, and a customer who sent STOP is the one whose consent is false."""
+    from services.core.processor import CoreProcessor  # noqa: PLC0415
+
+    save_rule(
+        store,
+        "second-order",
+        "customer.ActivityRecorded",
+        {
+            "all": [
+                {"field": "customer.activities.order.placed.count", "op": "gte", "value": 2},
+                {"field": "customer.activities.amount.sum", "op": "gt", "value": 20},
+            ]
+        },
+        [{"webhook": {"url": "http://x/y"}}],
+    )
+    save_rule(
+        store,
+        "opted-out",
+        "customer.InteractionRecorded",
+        {"all": [{"field": "customer.consent.marketing.sms", "op": "eq", "value": False}]},
+        [{"add_tags": ["opted-out"]}],
+    )
+    processor = CoreProcessor(store)
+    processor.process([(_core_order("ana@example.com", "SO-1", "15"), 1)])
+    processor.process([(_core_order("bo@example.com", "SO-2", "99"), 2)])
+    processor.process([(_core_order("ana@example.com", "SO-3", "10"), 3)])
+    processor.process([(_core_message("+34600000001", "hola"), 4)])
+    processor.process([(_core_message("+34600000002", "hola"), 5)])
+    processor.process([(_core_message("+34600000002", "STOP"), 6)])
+    processor.process([(_core_message("+34600000002", "una pregunta"), 7)])
+    processor.process([(_core_message("+34600000001", "otra pregunta"), 8)])
+    run(store)
+    orders: dict[uuid.UUID, int] = {}
+    opted_out: set[uuid.UUID] = set()
+    for _, event, _ in store.read(0, 1000):
+        if event.NAME == "customer.ActivityRecorded":
+            orders[event.customer_id] = orders.get(event.customer_id, 0) + 1
+        elif event.NAME == "customer.ConsentChanged" and not event.granted:
+            opted_out.add(event.customer_id)
+    (ana,) = [c for c, n in orders.items() if n == 2]
+    assert len(orders) == 2 and len(opted_out) == 1
+    fired = _fired_customers(store)
+    assert [c for c, rule in fired if rule == "second-order"] == [ana]  # her second order, once
+    stopped = [c for c, rule in fired if rule == "opted-out"]
+    assert stopped and set(stopped) == opted_out  # the STOP customer's messages after it, no one else's
+    # Nothing ran a projector: the values came from the log, not from a read model.
+    with store.datastore.transaction() as curs:
+        assert curs.execute(
+            "SELECT to_regclass('proj_activity_totals') IS NULL OR "
+            "NOT EXISTS (SELECT 1 FROM proj_activity_totals) AS empty"
+        ).fetchone()["empty"]
+
+
+def test_a_rule_an_older_release_saved_with_a_pattern_now_refused_is_left_out_not_fatal(store) -> None:
+    """`\\b` ran on RE2 before patterns had to read alike in PostgreSQL; such a stored rule no longer
+    parses: the runner leaves it out and the other rules go on firing."""
+    import msgspec  # noqa: PLC0415
+
+    save_rule(store, "angry", "case.Classified", ANGRY, [{"add_tags": ["angry"]}])
+    run(store)
+    stale = json.loads(msgspec.json.encode(events_of(store, Automation.stream_id("angry"))[-1]))
+    stale.update(name="old", condition={"all": [{"field": "sentiment", "op": "matches", "value": r"\bx\b"}]})
+    with store.datastore.transaction(commit=True) as curs:
+        curs.execute(
+            "INSERT INTO sb_automation_rules (name, version, rule) VALUES ('old', 1, %s)", (json.dumps(stale),)
+        )
+    case_id, interaction = open_case(store)
+    classify(store, case_id, interaction, "negative", "complaint")
+    run(store)
+    assert [f.rule for f in firings(store)] == ["angry"]

@@ -135,3 +135,19 @@ def _catalog_tables(database_url: str) -> set[str]:
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
             ).fetchall()
         }
+
+
+def test_an_older_databases_duplicate_read_model_is_dropped(store, database_url) -> None:
+    """`proj_activity_currency` (an older release's copy of `proj_customer_value`) goes, rows and all."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE proj_activity_currency (customer_id uuid NOT NULL, currency text NOT NULL, "
+            "amount_sum numeric NOT NULL, PRIMARY KEY (customer_id, currency))"
+        )
+        conn.execute("INSERT INTO proj_activity_currency VALUES (gen_random_uuid(), 'EUR', 1)")
+    bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
+    after = _catalog(database_url)
+    assert "proj_activity_currency" not in after["tables"]
+    assert "proj_customer_value" in after["tables"]
+    bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
+    assert _catalog(database_url) == after
