@@ -10,10 +10,17 @@ What runs, on the same NATS and PostgreSQL, in one go:
   moment it was published to the moment the projector announced its committed timeline row on the
   live feed (`sb.live`), gives p50 and p99. The same backlog is also run through a single
   `switchboard serve core projector` process (the shape of `switchboard up`), on a fresh database
-  and fresh streams, and its sustained rate is printed alongside; and through
-  `switchboard serve core projector classifier` (the same with the classifier role, whose model
-  runs in a worker process of lowest priority), alternating with the plain shape, two runs each:
-  the ratio of the medians is the cost of classification to ingest.
+  and fresh streams, and through `switchboard serve core projector classifier` (the same with the
+  classifier role, whose model runs in a worker process that trains first and then serves at the
+  lowest priority), alternating, two runs each; the up shape's rate is the median of its runs and
+  classifier_ratio the ratio of the medians. With the classifier the rate is timed from its first
+  classification on (while its worker trains it costs ingest nothing), and then the time until every
+  message is classified is printed: how far classification lags behind ingest. A run in which the
+  classifier answered only after three quarters of the backlog is not counted (said so).
+- **memory**: RSS of each process of the two-process shape when the first timeline row appeared,
+  after the backlog, and, on the warm processes, before and after a second backlog of people never
+  seen before (`grow`): the growth per customer between those two counts, extrapolated to a million
+  customers, is the memory line (the growth from the first row also holds warm-up).
 - **raw NATS** baseline: the same messages published to a stream of their own, then pull-consumed
   and acked one by one with nats-py, doing nothing else (what JetStream alone costs).
 - **naive** baseline: the textbook event-sourced consumer: eventsourcing's `Application` and
@@ -25,10 +32,11 @@ The last lines are the summary:
 `ingest: interactions_per_s=N up_shape_per_s=N naive_per_s=N raw_nats_per_s=N two_process_vs_raw=Nx
 up_shape_vs_raw=Nx p50_ms=N p99_ms=N` (interactions_per_s and the latencies are the core + projector
 processes'; up_shape_per_s the single `serve core projector` process) and
-`memory: core_rss_mb=N projector_rss_mb=N customers=N ...`: each process's RSS after the backlog,
-its growth per customer between the first timeline row and the last, and that growth extrapolated
-to a million customers (the core's capped by its bounded cache), said to be an extrapolation. classifier_ratio (on the ingest line) is the one-process rate with the
-classifier role over the rate without it.
+`memory: core_rss_mb=N projector_rss_mb=N customers=N ...`: each process's RSS after the second
+backlog, its growth per customer between the two customer counts, and that growth extrapolated to a
+million customers (the core's capped by its bounded cache), said to be an extrapolation.
+classifier_ratio (on the ingest line) is the one-process rate with the classifier role over the
+rate without it.
 """
 
 from __future__ import annotations
@@ -63,6 +71,9 @@ BACKLOG = 60_000  # 30 interactions per customer on average
 LATENCY_SECONDS = 10.0
 TARGET_RATE = 5_000  # interactions/s the ingest path is built for on a 2-core machine
 NAIVE_SECONDS = 8.0
+# Memory at a second customer count: a backlog of people not in the first (see `grow`).
+GROWTH_PEOPLE = 4_000
+GROWTH_BACKLOG = 24_000
 CHANNEL_MIX = {"email": 30, "sms": 18, "whatsapp": 20, "messenger": 10, "telegram": 8, "chat": 10, "instagram": 4}
 WORDS = ("order", "refund", "where", "is", "my", "parcel", "thanks", "help", "still", "waiting", "invoice", "café")
 
@@ -77,9 +88,10 @@ class Traffic:
     (unverified claims).
     """
 
-    def __init__(self, customers: int = CUSTOMERS, seed: int = 7):
+    def __init__(self, customers: int = CUSTOMERS, seed: int = 7, first_person: int = 0):
         self.rng = random.Random(seed)
         self.customers = customers
+        self.first_person = first_person  # people numbered from here: another Traffic's are not met
         self.start = datetime(2026, 1, 1, tzinfo=UTC)
         self.n = 0
         self.channels = list(CHANNEL_MIX)
@@ -89,7 +101,7 @@ class Traffic:
         rng, k = self.rng, self.n
         self.n += 1
         first = k < self.customers
-        i = k if first else rng.randrange(self.customers)
+        i = self.first_person + (k if first else rng.randrange(self.customers))
         channel = "chat" if first else rng.choices(self.channels, self.weights)[0]
         phone = f"+44 7700 9{i:05d}"
         profile: dict[str, str] = {}
@@ -126,7 +138,7 @@ class Traffic:
             id=interaction_id(channel, provider_id),
             channel=channel,
             direction="inbound",
-            occurred_at=self.start + timedelta(milliseconds=k * 10),
+            occurred_at=self.start + timedelta(milliseconds=(self.first_person * 30 + k) * 10),
             identities=identities,
             text=text,
             profile=profile,
@@ -144,9 +156,15 @@ async def run_backlog(
     backlog: list[Interaction],
     deployment: tuple[tuple[str, ...], ...],
     paced=None,
-) -> tuple[float, list[float]]:
+    then=None,
+) -> tuple[float, list[float], Memory]:
     """Publishes the backlog to fresh streams, starts the deployment and times backlog → timeline rows;
-    then, if given, `paced(rate)` measures latencies against the same running deployment."""
+    then, if given, `paced(rate)` measures latencies against the same running deployment, and
+    `then(procs, memory)` goes on with it.
+
+    With the classifier role, the rate is timed from when the classifier answers (its first
+    classification on the timeline; before that its worker is training, and classification costs
+    ingest nothing), and then the time until every message is classified is measured too."""
     await fresh_streams(js, names)
     t0 = time.perf_counter()
     await publish_interactions(js, names, backlog)
@@ -154,7 +172,10 @@ async def run_backlog(
     print(f"   {shape}: backlog published to SB_INTERACTIONS in {time.perf_counter() - t0:.1f}s", flush=True)
     procs = start_switchboard(nats_url, database_url, Path(tempfile.mkdtemp(prefix="sb-bench-ingest-")), deployment)
     try:
-        rate, early = await sustained(database_url, len(backlog), procs)
+        classifying = any("classifier" in roles for roles in deployment)
+        rate, early = await sustained(database_url, len(backlog), procs, ready=classes_rows if classifying else None)
+        if classifying:
+            await classification_done(database_url)
         with psycopg.connect(database_url) as conn:
             events = conn.execute("SELECT count(*) FROM sb_events").fetchone()[0]
             processed = conn.execute("SELECT count(*) FROM sb_processed").fetchone()[0]
@@ -165,6 +186,8 @@ async def run_backlog(
             flush=True,
         )
         latencies = await paced(rate) if paced is not None else []
+        if then is not None:
+            await then(procs, memory)
     finally:
         stop_switchboard(procs)
     return rate, latencies, memory
@@ -219,6 +242,27 @@ class Memory:
             f"1M customers ≈ {self.at_million(i) / 2**20:,.0f} MB, extrapolated)"
             for i, roles in enumerate(self.deployment)
         )
+
+
+async def grow(js, names: Names, database_url: str, procs: list[subprocess.Popen], deployment) -> Memory:
+    """RSS at two customer counts on warm processes: after the backlog and the latency run (caches,
+    pools and batch buffers at their working size), and after a second backlog of people never seen
+    before. The growth between the two is what more customers cost; the growth from the first
+    timeline row also holds the processes' warm-up, which is not per customer."""
+    traffic = Traffic(customers=GROWTH_PEOPLE, seed=11, first_person=10 * CUSTOMERS)
+    more = [traffic.next() for _ in range(GROWTH_BACKLOG)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        expected = timeline_rows(conn) + len(more)
+        first = ([rss_bytes(p.pid) for p in procs], registered_customers(database_url))
+        await publish_interactions(js, names, more)
+        deadline = time.monotonic() + 600
+        while timeline_rows(conn) < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the second backlog did not reach the timeline in 600 s")
+            await asyncio.sleep(0.1)
+    memory = Memory(deployment, first, ([rss_bytes(p.pid) for p in procs], registered_customers(database_url)))
+    print(f"   {GROWTH_BACKLOG:,} interactions of {GROWTH_PEOPLE:,} new people: {memory.describe()}", flush=True)
+    return memory
 
 
 def paced_rate(sustained_rate: float) -> float:
@@ -435,25 +479,70 @@ def timeline_rows(conn) -> int:
         return 0
 
 
-async def sustained(database_url: str, expected: int, procs: list[subprocess.Popen]) -> tuple[float, tuple]:
-    """How fast the backlog turns into timeline rows, from the first row to the last; and the
-    processes' RSS and the customers registered when the first row appeared."""
+async def sustained(database_url: str, expected: int, procs: list[subprocess.Popen], ready=None) -> tuple[float, tuple]:
+    """How fast the backlog turns into timeline rows, from the first row (or from when `ready(conn)`
+    first holds, if later) to the last; and the processes' RSS and the customers registered when the
+    first row appeared."""
     early: tuple[list[int], int] = ([0] * len(procs), 0)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         first_at, first_count = None, 0
+        seen_first = False
         while True:
             n = timeline_rows(conn)
             now = time.perf_counter()
-            if n and first_at is None:
-                first_at, first_count = now, n
+            if n and not seen_first:
+                seen_first = True
                 early = ([rss_bytes(p.pid) for p in procs], registered_customers(database_url))
+            if n and first_at is None and (ready is None or ready(conn)):
+                first_at, first_count = now, n
             if n >= expected:
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {n} of {expected} timeline rows after 300 s")
+                raise TimeoutError(f"only {n} of {expected} timeline rows after 600 s")
             await asyncio.sleep(0.05)
+    if first_at is None or expected - first_count < expected // 4:
+        # Not ready while three quarters of the backlog went by: nothing honest to time.
+        raise NotReady(
+            f"the classifier answered only after {first_count if first_at else expected:,} of {expected:,} rows"
+        )
+    if ready is not None:
+        print(f"   the classifier answered from timeline row {first_count:,} on: timed from there", flush=True)
     return (expected - first_count) / (now - first_at), early
+
+
+class NotReady(Exception):
+    """The classifier's worker was not answering during most of the backlog."""
+
+
+def classes_rows(conn) -> int:
+    try:
+        return conn.execute("SELECT count(*) FROM proj_timeline_classes").fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+async def classification_done(database_url: str, limit: float = 600.0) -> None:
+    """Waits until every inbound message with text and a case is classified (on the timeline), and
+    says how many were when the backlog was done and how long the rest took."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        target = conn.execute(
+            "SELECT count(*) FROM proj_timeline WHERE direction = 'inbound' AND case_id IS NOT NULL AND text <> ''"
+        ).fetchone()[0]
+        at_end = classes_rows(conn)
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + limit
+        n = at_end
+        while n < target and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            n = classes_rows(conn)
+        took = time.perf_counter() - t0
+    rest = f"the other {n - at_end:,} in {took:.1f}s more ({(n - at_end) / took:,.0f}/s)" if n > at_end else ""
+    print(
+        f"   classified: {at_end:,} of {target:,} when the backlog was on the timeline; {rest}"
+        + ("" if n >= target else f"; {target - n:,} still not after {limit:.0f}s"),
+        flush=True,
+    )
 
 
 async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: float) -> list[float]:
@@ -521,32 +610,36 @@ async def run(nats_url: str, database_url: str) -> str:
     names = Names()
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
+    warm: list[Memory] = []
+
+    async def then(procs, memory) -> None:
+        warm.append(await grow(js, names, database_url, procs, memory.deployment))
+
     try:
         # `switchboard up`'s shape: core and projector in one process (the projector takes the core's
-        # events from memory). Sustained rate only.
-        single, _, _ = await run_backlog(
-            js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
-        )
-        # The same with the classifier role, alternating with the plain shape (the machine's load moves).
-        plain, classified = [single], []
+        # events from memory), alternating with the same plus the classifier role (the machine's load
+        # moves): the ratio of the medians is what classification costs ingest.
+        plain: list[float] = []
+        classified: list[float] = []
         for _ in range(2):
-            rate_c, _, _ = await run_backlog(
-                js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector", "classifier"),)
-            )
-            classified.append(rate_c)
-            if len(plain) < 2:
-                rate_p, _, _ = await run_backlog(
-                    js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
-                )
-                plain.append(rate_p)
-        classifier_ratio = statistics.median(classified) / statistics.median(plain)
+            for roles, rates in ((("core", "projector"), plain), (("core", "projector", "classifier"), classified)):
+                try:
+                    rate_, _, _ = await run_backlog(
+                        js, names, nats_url, await fresh_database(database_url), backlog, (roles,)
+                    )
+                except NotReady as exc:
+                    print(f"   {exc}: not counted", flush=True)
+                    continue
+                rates.append(rate_)
+        single = statistics.median(plain)
+        classifier_ratio = statistics.median(classified) / single if classified else float("nan")
         print(
             f"   with the classifier role: {', '.join(f'{r:,.0f}' for r in classified)} interactions/s; without: "
             f"{', '.join(f'{r:,.0f}' for r in plain)}; median ratio {classifier_ratio:.2f}",
             flush=True,
         )
         # Production's shape on one node: a core process and a projector process. Sustained, then latency
-        # at half the sustained rate, on the same running processes.
+        # at half the sustained rate, on the same running processes; then memory at a second customer count.
         rate, latencies, memory = await run_backlog(
             js,
             names,
@@ -555,9 +648,11 @@ async def run(nats_url: str, database_url: str) -> str:
             backlog,
             (("core",), ("projector",)),
             paced=lambda sustained_rate: latency(js, nc, names, traffic, paced_rate(sustained_rate), LATENCY_SECONDS),
+            then=then,
         )
     finally:
         await nc.close()
+    grown = warm[0]
     p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
     print(
         f"   latency publish → timeline row, core and projector processes, at {paced_rate(rate):,.0f} interactions/s "
@@ -568,17 +663,24 @@ async def run(nats_url: str, database_url: str) -> str:
     )
     print(
         f"   sustained: {rate / naive_rate:.1f}× naive; {rate / raw_rate:.2f}× raw JetStream consume+ack; "
-        f"one process for both roles: {single:,.0f} interactions/s",
+        f"one process for both roles (median): {single:,.0f} interactions/s",
+        flush=True,
+    )
+    print(
+        f"   memory per customer from the first timeline row (warm-up included): core "
+        f"{memory.per_customer(0):,.0f} B, projector {memory.per_customer(1):,.0f} B; on warm processes, "
+        f"{grown.customers0:,} → {grown.customers1:,} customers: core {grown.per_customer(0):,.0f} B, projector "
+        f"{grown.per_customer(1):,.0f} B",
         flush=True,
     )
     return (
         f"ingest: interactions_per_s={rate:.0f} up_shape_per_s={single:.0f} naive_per_s={naive_rate:.0f} "
         f"raw_nats_per_s={raw_rate:.0f} two_process_vs_raw={rate / raw_rate:.2f}x up_shape_vs_raw={single / raw_rate:.2f}x "
         f"p50_ms={p50:.0f} p99_ms={p99:.0f} classifier_ratio={classifier_ratio:.2f}\n"
-        f"memory: core_rss_mb={memory.rss_mb('core'):.0f} projector_rss_mb={memory.rss_mb('projector'):.0f} "
-        f"customers={memory.customers1} core_b_per_customer={memory.per_customer(0):.0f} "
-        f"projector_b_per_customer={memory.per_customer(1):.0f} core_mb_at_1m={memory.at_million(0) / 2**20:.0f} "
-        f"projector_mb_at_1m={memory.at_million(1) / 2**20:.0f} (extrapolated)"
+        f"memory: core_rss_mb={grown.rss_mb('core'):.0f} projector_rss_mb={grown.rss_mb('projector'):.0f} "
+        f"customers={grown.customers1} core_b_per_customer={grown.per_customer(0):.0f} "
+        f"projector_b_per_customer={grown.per_customer(1):.0f} core_mb_at_1m={grown.at_million(0) / 2**20:.0f} "
+        f"projector_mb_at_1m={grown.at_million(1) / 2**20:.0f} (extrapolated from two customer counts)"
     )
 
 
