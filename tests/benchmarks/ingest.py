@@ -9,14 +9,15 @@ What runs, on the same NATS and PostgreSQL, in one go:
   Then interactions are published at half that rate for a while, and each one's latency, from the
   moment it was published to the moment the projector announced its committed timeline row on the
   live feed (`sb.live`), gives p50 and p99. The same backlog is also run through a single
-  `switchboard serve core projector` process (the shape of `switchboard up`), on a fresh database
-  and fresh streams, and through `switchboard serve core projector classifier` (the same with the
-  classifier role, whose model runs in a worker process that trains first and then serves at the
-  lowest priority), alternating, two runs each; the up shape's rate is the median of its runs and
-  classifier_ratio the ratio of the medians. With the classifier the rate is timed from its first
-  classification on (while its worker trains it costs ingest nothing), and then the time until every
-  message is classified is printed: how far classification lags behind ingest. A run in which the
-  classifier answered only after three quarters of the backlog is not counted (said so).
+  `switchboard serve core projector` process (the shape of `switchboard up`) and through
+  `switchboard serve core projector classifier` (the same with the classifier role, whose model runs
+  in a worker process that trains first and then serves at the lowest priority), alternating, two
+  runs each, each on a fresh database and fresh streams, warmed up first (`warm_run`: one message
+  all the way, and classified, so the classifier's worker has trained), the backlog published while
+  it runs and timed from the end of publishing. up_shape_per_s is the median of the plain runs,
+  classifier_ratio the ratio of the medians; after each classifier run, how many messages were
+  classified when the backlog was on the timeline and how fast the rest followed is printed (how far
+  classification, at the lowest priority, lags behind ingest).
 - **memory**: RSS of each process of the two-process shape when the first timeline row appeared,
   after the backlog, and, on the warm processes, before and after a second backlog of people never
   seen before (`grow`): the growth per customer between those two counts, extrapolated to a million
@@ -160,11 +161,7 @@ async def run_backlog(
 ) -> tuple[float, list[float], Memory]:
     """Publishes the backlog to fresh streams, starts the deployment and times backlog → timeline rows;
     then, if given, `paced(rate)` measures latencies against the same running deployment, and
-    `then(procs, memory)` goes on with it.
-
-    With the classifier role, the rate is timed from when the classifier answers (its first
-    classification on the timeline; before that its worker is training, and classification costs
-    ingest nothing), and then the time until every message is classified is measured too."""
+    `then(procs, memory)` goes on with it."""
     await fresh_streams(js, names)
     t0 = time.perf_counter()
     await publish_interactions(js, names, backlog)
@@ -172,10 +169,7 @@ async def run_backlog(
     print(f"   {shape}: backlog published to SB_INTERACTIONS in {time.perf_counter() - t0:.1f}s", flush=True)
     procs = start_switchboard(nats_url, database_url, Path(tempfile.mkdtemp(prefix="sb-bench-ingest-")), deployment)
     try:
-        classifying = any("classifier" in roles for roles in deployment)
-        rate, early = await sustained(database_url, len(backlog), procs, ready=classes_rows if classifying else None)
-        if classifying:
-            await classification_done(database_url)
+        rate, early = await sustained(database_url, len(backlog), procs)
         with psycopg.connect(database_url) as conn:
             events = conn.execute("SELECT count(*) FROM sb_events").fetchone()[0]
             processed = conn.execute("SELECT count(*) FROM sb_processed").fetchone()[0]
@@ -479,40 +473,64 @@ def timeline_rows(conn) -> int:
         return 0
 
 
-async def sustained(database_url: str, expected: int, procs: list[subprocess.Popen], ready=None) -> tuple[float, tuple]:
-    """How fast the backlog turns into timeline rows, from the first row (or from when `ready(conn)`
-    first holds, if later) to the last; and the processes' RSS and the customers registered when the
-    first row appeared."""
+async def sustained(database_url: str, expected: int, procs: list[subprocess.Popen]) -> tuple[float, tuple]:
+    """How fast the backlog turns into timeline rows, from the first row to the last; and the
+    processes' RSS and the customers registered when the first row appeared."""
     early: tuple[list[int], int] = ([0] * len(procs), 0)
     with psycopg.connect(database_url, autocommit=True) as conn:
         deadline = time.monotonic() + 600
         first_at, first_count = None, 0
-        seen_first = False
         while True:
             n = timeline_rows(conn)
             now = time.perf_counter()
-            if n and not seen_first:
-                seen_first = True
-                early = ([rss_bytes(p.pid) for p in procs], registered_customers(database_url))
-            if n and first_at is None and (ready is None or ready(conn)):
+            if n and first_at is None:
                 first_at, first_count = now, n
+                early = ([rss_bytes(p.pid) for p in procs], registered_customers(database_url))
             if n >= expected:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {n} of {expected} timeline rows after 600 s")
             await asyncio.sleep(0.05)
-    if first_at is None or expected - first_count < expected // 4:
-        # Not ready while three quarters of the backlog went by: nothing honest to time.
-        raise NotReady(
-            f"the classifier answered only after {first_count if first_at else expected:,} of {expected:,} rows"
-        )
-    if ready is not None:
-        print(f"   the classifier answered from timeline row {first_count:,} on: timed from there", flush=True)
     return (expected - first_count) / (now - first_at), early
 
 
-class NotReady(Exception):
-    """The classifier's worker was not answering during most of the backlog."""
+async def warm_run(js, names: Names, nats_url: str, database_url: str, backlog: list[Interaction], roles) -> float:
+    """One process of `roles`, warmed up before it is timed: started on empty streams, one message of
+    someone else taken all the way (on the timeline and, with the classifier role, classified: its
+    worker has trained), then the backlog published while it runs. Timed from the end of publishing
+    (nothing else competing for the machine) to the last timeline row."""
+    await fresh_streams(js, names)
+    procs = start_switchboard(nats_url, database_url, Path(tempfile.mkdtemp(prefix="sb-bench-ingest-")), (roles,))
+    classifying = "classifier" in roles
+    shape = f"`serve {' '.join(roles)}`"
+    try:
+        t0 = time.perf_counter()
+        await publish_interactions(js, names, [Traffic(customers=1, seed=3, first_person=9 * CUSTOMERS).next()])
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 600
+            while timeline_rows(conn) < 1 or (classifying and classes_rows(conn) < 1):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{shape} not warm after 600 s")
+                await asyncio.sleep(0.1)
+            warm_s = time.perf_counter() - t0
+            await publish_interactions(js, names, backlog)
+            start, at = timeline_rows(conn), time.perf_counter()
+            expected = 1 + len(backlog)
+            while (n := timeline_rows(conn)) < expected:
+                if time.monotonic() > deadline + 600:
+                    raise TimeoutError(f"only {n} of {expected} timeline rows")
+                await asyncio.sleep(0.05)
+            rate = (expected - start) / (time.perf_counter() - at)
+        print(
+            f"   {shape}: warm after {warm_s:.1f}s; {start - 1:,} of the backlog on the timeline while it was published, "
+            f"the other {expected - start:,} at {rate:,.0f} interactions/s",
+            flush=True,
+        )
+        if classifying:
+            await classification_done(database_url)
+    finally:
+        stop_switchboard(procs)
+    return rate
 
 
 def classes_rows(conn) -> int:
@@ -522,7 +540,7 @@ def classes_rows(conn) -> int:
         return 0
 
 
-async def classification_done(database_url: str, limit: float = 600.0) -> None:
+async def classification_done(database_url: str, limit: float = 60.0) -> None:
     """Waits until every inbound message with text and a case is classified (on the timeline), and
     says how many were when the backlog was done and how long the rest took."""
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -623,14 +641,7 @@ async def run(nats_url: str, database_url: str) -> str:
         classified: list[float] = []
         for _ in range(2):
             for roles, rates in ((("core", "projector"), plain), (("core", "projector", "classifier"), classified)):
-                try:
-                    rate_, _, _ = await run_backlog(
-                        js, names, nats_url, await fresh_database(database_url), backlog, (roles,)
-                    )
-                except NotReady as exc:
-                    print(f"   {exc}: not counted", flush=True)
-                    continue
-                rates.append(rate_)
+                rates.append(await warm_run(js, names, nats_url, await fresh_database(database_url), backlog, roles))
         single = statistics.median(plain)
         classifier_ratio = statistics.median(classified) / single if classified else float("nan")
         print(
