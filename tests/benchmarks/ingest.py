@@ -402,6 +402,7 @@ async def publish_interactions(js, names: Names, interactions: list[Interaction]
                     names.interaction_subject(i.channel, i.direction),
                     ENCODER.encode(i),
                     headers={"Nats-Msg-Id": str(i.id)},
+                    timeout=60,  # a loaded machine, a server still starting: slow, not lost
                 )
                 for i in interactions[start : start + 1000]
             )
