@@ -274,7 +274,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def raw_nats(nats_url: str, bodies: list[bytes]) -> float:
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=60)  # a loaded machine: slow answers, not lost ones
     await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["benchraw.>"]))
     t0 = time.perf_counter()
     for start in range(0, len(bodies), 1000):
@@ -364,7 +364,7 @@ def naive_application(database_url: str):
 async def naive(nats_url: str, database_url: str, bodies: list[bytes]) -> float:
     app = naive_application(database_url)
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=60)  # a loaded machine: slow answers, not lost ones
     await js.add_stream(StreamConfig(name="BENCH_NAIVE", subjects=["benchnaive.>"]))
     for start in range(0, len(bodies), 1000):
         await asyncio.gather(*(js.publish("benchnaive.interactions", body) for body in bodies[start : start + 1000]))
@@ -629,7 +629,7 @@ async def run(nats_url: str, database_url: str) -> str:
 
     names = Names()
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=60)  # a loaded machine: slow answers, not lost ones
     warm: list[Memory] = []
 
     async def then(procs, memory) -> None:
