@@ -203,6 +203,14 @@ def registered_customers(database_url: str) -> int:
         return conn.execute("SELECT count(*) FROM sb_events WHERE topic = 'customer.Registered'").fetchone()[0]
 
 
+def _key_cache_entries() -> int:
+    import inspect  # noqa: PLC0415
+
+    from services.platform.eventstore.keys import KeyRing  # noqa: PLC0415
+
+    return inspect.signature(KeyRing).parameters["cache_size"].default
+
+
 class Memory:
     """RSS of each process when the first timeline row appeared and when the backlog was done, and
     the customers registered by then: the growth per customer, extrapolated to a million customers
@@ -224,6 +232,10 @@ class Memory:
         growth = self.per_customer(i) * (self.MILLION - self.customers1)
         if self.deployment[i] == ("core",):  # its growth is the aggregate cache, which is capped
             growth = min(growth, Settings().core_cache_max_bytes)
+        elif self.deployment[i] == ("projector",):
+            # Its growth per customer is the key cache (an AES-GCM context, ~2.8 KB a customer), which
+            # holds at most KeyRing's cache_size customers.
+            growth = self.per_customer(i) * max(0, min(self.MILLION, _key_cache_entries()) - self.customers1)
         return self.rss1[i] + growth
 
     def rss_mb(self, role: str) -> float:
