@@ -2,9 +2,9 @@
 
 Tokenising for the TF-IDF holds the GIL, and training takes seconds of CPU: in the process of
 `switchboard up`, beside the core and the projector, the role's work competes with ingest
-(tests/benchmarks/ingest.py measures it). In a worker process it has its own interpreter, and at
-niceness `SWITCHBOARD_CLASSIFIER_NICE` (default 19) it takes the CPU the ingest path leaves over:
-ingest runs first, classification catches up.
+(tests/benchmarks/ingest.py measures it). In a worker process it has its own interpreter, and once
+trained (at the parent's priority: seconds, once) it serves at niceness `SWITCHBOARD_CLASSIFIER_NICE`
+(default 19), taking the CPU the ingest path leaves over: ingest runs first, classification catches up.
 
 The worker is spawned (not forked: the parent has threads and connections) when the role starts
 (or again on the next batch after it died), as a daemon process (it ends with its parent), trains its model there
@@ -38,9 +38,11 @@ class ClassifierUnavailable(ConnectionError):
 
 
 def _serve(conn: Any, training: str | None, nice: int) -> None:  # pragma: no cover — runs in the worker
+    # Trained at the parent's priority, once, then lowered: trained at niceness 19 on a busy machine
+    # the model was never ready (the ingest bench: a minute of backlog, not one message classified).
+    classifier = default_classifier(training)
     if nice:
         os.nice(nice)
-    classifier = default_classifier(training)
     while True:
         try:
             texts = conn.recv()

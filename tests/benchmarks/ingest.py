@@ -9,11 +9,19 @@ What runs, on the same NATS and PostgreSQL, in one go:
   Then interactions are published at half that rate for a while, and each one's latency, from the
   moment it was published to the moment the projector announced its committed timeline row on the
   live feed (`sb.live`), gives p50 and p99. The same backlog is also run through a single
-  `switchboard serve core projector` process (the shape of `switchboard up`), on a fresh database
-  and fresh streams, and its sustained rate is printed alongside; and through
-  `switchboard serve core projector classifier` (the same with the classifier role, whose model
-  runs in a worker process of lowest priority), alternating with the plain shape, two runs each:
-  the ratio of the medians is the cost of classification to ingest.
+  `switchboard serve core projector` process (the shape of `switchboard up`) and through
+  `switchboard serve core projector classifier` (the same with the classifier role, whose model runs
+  in a worker process that trains first and then serves at the lowest priority), alternating, two
+  runs each, each on a fresh database and fresh streams, warmed up first (`warm_run`: one message
+  all the way, and classified, so the classifier's worker has trained), the backlog published while
+  it runs and timed from the end of publishing. up_shape_per_s is the median of the plain runs,
+  classifier_ratio the ratio of the medians; after each classifier run, how many messages were
+  classified when the backlog was on the timeline and how fast the rest followed is printed (how far
+  classification, at the lowest priority, lags behind ingest).
+- **memory**: RSS of each process of the two-process shape when the first timeline row appeared,
+  after the backlog, and, on the warm processes, before and after a second backlog of people never
+  seen before (`grow`): the growth per customer between those two counts, extrapolated to a million
+  customers, is the memory line (the growth from the first row also holds warm-up).
 - **raw NATS** baseline: the same messages published to a stream of their own, then pull-consumed
   and acked one by one with nats-py, doing nothing else (what JetStream alone costs).
 - **naive** baseline: the textbook event-sourced consumer: eventsourcing's `Application` and
@@ -25,10 +33,11 @@ The last lines are the summary:
 `ingest: interactions_per_s=N up_shape_per_s=N naive_per_s=N raw_nats_per_s=N two_process_vs_raw=Nx
 up_shape_vs_raw=Nx p50_ms=N p99_ms=N` (interactions_per_s and the latencies are the core + projector
 processes'; up_shape_per_s the single `serve core projector` process) and
-`memory: core_rss_mb=N projector_rss_mb=N customers=N ...`: each process's RSS after the backlog,
-its growth per customer between the first timeline row and the last, and that growth extrapolated
-to a million customers (the core's capped by its bounded cache), said to be an extrapolation. classifier_ratio (on the ingest line) is the one-process rate with the
-classifier role over the rate without it.
+`memory: core_rss_mb=N projector_rss_mb=N customers=N ...`: each process's RSS after the second
+backlog, its growth per customer between the two customer counts, and that growth extrapolated to a
+million customers (the core's capped by its bounded cache), said to be an extrapolation.
+classifier_ratio (on the ingest line) is the one-process rate with the classifier role over the
+rate without it.
 """
 
 from __future__ import annotations
@@ -63,6 +72,9 @@ BACKLOG = 60_000  # 30 interactions per customer on average
 LATENCY_SECONDS = 10.0
 TARGET_RATE = 5_000  # interactions/s the ingest path is built for on a 2-core machine
 NAIVE_SECONDS = 8.0
+# Memory at a second customer count: a backlog of people not in the first (see `grow`).
+GROWTH_PEOPLE = 4_000
+GROWTH_BACKLOG = 24_000
 CHANNEL_MIX = {"email": 30, "sms": 18, "whatsapp": 20, "messenger": 10, "telegram": 8, "chat": 10, "instagram": 4}
 WORDS = ("order", "refund", "where", "is", "my", "parcel", "thanks", "help", "still", "waiting", "invoice", "café")
 
@@ -77,9 +89,10 @@ class Traffic:
     (unverified claims).
     """
 
-    def __init__(self, customers: int = CUSTOMERS, seed: int = 7):
+    def __init__(self, customers: int = CUSTOMERS, seed: int = 7, first_person: int = 0):
         self.rng = random.Random(seed)
         self.customers = customers
+        self.first_person = first_person  # people numbered from here: another Traffic's are not met
         self.start = datetime(2026, 1, 1, tzinfo=UTC)
         self.n = 0
         self.channels = list(CHANNEL_MIX)
@@ -89,7 +102,7 @@ class Traffic:
         rng, k = self.rng, self.n
         self.n += 1
         first = k < self.customers
-        i = k if first else rng.randrange(self.customers)
+        i = self.first_person + (k if first else rng.randrange(self.customers))
         channel = "chat" if first else rng.choices(self.channels, self.weights)[0]
         phone = f"+44 7700 9{i:05d}"
         profile: dict[str, str] = {}
@@ -126,7 +139,7 @@ class Traffic:
             id=interaction_id(channel, provider_id),
             channel=channel,
             direction="inbound",
-            occurred_at=self.start + timedelta(milliseconds=k * 10),
+            occurred_at=self.start + timedelta(milliseconds=(self.first_person * 30 + k) * 10),
             identities=identities,
             text=text,
             profile=profile,
@@ -144,9 +157,11 @@ async def run_backlog(
     backlog: list[Interaction],
     deployment: tuple[tuple[str, ...], ...],
     paced=None,
-) -> tuple[float, list[float]]:
+    then=None,
+) -> tuple[float, list[float], Memory]:
     """Publishes the backlog to fresh streams, starts the deployment and times backlog → timeline rows;
-    then, if given, `paced(rate)` measures latencies against the same running deployment."""
+    then, if given, `paced(rate)` measures latencies against the same running deployment, and
+    `then(procs, memory)` goes on with it."""
     await fresh_streams(js, names)
     t0 = time.perf_counter()
     await publish_interactions(js, names, backlog)
@@ -165,6 +180,8 @@ async def run_backlog(
             flush=True,
         )
         latencies = await paced(rate) if paced is not None else []
+        if then is not None:
+            await then(procs, memory)
     finally:
         stop_switchboard(procs)
     return rate, latencies, memory
@@ -184,6 +201,14 @@ def rss_bytes(pid: int) -> int:
 def registered_customers(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
         return conn.execute("SELECT count(*) FROM sb_events WHERE topic = 'customer.Registered'").fetchone()[0]
+
+
+def _key_cache_entries() -> int:
+    import inspect  # noqa: PLC0415
+
+    from services.platform.eventstore.keys import KeyRing  # noqa: PLC0415
+
+    return inspect.signature(KeyRing).parameters["cache_size"].default
 
 
 class Memory:
@@ -207,6 +232,10 @@ class Memory:
         growth = self.per_customer(i) * (self.MILLION - self.customers1)
         if self.deployment[i] == ("core",):  # its growth is the aggregate cache, which is capped
             growth = min(growth, Settings().core_cache_max_bytes)
+        elif self.deployment[i] == ("projector",):
+            # Its growth per customer is the key cache (an AES-GCM context, ~2.8 KB a customer), which
+            # holds at most KeyRing's cache_size customers.
+            growth = self.per_customer(i) * max(0, min(self.MILLION, _key_cache_entries()) - self.customers1)
         return self.rss1[i] + growth
 
     def rss_mb(self, role: str) -> float:
@@ -219,6 +248,27 @@ class Memory:
             f"1M customers ≈ {self.at_million(i) / 2**20:,.0f} MB, extrapolated)"
             for i, roles in enumerate(self.deployment)
         )
+
+
+async def grow(js, names: Names, database_url: str, procs: list[subprocess.Popen], deployment) -> Memory:
+    """RSS at two customer counts on warm processes: after the backlog and the latency run (caches,
+    pools and batch buffers at their working size), and after a second backlog of people never seen
+    before. The growth between the two is what more customers cost; the growth from the first
+    timeline row also holds the processes' warm-up, which is not per customer."""
+    traffic = Traffic(customers=GROWTH_PEOPLE, seed=11, first_person=10 * CUSTOMERS)
+    more = [traffic.next() for _ in range(GROWTH_BACKLOG)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        expected = timeline_rows(conn) + len(more)
+        first = ([rss_bytes(p.pid) for p in procs], registered_customers(database_url))
+        await publish_interactions(js, names, more)
+        deadline = time.monotonic() + 600
+        while timeline_rows(conn) < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the second backlog did not reach the timeline in 600 s")
+            await asyncio.sleep(0.1)
+    memory = Memory(deployment, first, ([rss_bytes(p.pid) for p in procs], registered_customers(database_url)))
+    print(f"   {GROWTH_BACKLOG:,} interactions of {GROWTH_PEOPLE:,} new people: {memory.describe()}", flush=True)
+    return memory
 
 
 def paced_rate(sustained_rate: float) -> float:
@@ -236,7 +286,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def raw_nats(nats_url: str, bodies: list[bytes]) -> float:
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=60)  # a loaded machine: slow answers, not lost ones
     await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["benchraw.>"]))
     t0 = time.perf_counter()
     for start in range(0, len(bodies), 1000):
@@ -326,7 +376,7 @@ def naive_application(database_url: str):
 async def naive(nats_url: str, database_url: str, bodies: list[bytes]) -> float:
     app = naive_application(database_url)
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=60)  # a loaded machine: slow answers, not lost ones
     await js.add_stream(StreamConfig(name="BENCH_NAIVE", subjects=["benchnaive.>"]))
     for start in range(0, len(bodies), 1000):
         await asyncio.gather(*(js.publish("benchnaive.interactions", body) for body in bodies[start : start + 1000]))
@@ -364,6 +414,7 @@ async def publish_interactions(js, names: Names, interactions: list[Interaction]
                     names.interaction_subject(i.channel, i.direction),
                     ENCODER.encode(i),
                     headers={"Nats-Msg-Id": str(i.id)},
+                    timeout=60,  # a loaded machine, a server still starting: slow, not lost
                 )
                 for i in interactions[start : start + 1000]
             )
@@ -440,7 +491,7 @@ async def sustained(database_url: str, expected: int, procs: list[subprocess.Pop
     processes' RSS and the customers registered when the first row appeared."""
     early: tuple[list[int], int] = ([0] * len(procs), 0)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         first_at, first_count = None, 0
         while True:
             n = timeline_rows(conn)
@@ -451,9 +502,79 @@ async def sustained(database_url: str, expected: int, procs: list[subprocess.Pop
             if n >= expected:
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {n} of {expected} timeline rows after 300 s")
+                raise TimeoutError(f"only {n} of {expected} timeline rows after 600 s")
             await asyncio.sleep(0.05)
     return (expected - first_count) / (now - first_at), early
+
+
+async def warm_run(js, names: Names, nats_url: str, database_url: str, backlog: list[Interaction], roles) -> float:
+    """One process of `roles`, warmed up before it is timed: started on empty streams, one message of
+    someone else taken all the way (on the timeline and, with the classifier role, classified: its
+    worker has trained), then the backlog published while it runs. Timed from the end of publishing
+    (nothing else competing for the machine) to the last timeline row."""
+    await fresh_streams(js, names)
+    procs = start_switchboard(nats_url, database_url, Path(tempfile.mkdtemp(prefix="sb-bench-ingest-")), (roles,))
+    classifying = "classifier" in roles
+    shape = f"`serve {' '.join(roles)}`"
+    try:
+        t0 = time.perf_counter()
+        await publish_interactions(js, names, [Traffic(customers=1, seed=3, first_person=9 * CUSTOMERS).next()])
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 600
+            while timeline_rows(conn) < 1 or (classifying and classes_rows(conn) < 1):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{shape} not warm after 600 s")
+                await asyncio.sleep(0.1)
+            warm_s = time.perf_counter() - t0
+            await publish_interactions(js, names, backlog)
+            start, at = timeline_rows(conn), time.perf_counter()
+            expected = 1 + len(backlog)
+            deadline = time.monotonic() + 1800  # the classifier's conflicts on a loaded machine: slow
+            while (n := timeline_rows(conn)) < expected:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {n} of {expected} timeline rows")
+                await asyncio.sleep(0.05)
+            rate = (expected - start) / (time.perf_counter() - at)
+        print(
+            f"   {shape}: warm after {warm_s:.1f}s; {start - 1:,} of the backlog on the timeline while it was published, "
+            f"the other {expected - start:,} at {rate:,.0f} interactions/s",
+            flush=True,
+        )
+        if classifying:
+            await classification_done(database_url)
+    finally:
+        stop_switchboard(procs)
+    return rate
+
+
+def classes_rows(conn) -> int:
+    try:
+        return conn.execute("SELECT count(*) FROM proj_timeline_classes").fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+async def classification_done(database_url: str, limit: float = 60.0) -> None:
+    """Waits until every inbound message with text and a case is classified (on the timeline), and
+    says how many were when the backlog was done and how long the rest took."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        target = conn.execute(
+            "SELECT count(*) FROM proj_timeline WHERE direction = 'inbound' AND case_id IS NOT NULL AND text <> ''"
+        ).fetchone()[0]
+        at_end = classes_rows(conn)
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + limit
+        n = at_end
+        while n < target and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            n = classes_rows(conn)
+        took = time.perf_counter() - t0
+    rest = f"the other {n - at_end:,} in {took:.1f}s more ({(n - at_end) / took:,.0f}/s)" if n > at_end else ""
+    print(
+        f"   classified: {at_end:,} of {target:,} when the backlog was on the timeline; {rest}"
+        + ("" if n >= target else f"; {target - n:,} still not after {limit:.0f}s"),
+        flush=True,
+    )
 
 
 async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: float) -> list[float]:
@@ -520,33 +641,31 @@ async def run(nats_url: str, database_url: str) -> str:
 
     names = Names()
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=60)  # a loaded machine: slow answers, not lost ones
+    warm: list[Memory] = []
+
+    async def then(procs, memory) -> None:
+        warm.append(await grow(js, names, database_url, procs, memory.deployment))
+
     try:
         # `switchboard up`'s shape: core and projector in one process (the projector takes the core's
-        # events from memory). Sustained rate only.
-        single, _, _ = await run_backlog(
-            js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
-        )
-        # The same with the classifier role, alternating with the plain shape (the machine's load moves).
-        plain, classified = [single], []
-        for _ in range(2):
-            rate_c, _, _ = await run_backlog(
-                js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector", "classifier"),)
-            )
-            classified.append(rate_c)
-            if len(plain) < 2:
-                rate_p, _, _ = await run_backlog(
-                    js, names, nats_url, await fresh_database(database_url), backlog, (("core", "projector"),)
-                )
-                plain.append(rate_p)
-        classifier_ratio = statistics.median(classified) / statistics.median(plain)
+        # events from memory), alternating with the same plus the classifier role (the machine's load
+        # moves): the ratio of the medians is what classification costs ingest.
+        plain: list[float] = []
+        classified: list[float] = []
+        # SWITCHBOARD_BENCH_UP_ROUNDS=0: only the two-process shape (a quick look on a busy machine).
+        for _ in range(int(os.environ.get("SWITCHBOARD_BENCH_UP_ROUNDS", "2"))):
+            for roles, rates in ((("core", "projector"), plain), (("core", "projector", "classifier"), classified)):
+                rates.append(await warm_run(js, names, nats_url, await fresh_database(database_url), backlog, roles))
+        single = statistics.median(plain) if plain else float("nan")
+        classifier_ratio = statistics.median(classified) / single if classified else float("nan")
         print(
             f"   with the classifier role: {', '.join(f'{r:,.0f}' for r in classified)} interactions/s; without: "
             f"{', '.join(f'{r:,.0f}' for r in plain)}; median ratio {classifier_ratio:.2f}",
             flush=True,
         )
         # Production's shape on one node: a core process and a projector process. Sustained, then latency
-        # at half the sustained rate, on the same running processes.
+        # at half the sustained rate, on the same running processes; then memory at a second customer count.
         rate, latencies, memory = await run_backlog(
             js,
             names,
@@ -555,9 +674,11 @@ async def run(nats_url: str, database_url: str) -> str:
             backlog,
             (("core",), ("projector",)),
             paced=lambda sustained_rate: latency(js, nc, names, traffic, paced_rate(sustained_rate), LATENCY_SECONDS),
+            then=then,
         )
     finally:
         await nc.close()
+    grown = warm[0]
     p50, p99 = _percentile(latencies, 0.50), _percentile(latencies, 0.99)
     print(
         f"   latency publish → timeline row, core and projector processes, at {paced_rate(rate):,.0f} interactions/s "
@@ -568,17 +689,24 @@ async def run(nats_url: str, database_url: str) -> str:
     )
     print(
         f"   sustained: {rate / naive_rate:.1f}× naive; {rate / raw_rate:.2f}× raw JetStream consume+ack; "
-        f"one process for both roles: {single:,.0f} interactions/s",
+        f"one process for both roles (median): {single:,.0f} interactions/s",
+        flush=True,
+    )
+    print(
+        f"   memory per customer from the first timeline row (warm-up included): core "
+        f"{memory.per_customer(0):,.0f} B, projector {memory.per_customer(1):,.0f} B; on warm processes, "
+        f"{grown.customers0:,} → {grown.customers1:,} customers: core {grown.per_customer(0):,.0f} B, projector "
+        f"{grown.per_customer(1):,.0f} B",
         flush=True,
     )
     return (
         f"ingest: interactions_per_s={rate:.0f} up_shape_per_s={single:.0f} naive_per_s={naive_rate:.0f} "
         f"raw_nats_per_s={raw_rate:.0f} two_process_vs_raw={rate / raw_rate:.2f}x up_shape_vs_raw={single / raw_rate:.2f}x "
         f"p50_ms={p50:.0f} p99_ms={p99:.0f} classifier_ratio={classifier_ratio:.2f}\n"
-        f"memory: core_rss_mb={memory.rss_mb('core'):.0f} projector_rss_mb={memory.rss_mb('projector'):.0f} "
-        f"customers={memory.customers1} core_b_per_customer={memory.per_customer(0):.0f} "
-        f"projector_b_per_customer={memory.per_customer(1):.0f} core_mb_at_1m={memory.at_million(0) / 2**20:.0f} "
-        f"projector_mb_at_1m={memory.at_million(1) / 2**20:.0f} (extrapolated)"
+        f"memory: core_rss_mb={grown.rss_mb('core'):.0f} projector_rss_mb={grown.rss_mb('projector'):.0f} "
+        f"customers={grown.customers1} core_b_per_customer={grown.per_customer(0):.0f} "
+        f"projector_b_per_customer={grown.per_customer(1):.0f} core_mb_at_1m={grown.at_million(0) / 2**20:.0f} "
+        f"projector_mb_at_1m={grown.at_million(1) / 2**20:.0f} (extrapolated from two customer counts)"
     )
 
 

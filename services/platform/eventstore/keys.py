@@ -176,9 +176,10 @@ class KeyScope:
         if not wanted:
             return True
         self.curs.execute(
-            "SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s) "
+            "SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s::uuid[]) "
             "ORDER BY customer_id FOR SHARE",
-            (wanted,),
+            # A uuid[] literal: a bound list is dumped element by element (the core's batch: hundreds).
+            ("{" + ",".join(map(str, wanted)) + "}",),
         )
         fresh = True
         found = set()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg import pq
@@ -77,6 +77,12 @@ class ChainedRecorder(PostgresProcessRecorder):
             "FROM STDIN (FORMAT BINARY)"
         ).format(*t)
         self.qualified_table = f"{self.datastore.schema}.{self.events_table_name}"
+        # What the projector and the followers read: the columns they use, as tuples (the library's
+        # `select_notifications` reads every column into a dict per row, a tenth of the projector's time).
+        self.select_after = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {0}.{1} "
+            "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(*t)
 
     def head_seal(self, position: int, chain: bytes) -> bytes:
         return hmac.new(self.chain_key, b"head" + struct.pack(">q", position) + chain, hashlib.sha256).digest()
@@ -92,6 +98,16 @@ class ChainedRecorder(PostgresProcessRecorder):
             if stored_events:
                 notification_ids = self._insert_stored_events(curs, stored_events, **kwargs)
         return notification_ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def notifications_after(self, after: int, limit: int) -> list[Notification]:
+        """The stored events after a position, oldest first (as `select_notifications(after + 1, limit)`)."""
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.select_after, (after, limit), prepare=True)
+            return [
+                Notification(id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=bytes(r[4]))
+                for r in curs.fetchall()
+            ]
 
     def _insert_stored_events(self, curs, stored_events: Sequence[StoredEvent], **_: Any) -> list[int]:
         self._lock_table(curs)

@@ -145,7 +145,7 @@ class EventStore:
             owners = {e.customer_id for _, e in recent if type(e).PERSONAL}
             if not any(self.keyring.cached(owner) is None for owner in owners):  # nobody erased meanwhile
                 return [(position, event, False) for position, event in recent]
-        notifications = self.recorder.select_notifications(after + 1, limit)
+        notifications = self.recorder.notifications_after(after, limit)
         return self.open_notifications(notifications)
 
     def open_notifications(self, notifications: Sequence[Notification]) -> list[tuple[int, DomainEvent, bool]]:
