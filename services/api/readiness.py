@@ -40,6 +40,8 @@ class _Probe:
             self.started = time.monotonic()
         done, _ = await asyncio.wait({self.task}, timeout=PROBE_TIMEOUT)
         if done:
+            if self.task.cancelled():  # e.g. its connection's loop callback cancelled under shutdown
+                return "probe cancelled; asking again on the next /ready"
             return self.task.result()
         waited = time.monotonic() - self.started
         if waited <= PROBE_TIMEOUT + 0.1:
@@ -65,7 +67,8 @@ class Readiness:
         ]
 
     async def report(self) -> tuple[bool, dict[str, str]]:
-        verdicts = await asyncio.gather(*(p.verdict() for p in self.probes))
+        verdicts = await asyncio.gather(*(p.verdict() for p in self.probes), return_exceptions=True)
+        verdicts = [v if isinstance(v, str) else _reason(v) for v in verdicts]
         checks = {p.name: v for p, v in zip(self.probes, verdicts, strict=True)}
         if checks["nats"] != OK and checks["interactions"] != OK:
             checks["interactions"] = "unknown: NATS is not reachable"

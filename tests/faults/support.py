@@ -235,7 +235,11 @@ class ReadyWatch:
             while not stop.is_set():
                 try:
                     response = await client.get("/ready")
-                    self.answers.append((response.status_code, response.json()))
+                    if not response.headers.get("content-type", "").startswith("application/json"):
+                        # Not an answer /ready gives: the failure names what came back instead.
+                        self.failures.append(f"{response.status_code} {response.text[:200]!r}")
+                    else:
+                        self.answers.append((response.status_code, response.json()))
                 except httpx.HTTPError as exc:
                     self.failures.append(type(exc).__name__)
                 await asyncio.sleep(0.2)  # polling pace
