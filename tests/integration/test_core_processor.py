@@ -369,3 +369,30 @@ def test_a_refused_reply_is_recorded_as_failed_although_the_core_had_the_case_ca
         )
     ]
     assert topics == ["case.Opened", "case.ReplyRequested", "case.ReplyFailed"]
+
+
+def test_a_case_another_role_wrote_to_is_brought_up_to_date_without_a_conflict(store, database_url):
+    """The classifier, the router and agents write to the cases the core has cached: the core reads
+    what they appended before deciding, instead of meeting it as a version conflict (a retry of the
+    whole batch)."""
+    processor = CoreProcessor(store)
+    phone = Identity("phone", "+44 7700 900123")
+    first = process(processor, message("sms", phone, at=0, text="my parcel is late"))
+    assert not first.poison
+    [(case_id,)] = rows(database_url, "SELECT originator_id FROM sb_events WHERE topic = 'case.Opened'")
+    # Another process (a store of its own) tags the case the core holds in its cache.
+    run_case_command(store, case_id, lambda case: case.tag(["late"], "agent:a", T0 + timedelta(seconds=1)))
+    second = process(processor, message("sms", phone, at=2, text="still waiting"), first_seq=2)
+    assert not second.poison and second.conflicts == 0
+    assert len(second.recorded) == 1
+    # The tag is kept, and the case's versions run 1..n without a gap or a fork.
+    versions = [
+        v
+        for (v,) in rows(
+            database_url,
+            "SELECT originator_version FROM sb_events WHERE originator_id = %s ORDER BY originator_version",
+            case_id,
+        )
+    ]
+    assert versions == list(range(1, len(versions) + 1))
+    assert events_of(database_url, "case.Tagged") == 1
