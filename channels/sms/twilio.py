@@ -157,7 +157,9 @@ def validate_twilio_signature(
     hash_function = _HASHES[algorithm]
     # Each variant compared in constant time; stopping at the first match tells only which spelling
     # of our own URL Twilio used.
-    matched = any(_same(_sign(auth_token, variant, signed_params, hash_function), signature) for variant in _url_variants(url))
+    matched = any(
+        _same(_sign(auth_token, variant, signed_params, hash_function), signature) for variant in _url_variants(url)
+    )
     return body_ok and matched
 
 

@@ -23,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import psycopg
 
 from services.platform.logs import get_logger
 from services.platform.schema import AUTH_CHANGED_CHANNEL
 
-if TYPE_CHECKING:
-    from services.api.auth import Principal
+# services.api.auth.Principal (not imported: auth imports this module's type).
+Principal = Any
 
 log = get_logger(__name__)
 

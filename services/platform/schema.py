@@ -547,7 +547,9 @@ def auth_change_notices(curs: Any, master: MasterKey) -> None:
     )
     for table, when in _AUTH_TRIGGERS.items():
         curs.execute(f"DROP TRIGGER IF EXISTS sb_auth_changed ON {table}")
-        curs.execute(f"CREATE TRIGGER sb_auth_changed AFTER {when} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION sb_auth_changed()")
+        curs.execute(
+            f"CREATE TRIGGER sb_auth_changed AFTER {when} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION sb_auth_changed()"
+        )
 
 
 UPGRADES: tuple[Upgrade, ...] = (

@@ -69,9 +69,7 @@ async def test_a_disabled_agents_session_and_a_logout_end_at_once(server, admin_
         agent_id, password = created.json()["id"], created.json()["password"]
         sessions = []
         for _ in range(2):
-            login = await client.post(
-                "/api/v1/auth/login", json={"email": "cache@example.com", "password": password}
-            )
+            login = await client.post("/api/v1/auth/login", json={"email": "cache@example.com", "password": password})
             assert login.status_code == 200, login.text
             sessions.append({"Authorization": f"Bearer {login.json()['token']}"})
         for headers in sessions:
