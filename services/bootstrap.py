@@ -46,6 +46,7 @@ from channels.chat import ChatSessions
 from channels.publish import Publisher
 from projections.runner import ProjectionRunner, all_projections
 from services.api.context import Services
+from services.api.principals import PrincipalCache
 from services.asyncapi import asyncapi_document
 from services.automation.role import start_automation
 from services.campaigns.campaigner import Campaigner
@@ -287,6 +288,8 @@ async def open_http_services(sb: Switchboard) -> Services:
     js = sb.jetstream()
     pool = PromptAsyncPool(sb.database.conninfo, min_size=1, max_size=10, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True, timeout=30)
+    principals = PrincipalCache()
+    await principals.start(sb.database.conninfo)
     kv = await js.key_value(sb.names.chat_sessions_bucket)
     token_key = hmac.new(settings.master_key_bytes, b"switchboard/chat-token/v1", hashlib.sha256).digest()
     return Services(
@@ -299,10 +302,13 @@ async def open_http_services(sb: Switchboard) -> Services:
         publisher=Publisher(js, sb.names),
         chat=ChatSessions(kv, token_key, settings.chat_identity_secret or ""),
         asyncapi=asyncapi_document(sb.names),
+        principals=principals,
     )
 
 
 async def close_http_services(services: Services) -> None:
     """Closes what `open_http_services` opened (after the HTTP server stopped)."""
+    if services.principals is not None:
+        await services.principals.stop()
     if services.pool is not None:
         await services.pool.close()

@@ -47,6 +47,9 @@ _MEDIA_URL_KEY = re.compile(r"MediaUrl([0-9]{1,3})", re.ASCII)
 def _values(params: Any, name: str) -> list[str]:
     # Multi-dicts of web frameworks (Starlette/Litestar `getall`, Django `getlist`) keep every value
     # of a repeated parameter; Twilio signs them all.
+    if type(params) is dict:  # the gateway's own parse_qs form: no accessor to look for
+        value = params[name]
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     for accessor in ("getall", "getlist"):
         getter = getattr(params, accessor, None)
         if callable(getter):
@@ -72,12 +75,19 @@ def twilio_signature(
     hash_function = _HASHES.get((algorithm or HMAC_SHA1).upper())
     if hash_function is None:
         raise ValueError("unsupported signature algorithm")
-    payload = url
-    if params:
-        for name in sorted(set(params)):
-            for value in sorted(set(_values(params, name))):
-                payload += name + value
-    digest = hmac.new(auth_token.encode("utf-8"), payload.encode("utf-8"), hash_function).digest()
+    return _sign(auth_token, url, _signed_params(params), hash_function)
+
+
+def _signed_params(params: Mapping[str, str | list[str]] | None) -> str:
+    """What follows the URL in the signed text: every name + value, sorted (the same for each URL
+    variant, so made once)."""
+    if not params:
+        return ""
+    return "".join(name + value for name in sorted(set(params)) for value in sorted(set(_values(params, name))))
+
+
+def _sign(auth_token: str, url: str, signed_params: str, hash_function: Any) -> str:
+    digest = hmac.new(auth_token.encode("utf-8"), (url + signed_params).encode("utf-8"), hash_function).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
@@ -143,11 +153,14 @@ def validate_twilio_signature(
         body = params.encode("utf-8") if isinstance(params, str) else params
         body_ok = _same(hashlib.sha256(body).hexdigest(), query["bodySHA256"][0])
         params = {}
-    matches = [
-        _same(twilio_signature(auth_token, variant, params, algorithm=algorithm), signature)
-        for variant in _url_variants(url)
-    ]
-    return body_ok and any(matches)
+    signed_params = _signed_params(params)
+    hash_function = _HASHES[algorithm]
+    # Each variant compared in constant time; stopping at the first match tells only which spelling
+    # of our own URL Twilio used.
+    matched = any(
+        _same(_sign(auth_token, variant, signed_params, hash_function), signature) for variant in _url_variants(url)
+    )
+    return body_ok and matched
 
 
 # -- inbound -----------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ Besides API tokens (`switchboard token create`, for connectors and scripts), age
 email and password (`POST /api/v1/auth/login`) and get a session token (services/agents/access.py):
 its principal carries `agent_id`, is named `agent:<id>` (what events record as `by`: the email is
 personal data, and `by` is stored unsealed), and its role and disabled state are read afresh on
-every request from `sb_agent_credentials`, so a role change or a disable holds from the next request.
+`sb_agent_credentials` (through a per-process cache that a change empties at once, by a PostgreSQL
+notice, and that keeps nothing longer than a few seconds: services/api/principals.py), so a role
+change or a disable holds from the next request.
 
 What the roles mean, as the tuples below that handlers `require`:
 - READ: every role may read (the auditor only reads, plus replay and export: AUDIT).
@@ -25,6 +27,10 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.api.principals import PrincipalCache
 
 ROLES = ("agent", "supervisor", "auditor", "admin")
 READ = ROLES
@@ -79,14 +85,21 @@ def plausible_token(token: str) -> bool:
     return 0 < len(token) <= _MAX_TOKEN and all("!" <= c <= "~" for c in token)
 
 
-async def authenticate(pool, admin_token: str | None, token: str) -> Principal | None:
+async def authenticate(
+    pool, admin_token: str | None, token: str, cache: PrincipalCache | None = None
+) -> Principal | None:
+    """The principal of a bearer token, if still valid. With `cache` (services/api/principals.py), a
+    token looked up in the last seconds is not looked up again unless a revocation was notified."""
     if not plausible_token(token):
         return None
-    return await authenticate_hash(pool, admin_token, token_hash(token))
+    digest = token_hash(token)
+    if cache is None:
+        return await authenticate_hash(pool, admin_token, digest)
+    return await cache.lookup(digest, lambda: authenticate_hash(pool, admin_token, digest))
 
 
 async def authenticate_hash(pool, admin_token: str | None, digest: bytes) -> Principal | None:
-    """The principal of the token whose SHA-256 is `digest`, if that token is still valid."""
+    """The principal of the token whose SHA-256 is `digest`, if that token is still valid (looked up)."""
     if admin_token and hmac.compare_digest(digest, token_hash(admin_token)):
         return Principal("admin", "admin", digest)
     async with pool.connection() as conn:

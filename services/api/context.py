@@ -24,6 +24,7 @@ from channels.chat_gateway import ChatGateway
 from channels.email.pool import EmailParser
 from channels.publish import Publisher
 from services.api.auth import Principal, authenticate
+from services.api.principals import PrincipalCache
 from services.platform.clock import Clock
 from services.platform.eventstore.store import EventStore
 from services.platform.settings import Settings
@@ -47,6 +48,8 @@ class Services:
     blobs: BlobStore | None = None
     blobs_opening: asyncio.Future[BlobStore] | None = None
     asyncapi: bytes | None = None
+    # Recently authenticated bearer tokens (emptied by any revocation); None: every request looks up.
+    principals: PrincipalCache | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
@@ -84,7 +87,7 @@ async def require(request: Request, roles: tuple[str, ...]) -> Principal:
     if not token:
         raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     services = svc(request)
-    return allowed(await authenticate(services.pool, services.settings.admin_token, token), roles)
+    return allowed(await authenticate(services.pool, services.settings.admin_token, token, services.principals), roles)
 
 
 def page_limit(limit: int) -> int:

@@ -169,4 +169,7 @@ class ReadYourWrites:
         if scheme.lower() != "bearer" or not token.strip():
             return False
         services = app.state.services
-        return await authenticate(services.pool, services.settings.admin_token, token.strip()) is not None
+        return (
+            await authenticate(services.pool, services.settings.admin_token, token.strip(), services.principals)
+            is not None
+        )

@@ -23,6 +23,9 @@ class InvalidIdentity(ValueError):
 _ADDRESS_PREFIXES = ("whatsapp:", "tel:")
 
 
+# Cached: every SMS and WhatsApp message parses two numbers (ours, always the same, and the sender's),
+# and phonenumbers' parse is the dearest step of a webhook. An invalid number raises, and is not kept.
+@functools.lru_cache(maxsize=65_536)
 def normalize_phone(raw: str, default_region: str | None = None) -> str:
     """The E.164 form of `raw` (`+14155550100`), or InvalidIdentity.
 

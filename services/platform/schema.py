@@ -548,12 +548,46 @@ def activity_currency_dropped(curs: Any, master: MasterKey) -> None:
         curs.execute("DROP TABLE IF EXISTS proj_activity_currency")
 
 
+# The channel an API process listens on to forget the principals it cached (services/api/principals.py).
+AUTH_CHANGED_CHANNEL = "sb_auth_changed"
+# Statement triggers: what ends or changes a token's principal (a revocation, a session ended, an
+# agent's role or disabled state) notifies at commit. The per-request `last_used_at` touch names none
+# of these columns, so it notifies nothing.
+_AUTH_TRIGGERS = {
+    "sb_tokens": "UPDATE OF revoked_at, role, token_hash OR DELETE OR TRUNCATE",
+    "sb_agent_sessions": "UPDATE OF ended_at, expires_at, idle_seconds, agent_id OR DELETE OR TRUNCATE",
+    "sb_agent_credentials": "UPDATE OF role, disabled OR DELETE OR TRUNCATE",
+}
+
+
+def auth_change_notices(curs: Any, master: MasterKey) -> None:
+    """Triggers that NOTIFY `AUTH_CHANGED_CHANNEL` when a principal is revoked or changed, so that an
+    API process's principal cache is emptied at once (its TTL is only the bound if a notice is lost).
+    Looked for first: CREATE TRIGGER locks the table against writes."""
+    curs.execute(
+        "SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'sb_auth_changed' "
+        "AND tgrelid IN (to_regclass('sb_tokens'), to_regclass('sb_agent_sessions'), to_regclass('sb_agent_credentials'))"
+    )
+    if curs.fetchone()["n"] == len(_AUTH_TRIGGERS):
+        return
+    curs.execute(
+        "CREATE OR REPLACE FUNCTION sb_auth_changed() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN PERFORM pg_notify('{AUTH_CHANGED_CHANNEL}', TG_TABLE_NAME); RETURN NULL; END $$"
+    )
+    for table, when in _AUTH_TRIGGERS.items():
+        curs.execute(f"DROP TRIGGER IF EXISTS sb_auth_changed ON {table}")
+        curs.execute(
+            f"CREATE TRIGGER sb_auth_changed AFTER {when} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION sb_auth_changed()"
+        )
+
+
 UPGRADES: tuple[Upgrade, ...] = (
     processed_case_id,
     outbound_ids_hashed,
     search_functions,
     trigram_search,
     activity_currency_dropped,
+    auth_change_notices,
 )
 
 
