@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -83,7 +84,7 @@ class _HeadWithBody:
         self.flush()
         self._transport.close()
 
-    def __getattr__(self, name: str):  # is_closing, get_extra_info, ...: the transport's own
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the transport's own
         return getattr(self._transport, name)
 
 
@@ -92,7 +93,7 @@ class _HttpTools(HttpToolsProtocol):
     header, a broken request line) with the contract's JSON 400 instead of uvicorn's plain text,
     and sending each response's head with its body (`_HeadWithBody`)."""
 
-    def _start_asgi_task(self, cycle, app) -> None:
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         transport = cycle.transport = _HeadWithBody(self.transport, self.loop)
         completed = cycle.on_response
 
