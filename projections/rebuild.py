@@ -30,6 +30,7 @@ swapped), naming the event's position.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import time
@@ -151,6 +152,7 @@ class LogReader:
 
 
 APPLY_BATCH = 25_000
+INDEX_CONNECTIONS = 3  # indexes built at once at the end of a rebuild
 
 
 class _Applier:
@@ -386,25 +388,70 @@ class Rebuild:
                 for fold in folds:
                     for statement, params, staged in fold.corrections():
                         self._correct(conn, statement, params, staged)
-            self._indexes(conn, folds)
-            with self._timed("analyze"):
-                for table in self.tables:
-                    conn.execute(SQL("ANALYZE {0}.{1}").format(Identifier(SHADOW), Identifier(table)))
+        # Committed: the shadow tables stay invisible to readers until the swap, and a failure from
+        # here on still drops them. Now the indexes and statistics, on connections of their own.
+        with self._timed("indexes"):
+            self._indexes({f.streamed[0]: f.duplicates for f in folds if f.streamed})
         return position, total
 
-    def _indexes(self, conn, folds) -> None:
-        with self._timed("indexes"):
-            streamed = {f.streamed[0]: f.duplicates for f in folds if f.streamed}
-            for table, statement, primary_key in self.deferred:
-                if primary_key and table in streamed:
-                    # Streamed rows were not checked against each other: live processing keeps the
-                    # first row of a key seen twice (ON CONFLICT DO NOTHING), and so do we.
-                    try:
-                        with conn.transaction():
-                            conn.execute(statement)
-                        continue
-                    except pg_errors.UniqueViolation:
-                        conn.execute(streamed[table])
+    def _indexes(self, duplicates: dict[str, str]) -> None:
+        """The deferred constraints and indexes, then ANALYZE, several statements at a time (one
+        connection each; PostgreSQL builds one index on one core). Three rounds, because a table's
+        constraint locks it whole and its ANALYZE waits for its index builds: constraints (a table at a
+        time each), every plain index, every table's statistics. Each round biggest table first."""
+        constraints: dict[str, list[tuple[str, bool]]] = {}
+        for table, statement, primary_key in self.deferred:
+            if statement.startswith("ALTER TABLE"):
+                constraints.setdefault(table, []).append((statement, primary_key))
+        indexes = [(t, s) for t, s, _ in self.deferred if not s.startswith("ALTER TABLE")]
+        with self.store.datastore.get_connection() as conn:
+            sizes = self._sizes(conn)
+
+        def keyed(table: str) -> int:
+            return -sizes.get(table, 0)
+
+        def constrain(table: str) -> None:
+            for statement, primary_key in constraints[table]:
+                self._in_shadow(statement, duplicates.get(table) if primary_key else None)
+
+        rounds = [
+            [functools.partial(constrain, t) for t in sorted(constraints, key=keyed)],
+            [functools.partial(self._in_shadow, s) for _, s in sorted(indexes, key=lambda i: keyed(i[0]))],
+            [
+                functools.partial(self._in_shadow, SQL("ANALYZE {0}.{1}").format(Identifier(SHADOW), Identifier(t)))
+                for t in sorted(self.tables, key=keyed)
+            ],
+        ]
+        with ThreadPoolExecutor(INDEX_CONNECTIONS, thread_name_prefix="rebuild-index") as pool:
+            for tasks in rounds:
+                for done in [pool.submit(task) for task in tasks]:
+                    done.result()
+
+    def _sizes(self, conn) -> dict[str, int]:
+        rows = conn.execute(
+            "SELECT c.relname AS name, pg_relation_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+            (SHADOW,),
+        ).fetchall()
+        return {r["name"]: r["size"] for r in rows}
+
+    def _in_shadow(self, statement, duplicates: str | None = None) -> None:
+        """One statement in a transaction of its own, with the shadow schema first on the path (the
+        indexes' expressions name functions of the live schema unqualified)."""
+        with self.store.datastore.get_connection() as conn:
+            with conn.transaction():
+                self._search_shadow(conn)
+                if duplicates is None:
+                    conn.execute(statement)
+                    return
+                # Streamed rows were not checked against each other: live processing keeps the
+                # first row of a key seen twice (ON CONFLICT DO NOTHING), and so do we.
+                try:
+                    with conn.transaction():
+                        conn.execute(statement)
+                    return
+                except pg_errors.UniqueViolation:
+                    conn.execute(duplicates)
                 conn.execute(statement)
 
     def _pages(self, reader: LogReader, stack: contextlib.ExitStack) -> Iterator[list[Item]]:
