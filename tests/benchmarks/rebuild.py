@@ -154,7 +154,7 @@ def main() -> str:
             copied, copy_s = _copy_baseline(database_url)
             load = os.getloadavg()[0]
             rebuilt, rebuild_s, rebuild_cpu = _rebuild(settings)
-            written, tables, written_s = _copy_written(database_url)
+            out_rows, tables, out_s = _copy_written(database_url)
             live_n, live_s = _live(store, LIVE_SAMPLE)
         finally:
             store.datastore.close()
@@ -175,8 +175,8 @@ def main() -> str:
         "in number by read model:)"
     )
     print(
-        f"   plain COPY of the rows written: {written:,} rows of {tables} read-model tables in {written_s:.1f}s "
-        f"(the rebuild took {rebuild_s / written_s:.1f}x as long)"
+        f"   plain COPY of the rows written: {out_rows:,} rows of {tables} read-model tables in {out_s:.1f}s "
+        f"(the rebuild took {rebuild_s / out_s:.1f}x as long)"
     )
     print(
         f"   live projector, first {live_n:,}: {live_s:.1f}s = {live_rate:,.0f} events/s "
