@@ -30,14 +30,16 @@ swapped), naming the event's position.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
 
-import msgspec
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import StoredEvent, Tracking
 from psycopg import errors as pg_errors
 from psycopg import postgres
 from psycopg.adapt import Dumper
@@ -48,16 +50,18 @@ from psycopg.sql import SQL, Identifier
 
 from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
 from projections.folds import FOLDS, Columns, RawJson
+from projections.rebuild_workers import ParallelPages, WorkerDied, event_json, owner_of
 from services.platform import quarantine
 from services.platform.logs import get_logger
 
 log = get_logger(__name__)
 
 SHADOW = "sb_rebuild"
-_json_encode = msgspec.json.Encoder().encode
-_unpack = msgspec.msgpack.Decoder().decode
 REBUILD_LOCK_KEY = 0x5B_7072_6F72  # "sb pror": one rebuild at a time per database
 READ_BATCH = 5000
+# A log at least this long is opened by worker processes (projections/rebuild_workers.py); below it,
+# starting them costs more than they save.
+PARALLEL_FROM = 100_000
 
 OnFailure = Callable[[str, Item, Exception], None]  # (projection name, the event, what it raised)
 
@@ -128,36 +132,77 @@ class LogReader:
 
     def _open(self, rows: list[tuple]) -> list[Item]:
         codec = self.store.codec
-        view, owner_text, cls_of, decoder = codec.view, codec.owner_text, codec.registry.cls, codec._decoder
+        view, cls_of, decoder = codec.view, codec.registry.cls, codec._decoder
         views = [view(row[4]) for row in rows]
-        owners = [
-            (owner_text(row[4]) or str(codec.owner(v)).encode()) if v.p is not None else None
-            for row, v in zip(rows, views, strict=True)
-        ]
+        owners = [owner_of(codec, row[4]) if v.p is not None else None for row, v in zip(rows, views, strict=True)]
         ids = {o: UUID(o.decode()) for o in set(owners) if o is not None}
         by_id = self.store.keyring.readers(self.store._key_cursor, set(ids.values()))
         keys = {o: by_id[i] for o, i in ids.items()}
         out = []
         for row, v, o in zip(rows, views, owners, strict=True):
-            position, stream_id, version, topic = row[0], row[1], row[2], row[3]
+            position, stream_id, version, topic, state = row
             aead = keys[o] if o is not None else None
-            cls = cls_of(topic)
-            if v.v != cls.VERSION:
-                event, redacted = codec.open_view(topic, stream_id, version, v, aead)
-                out.append((position, event, redacted))
-                continue
-            parts = [b'{"stream_id":"%s","version":%d' % (str(stream_id).encode(), version)]
-            clear = bytes(v.d)
-            if len(clear) > 2:
-                parts.append(clear[1:-1])
-            redacted = False
-            if v.p is not None:
-                packed, redacted = codec._personal(topic, stream_id, version, v, aead)
-                personal = codec.redactions_json(topic) if redacted else _json_encode(_unpack(packed))
-                if len(personal) > 2:
-                    parts.append(personal[1:-1])
-            out.append((position, decoder(cls)(b",".join(parts) + b"}"), redacted))
+            text, redacted = event_json(codec, str(stream_id).encode(), stream_id, version, topic, v, aead)
+            if text is None:  # stored at an older version: the store's own path, with its upcasters
+                stored = StoredEvent(originator_id=stream_id, originator_version=version, topic=topic, state=state)
+                out.append((position, *self.store.open_stored([stored])[0]))
+            else:
+                out.append((position, decoder(cls_of(topic))(text), redacted))
         return out
+
+
+APPLY_BATCH = 25_000
+INDEX_CONNECTIONS = 3  # indexes built at once at the end of a rebuild
+
+
+class _Applier:
+    """Applies the projections without a fold, as the build reads the log, in batches on a thread and
+    a connection of its own; at most one batch is being applied while the next one gathers. What a
+    batch raised (a `fail_on_event`, the database gone) is raised here at the next `add` or `finish`."""
+
+    def __init__(self, rebuild: Rebuild, projections: list[Projection]):
+        self.rebuild = rebuild
+        self.projections = projections
+        self.gathered: list[Item] = []
+        self.running: Future | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Applier:
+        self.conn = self._stack.enter_context(self.rebuild.store.datastore.get_connection())
+        self.thread = self._stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="rebuild-apply"))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.running is not None:
+            self.running.cancel()
+            with contextlib.suppress(Exception):  # already failing: the first error is the one raised
+                self.running.result()
+        self._stack.close()
+
+    def add(self, items: list[Item]) -> None:
+        self.gathered.extend(items)
+        if len(self.gathered) >= APPLY_BATCH:
+            self._submit()
+
+    def finish(self) -> None:
+        if self.gathered:
+            self._submit()
+        self._wait()
+
+    def _wait(self) -> None:
+        running, self.running = self.running, None
+        if running is not None:
+            running.result()
+
+    def _submit(self) -> None:
+        self._wait()
+        batch, self.gathered = self.gathered, []
+        self.running = self.thread.submit(self._apply, batch)
+
+    def _apply(self, items: list[Item]) -> None:
+        with self.conn.transaction():
+            self.rebuild._search_shadow(self.conn)
+            self.rebuild._apply(self.conn, self.projections, items)
 
 
 class Rebuild:
@@ -168,6 +213,7 @@ class Rebuild:
         on_failure: OnFailure | None = None,
         batch_size: int = READ_BATCH,
         folds: dict[str, Callable[..., Any]] | None = None,
+        workers: int | None = None,
     ):
         self.runner = runner
         self.store = runner.store
@@ -177,6 +223,10 @@ class Rebuild:
         self.set_aside: list[tuple[str, int, Any, Exception]] = []  # quarantined at the swap
         self.batch_size = batch_size
         self.folds = FOLDS if folds is None else folds
+        # Processes opening the log's pages while this one folds; None: one per CPU on a long log.
+        self.workers = workers
+        self.pages: ParallelPages | None = None
+        self.seconds: dict[str, float] = {}  # wall-clock time of each phase, logged at the end
         self.live_schema = "public"
         self.tables = [t for p in self.projections for t in p.tables]
         # Constraints and indexes of folded tables, made once the rows are in: (table, SQL, a primary key?).
@@ -222,14 +272,16 @@ class Rebuild:
         applied = [p for p in self.projections if p.name not in self.folds]
         position, total = self._build(conn, reader, folded, applied)
         # Catch up with what was appended meanwhile, in the new tables, as the live projector does.
-        while items := reader.read(position, self.batch_size):
-            with conn.transaction():
-                self._search_shadow(conn)
-                self._apply(conn, self.projections, items)
-            position = items[-1][0]
-            total += len(items)
-            self._progressed(len(items))
-        return total + self._swap(conn, reader, position)
+        with self._timed("catch_up"):
+            while items := reader.read(position, self.batch_size):
+                with conn.transaction():
+                    self._search_shadow(conn)
+                    self._apply(conn, self.projections, items)
+                position = items[-1][0]
+                total += len(items)
+                self._progressed(len(items))
+        with self._timed("swap"):
+            return total + self._swap(conn, reader, position)
 
     # -- 1. build -------------------------------------------------------------------------------
 
@@ -306,46 +358,120 @@ class Rebuild:
                     folds.append(fold_class(copy.write_row))
                 else:
                     folds.append(fold_class())
+            # The projections without a fold are applied on a thread and a connection of their own, in
+            # batches of APPLY_BATCH events: their statements' round trips overlap the folding here.
+            applier = stack.enter_context(_Applier(self, applied)) if applied else None
+            stack.enter_context(self._timed("read_and_fold"))
             position = total = 0
-            while items := reader.read(position, self.batch_size):
+            for items in self._pages(reader, stack):
                 for fold in folds:
                     self._fold(fold, items)
-                if applied:
-                    with conn.transaction():
-                        self._search_shadow(conn)
-                        self._apply(conn, applied, items)
+                if applier is not None:
+                    applier.add(items)
                 position = items[-1][0]
                 total += len(items)
                 self._progressed(len(items))
+            if applier is not None:
+                applier.finish()
         # The streamed rows are committed; now the rest of the rows, corrections and indexes.
         with conn.transaction():
             self._search_shadow(conn)
-            order = self._collation_order(conn, set().union(*(f.array_values() for f in folds)))
-            for fold in folds:
-                for table, (columns, rows) in fold.rows(order).items():
-                    with self._copy(conn.cursor(), table, columns) as copy:
-                        for row in rows:
-                            copy.write_row(row)
+            with self._timed("rows"):
+                order = self._collation_order(conn, set().union(*(f.array_values() for f in folds)))
+                for fold in folds:
+                    for table, (columns, rows) in fold.rows(order).items():
+                        with self._copy(conn.cursor(), table, columns) as copy:
+                            for row in rows:
+                                copy.write_row(row)
             # Before the indexes: a pass over each table, with no index to keep up to date.
-            for fold in folds:
-                for statement, params, staged in fold.corrections():
-                    self._correct(conn, statement, params, staged)
-            streamed = {f.streamed[0]: f.duplicates for f in folds if f.streamed}
-            for table, statement, primary_key in self.deferred:
-                if primary_key and table in streamed:
-                    # Streamed rows were not checked against each other: live processing keeps the
-                    # first row of a key seen twice (ON CONFLICT DO NOTHING), and so do we.
-                    try:
-                        with conn.transaction():
-                            conn.execute(statement)
-                        continue
-                    except pg_errors.UniqueViolation:
-                        conn.execute(streamed[table])
+            with self._timed("corrections"):
+                for fold in folds:
+                    for statement, params, staged in fold.corrections():
+                        self._correct(conn, statement, params, staged)
+        # Committed: the shadow tables stay invisible to readers until the swap, and a failure from
+        # here on still drops them. Now the indexes and statistics, on connections of their own.
+        with self._timed("indexes"):
+            self._indexes({f.streamed[0]: f.duplicates for f in folds if f.streamed})
+        return position, total
+
+    def _indexes(self, duplicates: dict[str, str]) -> None:
+        """The deferred constraints and indexes, then ANALYZE, several statements at a time (one
+        connection each; PostgreSQL builds one index on one core). Three rounds, because a table's
+        constraint locks it whole and its ANALYZE waits for its index builds: constraints (a table at a
+        time each), every plain index, every table's statistics. Each round biggest table first."""
+        constraints: dict[str, list[tuple[str, bool]]] = {}
+        for table, statement, primary_key in self.deferred:
+            if statement.startswith("ALTER TABLE"):
+                constraints.setdefault(table, []).append((statement, primary_key))
+        indexes = [(t, s) for t, s, _ in self.deferred if not s.startswith("ALTER TABLE")]
+        with self.store.datastore.get_connection() as conn:
+            sizes = self._sizes(conn)
+
+        def keyed(table: str) -> int:
+            return -sizes.get(table, 0)
+
+        def constrain(table: str) -> None:
+            for statement, primary_key in constraints[table]:
+                self._in_shadow(statement, duplicates.get(table) if primary_key else None)
+
+        rounds = [
+            [functools.partial(constrain, t) for t in sorted(constraints, key=keyed)],
+            [functools.partial(self._in_shadow, s) for _, s in sorted(indexes, key=lambda i: keyed(i[0]))],
+            [
+                functools.partial(self._in_shadow, SQL("ANALYZE {0}.{1}").format(Identifier(SHADOW), Identifier(t)))
+                for t in sorted(self.tables, key=keyed)
+            ],
+        ]
+        with ThreadPoolExecutor(INDEX_CONNECTIONS, thread_name_prefix="rebuild-index") as pool:
+            for tasks in rounds:
+                for done in [pool.submit(task) for task in tasks]:
+                    done.result()
+
+    def _sizes(self, conn) -> dict[str, int]:
+        rows = conn.execute(
+            "SELECT c.relname AS name, pg_relation_size(c.oid) AS size FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+            (SHADOW,),
+        ).fetchall()
+        return {r["name"]: r["size"] for r in rows}
+
+    def _in_shadow(self, statement, duplicates: str | None = None) -> None:
+        """One statement in a transaction of its own, with the shadow schema first on the path (the
+        indexes' expressions name functions of the live schema unqualified)."""
+        with self.store.datastore.get_connection() as conn:
+            with conn.transaction():
+                self._search_shadow(conn)
+                if duplicates is None:
+                    conn.execute(statement)
+                    return
+                # Streamed rows were not checked against each other: live processing keeps the
+                # first row of a key seen twice (ON CONFLICT DO NOTHING), and so do we.
+                try:
+                    with conn.transaction():
+                        conn.execute(statement)
+                    return
+                except pg_errors.UniqueViolation:
+                    conn.execute(duplicates)
                 conn.execute(statement)
 
-            for table in self.tables:
-                conn.execute(SQL("ANALYZE {0}.{1}").format(Identifier(SHADOW), Identifier(table)))
-        return position, total
+    def _pages(self, reader: LogReader, stack: contextlib.ExitStack) -> Iterator[list[Item]]:
+        """The log from the start, page by page: opened by worker processes when there are any, else
+        here (a page that is not full ends the first; the catch-up reads on from there)."""
+        workers = self.workers
+        if workers is None:
+            workers = (os.cpu_count() or 1) if self.store.max_position() >= PARALLEL_FROM else 0
+        if not workers:
+            position = 0
+            while items := reader.read(position, self.batch_size):
+                yield items
+                position = items[-1][0]
+            return
+        self.pages = ParallelPages(self.store, reader.conn, workers, self.batch_size)
+        stack.callback(self.pages.close)
+        try:
+            yield from self.pages
+        except WorkerDied as exc:
+            raise RebuildError(f"{exc}; the read models were left as they were") from exc
 
     def _fold(self, fold, items: Sequence[Item]) -> None:
         """The seam where a rebuild applies one event to a fold: a failure goes to `on_failure`."""
@@ -443,7 +569,13 @@ class Rebuild:
             quarantine.clear(curs, [self.runner.tracking_name(p) for p in self.projections])
             for name, at, event, error in self.set_aside:
                 quarantine.record(curs, f"projection:{name}", at, event, error)
-        log.info("projections_rebuilt", projections=[p.name for p in self.projections], position=position)
+        log.info(
+            "projections_rebuilt",
+            projections=[p.name for p in self.projections],
+            position=position,
+            workers=self.pages.workers if self.pages is not None else 0,
+            seconds=self.seconds,
+        )
         return tail
 
     # -- helpers --------------------------------------------------------------------------------
@@ -472,6 +604,14 @@ class Rebuild:
         with curs.copy(statement, writer=QueuedLibpqWriter(curs) if queued else None) as copy:
             copy.set_types([pg_type for _, pg_type in columns])
             yield copy
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - t0, 3)
 
     def _progressed(self, n: int) -> None:
         if self.progress is not None:

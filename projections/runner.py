@@ -152,7 +152,9 @@ class ProjectionRunner:
                 )
                 quarantine.clear(curs, [self.tracking_name(p)])
 
-    def rebuild(self, progress: Callable[[int], None] | None = None, on_failure=None) -> int:
+    def rebuild(
+        self, progress: Callable[[int], None] | None = None, on_failure=None, workers: int | None = None
+    ) -> int:
         """Rebuilds this runner's read models from the whole log; returns the events applied.
 
         Built beside the live tables and swapped in at the end (projections/rebuild.py): the live
@@ -160,8 +162,9 @@ class ProjectionRunner:
         rebuild ended. An event a projection cannot apply is quarantined, as live (the old views'
         quarantine entries are replaced with the new ones at the swap), unless `on_failure(projection,
         item, error)` decides otherwise (`projections.rebuild.fail_on_event` stops the rebuild).
+        `workers`: processes opening the log's pages (0: none; None: one per CPU on a long log).
         """
-        return Rebuild(self, progress, on_failure, batch_size=self.batch_size).run()
+        return Rebuild(self, progress, on_failure, batch_size=self.batch_size, workers=workers).run()
 
     # -- quarantine: an event a projection cannot apply is set aside, the others are applied ------
 

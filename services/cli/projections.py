@@ -16,8 +16,15 @@ def projections() -> None:
 
 @projections.command("rebuild")
 @click.argument("name", required=False)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes decrypting the log's pages beside this one (0: none). Default: one per CPU on a "
+    "log of 100,000 events or more.",
+)
 @click.pass_context
-def projections_rebuild(ctx: click.Context, name: str | None) -> None:
+def projections_rebuild(ctx: click.Context, name: str | None, workers: int | None) -> None:
     """Rebuild read models (all, or NAME) from the event store; prints events/s."""
     import time  # noqa: PLC0415
 
@@ -37,7 +44,7 @@ def projections_rebuild(ctx: click.Context, name: str | None) -> None:
         t0 = time.perf_counter()
         with tqdm(total=total, unit="ev", disable=not sys.stderr.isatty(), desc="rebuild") as bar:
             try:
-                applied = runner.rebuild(bar.update)
+                applied = runner.rebuild(bar.update, workers=workers)
             except RebuildError as exc:
                 raise click.ClickException(str(exc)) from exc
         elapsed = time.perf_counter() - t0

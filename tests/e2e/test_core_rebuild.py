@@ -202,8 +202,9 @@ async def test_rebuilt_read_models_equal_the_live_ones(
         "SWITCHBOARD_MASTER_KEY": settings.master_key,
         "SWITCHBOARD_DATA_DIR": str(settings.data_dir),
     }
+    # Through two worker processes, as a long log would be (a short one is opened in-process).
     result = subprocess.run(
-        [SWITCHBOARD, "projections", "rebuild"], env=env, capture_output=True, text=True, timeout=120
+        [SWITCHBOARD, "projections", "rebuild", "--workers", "2"], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert "rebuilt timeline, profile, cases" in result.stdout and "events/s" in result.stdout

@@ -4,6 +4,8 @@ event a projection cannot apply stops it (or, through `on_failure`, is set aside
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from datetime import UTC, datetime
 
@@ -124,7 +126,8 @@ def write_log(store, database_url: str, live: ProjectionRunner) -> dict:
     return {"survivors": survivors, "erased": erased, "duplicate": recorded.interaction_id}
 
 
-def test_rebuilt_read_models_equal_live_ones_and_each_row_is_written_once(store, database_url):
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "two-worker-processes"])
+def test_rebuilt_read_models_equal_live_ones_and_each_row_is_written_once(store, database_url, workers):
     live = ProjectionRunner(store, batch_size=97)
     facts = write_log(store, database_url, live)
     before = dump(database_url)
@@ -134,7 +137,8 @@ def test_rebuilt_read_models_equal_live_ones_and_each_row_is_written_once(store,
     assert sum(row[0] == facts["duplicate"] for row in before["proj_timeline"]) == 1
     assert len(before["proj_timeline_classes"]) > 100, "classified messages"
 
-    rebuilt = ProjectionRunner(store).rebuild()
+    # Pages of 700 events: the workers open many of them ahead of the one being folded.
+    rebuilt = Rebuild(ProjectionRunner(store), batch_size=700, workers=workers).run()
 
     assert rebuilt == store.max_position()
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -292,6 +296,33 @@ def test_an_event_a_projection_cannot_apply_is_named_on_the_apply_path_too(store
         Rebuild(ProjectionRunner(store, [ExplodingTimeline()]), folds={}, on_failure=fail_on_event).run()
     assert dump(database_url) == before
     assert not shadow_exists(database_url)
+
+
+def test_a_worker_process_that_dies_stops_the_rebuild_and_nothing_is_swapped(store, database_url):
+    live = ProjectionRunner(store, batch_size=500)
+    _eventlog.write(store, _eventlog.events(customers=30, target=3000, seed=15))
+    live.catch_up()
+    before, where = dump(database_url), positions(database_url)
+    rebuild = Rebuild(ProjectionRunner(store), batch_size=200, workers=2)
+    killed = []
+
+    def kill_a_worker(_n: int) -> None:
+        if not killed:  # the first page is folded: the workers are opening the next ones
+            killed.append(rebuild.pages.a_worker_pid())
+            os.kill(killed[0], signal.SIGKILL)
+
+    rebuild.progress = kill_a_worker
+    with pytest.raises(RebuildError, match="a process opening the log's pages ended before answering"):
+        rebuild.run()
+    assert killed
+    assert dump(database_url) == before
+    assert positions(database_url) == where
+    assert not shadow_exists(database_url)
+    with pytest.raises(ProcessLookupError):  # the pool's processes are gone, none left behind
+        os.kill(killed[0], 0)
+
+    Rebuild(ProjectionRunner(store), batch_size=200, workers=2).run()  # and the next rebuild runs
+    assert dump(database_url) == before
 
 
 def test_one_rebuild_at_a_time(store, database_url):

@@ -124,13 +124,18 @@ class KeyRing:
 
     def fetch(self, curs, customer_ids) -> dict[UUID, AESGCM | None]:
         """These customers' keys straight from the table, not cached (None: erased; absent: no key)."""
+        return {cid: None if key is None else AESGCM(key) for cid, key in self.unwrapped(curs, customer_ids).items()}
+
+    def unwrapped(self, curs, customer_ids) -> dict[UUID, bytes | None]:
+        """`fetch` as the keys' bytes, for a process of our own that decrypts on this one's behalf (a
+        rebuild's decoding workers): they get the keys they need, never the master key."""
         curs.execute(
             "SELECT customer_id, wrapped FROM sb_customer_keys WHERE customer_id = ANY(%s)", (list(customer_ids),)
         )
-        out: dict[UUID, AESGCM | None] = {}
+        out: dict[UUID, bytes | None] = {}
         for row in curs.fetchall():
             cid, wrapped = _row(row)
-            out[cid] = AESGCM(self.master.unwrap(cid, bytes(wrapped))) if wrapped else None
+            out[cid] = self.master.unwrap(cid, bytes(wrapped)) if wrapped else None
         return out
 
     def reader(self, curs, customer_id: UUID) -> AESGCM:
