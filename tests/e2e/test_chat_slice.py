@@ -129,7 +129,8 @@ async def test_a_reconnecting_visitor_receives_replies_sent_while_away(server, a
 
 async def _count_events(database_url: str) -> int:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        cur = await conn.execute("SELECT count(*) FROM sb_events")
+        # The classifier annotates earlier messages when it will: not what a refused request did.
+        cur = await conn.execute("SELECT count(*) FROM sb_events WHERE topic <> 'case.Classified'")
         return (await cur.fetchone())[0]
 
 

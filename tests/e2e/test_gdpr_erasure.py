@@ -610,10 +610,13 @@ async def test_erasure_leaves_nothing_personal_anywhere(service: Service, embedd
         assert document["erased"] is True and document["identities"] == [] and document["events"]
         assert not found_in(exported.stdout)
 
+        # The classifier may append while the chain is verified: the count lies between the two.
+        before = service.sql("SELECT count(*) FROM sb_events")[0][0]
         audited = service.cli("audit", "verify")
         assert audited.returncode == 0, audited.stderr.decode()
-        count = service.sql("SELECT count(*) FROM sb_events")[0][0]
-        assert f"intact: {count} events" in audited.stdout.decode()
+        after = service.sql("SELECT count(*) FROM sb_events")[0][0]
+        verified = re.search(r"intact: (\d+) events", audited.stdout.decode())
+        assert verified and before <= int(verified.group(1)) <= after, audited.stdout.decode()
 
         # Running the erasure again is harmless (and finishes any interrupted clean-up).
         again = service.cli("customer", "erase", customer_id, "--yes")
