@@ -17,6 +17,7 @@ from services.core.batch_sql import mark_campaign_message
 from services.core.commands import append_new, run_command
 from services.domain.campaign import Campaign
 from services.domain.customer import Customer
+from tests.fixtures.campaigns import running_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -24,20 +25,7 @@ AT = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 def new_campaign(store, recipients: int) -> Campaign:
-    campaign = Campaign(uuid.uuid4())
-    campaign.create(
-        name="Winter sale",
-        segment_id=uuid.uuid4(),
-        channel="sms",
-        text="20% off",
-        whatsapp_template=None,
-        send_at=None,
-        quiet_hours=None,
-        by="test",
-        at=AT,
-    )
-    campaign.start("test", AT)
-    campaign.target(recipients, AT)
+    campaign = running_campaign(recipients, AT)
     append_new(store, campaign)
     return campaign
 

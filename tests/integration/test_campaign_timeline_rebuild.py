@@ -16,6 +16,7 @@ from services.core.merging import merge_by_hand
 from services.domain.campaign import Campaign
 from services.platform.eventstore.codec import REDACTED
 from tests.benchmarks import _eventlog
+from tests.fixtures.campaigns import running_campaign
 from tests.integration.test_projections_rebuild import differences, dump
 
 pytestmark = pytest.mark.integration
@@ -24,20 +25,7 @@ AT = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 def campaign_for(recipients: list[uuid.UUID], *, with_ids: bool) -> Campaign:
-    campaign = Campaign(uuid.uuid4())
-    campaign.create(
-        name="Winter sale",
-        segment_id=uuid.uuid4(),
-        channel="sms",
-        text="20% off",
-        whatsapp_template=None,
-        send_at=None,
-        quiet_hours=None,
-        by="test",
-        at=AT,
-    )
-    campaign.start("test", AT)
-    campaign.target(len(recipients), AT)
+    campaign = running_campaign(len(recipients), AT)
     for recipient in recipients:
         if with_ids:
             campaign.sent(recipient, AT, message_id=uuid.uuid4(), channel="sms", text="20% off")

@@ -25,9 +25,7 @@ def projected(store, database_url):
         _eventlog.events(customers=60, target=4000, heavy=2, heavy_events=800, merge_rate=0.3, seed=11),
         batch=700,
     )
-    runner = ProjectionRunner(store, batch_size=1000)
-    while runner.run_once():
-        pass
+    ProjectionRunner(store, batch_size=1000).catch_up()
     return database_url
 
 
