@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -55,6 +55,9 @@ class Principal:
     token_hash: bytes = b""
     # The signed-in agent's id for a sign-in session; None for API tokens (and the admin token).
     agent_id: str | None = None
+    # For a session, the seconds until it ends by itself (absolute or idle expiry), as of the lookup:
+    # a cached principal is never served past that (services/api/principals.py).
+    valid_for: float | None = field(default=None, compare=False)
 
 
 def token_hash(token: str) -> bytes:
@@ -115,15 +118,17 @@ async def authenticate_hash(pool, admin_token: str | None, digest: bytes) -> Pri
             )
     if row is None:
         return None
-    return Principal(row[0], row[1], digest, str(row[2]) if row[2] is not None else None)
+    return Principal(row[0], row[1], digest, str(row[2]) if row[2] is not None else None, row[3])
 
 
 # An API token, or an agent's live session (not ended, not expired, the agent not disabled), with
 # the agent's role as it is now.
 _PRINCIPAL = (
-    "SELECT name, role, NULL::uuid FROM sb_tokens WHERE token_hash = %(digest)s AND revoked_at IS NULL "
+    "SELECT name, role, NULL::uuid, NULL::float8 FROM sb_tokens WHERE token_hash = %(digest)s AND revoked_at IS NULL "
     "UNION ALL "
-    "SELECT 'agent:' || s.agent_id, c.role, s.agent_id FROM sb_agent_sessions s "
+    "SELECT 'agent:' || s.agent_id, c.role, s.agent_id, "
+    "extract(epoch FROM least(s.expires_at, s.last_used_at + make_interval(secs => s.idle_seconds)) - now())::float8 "
+    "FROM sb_agent_sessions s "
     "JOIN sb_agent_credentials c ON c.agent_id = s.agent_id "
     "WHERE s.token_hash = %(digest)s AND s.ended_at IS NULL AND NOT c.disabled AND s.expires_at > now() "
     "AND s.last_used_at > now() - make_interval(secs => s.idle_seconds) "

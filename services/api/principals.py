@@ -14,6 +14,9 @@ Revocation is honoured two ways:
 - at the latest after `ttl` seconds, whatever happened to the notice (the bound: a revoked token or
   a disabled agent's session is refused at most `ttl` seconds after the change was committed).
 
+A session also ends by itself, idle or too old: its entry never outlives the `valid_for` its lookup
+reported (the earlier of its absolute and idle expiry), so expiry is exact, not `ttl` late.
+
 A lookup that was under way when a notice came is not cached (`generation`): it may have read the
 row before the change.
 """
@@ -82,7 +85,13 @@ class PrincipalCache:
             return
         if digest not in self._entries and len(self._entries) >= self.max_entries:
             self._evict()
-        self._entries[digest] = (principal, self.clock() + self.ttl)
+        ttl = self.ttl
+        valid_for = getattr(principal, "valid_for", None)
+        if valid_for is not None:  # a session that ends by itself sooner is not served past its end
+            if valid_for <= 0:
+                return
+            ttl = min(ttl, valid_for)
+        self._entries[digest] = (principal, self.clock() + ttl)
 
     def _evict(self) -> None:
         now = self.clock()

@@ -552,7 +552,8 @@ def activity_currency_dropped(curs: Any, master: MasterKey) -> None:
 AUTH_CHANGED_CHANNEL = "sb_auth_changed"
 # Statement triggers: what ends or changes a token's principal (a revocation, a session ended, an
 # agent's role or disabled state) notifies at commit. The per-request `last_used_at` touch names none
-# of these columns, so it notifies nothing.
+# of these columns, so it notifies nothing; only moving `last_used_at` back (making a session idle
+# before its time: an administrator's doing) notifies, through a row trigger.
 _AUTH_TRIGGERS = {
     "sb_tokens": "UPDATE OF revoked_at, role, token_hash OR DELETE OR TRUNCATE",
     "sb_agent_sessions": "UPDATE OF ended_at, expires_at, idle_seconds, agent_id OR DELETE OR TRUNCATE",
@@ -565,10 +566,10 @@ def auth_change_notices(curs: Any, master: MasterKey) -> None:
     API process's principal cache is emptied at once (its TTL is only the bound if a notice is lost).
     Looked for first: CREATE TRIGGER locks the table against writes."""
     curs.execute(
-        "SELECT count(*) AS n FROM pg_trigger WHERE tgname = 'sb_auth_changed' "
+        "SELECT count(*) AS n FROM pg_trigger WHERE tgname IN ('sb_auth_changed', 'sb_auth_idled') "
         "AND tgrelid IN (to_regclass('sb_tokens'), to_regclass('sb_agent_sessions'), to_regclass('sb_agent_credentials'))"
     )
-    if curs.fetchone()["n"] == len(_AUTH_TRIGGERS):
+    if curs.fetchone()["n"] == len(_AUTH_TRIGGERS) + 1:
         return
     curs.execute(
         "CREATE OR REPLACE FUNCTION sb_auth_changed() RETURNS trigger LANGUAGE plpgsql AS "
@@ -579,6 +580,11 @@ def auth_change_notices(curs: Any, master: MasterKey) -> None:
         curs.execute(
             f"CREATE TRIGGER sb_auth_changed AFTER {when} ON {table} FOR EACH STATEMENT EXECUTE FUNCTION sb_auth_changed()"
         )
+    curs.execute("DROP TRIGGER IF EXISTS sb_auth_idled ON sb_agent_sessions")
+    curs.execute(
+        "CREATE TRIGGER sb_auth_idled AFTER UPDATE OF last_used_at ON sb_agent_sessions FOR EACH ROW "
+        "WHEN (NEW.last_used_at < OLD.last_used_at) EXECUTE FUNCTION sb_auth_changed()"
+    )
 
 
 UPGRADES: tuple[Upgrade, ...] = (

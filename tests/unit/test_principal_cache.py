@@ -38,6 +38,19 @@ def test_an_entry_is_served_until_its_ttl_and_not_after():
     assert len(cache) == 0
 
 
+def test_a_session_is_not_served_past_its_own_end_and_an_ended_one_is_not_kept():
+    cache, clock = _listening(ttl=5.0)
+    ending = Principal("agent:x", "agent", b"s" * 32, "x", valid_for=1.5)
+    cache.put(ending.token_hash, ending, cache.generation)
+    clock.now += 1.4
+    assert cache.get(ending.token_hash) is ending
+    clock.now += 0.2
+    assert cache.get(ending.token_hash) is None, "idle or absolute expiry is exact, not a TTL late"
+    ended = Principal("agent:y", "agent", b"t" * 32, "y", valid_for=0.0)
+    cache.put(ended.token_hash, ended, cache.generation)
+    assert len(cache) == 0
+
+
 def test_nothing_is_cached_or_served_while_no_notice_can_be_heard():
     cache, _ = _listening()
     cache.put(AGENT.token_hash, AGENT, cache.generation)
