@@ -164,7 +164,9 @@ async def test_a_canned_reply_goes_out_with_its_placeholders_filled(sms_server, 
     assert created.json()["position"] > 0
     agent = await _token(settings, "agent", "Grace Hopper")
     async with httpx.AsyncClient(base_url=sms_server.http_url, headers=agent) as as_agent:
-        listed = (await as_agent.get("/api/v1/canned-responses")).json()["items"]
+        # Read your write: the list is a read model, answered once it applied the create.
+        fresh = {"Sb-Min-Position": str(created.json()["position"])}
+        listed = (await as_agent.get("/api/v1/canned-responses", headers=fresh)).json()["items"]
         assert [(c["id"], c["shortcut"], c["text"]) for c in listed] == [(canned_id, "hello", text)]
         refused = await as_agent.post("/api/v1/canned-responses", json={"shortcut": "x", "text": "y"})
         assert refused.status_code == 403
