@@ -56,6 +56,10 @@ class CaseClassified(DomainEvent, frozen=True, kw_only=True):
     configured label set) and the intent's confidence (0-1)."""
 
     NAME = "case.Classified"
+    # The case. Recorded on the case's classification stream (services/domain/case.py:
+    # Classifications); None on events that earlier releases recorded on the case's own stream,
+    # whose `stream_id` is the case.
+    case_id: UUID | None = None
     interaction_id: UUID
     language: str
     sentiment: str

@@ -57,7 +57,7 @@ from services.domain.automation import (
     may_fire,
     rule_of,
 )
-from services.domain.case import Case
+from services.domain.case import Case, Classifications
 from services.domain.config import CannedResponse, Queue
 from services.domain.consent import Policy
 from services.domain.filters import evaluate
@@ -290,8 +290,10 @@ class _Context:
             events = self.tx.store.load(case_id)
             if not events or events[0].NAME != "case.Opened":
                 return None
-            view = self.cases[case_id] = _CaseView(Case.replay(case_id, events), events)
-        if type(self.event) is CaseClassified and self.event.stream_id == case_id:
+            # Its classifications: on a stream of their own (older ones on the case's).
+            classified = self.tx.store.load(Classifications.stream_of(case_id))
+            view = self.cases[case_id] = _CaseView(Case.replay(case_id, events), [*events, *classified])
+        if type(self.event) is CaseClassified:
             view.classified = view.classified or self.event
         return view
 

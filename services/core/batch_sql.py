@@ -64,6 +64,24 @@ def stored_events_after(tx: Transaction, after: dict[UUID, int]) -> list[StoredE
     ]
 
 
+def first_events(tx: Transaction, ids: Iterable[UUID]) -> list[StoredEvent]:
+    """The first stored event (version 1) of each of these streams that has one: what opened it."""
+    tx.execute(
+        "SELECT originator_id, originator_version, topic, state FROM sb_events "
+        "WHERE originator_id = ANY(%s::uuid[]) AND originator_version = 1",
+        (uuid_array(ids),),
+    )
+    return [
+        StoredEvent(
+            originator_id=r["originator_id"],
+            originator_version=r["originator_version"],
+            topic=r["topic"],
+            state=bytes(r["state"]),
+        )
+        for r in tx.curs.fetchall()
+    ]
+
+
 def already_processed(tx: Transaction, ids: Sequence[UUID]) -> set[UUID]:
     tx.execute("SELECT interaction_id FROM sb_processed WHERE interaction_id = ANY(%s::uuid[])", (uuid_array(ids),))
     return {row["interaction_id"] for row in tx.curs.fetchall()}

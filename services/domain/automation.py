@@ -150,10 +150,12 @@ def event_has_case(cls: type[DomainEvent]) -> bool:
 
 
 def event_case_id(event: DomainEvent) -> UUID | None:
-    if event.NAME.startswith("case."):
-        return event.stream_id
+    """The case an event belongs to: the one it names (a message, a classification), else the
+    stream of a case's own event."""
     case_id = getattr(event, "case_id", None)
-    return case_id if isinstance(case_id, UUID) else None
+    if isinstance(case_id, UUID):
+        return case_id
+    return event.stream_id if event.NAME.startswith("case.") else None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Pure domain: no I/O, no clock. Status moves open → pending (we answered, waiti
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -243,21 +244,6 @@ class Case(Aggregate):
         if self.status == "snoozed" and self.snoozed_until is not None and self.snoozed_until <= at:
             self._trigger(CaseWoken, at)
 
-    def classify(
-        self, interaction_id: UUID, language: str, sentiment: str, intent: str, confidence: float, at: datetime
-    ) -> None:
-        """Records a message's classification, once per message of this case."""
-        if interaction_id in self.messages and interaction_id not in self.classified:
-            self._trigger(
-                CaseClassified,
-                at,
-                interaction_id=interaction_id,
-                language=language,
-                sentiment=sentiment,
-                intent=intent,
-                confidence=confidence,
-            )
-
     # -- state ---------------------------------------------------------------------------------
 
     def when_Opened(self, e: CaseOpened) -> None:
@@ -348,8 +334,66 @@ class Case(Aggregate):
         self.sla[e.target] = ("breached", None)
 
     def when_Classified(self, e: CaseClassified) -> None:
+        # Recorded on the case's own stream before classifications had one (`Classifications`).
         self.classified.add(e.interaction_id)
 
     def when_Woken(self, e: CaseWoken) -> None:
         self.status = "open"
         self.snoozed_until = None
+
+
+_CLASSIFICATIONS = uuid.UUID("5d0f3c2a-6b7e-4c19-9a8d-3e2f1b0c4d57")
+
+
+class Classifications(Aggregate):
+    """A case's message classifications, on a stream of their own (`stream_of(case_id)`).
+
+    The classifier appends here, never to the case: on the case's stream each `case.Classified`
+    took the version the core's next batch meant to write, and the core lost that race over and
+    over while a backlog was classified (ingest at a tenth of its rate). Classifications that earlier
+    releases recorded on the case's stream stay there (`Case.classified`); the classifier's position
+    is past them, so nothing classifies those messages again."""
+
+    EVENTS = (CaseClassified,)
+
+    def __init__(self, id: UUID):
+        super().__init__(id)
+        self.classified: set[UUID] = set()
+
+    @staticmethod
+    def stream_of(case_id: UUID) -> UUID:
+        return uuid.uuid5(_CLASSIFICATIONS, str(case_id))
+
+    @property
+    def owner_id(self) -> UUID:
+        raise AssertionError("a classification names its case's customer")
+
+    def classify(
+        self,
+        case_id: UUID,
+        customer_id: UUID,
+        interaction_id: UUID,
+        language: str,
+        sentiment: str,
+        intent: str,
+        confidence: float,
+        at: datetime,
+    ) -> None:
+        """Records the classification of a message of case `case_id` (opened for `customer_id`, whose
+        key seals it), once per message."""
+        assert self.id == self.stream_of(case_id), "the case's own classifications"
+        if interaction_id not in self.classified:
+            self._trigger(
+                CaseClassified,
+                at,
+                customer_id=customer_id,
+                case_id=case_id,
+                interaction_id=interaction_id,
+                language=language,
+                sentiment=sentiment,
+                intent=intent,
+                confidence=confidence,
+            )
+
+    def when_Classified(self, e: CaseClassified) -> None:
+        self.classified.add(e.interaction_id)

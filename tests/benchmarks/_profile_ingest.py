@@ -2,7 +2,8 @@
 
 `python -m tests.benchmarks._profile_ingest [BACKLOG] [ROLES...]` publishes a backlog of the ingest
 bench's traffic, starts `switchboard serve core` and `switchboard serve projector` (or the one
-process of `serve core projector` with `up`), attaches `py-spy record` to each (sampling, without
+process of `serve core projector` with `up`, and of `serve core projector classifier` with
+`classifying`), attaches `py-spy record` to each (sampling, without
 pausing the process) until the backlog is timeline rows, and prints for each process the functions
 that take the largest share of its samples, inclusive and on their own (`self`). The collapsed
 stacks are kept under /tmp for a flame graph. py-spy is a tool, not a dependency:
@@ -28,7 +29,9 @@ import psycopg
 from services.platform.streams import Names
 from tests.benchmarks._servers import servers
 from tests.benchmarks.ingest import (
+    CUSTOMERS,
     Traffic,
+    classes_rows,
     fresh_streams,
     publish_interactions,
     start_switchboard,
@@ -69,18 +72,26 @@ async def run(nats_url: str, database_url: str, backlog_size: int, shape: str) -
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     await fresh_streams(js, names)
-    await publish_interactions(js, names, backlog)
-    await nc.close()
-    deployment = (("core", "projector"),) if shape == "up" else (("core",), ("projector",))
+    deployment = {
+        "up": (("core", "projector"),),
+        "classifying": (("core", "projector", "classifier"),),
+    }.get(shape, (("core",), ("projector",)))
+    classifying = any("classifier" in roles for roles in deployment)
     workdir = Path(tempfile.mkdtemp(prefix="sb-profile-"))
     procs = start_switchboard(nats_url, database_url, workdir, deployment)
+    # Warm, as the bench's warm runs: one message of someone else taken all the way (and classified:
+    # the classifier's worker has trained), then the backlog published while it runs. Start-up
+    # (imports, schema, training) is not ingest.
+    await publish_interactions(js, names, [Traffic(customers=1, seed=3, first_person=9 * CUSTOMERS).next()])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while timeline_rows(conn) < 1 or (classifying and classes_rows(conn) < 1):
+            await asyncio.sleep(0.1)
+    await publish_interactions(js, names, backlog)
+    await nc.close()
+    backlog_size += 1
     spy = Path(sys.executable).with_name("py-spy")
     spies = []
     outputs = []
-    # Sampled from the first timeline row on: start-up (imports, schema) is not ingest.
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while not timeline_rows(conn):
-            await asyncio.sleep(0.05)
     for roles, proc in zip(deployment, procs, strict=True):
         out = workdir / f"{'-'.join(roles)}.collapsed"
         outputs.append(out)
@@ -98,6 +109,7 @@ async def run(nats_url: str, database_url: str, backlog_size: int, shape: str) -
                     "--nonblocking",
                     "--function",
                     "--threads",
+                    "--subprocesses",
                     "-o",
                     str(out),
                 ],  # fmt: skip

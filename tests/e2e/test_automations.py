@@ -27,7 +27,7 @@ import pytest
 from services.api.auth import create_token
 from services.core.commands import append_new, run_command
 from services.domain.automation import Automation, parse_rule
-from services.domain.case import Case
+from services.domain.case import Case, Classifications
 from services.domain.config import CannedResponse
 from tests.e2e.test_channel_sms import PUBLIC_URL, _post_signed, _sms
 from tests.fixtures.providers import FakeHTTPProvider, eventually
@@ -191,8 +191,12 @@ def _classified_cases(store, n: int) -> list[uuid.UUID]:
     for _ in range(n):
         interaction = uuid.uuid4()
         case = Case.open(uuid.uuid4(), uuid.uuid4(), "sms", None, datetime.now(UTC), interaction_id=interaction)
-        case.classify(interaction, "es", "negative", "complaint", 0.9, datetime.now(UTC))
-        append_new(store, case)
+        classifications = Classifications(Classifications.stream_of(case.id))
+        classifications.classify(
+            case.id, case.owner_id, interaction, "es", "negative", "complaint", 0.9, datetime.now(UTC)
+        )
+        with store.transaction() as tx:
+            tx.append([*case.collect(), *classifications.collect()])
         ids.append(case.id)
     return ids
 

@@ -18,9 +18,9 @@ from events.automation import AutomationFired
 from events.case import CaseAssigned, CasePrioritized, CaseTagged, CaseTransferred, ReplyRequested
 from services.automation.runner import Runner, automation_follower
 from services.automation.webhooks import WebhookSender, dead_letters, retry_dead
-from services.core.commands import append_new, run_case, run_command
+from services.core.commands import append_new, load_case, run_case, run_command
 from services.domain.automation import Automation, parse_rule
-from services.domain.case import Case
+from services.domain.case import Case, Classifications
 from services.domain.config import CannedResponse
 from services.routing.router import router_follower
 from tests.fixtures.providers import FakeHTTPProvider, eventually
@@ -55,7 +55,15 @@ def open_case(store, channel: str = "whatsapp") -> tuple[uuid.UUID, uuid.UUID]:
 
 
 def classify(store, case_id, interaction, sentiment: str, intent: str, language: str = "es") -> int:
-    return run_case(store, case_id, lambda c: c.classify(interaction, language, sentiment, intent, 0.9, now())).position
+    """What the classifier role records: a classification on the case's classification stream."""
+    case = load_case(store, case_id)
+    return run_command(
+        store,
+        Classifications,
+        Classifications.stream_of(case_id),
+        lambda c: c.classify(case_id, case.owner_id, interaction, language, sentiment, intent, 0.9, now()),
+        create=True,
+    ).position
 
 
 def run(store) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from events.automation import AutomationConfigured, AutomationFired, firing_stream_id
@@ -118,6 +119,7 @@ def test_names_are_checked() -> None:
 def test_the_fields_of_an_event_type() -> None:
     assert event_fields(CaseClassified) == {
         "occurred_at": "datetime",
+        "case_id": "text",
         "interaction_id": "text",
         "language": "text",
         "sentiment": "text",
@@ -144,7 +146,9 @@ def test_the_case_of_an_event() -> None:
         intent="complaint",
         confidence=0.9,
     )
-    assert event_case_id(classified) == case_id
+    assert event_case_id(classified) == case_id, "recorded on the case's own stream by an earlier release"
+    on_its_stream = msgspec.structs.replace(classified, stream_id=uuid.uuid4(), version=1, case_id=case_id)
+    assert event_case_id(on_its_stream) == case_id, "recorded on the case's classification stream"
     message = InteractionRecorded(
         id=uuid.uuid4(),
         stream_id=customer_id,

@@ -203,19 +203,25 @@ def test_replay_rebuilds_status_and_replies():
     )
 
 
-def test_a_message_of_the_case_is_classified_once_and_unknown_messages_are_ignored():
+def test_a_message_is_classified_once_on_the_case_s_classification_stream():
     from events.case import CaseClassified
+    from services.domain.case import Classifications
 
     case = opened()
+    classifications = Classifications(Classifications.stream_of(case.id))
+    assert classifications.id not in (case.id, case.customer_id)
+    assert Classifications.stream_of(case.id) == classifications.id, "the same stream whoever asks"
     message = uuid.uuid4()
-    case.classify(message, "es", "negative", "complaint", 0.9, T0)  # not a message of this case
-    assert case.collect() == []
-    case.add_message(message, "inbound", "email", T0)
-    case.collect()
-    case.classify(message, "es", "negative", "complaint", 0.9, T0)
-    case.classify(message, "es", "negative", "complaint", 0.9, T0)
-    [event] = case.collect()
+    classifications.classify(case.id, case.owner_id, message, "es", "negative", "complaint", 0.9, T0)
+    classifications.classify(case.id, case.owner_id, message, "es", "negative", "complaint", 0.9, T0)
+    [event] = classifications.collect()
     assert isinstance(event, CaseClassified)
+    assert (event.stream_id, event.version, event.case_id, event.customer_id) == (
+        classifications.id,
+        1,
+        case.id,
+        case.customer_id,
+    )
     assert (event.interaction_id, event.language, event.sentiment, event.intent, event.confidence) == (
         message,
         "es",
@@ -223,4 +229,8 @@ def test_a_message_of_the_case_is_classified_once_and_unknown_messages_are_ignor
         "complaint",
         0.9,
     )
-    assert case.classified == {message}
+    replayed = Classifications.replay(classifications.id, [event])
+    replayed.classify(case.id, case.owner_id, message, "en", "neutral", "other", 0.5, T0)
+    assert replayed.collect() == [], "once per message, across a replay"
+    with pytest.raises(AssertionError):
+        replayed.classify(uuid.uuid4(), case.owner_id, uuid.uuid4(), "en", "neutral", "other", 0.5, T0)
