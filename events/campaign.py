@@ -106,6 +106,14 @@ class CampaignCompleted(DomainEvent, frozen=True, kw_only=True):
     NAME = "campaign.Completed"
 
 
+class CampaignFailed(DomainEvent, frozen=True, kw_only=True):
+    """The campaign cannot run, and sends nothing more: `reason` says why (a segment whose filter
+    this release refuses, say)."""
+
+    NAME = "campaign.Failed"
+    reason: str
+
+
 CAMPAIGN_EVENTS: tuple[type[DomainEvent], ...] = (
     CampaignCreated,
     CampaignStarted,
@@ -118,4 +126,5 @@ CAMPAIGN_EVENTS: tuple[type[DomainEvent], ...] = (
     CampaignMessageDelivered,
     CampaignMessageUndelivered,
     CampaignMessageReplied,
+    CampaignFailed,
 )

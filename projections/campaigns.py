@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from events.campaign import CampaignCompleted, CampaignCreated, CampaignPaused, CampaignStarted
+from events.campaign import CampaignCompleted, CampaignCreated, CampaignFailed, CampaignPaused, CampaignStarted
 from projections.base import Item
 
-_STATUS = {CampaignStarted: "running", CampaignPaused: "paused", CampaignCompleted: "completed"}
+_STATUS = {
+    CampaignStarted: "running",
+    CampaignPaused: "paused",
+    CampaignCompleted: "completed",
+    CampaignFailed: "failed",
+}
 
 
 class CampaignsProjection:

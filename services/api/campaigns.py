@@ -62,6 +62,8 @@ class CampaignView(msgspec.Struct):
     status: str
     created_at: datetime
     counts: CampaignCounts
+    # Why a `failed` campaign cannot run (its segment's filter is refused, say); null otherwise.
+    failure: str | None = None
 
 
 class CampaignSaved(CampaignView):
@@ -96,6 +98,7 @@ def _view(campaign: Campaign) -> CampaignView:
         # sent: taken by the provider; delivered / failed: as it reported since (failed also counts
         # what it never took); replied: recipients who wrote back within the reply window.
         counts=CampaignCounts(**campaign.counts()),
+        failure=campaign.failure,
     )
 
 

@@ -46,6 +46,7 @@ from channels.outbound.registry import RESEND_SAFE, provider_lookup, provider_se
 from events.campaign import (
     CampaignCompleted,
     CampaignCreated,
+    CampaignFailed,
     CampaignPaused,
     CampaignStarted,
 )
@@ -56,7 +57,7 @@ from services.domain import consent
 from services.domain.campaign import Campaign, graph_template, parse_quiet_hours, quiet_until, template_label
 from services.domain.config import Segment
 from services.domain.customer import Customer
-from services.domain.filters import SEGMENT_FIELDS, parse
+from services.domain.filters import SEGMENT_FIELDS, FilterError, parse
 from services.platform.eventstore.store import EventStore, Transaction
 from services.platform.follower import Follower
 from services.platform.logs import get_logger
@@ -69,7 +70,12 @@ log = get_logger(__name__)
 NAME = "campaigner"
 TARGET_PAGE = 1000
 _MESSAGE_NS = uuid.UUID("3c0d6a57-92b1-4d0e-8f55-6b1f0f2e9a41")
-_RUN_STATUS: dict[type, str] = {CampaignStarted: "running", CampaignPaused: "paused", CampaignCompleted: "completed"}
+_RUN_STATUS: dict[type, str] = {
+    CampaignStarted: "running",
+    CampaignPaused: "paused",
+    CampaignCompleted: "completed",
+    CampaignFailed: "failed",
+}
 ADDRESS_KIND = {"sms": "phone", "whatsapp": "phone", "email": "email"}
 
 
@@ -229,7 +235,14 @@ class Campaigner:
             segment = None
         members: list[UUID] = []
         if segment is not None and segment.definition is not None:
-            tree = parse(segment.definition.filter, SEGMENT_FIELDS)
+            try:
+                tree = parse(segment.definition.filter, SEGMENT_FIELDS)
+            except FilterError as exc:
+                # Stored by an earlier release, refused by this one (a pattern outside the RE2 subset,
+                # say): the campaign fails with the reason instead of stalling every tick.
+                campaign.fail(f"segment {definition.segment_id}: {exc}", now)
+                log.warning("campaign_failed", campaign_id=str(campaign.id), reason="segment filter refused")
+                return
             after: UUID | None = None
             while True:
                 page = segment_member_ids_sync(tx.curs, tree, after=after, limit=TARGET_PAGE, now=now)
@@ -395,4 +408,5 @@ def campaign_view(campaign: Campaign) -> dict[str, Any]:
         "status": campaign.status,
         "created_at": d.occurred_at,
         "counts": campaign.counts(),
+        "failure": campaign.failure,
     }

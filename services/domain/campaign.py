@@ -19,6 +19,7 @@ from events.campaign import (
     CAMPAIGN_EVENTS,
     CampaignCompleted,
     CampaignCreated,
+    CampaignFailed,
     CampaignMessageDelivered,
     CampaignMessageFailed,
     CampaignMessageReplied,
@@ -145,6 +146,7 @@ class Campaign(Aggregate):
         super().__init__(id)
         self.definition: CampaignCreated | None = None
         self.status = "draft"
+        self.failure: str | None = None  # why it failed, once it did
         self.targeted: int | None = None
         self.outcomes: dict[UUID, str] = {}  # recipient → sent | failed | no_consent | no_address
         # What became of a sent message, once each: delivered, or undelivered (counted as failed).
@@ -206,12 +208,14 @@ class Campaign(Aggregate):
     def start(self, by: str, at: datetime) -> None:
         if self.status == "completed":
             raise DomainError("the campaign is completed")
+        if self.status == "failed":
+            raise DomainError(f"the campaign failed: {self.failure}")
         if self.status != "running":
             self._trigger(CampaignStarted, at, by=by)
 
     def pause(self, by: str, at: datetime) -> None:
-        if self.status == "completed":
-            raise DomainError("the campaign is completed")
+        if self.status in ("completed", "failed"):
+            raise DomainError(f"the campaign is {self.status}")
         if self.status == "running":
             self._trigger(CampaignPaused, at, by=by)
 
@@ -248,6 +252,11 @@ class Campaign(Aggregate):
     def failed(self, recipient_id: UUID, reason: str, at: datetime) -> None:
         if recipient_id not in self.outcomes:
             self._trigger(CampaignMessageFailed, at, recipient_id=recipient_id, reason=reason[:300])
+
+    def fail(self, reason: str, at: datetime) -> None:
+        """The campaign cannot run (its segment's filter is refused, say): it sends nothing more."""
+        if self.status not in ("completed", "failed"):
+            self._trigger(CampaignFailed, at, reason=reason[:300])
 
     def complete(self, at: datetime) -> None:
         if self.status != "completed" and self.targeted is not None and len(self.outcomes) >= self.targeted:
@@ -296,6 +305,10 @@ class Campaign(Aggregate):
 
     def when_Completed(self, e: CampaignCompleted) -> None:
         self.status = "completed"
+
+    def when_Failed(self, e: CampaignFailed) -> None:
+        self.status = "failed"
+        self.failure = e.reason
 
     def when_MessageDelivered(self, e: CampaignMessageDelivered) -> None:
         self.deliveries[e.recipient_id] = "delivered"

@@ -205,3 +205,20 @@ def test_the_customers_zone_from_the_attribute_else_the_phone_number_else_the_de
     assert customer_zone(customer, "UTC") == ZoneInfo("America/New_York")
     customer.attributes["timezone"] = "Not/AZone"
     assert customer_zone(customer, "UTC") == ZoneInfo("Europe/Madrid")
+
+
+def test_a_failed_campaign_says_why_once_and_cannot_be_started_or_paused() -> None:
+    from services.domain.aggregate import DomainError
+    from tests.fixtures.campaigns import running_campaign
+
+    at = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    campaign = running_campaign(2, at)
+    campaign.collect()
+    campaign.fail("segment x: filter refused", at)
+    campaign.fail("again", at)
+    [failed] = campaign.collect()
+    assert failed.NAME == "campaign.Failed" and failed.reason == "segment x: filter refused"
+    assert campaign.status == "failed" and campaign.failure == "segment x: filter refused"
+    for command in (campaign.start, campaign.pause):
+        with pytest.raises(DomainError, match="failed"):
+            command("supervisor", at)

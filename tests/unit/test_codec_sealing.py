@@ -33,6 +33,7 @@ from events.base import DomainEvent
 from events.campaign import (
     CampaignCompleted,
     CampaignCreated,
+    CampaignFailed,
     CampaignMessageDelivered,
     CampaignMessageFailed,
     CampaignMessageReplied,
@@ -289,6 +290,7 @@ def _samples() -> list[DomainEvent]:
         record(CampaignMessageSent, 6, recipient_id=other, message_id=other, channel="sms", text="20% off this week"),
         record(CampaignMessageFailed, 7, recipient_id=other, reason="twilio answered HTTP 400"),
         record(CampaignCompleted, 8),
+        record(CampaignFailed, 12, reason="segment 1: a pattern this release refuses"),
         record(CampaignMessageDelivered, 9, recipient_id=other),
         record(CampaignMessageUndelivered, 10, recipient_id=other, reason="twilio error 30003"),
         record(CampaignMessageReplied, 11, recipient_id=other),
