@@ -205,7 +205,9 @@ async def receive_telegram_update(services, scope, headers, body: bytes) -> tupl
 
 
 async def _answer(receive, request: Request) -> Response:
-    status, media_type, content = await receive(_services(request), request.scope, request.headers, await request.body())
+    status, media_type, content = await receive(
+        _services(request), request.scope, request.headers, await request.body()
+    )
     return Response(content, status_code=status, media_type=media_type)
 
 

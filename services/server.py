@@ -164,7 +164,7 @@ class Server:
         self.services = services = await open_http_services(self.sb)
         if "gateway" in self.roles:
             services.chat_gateway = await self._start_chat()
-        app = build_app(services, self.roles, channel_handlers())
+        app: Any = build_app(services, self.roles, channel_handlers())
         if "gateway" in self.roles:
             # The provider webhooks skip the framework's per-request stack (services/api/fastpath.py).
             app = WebhookFastPath(app, services, self.settings.max_body_bytes)
