@@ -85,8 +85,10 @@ def parse_form(body: bytes) -> dict[str, list[str]]:
 def _values(params: Any, name: str) -> list[str]:
     # Multi-dicts of web frameworks (Starlette/Litestar `getall`, Django `getlist`) keep every value
     # of a repeated parameter; Twilio signs them all.
-    if type(params) is dict:  # the gateway's own parse_qs form: no accessor to look for
+    if type(params) is dict:  # the gateway's own form (parse_form): no accessor to look for
         value = params[name]
+        if type(value) is list and all(type(v) is str for v in value):
+            return value
         return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     for accessor in ("getall", "getlist"):
         getter = getattr(params, accessor, None)
@@ -151,14 +153,13 @@ def _url_variants(url: str) -> tuple[str, ...]:
         port = parsed.port
     except ValueError:
         return (url,)
+    # The URL as requested first: the spelling a provider signs most often, so one HMAC usually settles it.
     if port:
         without_port = parsed._replace(netloc=parsed.netloc.split(":")[0]).geturl()
-        with_port = parsed.geturl()
-    else:
-        without_port = parsed.geturl()
-        default = 443 if parsed.scheme == "https" else 80
-        with_port = parsed._replace(netloc=f"{parsed.netloc}:{default}").geturl()
-    return (without_port, with_port)
+        return (parsed.geturl(), without_port)
+    default = 443 if parsed.scheme == "https" else 80
+    with_port = parsed._replace(netloc=f"{parsed.netloc}:{default}").geturl()
+    return (parsed.geturl(), with_port)
 
 
 def _same(a: str, b: str) -> bool:
