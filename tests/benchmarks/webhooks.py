@@ -138,6 +138,7 @@ def _granian_server_class():
     from granian.server.embed import Server as Granian  # noqa: PLC0415
 
     from services.api.app import build_app  # noqa: PLC0415
+    from services.api.fastpath import WebhookFastPath  # noqa: PLC0415
     from services.bootstrap import open_http_services  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 
@@ -147,7 +148,11 @@ def _granian_server_class():
             services.chat_gateway = await self._start_chat()
             import services.server as server_module  # noqa: PLC0415
 
-            app = build_app(services, self.roles, server_module.channel_handlers())
+            app = WebhookFastPath(
+                build_app(services, self.roles, server_module.channel_handlers()),
+                services,
+                self.settings.max_body_bytes,
+            )
             self.granian = Granian(
                 app, address=address[0], port=address[1], interface=Interfaces.ASGI, log_enabled=False
             )
