@@ -52,6 +52,8 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _trusted(address: str | None, networks: tuple[Network, ...]) -> bool:
+    if not networks:  # no proxy configured (the usual case): nothing to parse
+        return False
     ip = _address(address) if address else None
     return ip is not None and any(ip in network for network in networks)
 

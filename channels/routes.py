@@ -10,9 +10,9 @@ nothing: everything is parsed before the first publish. Logs carry ids and count
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from urllib.parse import parse_qs
+from typing import Any
 
 from litestar import MediaType, Request, Response, get, post
 
@@ -28,6 +28,7 @@ from channels.sms.twilio import (
     SIGNATURE_SETTINGS_HEADER as TWILIO_SETTINGS_HEADER,
 )
 from channels.sms.twilio import (
+    parse_form,
     parse_twilio_message,
     parse_twilio_status,
     signature_algorithm,
@@ -46,8 +47,12 @@ TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
 _RFC822 = "message/rfc822"
-# A Twilio webhook has a few dozen parameters; a bound keeps a hostile body's parse cheap.
-_MAX_FORM_FIELDS = 500
+_TWIML = "text/xml"
+# Header names as ASGI spells them (lower case): the fast path's headers are a plain dict.
+_TWILIO_SIGNATURE = TWILIO_SIGNATURE_HEADER.lower()
+_TWILIO_SETTINGS = TWILIO_SETTINGS_HEADER.lower()
+_META_SIGNATURE = META_SIGNATURE_HEADER.lower()
+_TELEGRAM_SECRET = TELEGRAM_SECRET_HEADER.lower()
 
 
 def _services(request: Request):
@@ -58,30 +63,33 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _require_media_type(request: Request, expected: str) -> None:
-    if _media_type(request) != expected:
+def _require_media_type(headers: Mapping[str, str], expected: str) -> None:
+    if _media_type(headers) != expected:
         raise UnsupportedMediaType(f"expected Content-Type {expected}")
 
 
 def public_url(request: Request) -> str:
     """The URL the provider requested, as it saw it: `SWITCHBOARD_PUBLIC_URL` + path + query when
     set; otherwise from the request, `X-Forwarded-Proto`/`-Host` believed only from a trusted proxy."""
-    settings = _services(request).settings
+    return _public_url(_services(request), request.scope, request.headers)
+
+
+def _public_url(services, scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+    settings = services.settings
     return request_url(
-        request.scope,
-        request.headers,
+        scope,
+        headers,
         public_url=settings.public_url,
         networks=trusted_networks(settings.trusted_proxies),
     )
 
 
-async def _publish_all(request: Request, interactions: Iterable[Interaction]) -> int:
+async def publish_all(services, interactions: Iterable[Interaction]) -> int:
     """Publishes in order, each awaited to its JetStream ack; returns how many were new."""
-    services = _services(request)
     new = 0
     for interaction in interactions:
         try:
@@ -111,7 +119,7 @@ async def email_inbound(request: Request) -> Response:
     expected = services.settings.ingest_token or ""
     if not token or not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise Unauthorized("missing or wrong ingest token")
-    _require_media_type(request, _RFC822)
+    _require_media_type(request.headers, _RFC822)
     raw = await request.body()
     settings = services.settings
     # The bearer token authenticates the relay that posts: the Authentication-Results it adds are
@@ -146,25 +154,64 @@ async def email_inbound(request: Request) -> Response:
 # -- SMS (Twilio) ----------------------------------------------------------------------------------
 
 
-async def _twilio_form(request: Request) -> dict[str, list[str]]:
+def _twilio_form(services, scope: Mapping[str, Any], headers: Mapping[str, str], body: bytes) -> dict[str, list[str]]:
     """The verified form of a Twilio webhook, every value of a repeated name kept (Twilio signs all)."""
-    _require_media_type(request, _FORM)
-    body = await request.body()
-    try:
-        form = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=_MAX_FORM_FIELDS)
-    except (UnicodeDecodeError, ValueError):
-        raise Malformed("body is not a UTF-8 form") from None
-    settings = _services(request).settings
-    algorithm = signature_algorithm(request.headers.get(TWILIO_SETTINGS_HEADER))
+    _require_media_type(headers, _FORM)
+    form = parse_form(body)
+    algorithm = signature_algorithm(headers.get(_TWILIO_SETTINGS))
     if not validate_twilio_signature(
-        settings.twilio_auth_token or "",
-        public_url(request),
+        services.settings.twilio_auth_token or "",
+        _public_url(services, scope, headers),
         form,
-        request.headers.get(TWILIO_SIGNATURE_HEADER),
+        headers.get(_TWILIO_SIGNATURE),
         algorithm=algorithm,
     ):
         raise Unauthorized(f"{TWILIO_SIGNATURE_HEADER} is missing or does not match")
     return form
+
+
+# The providers' webhooks as functions of (services, ASGI scope, lower-case headers, raw body) that
+# answer (status, media type, body) or raise a `ChannelError`: the same code behind the Litestar
+# handlers below (which the OpenAPI document describes) and behind channels.fastpath, which serves
+# these routes straight on ASGI.
+
+
+async def receive_twilio_message(services, scope, headers, body: bytes) -> tuple[int, str, bytes]:
+    form = _twilio_form(services, scope, headers, body)
+    await publish_all(services, [parse_twilio_message(form, received_at=_now())])
+    return 200, _TWIML, TWIML_EMPTY
+
+
+async def receive_twilio_status(services, scope, headers, body: bytes) -> tuple[int, str, bytes]:
+    form = _twilio_form(services, scope, headers, body)
+    await publish_all(services, [parse_twilio_status(form, received_at=_now())])
+    return 200, _TWIML, TWIML_EMPTY
+
+
+async def receive_meta_webhook(services, scope, headers, body: bytes) -> tuple[int, str, bytes]:
+    _require_media_type(headers, _JSON)
+    verify_meta_signature(services.settings.meta_app_secret or "", body, headers.get(_META_SIGNATURE))
+    interactions = parse_meta_webhook(body, received_at=_now())
+    await publish_all(services, interactions)
+    return 200, _JSON, b'{"received":%d}' % len(interactions)
+
+
+async def receive_telegram_update(services, scope, headers, body: bytes) -> tuple[int, str, bytes]:
+    verify_telegram_secret(services.settings.telegram_secret_token or "", headers.get(_TELEGRAM_SECRET))
+    _require_media_type(headers, _JSON)
+    interactions = parse_telegram_update(body)
+    await publish_all(services, interactions)
+    return 200, _JSON, b'{"received":%d}' % len(interactions)
+
+
+async def _answer(receive, request: Request) -> Response:
+    status, media_type, content = await receive(
+        _services(request), request.scope, request.headers, await request.body()
+    )
+    return Response(content, status_code=status, media_type=media_type)
+
+
+# -- SMS (Twilio) ----------------------------------------------------------------------------------
 
 
 @post(
@@ -174,9 +221,7 @@ async def _twilio_form(request: Request) -> dict[str, list[str]]:
     operation_class=openapi.TWILIO_MESSAGE,
 )
 async def twilio_message(request: Request) -> Response:
-    form = await _twilio_form(request)
-    await _publish_all(request, [parse_twilio_message(form, received_at=_now())])
-    return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
+    return await _answer(receive_twilio_message, request)
 
 
 @post(
@@ -186,9 +231,7 @@ async def twilio_message(request: Request) -> Response:
     operation_class=openapi.TWILIO_STATUS,
 )
 async def twilio_status(request: Request) -> Response:
-    form = await _twilio_form(request)
-    await _publish_all(request, [parse_twilio_status(form, received_at=_now())])
-    return Response(TWIML_EMPTY, status_code=200, media_type="text/xml")
+    return await _answer(receive_twilio_status, request)
 
 
 # -- Meta: WhatsApp Cloud API, Messenger, Instagram ------------------------------------------------
@@ -209,14 +252,7 @@ async def meta_handshake(request: Request) -> Response:
     operation_class=openapi.META_WEBHOOK,
 )
 async def meta_webhook(request: Request) -> Response:
-    _require_media_type(request, _JSON)
-    body = await request.body()
-    verify_meta_signature(
-        _services(request).settings.meta_app_secret or "", body, request.headers.get(META_SIGNATURE_HEADER)
-    )
-    interactions = parse_meta_webhook(body, received_at=_now())
-    await _publish_all(request, interactions)
-    return Response({"received": len(interactions)}, status_code=200, media_type=MediaType.JSON)
+    return await _answer(receive_meta_webhook, request)
 
 
 # -- Telegram --------------------------------------------------------------------------------------
@@ -229,13 +265,16 @@ async def meta_webhook(request: Request) -> Response:
     operation_class=openapi.TELEGRAM_UPDATE,
 )
 async def telegram_webhook(request: Request) -> Response:
-    verify_telegram_secret(
-        _services(request).settings.telegram_secret_token or "", request.headers.get(TELEGRAM_SECRET_HEADER)
-    )
-    _require_media_type(request, _JSON)
-    interactions = parse_telegram_update(await request.body())
-    await _publish_all(request, interactions)
-    return Response({"received": len(interactions)}, status_code=200, media_type=MediaType.JSON)
+    return await _answer(receive_telegram_update, request)
+
+
+# The routes channels.fastpath serves on ASGI (POST, no query string), and what answers each.
+FAST_ROUTES = {
+    "/channels/sms/twilio": receive_twilio_message,
+    "/channels/sms/twilio/status": receive_twilio_status,
+    "/channels/social/meta": receive_meta_webhook,
+    "/channels/social/telegram": receive_telegram_update,
+}
 
 
 def channel_handlers() -> list:

@@ -18,6 +18,7 @@ when nothing needed cleaning, so clean input costs one regex scan per string and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -86,3 +87,18 @@ def json_may_need_cleaning(data: bytes) -> bool:
     """False when a JSON document certainly decodes to clean strings (no escape that could stand for
     a control character or a surrogate): lets a hot path skip walking what it decoded."""
     return _JSON_ESCAPES.search(data) is not None
+
+
+def sanitized_json(value: T, encode: Callable[[Any], bytes]) -> tuple[T, bytes]:
+    """`sanitize(value)` and its JSON by `encode` (a msgspec JSON encoder), walking `value` only when
+    its JSON shows something to clean: every character `clean_text` changes comes out of msgspec
+    escaped (`\\u00XX`, `\\b`, `\\f`, `\\r`), and a lone surrogate does not encode at all. Clean input,
+    the usual case, costs one encode and one scan of the bytes."""
+    try:
+        data = encode(value)
+    except UnicodeEncodeError:  # a lone surrogate somewhere
+        data = None
+    if data is None or json_may_need_cleaning(data):
+        value = sanitize(value)
+        data = encode(value)
+    return value, data

@@ -22,6 +22,7 @@ from channels.email.smtp import SMTPListener, start_smtp
 from channels.routes import channel_handlers
 from services.api.app import build_app
 from services.api.context import Services
+from services.api.fastpath import WebhookFastPath
 from services.bootstrap import Switchboard, close_http_services, open_http_services
 from services.platform.logs import configure_library_loggers, get_logger
 from services.platform.settings import Settings
@@ -163,7 +164,10 @@ class Server:
         self.services = services = await open_http_services(self.sb)
         if "gateway" in self.roles:
             services.chat_gateway = await self._start_chat()
-        app = build_app(services, self.roles, channel_handlers())
+        app: Any = build_app(services, self.roles, channel_handlers())
+        if "gateway" in self.roles:
+            # The provider webhooks skip the framework's per-request stack (services/api/fastpath.py).
+            app = WebhookFastPath(app, services, self.settings.max_body_bytes)
         host, port = address
         # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; which
         # proxies to believe is SWITCHBOARD_TRUSTED_PROXIES' call (channels/proxies.py).

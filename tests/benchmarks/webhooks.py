@@ -10,8 +10,16 @@ concurrency, in one run:
 - `whatsapp`: WhatsApp Cloud API webhooks, `X-Hub-Signature-256` checked, every request a new
   wamid: the same path through Meta's parser;
 - `bare`: `POST /bench/bare` on the same server, a Litestar handler that decodes a small msgspec
-  body and answers: the ceiling of the HTTP stack alone. The route exists only in the
+  body and answers, nothing stored: what the cheapest route of the framework stack costs (uvicorn,
+  the app's middleware, routing, a Request and a Response). The route exists only in the
   benchmark's gateway (added to its handlers before start), never in production.
+
+The signed webhooks do not go through that stack: services/api/fastpath.py serves the provider
+routes straight on ASGI in front of it (same uvicorn, same connection, same answers), and still
+waits for the JetStream ack before answering. So `sms_vs_bare` compares a verified, durably stored
+webhook with a framework route that stores nothing. All three run in the same gateway process,
+from the same load generator, over the same connections, with the same concurrency, one after the
+other in one run.
 
 Fairness on a small machine: the gateway is one process with one event loop, so it uses one core.
 The load generator is another process; on Linux each is pinned to its own core (when there are at
@@ -130,6 +138,7 @@ def _granian_server_class():
     from granian.server.embed import Server as Granian  # noqa: PLC0415
 
     from services.api.app import build_app  # noqa: PLC0415
+    from services.api.fastpath import WebhookFastPath  # noqa: PLC0415
     from services.bootstrap import open_http_services  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 
@@ -139,7 +148,11 @@ def _granian_server_class():
             services.chat_gateway = await self._start_chat()
             import services.server as server_module  # noqa: PLC0415
 
-            app = build_app(services, self.roles, server_module.channel_handlers())
+            app = WebhookFastPath(
+                build_app(services, self.roles, server_module.channel_handlers()),
+                services,
+                self.settings.max_body_bytes,
+            )
             self.granian = Granian(
                 app, address=address[0], port=address[1], interface=Interfaces.ASGI, log_enabled=False
             )
@@ -294,6 +307,17 @@ async def _load(scenario: Scenario, port: int, seconds: float) -> tuple[int, int
     return ok, failed
 
 
+# What each scenario is, printed beside its figure.
+WHAT = {
+    "sms": "POST /channels/sms/twilio: Twilio form, X-Twilio-Signature checked, new MessageSid, "
+    "published to JetStream and acked before the TwiML answer (webhook fast path)",
+    "whatsapp": "POST /channels/social/meta: WhatsApp Cloud API JSON, X-Hub-Signature-256 checked, new wamid, "
+    "published to JetStream and acked before the answer (webhook fast path)",
+    "bare": "POST /bench/bare: a Litestar handler decoding a small msgspec body, nothing stored "
+    "(the framework stack alone)",
+}
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU of the gateway process, all its threads (granian's I/O threads too)."""
     times = psutil.Process(pid).cpu_times()
@@ -307,6 +331,7 @@ async def _measure(port: int, scenarios: tuple[str, ...], label: str, pid: int) 
     rates = {}
     kinds = {"sms": TwilioSms, "whatsapp": WhatsApp, "bare": Bare}
     for name in scenarios:
+        print(f"   {label:20s} {name:9s} is {WHAT[name]}", flush=True)
         scenario = kinds[name](name, port)
         await _load(scenario, port, WARMUP_S)
         cpu0 = _cpu_seconds(pid)
