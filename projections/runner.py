@@ -11,9 +11,10 @@ that moves the position past it; everything else is applied. See `apply_guarded`
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
 
 from projections.agent_tools import AgentToolsProjection
@@ -41,6 +42,9 @@ log = get_logger(__name__)
 
 _LOCK_KEY = 0x5B_7072_6F6A  # "sb proj": one active projector per database
 _BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild's tables swapped in
+# Written, committed and announced before the others: what agents watch appear live (issue 13: the
+# publish → timeline latency was the whole batch's, all fourteen read models', not the timeline's).
+ANNOUNCE_FIRST = ("timeline",)
 
 
 def all_projections() -> list[Projection]:
@@ -86,13 +90,14 @@ class ProjectionRunner:
             for p in self.projections:
                 curs.execute(p.schema)
 
-    def positions(self, curs=None) -> dict[str, int]:
+    def positions(self, curs=None, projections: Sequence[Projection] | None = None) -> dict[str, int]:
         """Where each projection stands (0: nothing applied yet)."""
+        projections = self.projections if projections is None else projections
         query = (
             f"SELECT application_name, max(notification_id) AS position FROM {self.recorder.tracking_table_name} "
             "WHERE application_name = ANY(%s) GROUP BY application_name"
         )
-        names = [self.tracking_name(p) for p in self.projections]
+        names = [self.tracking_name(p) for p in projections]
         if curs is None:
             with self.store.datastore.transaction(commit=False) as own:
                 own.execute(query, (names,))
@@ -101,32 +106,101 @@ class ProjectionRunner:
             curs.execute(query, (names,))
             rows = curs.fetchall()
         found = {row["application_name"]: row["position"] for row in rows}
-        return {p.name: found.get(self.tracking_name(p)) or 0 for p in self.projections}
+        return {p.name: found.get(self.tracking_name(p)) or 0 for p in projections}
 
     def run_once(self) -> int:
-        """Applies the next batch to every projection that is behind; returns events applied.
+        """Applies the next batch to every projection that is behind; returns events read.
 
         Positions are read under a transaction-level lock shared with `rebuild`, in the transaction
         that writes the views, so a batch is never applied on top of a rebuild that moved them.
+
+        The projections named in `ANNOUNCE_FIRST` (the timeline, which agents watch live) are
+        written and committed first, in a transaction of their own, and announced on the live feed
+        at once; then the others, from the same events. The order of application is the list's, as
+        in one transaction; each projection's position commits with its rows, so a crash between the
+        two leaves the others behind, and the next batch brings them up (read-your-writes waits for
+        every read model's position, so it never answers in between).
         """
+        first = [p for p in self.projections if p.name in ANNOUNCE_FIRST]
+        rest = [p for p in self.projections if p.name not in ANNOUNCE_FIRST]
+        phases = [first, rest] if first and rest else [self.projections]
+        read: tuple[int, list[Item]] = (-1, [])
+        done = 0
+        for phase in phases:
+            read = self._run_phase(phase, read)
+            done = max(done, len(read[1]))
+        return done
+
+    def _run_phase(self, projections: list[Projection], read: tuple[int, list[Item]]) -> tuple[int, list[Item]]:
+        """One transaction over these projections. Tried without a savepoint per projection (a round
+        trip each way, for every projection, every batch: most of a small batch's cost); if an event
+        fails, everything is rolled back and the batch is applied again guarded (`apply_guarded`),
+        which quarantines just the failing events."""
+        try:
+            return self._apply_batch(projections, read, guarded=False)
+        except quarantine.INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 — some event fails: again, one savepoint per projection
+            return self._apply_batch(projections, read, guarded=True)
+
+    def _apply_batch(
+        self, projections: list[Projection], read: tuple[int, list[Item]], guarded: bool
+    ) -> tuple[int, list[Item]]:
+        """(where the events read start, the events): what a later phase may take over."""
         live: list[dict] = []
+        t0 = time.perf_counter()
         with self.store.datastore.transaction(commit=True) as curs:
-            curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
-            positions = self.positions(curs)
-            start = min(positions.values())
-            items = self.store.read(start, self.batch_size)
-            if not items:
-                return 0
-            last = items[-1][0]
-            for p in self.projections:
-                position = positions[p.name]
-                behind = items if position <= start else [i for i in items if i[0] > position]
-                if behind:
-                    live.extend(self.apply_guarded(curs, p, behind))
-                    self.recorder._insert_tracking(curs, Tracking(self.tracking_name(p), last))
+            try:
+                curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
+                positions = self.positions(curs, projections)
+                start = min(positions.values())
+                # The events the phase before read, when it started where this one does (it did, unless
+                # a crash between the phases, or a rebuild's swap, left these projections elsewhere).
+                items = read[1] if read[1] and read[0] == start else self.store.read(start, self.batch_size)
+                if not items:
+                    return start, items
+                t_read = time.perf_counter()
+                last = items[-1][0]
+                moved = []
+                for p in projections:
+                    position = positions[p.name]
+                    behind = items if position <= start else [i for i in items if i[0] > position]
+                    if behind:
+                        live.extend(self.apply_guarded(curs, p, behind) if guarded else p.apply(curs, behind))
+                        moved.append(self.tracking_name(p))
+                self._track(curs, moved, last)
+                t_applied = time.perf_counter()
+            except Exception:
+                forget_staging(curs.connection)  # rolled back: staging tables created in it are gone
+                raise
         if live and self.on_live is not None:
             self.on_live(live)
-        return len(items)
+        log.debug(
+            "projector_batch",
+            projections=len(projections),
+            events=len(items),
+            guarded=guarded,
+            read_ms=round((t_read - t0) * 1000, 1),
+            apply_ms=round((t_applied - t_read) * 1000, 1),
+            commit_ms=round((time.perf_counter() - t_applied) * 1000, 1),
+        )
+        return start, items
+
+    def _track(self, curs, names: list[str], last: int) -> None:
+        """The new position of every projection that moved, in one statement (the library's one row
+        per name, moved forward only: a position that would go back is an error, as in the library)."""
+        if not names:
+            return
+        curs.execute(
+            SQL(
+                "INSERT INTO {0} AS t (application_name, notification_id) SELECT unnest(%s::text[]), %s "
+                "ON CONFLICT (application_name) DO UPDATE SET notification_id = EXCLUDED.notification_id "
+                "WHERE t.notification_id < EXCLUDED.notification_id RETURNING application_name"
+            ).format(Identifier(self.recorder.tracking_table_name)),
+            (names, last),
+        )
+        if len(curs.fetchall()) != len(names):
+            raise IntegrityError(f"a projection's position would not move forward to {last}")
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         total = 0

@@ -99,6 +99,15 @@ def delivery(msg: Msg) -> tuple[int, int]:
     return meta.num_delivered, meta.sequence.stream
 
 
+def _timed(what: str, fn, *args):
+    """`fn(*args)`, its duration in a debug line (a batch's stages, for the latency probe)."""
+    t0 = time.perf_counter()
+    try:
+        return fn(*args)
+    finally:
+        log.debug(what, ms=round((time.perf_counter() - t0) * 1000, 1))
+
+
 def _backoff(deliveries: int) -> float:
     return float(min(2**deliveries, 30))
 
@@ -297,7 +306,12 @@ class CoreConsumer:
             return
         previous, self._inflight = self._inflight, None
         started = time.perf_counter()
-        preparing = asyncio.ensure_future(asyncio.to_thread(self.processor.prepare, items))
+        now = time.monotonic()
+        oldest = min((self._held.get(id(m), (m, now, now))[2] for m in raw), default=now)
+        log.debug("core_batch_started", size=len(items), waited_ms=round((now - oldest) * 1000, 1))
+        preparing = asyncio.ensure_future(
+            asyncio.to_thread(_timed, "core_batch_prepared", self.processor.prepare, items)
+        )
         committed = await self._committed(previous) if previous is not None else None
         try:
             prepared = await preparing
@@ -317,7 +331,7 @@ class CoreConsumer:
             await self._one_by_one(items, by_id, started)
             return
         if prepared is not None:  # committed while the previous batch's messages are settled
-            commit = asyncio.ensure_future(asyncio.to_thread(prepared.commit))
+            commit = asyncio.ensure_future(asyncio.to_thread(_timed, "core_batch_commit", prepared.commit))
             self._inflight = _InFlight(items, by_id, prepared, commit, started)
         if previous is not None:
             await self._settle(previous.by_id, committed, previous.started)

@@ -1,0 +1,101 @@
+"""The projector commits and announces the timeline before the other read models (issue 13: the
+publish → timeline latency), and read models left behind between the two catch up, once each.
+
+Events are written by the real core into the real event store; the projections run on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from events.interactions import Identity, Interaction
+from projections.runner import ProjectionRunner, all_projections
+from projections.timeline import TimelineProjection
+from services.core.processor import CoreProcessor
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+
+
+def _sms(n: int) -> Interaction:
+    return Interaction(
+        id=uuid.uuid4(),
+        channel="sms",
+        direction="inbound",
+        occurred_at=T0 + timedelta(seconds=n),
+        identities=[Identity("phone", f"+44770091{n:04d}")],
+        text=f"message {n}",
+        provider_message_id=secrets.token_hex(8),
+    )
+
+
+def _record(store, interactions: list[Interaction]) -> None:
+    outcome = CoreProcessor(store).process([(i, None) for i in interactions])
+    assert len(outcome.recorded) == len(interactions), outcome
+
+
+def _one(settings, query: str, params=()):
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchone()[0]
+
+
+def test_the_timeline_is_committed_and_announced_before_the_other_read_models(store, settings) -> None:
+    messages = [_sms(n) for n in range(3)]
+    _record(store, messages)
+    end = store.max_position()
+    calls: list[tuple[list[dict], int, dict[str, int]]] = []
+
+    def on_live(items: list[dict]) -> None:
+        # Seen from another connection: what is committed when the announcement goes out.
+        rows = _one(
+            settings, "SELECT count(*) FROM proj_timeline WHERE interaction_id = ANY(%s)", ([m.id for m in messages],)
+        )
+        calls.append((items, rows, ProjectionRunner(store).positions()))
+
+    runner = ProjectionRunner(store, on_live=on_live)
+    assert runner.run_once() > 0
+
+    first_items, committed_rows, positions = calls[0]
+    assert {i["type"] for i in first_items} == {"timeline"}
+    assert {i["interaction_id"] for i in first_items} == {str(m.id) for m in messages}
+    assert committed_rows == len(messages)
+    # Announced before the other read models were written: they still stand before these events.
+    assert positions["timeline"] == end
+    assert positions["cases"] < end and positions["profile"] < end
+    # Then the others, from the same events, announced after their own commit.
+    assert any(i["type"] == "case" for items, _, _ in calls[1:] for i in items)
+    assert set(runner.positions().values()) == {end}
+
+
+def test_read_models_left_behind_between_the_phases_catch_up_once(store, settings) -> None:
+    messages = [_sms(10 + n) for n in range(4)]
+    _record(store, messages)
+    end = store.max_position()
+    # As if the projector stopped right after committing the timeline: only its position moved.
+    ProjectionRunner(store, [TimelineProjection()]).catch_up()
+    runner = ProjectionRunner(store)
+    assert runner.positions()["timeline"] == end and runner.positions()["profile"] < end
+
+    later = _sms(20)
+    _record(store, [later])
+    runner.catch_up()
+
+    assert set(runner.positions().values()) == {store.max_position()}
+    ids = [m.id for m in [*messages, later]]
+    assert _one(settings, "SELECT count(*) FROM proj_timeline WHERE interaction_id = ANY(%s)", (ids,)) == len(ids)
+    # Every customer's message counted once: the timeline's events were not applied twice elsewhere
+    # and the others did not miss the ones the timeline had already taken.
+    counts = _one(
+        settings,
+        "SELECT array_agg(c.interaction_count) FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
+        "WHERE i.value = ANY(%s)",
+        ([m.identities[0].value for m in [*messages, later]],),
+    )
+    assert counts == [1] * len(ids)
+    assert len(all_projections()) == len(runner.positions())
