@@ -9,7 +9,8 @@ proj_timeline are built on, and what the query's own words go through, so both s
 a word is. Each word of the query matches as a prefix ("muño" finds "Muñoz"); all of them must match.
 
 Ranking (`ts_rank`): a customer's name weighs most (A), their identities next (B), the text of a
-message least (D), so a customer named X comes before a message that mentions X.
+message least (D), so a customer named X comes before a message that mentions X. Items are ranked
+among the newest `ITEM_CANDIDATES` that match (their words stored in proj_timeline.search_vector).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ MAX_QUERY_CHARS = 200
 MAX_WORDS = 16
 MAX_LIMIT = 100
 SNIPPET_WORDS = 24
+# Timeline items are ranked among the newest this many that match every word: words that a third of
+# all messages hold ("order refund") would otherwise rank hundreds of thousands of items for a page
+# of 20; a query that narrow enough to have fewer matches ranks all of them.
+ITEM_CANDIDATES = 1000
+RECENT_WINDOW = 8000  # words in one item of 8 among the newest are found there, without the GIN index
 _BODY_CHARS = 20_000  # a snippet comes from the start of a long text (an email with its quoted thread)
 _WORD = re.compile(r"\w+")
 
@@ -110,11 +116,32 @@ customers AS (
     WHERE c.merged_into IS NULL AND NOT c.erased
       AND (coalesce(sb_search_vector(c.name), '') || coalesce(sb_search_vector(d.identities), '')) @@ %(all)s::tsquery
 ),
+-- The newest ITEM_CANDIDATES items holding every word: looked for first among the newest
+-- RECENT_WINDOW items, newest first (proj_timeline_newest_idx), which holds that many when the words
+-- are common; else through the words' index (GIN), which is cheap when they are not.
+recent AS MATERIALIZED (
+    SELECT w.* FROM (
+        SELECT t.interaction_id, t.customer_id, t.case_id, t.channel, t.occurred_at, t.text, t.search_vector
+        FROM proj_timeline t ORDER BY t.occurred_at DESC, t.interaction_id DESC LIMIT %(window)s
+    ) w
+    WHERE w.search_vector @@ %(all)s::tsquery AND w.text <> %(redacted)s
+    LIMIT %(newest)s
+),
+indexed AS MATERIALIZED (
+    SELECT t.interaction_id, t.customer_id, t.case_id, t.channel, t.occurred_at, t.text, t.search_vector
+    FROM proj_timeline t
+    WHERE t.search_vector @@ %(all)s::tsquery AND t.text <> %(redacted)s
+      AND (SELECT count(*) FROM recent) < %(newest)s
+),
+matched AS (
+    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= %(newest)s
+    UNION ALL
+    (SELECT * FROM indexed ORDER BY occurred_at DESC, interaction_id DESC LIMIT %(newest)s)
+),
 items AS (
     SELECT 'timeline_item' AS kind, t.interaction_id AS id, t.customer_id, t.case_id, t.channel, t.occurred_at,
-           t.text AS body, ts_rank(setweight(sb_search_vector(t.text), 'D'), %(all)s::tsquery) AS rank
-    FROM proj_timeline t
-    WHERE sb_search_vector(t.text) @@ %(all)s::tsquery AND t.text <> %(redacted)s
+           t.text AS body, ts_rank(setweight(t.search_vector, 'D'), %(all)s::tsquery) AS rank
+    FROM matched t
     ORDER BY rank DESC, t.occurred_at DESC, t.interaction_id LIMIT %(limit)s
 ),
 best AS (
@@ -167,6 +194,8 @@ async def search(conn, q: str, limit: int) -> list[SearchHit]:
             "all": tsquery(words, "&"),
             "redacted": REDACTED,
             "limit": limit,
+            "newest": ITEM_CANDIDATES,
+            "window": RECENT_WINDOW,
             "body_chars": _BODY_CHARS,
         },
     )
