@@ -9,8 +9,10 @@ proj_timeline are built on, and what the query's own words go through, so both s
 a word is. Each word of the query matches as a prefix ("muño" finds "Muñoz"); all of them must match.
 
 Ranking (`ts_rank`): a customer's name weighs most (A), their identities next (B), the text of a
-message least (D), so a customer named X comes before a message that mentions X. Items are ranked
-among the newest `ITEM_CANDIDATES` that match (their words stored in proj_timeline.search_vector).
+message least (D), so a customer named X comes before a message that mentions X. Customers are
+ranked among the `CUSTOMER_CANDIDATES` most recently seen that match, items among the newest
+`ITEM_CANDIDATES` (their words stored in proj_timeline.search_vector): a page of 20 never ranks
+every customer or message that holds a common word.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ SNIPPET_WORDS = 24
 # all messages hold ("order refund") would otherwise rank hundreds of thousands of items for a page
 # of 20; a query that narrow enough to have fewer matches ranks all of them.
 ITEM_CANDIDATES = 1000
+# Customers likewise among the most recently seen this many with every word in their name or an
+# identity ("customer 1" is a prefix of ten thousand names): their documents are ranked one by one.
+CUSTOMER_CANDIDATES = 200
 RECENT_WINDOW = 8000  # words in one item of 8 among the newest are found there, without the GIN index
 _BODY_CHARS = 20_000  # a snippet comes from the start of a long text (an email with its quoted thread)
 _WORD = re.compile(r"\w+")
@@ -108,13 +113,16 @@ customers AS (
            c.last_seen AS occurred_at, concat_ws(' · ', c.name, d.identities) AS body,
            ts_rank(setweight(coalesce(sb_search_vector(c.name), ''), 'A')
                    || setweight(coalesce(sb_search_vector(d.identities), ''), 'B'), %(all)s::tsquery) AS rank
-    FROM candidates JOIN proj_customers c ON c.id = candidates.id
+    FROM (
+        SELECT c.* FROM candidates JOIN proj_customers c ON c.id = candidates.id
+        WHERE c.merged_into IS NULL AND NOT c.erased
+        ORDER BY c.last_seen DESC, c.id DESC LIMIT %(customers)s
+    ) c
     CROSS JOIN LATERAL (
         SELECT string_agg(i.value, ' · ' ORDER BY i.verified DESC, i.kind, i.value) AS identities
         FROM proj_identities i WHERE i.customer_id = c.id
     ) d
-    WHERE c.merged_into IS NULL AND NOT c.erased
-      AND (coalesce(sb_search_vector(c.name), '') || coalesce(sb_search_vector(d.identities), '')) @@ %(all)s::tsquery
+    WHERE (coalesce(sb_search_vector(c.name), '') || coalesce(sb_search_vector(d.identities), '')) @@ %(all)s::tsquery
 ),
 -- The newest ITEM_CANDIDATES items holding every word: looked for first among the newest
 -- RECENT_WINDOW items, newest first (proj_timeline_newest_idx), which holds that many when the words
@@ -195,6 +203,7 @@ async def search(conn, q: str, limit: int) -> list[SearchHit]:
             "redacted": REDACTED,
             "limit": limit,
             "newest": ITEM_CANDIDATES,
+            "customers": CUSTOMER_CANDIDATES,
             "window": RECENT_WINDOW,
             "body_chars": _BODY_CHARS,
         },
