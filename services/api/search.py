@@ -133,7 +133,7 @@ recent AS MATERIALIZED (
         FROM proj_timeline t ORDER BY t.occurred_at DESC, t.interaction_id DESC LIMIT %(window)s
     ) w
     WHERE w.search_vector @@ %(all)s::tsquery AND w.text <> %(redacted)s
-    LIMIT %(newest)s
+    ORDER BY w.occurred_at DESC, w.interaction_id DESC LIMIT %(newest)s
 ),
 indexed AS MATERIALIZED (
     SELECT t.interaction_id, t.customer_id, t.case_id, t.channel, t.occurred_at, t.text, t.search_vector
