@@ -9,7 +9,10 @@ proj_timeline are built on, and what the query's own words go through, so both s
 a word is. Each word of the query matches as a prefix ("muño" finds "Muñoz"); all of them must match.
 
 Ranking (`ts_rank`): a customer's name weighs most (A), their identities next (B), the text of a
-message least (D), so a customer named X comes before a message that mentions X.
+message least (D), so a customer named X comes before a message that mentions X. Customers are
+ranked among the `CUSTOMER_CANDIDATES` most recently seen that match, items among the newest
+`ITEM_CANDIDATES` (their words stored in proj_timeline.search_vector): a page of 20 never ranks
+every customer or message that holds a common word.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ MAX_QUERY_CHARS = 200
 MAX_WORDS = 16
 MAX_LIMIT = 100
 SNIPPET_WORDS = 24
+# Timeline items are ranked among the newest this many that match every word: words that a third of
+# all messages hold ("order refund") would otherwise rank hundreds of thousands of items for a page
+# of 20; a query that narrow enough to have fewer matches ranks all of them.
+ITEM_CANDIDATES = 1000
+# Customers likewise among the most recently seen this many with every word in their name or an
+# identity ("customer 1" is a prefix of ten thousand names): their documents are ranked one by one.
+CUSTOMER_CANDIDATES = 200
+RECENT_WINDOW = 8000  # words in one item of 8 among the newest are found there, without the GIN index
 _BODY_CHARS = 20_000  # a snippet comes from the start of a long text (an email with its quoted thread)
 _WORD = re.compile(r"\w+")
 
@@ -102,19 +113,43 @@ customers AS (
            c.last_seen AS occurred_at, concat_ws(' · ', c.name, d.identities) AS body,
            ts_rank(setweight(coalesce(sb_search_vector(c.name), ''), 'A')
                    || setweight(coalesce(sb_search_vector(d.identities), ''), 'B'), %(all)s::tsquery) AS rank
-    FROM candidates JOIN proj_customers c ON c.id = candidates.id
+    FROM (
+        SELECT c.* FROM candidates JOIN proj_customers c ON c.id = candidates.id
+        WHERE c.merged_into IS NULL AND NOT c.erased
+        ORDER BY c.last_seen DESC, c.id DESC LIMIT %(customers)s
+    ) c
     CROSS JOIN LATERAL (
         SELECT string_agg(i.value, ' · ' ORDER BY i.verified DESC, i.kind, i.value) AS identities
         FROM proj_identities i WHERE i.customer_id = c.id
     ) d
-    WHERE c.merged_into IS NULL AND NOT c.erased
-      AND (coalesce(sb_search_vector(c.name), '') || coalesce(sb_search_vector(d.identities), '')) @@ %(all)s::tsquery
+    WHERE (coalesce(sb_search_vector(c.name), '') || coalesce(sb_search_vector(d.identities), '')) @@ %(all)s::tsquery
+),
+-- The newest ITEM_CANDIDATES items holding every word: looked for first among the newest
+-- RECENT_WINDOW items, newest first (proj_timeline_newest_idx), which holds that many when the words
+-- are common; else through the words' index (GIN), which is cheap when they are not.
+recent AS MATERIALIZED (
+    SELECT w.* FROM (
+        SELECT t.interaction_id, t.customer_id, t.case_id, t.channel, t.occurred_at, t.text, t.search_vector
+        FROM proj_timeline t ORDER BY t.occurred_at DESC, t.interaction_id DESC LIMIT %(window)s
+    ) w
+    WHERE w.search_vector @@ %(all)s::tsquery AND w.text <> %(redacted)s
+    ORDER BY w.occurred_at DESC, w.interaction_id DESC LIMIT %(newest)s
+),
+indexed AS MATERIALIZED (
+    SELECT t.interaction_id, t.customer_id, t.case_id, t.channel, t.occurred_at, t.text, t.search_vector
+    FROM proj_timeline t
+    WHERE t.search_vector @@ %(all)s::tsquery AND t.text <> %(redacted)s
+      AND (SELECT count(*) FROM recent) < %(newest)s
+),
+matched AS (
+    SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= %(newest)s
+    UNION ALL
+    (SELECT * FROM indexed ORDER BY occurred_at DESC, interaction_id DESC LIMIT %(newest)s)
 ),
 items AS (
     SELECT 'timeline_item' AS kind, t.interaction_id AS id, t.customer_id, t.case_id, t.channel, t.occurred_at,
-           t.text AS body, ts_rank(setweight(sb_search_vector(t.text), 'D'), %(all)s::tsquery) AS rank
-    FROM proj_timeline t
-    WHERE sb_search_vector(t.text) @@ %(all)s::tsquery AND t.text <> %(redacted)s
+           t.text AS body, ts_rank(setweight(t.search_vector, 'D'), %(all)s::tsquery) AS rank
+    FROM matched t
     ORDER BY rank DESC, t.occurred_at DESC, t.interaction_id LIMIT %(limit)s
 ),
 best AS (
@@ -167,6 +202,9 @@ async def search(conn, q: str, limit: int) -> list[SearchHit]:
             "all": tsquery(words, "&"),
             "redacted": REDACTED,
             "limit": limit,
+            "newest": ITEM_CANDIDATES,
+            "customers": CUSTOMER_CANDIDATES,
+            "window": RECENT_WINDOW,
             "body_chars": _BODY_CHARS,
         },
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import psycopg
 import pytest
@@ -149,5 +150,33 @@ def test_an_older_databases_duplicate_read_model_is_dropped(store, database_url)
     after = _catalog(database_url)
     assert "proj_activity_currency" not in after["tables"]
     assert "proj_customer_value" in after["tables"]
+    bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
+    assert _catalog(database_url) == after
+
+
+def test_an_older_timeline_gets_its_words_stored_and_loses_the_expression_index(store, database_url) -> None:
+    """A timeline made before `search_vector` (the GIN index on the expression instead): the column
+    comes, filled for the rows already there, and the index that computed the same words again goes."""
+    item = uuid.uuid4()
+    bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE proj_timeline DROP COLUMN search_vector")
+        conn.execute("CREATE INDEX proj_timeline_search_idx ON proj_timeline USING gin (sb_search_vector(text))")
+        conn.execute(
+            "INSERT INTO proj_timeline (interaction_id, customer_id, origin_customer_id, position, occurred_at, "
+            "channel, direction, kind, text) VALUES (%s, %s, %s, 1, now(), 'sms', 'inbound', 'message', "
+            "'¿Dónde está mi PEDIDO?')",
+            (item, uuid.uuid4(), uuid.uuid4()),
+        )
+    bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
+    after = _catalog(database_url)
+    indexes = {name for name, _ in after["indexes"]}
+    assert "proj_timeline_search_idx" not in indexes
+    assert {"proj_timeline_words_idx", "proj_timeline_newest_idx"} <= indexes
+    with psycopg.connect(database_url) as conn:
+        found = conn.execute(
+            "SELECT interaction_id FROM proj_timeline WHERE search_vector @@ 'donde:* & pedido:*'::tsquery"
+        ).fetchall()
+        assert found == [(item,)]
     bring_up_to_date(store, read_models=[p.schema for p in all_projections()])
     assert _catalog(database_url) == after

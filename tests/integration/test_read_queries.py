@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 
 from projections.runner import ProjectionRunner
 from services.api import queries, search
+from services.platform.eventstore.codec import REDACTED
 from tests.benchmarks import _eventlog
 
 pytestmark = pytest.mark.integration
@@ -203,3 +204,41 @@ async def test_full_text_search_finds_customers_by_words_of_name_and_addresses_t
                     assert found <= expected and len(found) == search.MAX_LIMIT, q
                 if q != "nobody-here":
                     assert found, q
+
+
+async def test_full_text_items_are_the_best_of_the_newest_matches_by_either_path(projected, monkeypatch):
+    """Items are ranked among the newest ITEM_CANDIDATES that hold every word: found among the newest
+    RECENT_WINDOW items when the words are common there, else through the GIN index; both paths
+    answer what one plain statement over every item answers (made small here, so that the 4,000
+    events exercise both)."""
+    monkeypatch.setattr(search, "ITEM_CANDIDATES", 30)
+    monkeypatch.setattr(search, "RECENT_WINDOW", 200)
+    paths = set()
+    async with await psycopg.AsyncConnection.connect(projected, autocommit=True) as conn:
+        with psycopg.connect(projected) as sync:
+            for q in ("refund", "order tracking", "urgent broken again still", "café naïve help please when"):
+                words = await search.query_words(conn, q)
+                query = search.tsquery(words)
+                newest = (
+                    "SELECT * FROM proj_timeline WHERE sb_search_vector(text) @@ %(q)s::tsquery AND text <> %(r)s "
+                    "ORDER BY occurred_at DESC, interaction_id DESC"
+                )
+                in_window = sync.execute(
+                    "SELECT count(*) FROM (SELECT * FROM proj_timeline ORDER BY occurred_at DESC, interaction_id DESC "
+                    "LIMIT 200) w WHERE sb_search_vector(text) @@ %(q)s::tsquery AND text <> %(r)s",
+                    {"q": query, "r": REDACTED},
+                ).fetchone()[0]
+                paths.add("window" if in_window >= 30 else "index")
+                expected = [
+                    str(r[0])
+                    for r in sync.execute(
+                        f"SELECT interaction_id FROM ({newest} LIMIT 30) t ORDER BY "
+                        "ts_rank(setweight(sb_search_vector(text), 'D'), %(q)s::tsquery) DESC, occurred_at DESC, "
+                        "interaction_id",
+                        {"q": query, "r": REDACTED},
+                    )
+                ]
+                assert expected, q
+                hits = await search.search(conn, q, search.MAX_LIMIT)
+                assert [h.id for h in hits if h.kind == "timeline_item"] == expected, q
+    assert paths == {"window", "index"}, paths
