@@ -21,6 +21,7 @@ logged; nothing leaves the process.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from uuid import UUID
@@ -49,6 +50,7 @@ class ClassifierRole:
     def __init__(self, store: EventStore, classifier: Callable[[], Classifies] = default_classifier):
         self.store = store
         self.classifier = classifier
+        self.appended = 0  # events this role appended since YieldToIngest last looked
 
     def handle(self, tx: Transaction, items: Sequence[tuple[Any, ...]]) -> None:
         todo = [
@@ -84,6 +86,7 @@ class ClassifierRole:
         events = [e for c in classifications.values() for e in c.collect()]
         if events:
             tx.append(events)
+        self.appended += len(events)
         log.info("classified", messages=len(todo), recorded=len(events))
 
     def _opened(self, tx: Transaction, case_ids: set[UUID]) -> dict[UUID, UUID]:
@@ -109,8 +112,47 @@ class ClassifierRole:
         return {case_id: Classifications.replay(stream, events.get(stream, [])) for stream, case_id in streams.items()}
 
 
+class YieldToIngest:
+    """The follower's pause: while the log grows fast by others' hands (ingest is busy), the classifier
+    works `share` of the time, waiting after each batch; when the log is quiet it goes full speed.
+
+    A worker process of low priority was not enough: the follower's own reading, sealing and commits
+    run in the role's process and take the event table's lock beside the core's, and with a backlog
+    being ingested it cost a quarter of the rate (tests/benchmarks/ingest.py, `classifier_ratio`).
+    Ingest goes first; classification catches up once the rate drops below `busy_per_s`."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        role: ClassifierRole,
+        busy_per_s: float = 1000.0,
+        share: float = 0.25,
+        longest: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.store = store
+        self.role = role
+        self.busy_per_s = busy_per_s
+        self.share = share
+        self.longest = longest
+        self.clock = clock
+        self._last: tuple[int, float] | None = None
+
+    def __call__(self, elapsed: float) -> float:
+        head, now = self.store.max_position(), self.clock()
+        ours, self.role.appended = self.role.appended, 0
+        last, self._last = self._last, (head, now)
+        if last is None or now <= last[1]:
+            return 0.0
+        others = (head - last[0] - ours) / (now - last[1])
+        if others < self.busy_per_s:
+            return 0.0
+        return min(self.longest, elapsed * (1 - self.share) / self.share)
+
+
 def classifier_follower(
     store: EventStore, classifier: Callable[[], Classifies] = default_classifier, batch_size: int = 500
 ) -> Follower:
     """The classifier as the follower the `classifier` role runs (one active per database)."""
-    return Follower(store, CLASSIFIER, ClassifierRole(store, classifier).handle, batch_size=batch_size)
+    role = ClassifierRole(store, classifier)
+    return Follower(store, CLASSIFIER, role.handle, batch_size=batch_size, pause_after=YieldToIngest(store, role))

@@ -51,8 +51,12 @@ class Follower:
         tick_every: float = 1.0,
         clock: Callable[[], datetime] | None = None,
         batch_size: int = 500,
+        pause_after: Callable[[float], float] | None = None,
     ):
         self.store = store
+        # After a batch that took `elapsed` seconds, how long to wait before the next (a role of low
+        # priority yielding to ingest, services/core/classifier.py); None: never.
+        self.pause_after = pause_after
         self.name = name
         self.handle = handle
         self.tick = tick
@@ -128,7 +132,12 @@ class Follower:
                         lock_conn.execute(SQL("LISTEN {0}").format(Identifier(self.store.recorder.channel_name)))
                         last_tick = 0.0
                         while not stop.is_set():
+                            started = time.monotonic()
                             busy = self.run_once()
+                            if busy and self.pause_after is not None:
+                                pause = self.pause_after(time.monotonic() - started)
+                                if pause > 0:
+                                    stop.wait(pause)
                             if self.tick is not None and time.monotonic() - last_tick >= self.tick_every:
                                 last_tick = time.monotonic()
                                 self.run_tick(self.now())
