@@ -53,15 +53,7 @@ def stored_events_after(tx: Transaction, after: dict[UUID, int]) -> list[StoredE
         "ORDER BY e.originator_id, e.originator_version",
         (uuid_array(after), list(after.values())),
     )
-    return [
-        StoredEvent(
-            originator_id=r["originator_id"],
-            originator_version=r["originator_version"],
-            topic=r["topic"],
-            state=bytes(r["state"]),
-        )
-        for r in tx.curs.fetchall()
-    ]
+    return _stored(tx.curs.fetchall())
 
 
 def first_events(tx: Transaction, ids: Iterable[UUID]) -> list[StoredEvent]:
@@ -71,6 +63,10 @@ def first_events(tx: Transaction, ids: Iterable[UUID]) -> list[StoredEvent]:
         "WHERE originator_id = ANY(%s::uuid[]) AND originator_version = 1",
         (uuid_array(ids),),
     )
+    return _stored(tx.curs.fetchall())
+
+
+def _stored(rows: Iterable[dict[str, Any]]) -> list[StoredEvent]:
     return [
         StoredEvent(
             originator_id=r["originator_id"],
@@ -78,7 +74,7 @@ def first_events(tx: Transaction, ids: Iterable[UUID]) -> list[StoredEvent]:
             topic=r["topic"],
             state=bytes(r["state"]),
         )
-        for r in tx.curs.fetchall()
+        for r in rows
     ]
 
 

@@ -14,6 +14,7 @@ from services.campaigns.campaigner import Campaigner
 from services.core.commands import append_new, run_command
 from services.domain.campaign import Campaign
 from services.domain.config import Segment
+from tests.fixtures.campaigns import running_campaign
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +30,7 @@ def _segment(store, name: str, filter: dict) -> uuid.UUID:
 
 
 def _running(store, segment_id: uuid.UUID) -> Campaign:
-    campaign = Campaign(uuid.uuid4())
-    campaign.create(
-        name="Winter sale",
-        segment_id=segment_id,
-        channel="sms",
-        text="20% off",
-        whatsapp_template=None,
-        send_at=None,
-        quiet_hours=None,
-        by="test",
-        at=AT,
-    )
-    campaign.start("test", AT)
+    campaign = running_campaign(None, AT, segment_id)  # started, not yet targeted: the tick targets it
     append_new(store, campaign)
     return campaign
 

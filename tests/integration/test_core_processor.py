@@ -133,7 +133,14 @@ async def test_a_chat_with_the_verified_email_of_a_known_customer_merges_them(se
 
         items = await _eventually(timeline, lambda items: len(items) == 3)
         assert [i["text"] for i in items] == ["it's me, logged in now", "hi, anyone?", "my order?"]
-        absorbed = (await client.get(f"/api/v1/customers/{visitor['id']}")).json()
+        # The projector commits the timeline before the other read models (projections/runner.py):
+        # the profile follows in its own transaction.
+        absorbed = (
+            await _eventually(
+                lambda: client.get(f"/api/v1/customers/{visitor['id']}"),
+                lambda r: r.status_code == 200 and r.json()["interaction_count"] == 3,
+            )
+        ).json()
         assert absorbed["id"] == first["id"]  # the absorbed id resolves to the survivor
         assert {"kind": "chat", "value": session.value} in absorbed["identities"]
         assert {"kind": "external", "value": "user-ada"} in absorbed["identities"]
