@@ -24,25 +24,23 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-import msgspec
 import nats
 
-from events.interactions import ENCODER
 from services.platform.streams import Names
-from tests.benchmarks._profile_ingest import summarise
+from tests.benchmarks._profile_ingest import py_spy, summarise
 from tests.benchmarks._servers import servers
 from tests.benchmarks.ingest import (
     Traffic,
     _percentile,
     fresh_streams,
     paced_rate,
+    paced_to_timeline,
     publish_interactions,
     start_switchboard,
     stop_switchboard,
@@ -76,44 +74,7 @@ def _summary(name: str, values: list[float]) -> str:
 
 async def paced(js, nc, names: Names, traffic: Traffic, rate: float, seconds: float):
     """The bench's `latency()`, in wall-clock time (to line up with the processes' log lines)."""
-    published: dict[str, float] = {}
-    seen: dict[str, float] = {}
-    decode = msgspec.json.Decoder(list[dict]).decode
-
-    async def on_live(msg) -> None:
-        now = time.time()
-        for item in decode(msg.data):
-            if item.get("type") == "timeline":
-                seen.setdefault(item["interaction_id"], now)
-
-    sub = await nc.subscribe(names.live_subject, cb=on_live)
-    tick = 0.01
-    owed = 0.0
-    t0 = time.perf_counter()
-    pending = []
-    while time.perf_counter() - t0 < seconds:
-        owed += rate * tick
-        while owed >= 1:
-            owed -= 1
-            interaction = traffic.next()
-            published[str(interaction.id)] = time.time()
-            pending.append(
-                asyncio.ensure_future(
-                    js.publish(
-                        names.interaction_subject(interaction.channel, interaction.direction),
-                        ENCODER.encode(interaction),
-                        headers={"Nats-Msg-Id": str(interaction.id)},
-                    )
-                )
-            )
-        next_tick = t0 + tick * (round((time.perf_counter() - t0) / tick) + 1)
-        await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
-    await asyncio.gather(*pending)
-    deadline = time.monotonic() + 30
-    while len(seen.keys() & published.keys()) < len(published) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    await sub.unsubscribe()
-    return published, seen
+    return await paced_to_timeline(js, nc, names, traffic, rate, seconds, clock=time.time)
 
 
 async def probe(nats_url: str, database_url: str, backlog_n: int, rate: float, seconds: float) -> None:
@@ -138,30 +99,9 @@ async def probe(nats_url: str, database_url: str, backlog_n: int, rate: float, s
         started = time.time()
         spies = []
         if os.environ.get("SWITCHBOARD_PROBE_PYSPY"):  # `pip install py-spy` first: a tool, not a dependency
-            spy = Path(sys.executable).with_name("py-spy")
+            idle = ("--idle",) if os.environ["SWITCHBOARD_PROBE_PYSPY"] == "idle" else ()
             for proc, role in zip(procs, ("core", "projector"), strict=True):
-                spies.append(
-                    subprocess.Popen(
-                        [
-                            str(spy),
-                            "record",
-                            "--pid",
-                            str(proc.pid),
-                            "--format",
-                            "raw",
-                            "--rate",
-                            "197",
-                            "--nonblocking",
-                            "--function",
-                            "--threads",
-                            *(["--idle"] if os.environ["SWITCHBOARD_PROBE_PYSPY"] == "idle" else []),
-                            "-o",
-                            str(workdir / f"{role}.collapsed"),
-                        ],  # fmt: skip
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+                spies.append(py_spy(proc.pid, workdir / f"{role}.collapsed", rate=197, extra=idle))
         published, seen = await paced(js, nc, names, traffic, rate, seconds)
         for s in spies:
             s.send_signal(signal.SIGINT)

@@ -40,6 +40,31 @@ from tests.benchmarks.ingest import (
 )
 
 
+def py_spy(pid: int, out: Path, rate: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`py-spy record` attached to `pid` (sampling, not pausing it), every thread, collapsed stacks into
+    `out`; stop it with SIGINT. py-spy is a tool, not a dependency: `pip install py-spy` first."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            str(rate),
+            "--nonblocking",
+            "--function",
+            "--threads",
+            *extra,
+            "-o",
+            str(out),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def summarise(raw: Path, top: int = 45) -> str:
     """Inclusive and self shares per function from py-spy's collapsed stacks ("f1;f2;f3 count")."""
     inclusive: collections.Counter[str] = collections.Counter()
@@ -89,34 +114,12 @@ async def run(nats_url: str, database_url: str, backlog_size: int, shape: str) -
     await publish_interactions(js, names, backlog)
     await nc.close()
     backlog_size += 1
-    spy = Path(sys.executable).with_name("py-spy")
     spies = []
     outputs = []
     for roles, proc in zip(deployment, procs, strict=True):
         out = workdir / f"{'-'.join(roles)}.collapsed"
         outputs.append(out)
-        spies.append(
-            subprocess.Popen(
-                [
-                    str(spy),
-                    "record",
-                    "--pid",
-                    str(proc.pid),
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "97",
-                    "--nonblocking",
-                    "--function",
-                    "--threads",
-                    "--subprocesses",
-                    "-o",
-                    str(out),
-                ],  # fmt: skip
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        spies.append(py_spy(proc.pid, out, rate=97, extra=("--subprocesses",)))
     t0 = time.perf_counter()
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:

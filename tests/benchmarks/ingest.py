@@ -577,18 +577,22 @@ async def classification_done(database_url: str, limit: float = 60.0) -> None:
     )
 
 
-async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: float) -> list[float]:
+async def paced_to_timeline(
+    js, nc, names: Names, traffic: Traffic, rate: float, seconds: float, clock=time.perf_counter
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Publishes `traffic` at `rate` for `seconds` and waits (up to 30 s) until the projector announced
+    each one's timeline row on the live feed: (interaction id → published at, → seen at), by `clock`."""
     published: dict[str, float] = {}
     seen: dict[str, float] = {}
     decode = msgspec.json.Decoder(list[dict]).decode
 
     async def on_live(msg) -> None:
-        now = time.perf_counter()
+        now = clock()
         for item in decode(msg.data):
             if item.get("type") == "timeline":
                 seen.setdefault(item["interaction_id"], now)
 
-    await nc.subscribe(names.live_subject, cb=on_live)
+    sub = await nc.subscribe(names.live_subject, cb=on_live)
     tick = 0.01
     per_tick = rate * tick
     owed = 0.0
@@ -601,7 +605,7 @@ async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: 
             batch.append(traffic.next())
             owed -= 1
         for interaction in batch:
-            published[str(interaction.id)] = time.perf_counter()
+            published[str(interaction.id)] = clock()
             pending.append(
                 asyncio.ensure_future(
                     js.publish(
@@ -617,6 +621,12 @@ async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: 
     deadline = time.monotonic() + 30
     while len(seen.keys() & published.keys()) < len(published) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    return published, seen
+
+
+async def latency(js, nc, names: Names, traffic: Traffic, rate: float, seconds: float) -> list[float]:
+    published, seen = await paced_to_timeline(js, nc, names, traffic, rate, seconds)
     missing = published.keys() - seen.keys()
     if missing:
         raise AssertionError(f"{len(missing)} interactions never reached the timeline, e.g. {sorted(missing)[:3]}")

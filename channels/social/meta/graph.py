@@ -44,12 +44,7 @@ class MetaClient:
             "text": {"preview_url": False, "body": text},
         }
         payload = await self._post(f"{self._graph_base}/{phone_number_id}/messages", body)
-        messages = payload.get("messages")
-        if isinstance(messages, list) and messages and isinstance(messages[0], dict):
-            message_id = messages[0].get("id")
-            if isinstance(message_id, str) and message_id:
-                return message_id
-        raise ProviderError(False, "meta answered without a message id")
+        return self._wamid(payload)
 
     async def send_whatsapp_template(self, phone_number_id: str, to_wa_id: str, template: dict[str, Any]) -> str:
         """Sends a message template (`{"name", "language": {"code"}, "components"?}`, approved at
