@@ -54,7 +54,8 @@ def rounds(rows: Sequence[tuple]) -> list[list[tuple]]:
     return out
 
 
-# Held (transaction-level) while the projector writes a batch, and while a rebuild swaps its tables in.
+# Held (transaction-level) while the projector writes a batch, shared (its two lanes write at once), and
+# alone while a rebuild swaps its tables in.
 BATCH_LOCK_KEY = 0x5B_7072_6F62
 
 

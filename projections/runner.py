@@ -1,7 +1,8 @@
 """Runs projections over the event log: read a batch, apply, store view and position together.
 
 Many projector processes may run; a PostgreSQL advisory lock makes exactly one of them active
-(the others wait to take over), so views are written in log order by one writer.
+(the others wait to take over), so each view is written in log order by one writer. The active one
+runs two lanes: the timeline, and the others behind it (`run_forever`).
 
 One event a projection cannot apply does not stop it: the batch is applied again in halves, each in
 a savepoint, down to that event, which is quarantined (`services.platform.quarantine`) in the transaction
@@ -10,9 +11,11 @@ that moves the position past it; everything else is applied. See `apply_guarded`
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from eventsourcing.persistence import IntegrityError
 from psycopg.sql import SQL, Identifier
@@ -151,7 +154,8 @@ class ProjectionRunner:
         t0 = time.perf_counter()
         with self.store.datastore.transaction(commit=True) as curs:
             try:
-                curs.execute("SELECT pg_advisory_xact_lock(%s)", (_BATCH_LOCK_KEY,))
+                # Shared: the two lanes write at once; a rebuild's swap takes it alone.
+                curs.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_BATCH_LOCK_KEY,))
                 positions = self.positions(curs, projections)
                 start = min(positions.values())
                 # The events the phase before read, when it started where this one does (it did, unless
@@ -298,7 +302,14 @@ class ProjectionRunner:
         return applied, failing
 
     def run_forever(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
-        """Active-standby loop: takes the advisory lock, then projects until `stop` is set."""
+        """Active-standby loop: takes the advisory lock, then projects until `stop` is set.
+
+        While active, the projections named in `ANNOUNCE_FIRST` (the timeline) and the others run as
+        two lanes, each on a thread and a connection of its own: the timeline goes on to the next
+        events while the others still write the last ones, so what agents watch live never waits for
+        the other read models' batch (issue 13: publish → timeline p99). The others follow behind,
+        taking the events the timeline lane read from memory when they start where it did.
+        """
         relax_garbage_collector()
         while not stop.is_set():
             try:
@@ -311,10 +322,11 @@ class ProjectionRunner:
                         log.info("projector_active")
                         # Every append NOTIFYs the log's channel on commit: wake up then, from any process.
                         lock_conn.execute(SQL("LISTEN {0}").format(Identifier(self.recorder.channel_name)))
-                        while not stop.is_set():
-                            if not self.run_once():
-                                for _ in lock_conn.notifies(timeout=idle_wait, stop_after=1):
-                                    pass
+                        with self._lanes(stop, idle_wait) as step:
+                            while not stop.is_set():
+                                if not step():
+                                    for _ in lock_conn.notifies(timeout=idle_wait, stop_after=1):
+                                        pass
                     finally:
                         lock_conn.execute("UNLISTEN *")
                         lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
@@ -324,3 +336,88 @@ class ProjectionRunner:
             except Exception:  # noqa: BLE001 — a projector must survive a database restart
                 log.exception("projector_error")
                 stop.wait(1.0)
+
+    @contextlib.contextmanager
+    def _lanes(self, stop: threading.Event, idle_wait: float) -> Iterator[Callable[[], int]]:
+        """Yields the step of the leading lane (events read, 0 when there were none); the other lane
+        runs on a thread of its own until the block ends."""
+        first = [p for p in self.projections if p.name in ANNOUNCE_FIRST]
+        rest = [p for p in self.projections if p.name not in ANNOUNCE_FIRST]
+        if not (first and rest):
+            yield self.run_once
+            return
+        handoff = _Handoff(self.batch_size)
+        done = threading.Event()
+
+        def lead() -> int:
+            start, items = self._run_phase(first, (-1, []))
+            if items:
+                handoff.put(start, items)
+            return len(items)
+
+        follower = threading.Thread(
+            target=self._follow, args=(rest, handoff, stop, done, idle_wait), name="projector-others", daemon=True
+        )
+        follower.start()
+        try:
+            yield lead
+        finally:
+            done.set()
+            handoff.woken.set()
+            follower.join()
+
+    def _follow(
+        self,
+        projections: list[Projection],
+        handoff: _Handoff,
+        stop: threading.Event,
+        done: threading.Event,
+        idle_wait: float,
+    ) -> None:
+        """The lane behind: the other read models, from the events the leading lane handed over (or
+        from the log, when they stand elsewhere), woken by each of its batches."""
+        while not (stop.is_set() or done.is_set()):
+            try:
+                handoff.woken.clear()
+                if not self._run_phase(projections, handoff.take())[1]:
+                    handoff.woken.wait(idle_wait)
+            except quarantine.INFRASTRUCTURE_ERRORS as exc:
+                log.warning("projector_database_unavailable", error=type(exc).__name__, lane="others")
+                done.wait(0.5)
+            except Exception:  # noqa: BLE001 — as the leading lane: never stop for one failure
+                log.exception("projector_error", lane="others")
+                done.wait(1.0)
+
+
+class _Handoff:
+    """The events the leading lane read, for the lane behind: consecutive runs `(start, items)`, at
+    most about a batch of them (when the lane behind falls further back it reads the log itself)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.woken = threading.Event()
+        self._runs: collections.deque[tuple[int, list[Item]]] = collections.deque()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def put(self, start: int, items: list[Item]) -> None:
+        with self._lock:
+            if self._runs and self._runs[-1][1][-1][0] != start:
+                self._runs.clear()  # not consecutive (a rebuild moved the views): start afresh
+                self._held = 0
+            self._runs.append((start, items))
+            self._held += len(items)
+            while self._held > self.limit and len(self._runs) > 1:
+                self._held -= len(self._runs.popleft()[1])
+        self.woken.set()
+
+    def take(self) -> tuple[int, list[Item]]:
+        """What was handed over, as one run: (where it starts, its events); (-1, []) if nothing."""
+        with self._lock:
+            if not self._runs:
+                return -1, []
+            start = self._runs[0][0]
+            items = [item for _, run in self._runs for item in run]
+            self._runs.clear()
+            self._held = 0
+        return start, items

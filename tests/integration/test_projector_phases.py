@@ -7,6 +7,8 @@ Events are written by the real core into the real event store; the projections r
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -99,3 +101,54 @@ def test_read_models_left_behind_between_the_phases_catch_up_once(store, setting
     )
     assert counts == [1] * len(ids)
     assert len(all_projections()) == len(runner.positions())
+
+
+def test_the_timeline_lane_goes_on_while_the_others_are_still_writing(store, settings) -> None:
+    """`run_forever`: the timeline and the other read models are two lanes. Here the others are held
+    inside their first batch (their live announcement blocks); the timeline still takes, commits and
+    announces the next messages, and the others then catch up on every message, once."""
+    first, second = [_sms(30 + n) for n in range(3)], [_sms(40 + n) for n in range(3)]
+    _record(store, first)
+    others_inside = threading.Event()
+    release = threading.Event()
+    announced: list[str] = []
+    seen = threading.Condition()
+
+    def on_live(items: list[dict]) -> None:
+        if any(i["type"] != "timeline" for i in items) and not release.is_set():
+            others_inside.set()
+            assert release.wait(60)
+        with seen:
+            announced.extend(i["interaction_id"] for i in items if i["type"] == "timeline")
+            seen.notify_all()
+
+    runner = ProjectionRunner(store, on_live=on_live)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert others_inside.wait(60)
+        _record(store, second)
+        end = store.max_position()
+        with seen:
+            assert seen.wait_for(lambda: {str(m.id) for m in second} <= set(announced), 60)
+        positions = runner.positions()
+        assert positions["timeline"] == end
+        assert positions["cases"] < end and positions["profile"] < end  # still held in their first batch
+        release.set()
+        deadline = time.monotonic() + 60
+        while set(runner.positions().values()) != {end}:
+            assert time.monotonic() < deadline, runner.positions()
+            time.sleep(0.02)
+    finally:
+        release.set()
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    counts = _one(
+        settings,
+        "SELECT array_agg(c.interaction_count) FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
+        "WHERE i.value = ANY(%s)",
+        ([m.identities[0].value for m in [*first, *second]],),
+    )
+    assert counts == [1] * 6
