@@ -164,6 +164,9 @@ def test_rebuilt_read_models_equal_live_ones_and_each_row_is_written_once(store,
             "SELECT count(*) FROM proj_timeline WHERE customer_id <> origin_customer_id OR text = %s", (REDACTED,)
         ).fetchone()[0]
         assert dead <= corrected < live_rows / 2
+        # Rebuilt with room for updates in place (HOT), as the DDL asks.
+        options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'proj_customers'::regclass").fetchone()[0]
+        assert "fillfactor=80" in options
     after = dump(database_url)
     for table in READ_MODELS:
         assert after[table] == before[table], (table, differences(after[table], before[table]))
