@@ -61,7 +61,7 @@ class ProfileProjection:
     ) WITH (fillfactor = 80);
     -- Room on each page: a customer's counters change with every message, and an update that finds
     -- room on its page (HOT) leaves the name's search indexes alone. Built so by a rebuild; on an
-    -- older read model, for the pages written from now on (looked for first: ALTER TABLE locks).
+    -- older read model, for the pages written from now on (looked for first: altering locks the table).
     DO $$ BEGIN
         IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = 'proj_customers'::regclass
                        AND reloptions @> '{fillfactor=80}') THEN
