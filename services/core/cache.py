@@ -84,6 +84,11 @@ class ByteLRU:
         """The keys held, least recently used first (a copy: forgetting while iterating is fine)."""
         return iter(list(self._entries))
 
+    def peek(self, key: Hashable, default: Any = None) -> Any:
+        """The value, without counting it as used."""
+        entry = self._entries.get(key)
+        return default if entry is None else entry[0]
+
     def get(self, key: Hashable, default: Any = None) -> Any:
         entry = self._entries.get(key)
         if entry is None:

@@ -351,38 +351,55 @@ class CoreProcessor:
         return self._blind_index(identity.kind, identity.value)
 
     def _prefetch(self, batch: _Batch, interactions: list[Interaction]) -> None:
-        """The owners of every identity of the batch (one query), and their aggregates if not cached."""
-        blinds = set()
+        """The owners of every identity of the batch (one query), their aggregates and the cases their
+        conversations last had, brought up to the log if cached (one query) or loaded if not.
+
+        Only the case each message's thread points to is fetched, not every case the customer ever
+        had: a customer's threads grow with its history (a long email life has thousands), and reading
+        them all for each message made a batch's cost grow with its customers' pasts.
+        """
+        blinds_of: list[tuple[Interaction, list[bytes]]] = []
         case_ids = set()
         for interaction in interactions:
             if interaction.case_id is not None:
                 case_ids.add(interaction.case_id)
+            blinds = []
             for identity in interaction.identities:
                 if not identity.verified:
                     continue
                 try:
-                    blinds.add(self._blind_index(identity.kind, normalized_value(identity.kind, identity.value)))
+                    blinds.append(self._blind_index(identity.kind, normalized_value(identity.kind, identity.value)))
                 except InvalidIdentity:
                     continue
-        if blinds:
-            batch.owners.update(batch_sql.identity_owners(batch.tx, blinds))
+            if blinds:
+                blinds_of.append((interaction, blinds))
+        every_blind = {b for _, blinds in blinds_of for b in blinds}
+        if every_blind:
+            batch.owners.update(batch_sql.identity_owners(batch.tx, every_blind))
             # What the batch before this one linked or moved, in case it has not committed yet.
-            for blind in blinds & self._uncommitted_owners.keys():
+            for blind in every_blind & self._uncommitted_owners.keys():
                 batch.owners[blind] = self._uncommitted_owners[blind]
-        cached = [i for i in dict.fromkeys([*batch.owners.values(), *case_ids]) if i in self._cache]
-        cached += [
-            case_id
-            for i in cached
-            if isinstance(c := self._cache.get(i), Customer)
-            for case_id in c.threads.values()
-            if case_id in self._cache
-        ]
-        self._refresh(batch.tx, cached)
-        loaded = self._preload(batch.tx, [*batch.owners.values(), *case_ids])
-        # The cases of the customers that were not cached: their next message most likely joins one.
-        thread_cases = [case_id for c in loaded if isinstance(c, Customer) for case_id in c.threads.values()]
-        if thread_cases:
-            self._preload(batch.tx, thread_cases)
+        cache = self._cache
+        wanted = list(dict.fromkeys([*batch.owners.values(), *case_ids]))
+        cached = [i for i in wanted if i in cache]
+        self._refresh(batch.tx, [*cached, *(c for c in self._thread_cases(batch, blinds_of) if c in cache)])
+        self._preload(batch.tx, wanted)
+        # The customers just loaded: the cases their messages' threads point to.
+        self._preload(batch.tx, self._thread_cases(batch, blinds_of))
+
+    def _thread_cases(self, batch: _Batch, blinds_of: list[tuple[Interaction, list[bytes]]]) -> list[UUID]:
+        """The case each message's conversation last had, for the owners that are cached (as the
+        domain will look it up: `routing.known_case` by the owner's thread key)."""
+        found: list[UUID] = []
+        for interaction, blinds in blinds_of:
+            for blind in blinds:
+                owner = batch.owners.get(blind)
+                customer = self._cache.peek(owner) if owner is not None else None
+                if isinstance(customer, Customer):
+                    case_id = routing.known_case(customer, interaction, routing.thread_key_of(customer, interaction))
+                    if case_id is not None:
+                        found.append(case_id)
+        return list(dict.fromkeys(found))
 
     def _refresh(self, tx: Transaction, ids: list[UUID]) -> None:
         """Brings these cached aggregates up to the log, in one query. Other roles write to the same

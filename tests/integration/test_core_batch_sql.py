@@ -79,3 +79,47 @@ def test_events_after_a_version_are_read_by_index_ranges_on_a_log_without_statis
         ranges = [n for n in nodes if n.get("Index Name") == "sb_events_pkey"]
         assert ranges and all("originator_id = s.id" in n.get("Index Cond", "") for n in ranges), (mode, ranges)
         assert not any(node["Node Type"] in ("Merge Join", "Hash Join") for node in plan_nodes(plan)), mode
+
+
+def email(address: str, n: int, thread: str) -> Interaction:
+    provider_id = f"<{uuid.uuid4().hex}@mail.example>"
+    return Interaction(
+        id=interaction_id("email", provider_id),
+        channel="email",
+        direction="inbound",
+        occurred_at=T0 + timedelta(seconds=n),
+        identities=[Identity("email", address)],
+        text=f"message {n}",
+        provider_message_id=provider_id,
+        thread_key=thread,
+    )
+
+
+def test_a_batch_brings_up_to_date_the_cases_its_messages_join_not_every_case_of_a_long_history(store, monkeypatch):
+    """A customer with 400 conversations writes in one of them: the batch reads that case (and the
+    customer) back from the log, not the 400 (their number grows with the customer's past)."""
+    address = f"long-{uuid.uuid4().hex[:8]}@example.com"
+    processor = CoreProcessor(store)
+    history = [email(address, n, f"<thread-{n}@mail.example>") for n in range(400)]
+    for start in range(0, len(history), 200):
+        assert len(processor.process([(m, None) for m in history[start : start + 200]]).recorded) == 200
+    refreshed: list[int] = []
+    read = batch_sql.stored_events_after
+
+    def counted(tx, after):
+        refreshed.append(len(after))
+        return read(tx, after)
+
+    monkeypatch.setattr(batch_sql, "stored_events_after", counted)
+    later = [email(address, 1000 + n, "<thread-7@mail.example>") for n in range(3)]
+    outcome = processor.process([(m, None) for m in later])
+
+    assert len(outcome.recorded) == 3 and not outcome.conflicts
+    assert refreshed and max(refreshed) <= 2, refreshed  # the customer and the thread's case
+    # ... and the messages joined that conversation's case, as a core just started reads it.
+    fresh = CoreProcessor(store)
+    with store.transaction() as tx:
+        [(_, customer_id)] = batch_sql.identity_owners(tx, {fresh._blind(Identity("email", address))}).items()
+        [customer] = fresh._preload(tx, [customer_id])
+        [case] = fresh._preload(tx, [customer.threads["<thread-7@mail.example>"]])
+    assert {m.id for m in later} <= case.messages
