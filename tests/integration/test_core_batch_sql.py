@@ -1,40 +1,26 @@
-"""The core's per-batch reads stay index lookups however long the log grows.
+"""The core's per-batch reads stay index lookups however long the log and its customers' pasts grow.
 
 Each batch brings its cached customers and cases up to the log (`stored_events_after`). Written as a
 plain join, on a log that had grown since PostgreSQL last sampled it, that read was planned as a
 merge join over the whole primary key: every event of the log read for every batch (30–85 ms at
-60–90k events), which made small batches slow and latency at half rate several hundred ms.
+60–90k events), which made small batches slow and latency at half rate several hundred ms. And it
+read every case a customer ever had, where the batch needs the one its message's thread points to.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from events.interactions import Identity, Interaction, interaction_id
+from events.interactions import Identity
 from services.core import batch_sql
 from services.core.processor import CoreProcessor
+from tests.fixtures.interactions import email, sms
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-
-
-def sms(phone: str, n: int) -> Interaction:
-    provider_id = f"SM{uuid.uuid4().hex}"
-    return Interaction(
-        id=interaction_id("sms", provider_id),
-        channel="sms",
-        direction="inbound",
-        occurred_at=T0 + timedelta(seconds=n),
-        identities=[Identity("phone", phone)],
-        text=f"message {n}",
-        provider_message_id=provider_id,
-    )
 
 
 def plan_nodes(plan: dict):
@@ -81,26 +67,12 @@ def test_events_after_a_version_are_read_by_index_ranges_on_a_log_without_statis
         assert not any(node["Node Type"] in ("Merge Join", "Hash Join") for node in plan_nodes(plan)), mode
 
 
-def email(address: str, n: int, thread: str) -> Interaction:
-    provider_id = f"<{uuid.uuid4().hex}@mail.example>"
-    return Interaction(
-        id=interaction_id("email", provider_id),
-        channel="email",
-        direction="inbound",
-        occurred_at=T0 + timedelta(seconds=n),
-        identities=[Identity("email", address)],
-        text=f"message {n}",
-        provider_message_id=provider_id,
-        thread_key=thread,
-    )
-
-
 def test_a_batch_brings_up_to_date_the_cases_its_messages_join_not_every_case_of_a_long_history(store, monkeypatch):
     """A customer with 400 conversations writes in one of them: the batch reads that case (and the
     customer) back from the log, not the 400 (their number grows with the customer's past)."""
     address = f"long-{uuid.uuid4().hex[:8]}@example.com"
     processor = CoreProcessor(store)
-    history = [email(address, n, f"<thread-{n}@mail.example>") for n in range(400)]
+    history = [email(address, n, thread_key=f"<thread-{n}@mail.example>") for n in range(400)]
     for start in range(0, len(history), 200):
         assert len(processor.process([(m, None) for m in history[start : start + 200]]).recorded) == 200
     refreshed: list[int] = []
@@ -111,7 +83,7 @@ def test_a_batch_brings_up_to_date_the_cases_its_messages_join_not_every_case_of
         return read(tx, after)
 
     monkeypatch.setattr(batch_sql, "stored_events_after", counted)
-    later = [email(address, 1000 + n, "<thread-7@mail.example>") for n in range(3)]
+    later = [email(address, 1000 + n, thread_key="<thread-7@mail.example>") for n in range(3)]
     outcome = processor.process([(m, None) for m in later])
 
     assert len(outcome.recorded) == 3 and not outcome.conflicts

@@ -4,31 +4,15 @@ duplicate, because the core checks its processed-interaction records in the stor
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from events.interactions import Identity, Interaction, interaction_id
 from services.core.processor import CoreProcessor
 from services.domain.customer import RECENT_INTERACTIONS, Customer
+from tests.fixtures.interactions import sms
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-
-
-def sms(phone: str, n: int) -> Interaction:
-    provider_id = f"SM{uuid.uuid4().hex}"
-    return Interaction(
-        id=interaction_id("sms", provider_id),
-        channel="sms",
-        direction="inbound",
-        occurred_at=T0 + timedelta(seconds=n),
-        identities=[Identity("phone", phone)],
-        text=f"message {n}",
-        provider_message_id=provider_id,
-    )
 
 
 def recorded(database_url: str) -> int:

@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from events.interactions import Identity, Interaction, interaction_id
+from events.interactions import Interaction
 from services.core import snapshots
 from services.core.processor import CoreProcessor
 from services.domain.customer import Customer
+from tests.fixtures.interactions import sms as inbound_sms
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 HISTORY = 10_000
 
 
 def sms(phone: str, n: int) -> Interaction:
-    provider_id = f"SM{uuid.uuid4().hex}"
-    return Interaction(
-        id=interaction_id("sms", provider_id),
-        channel="sms",
-        direction="inbound",
-        occurred_at=T0 + timedelta(seconds=n),
-        identities=[Identity("phone", phone)],
-        text=f"message {n}",
-        provider_message_id=provider_id,
-        profile={"name": "Ann"},
-    )
+    return inbound_sms(phone, n, profile={"name": "Ann"})
 
 
 def state(customer: Customer) -> dict:
