@@ -31,6 +31,7 @@ from tests.benchmarks._servers import servers
 from tests.benchmarks.ingest import (
     CUSTOMERS,
     Traffic,
+    all_applied,
     classes_rows,
     fresh_streams,
     publish_interactions,
@@ -128,6 +129,7 @@ async def run(nats_url: str, database_url: str, backlog_size: int, shape: str) -
                 if time.monotonic() > deadline:
                     raise TimeoutError("backlog not done in 600 s")
                 await asyncio.sleep(0.1)
+            await all_applied(conn, deadline, "backlog")
         elapsed = time.perf_counter() - t0
     finally:
         for s in spies:
