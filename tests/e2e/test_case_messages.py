@@ -30,7 +30,10 @@ async def test_messages_carry_attachments_and_a_failed_replys_delivery(server, s
         [item] = await timeline_until(api, zoe["id"], 1)
         case_id = item["case_id"]
 
-        view = (await api.get(f"/api/v1/cases/{case_id}")).json()
+        async def case_view():  # another read model than the timeline, written behind it
+            return (await api.get(f"/api/v1/cases/{case_id}")).json()
+
+        view = await eventually(case_view, lambda v: len(v["messages"]) == 1)
         [inbound] = view["messages"]
         assert inbound["id"] == item["id"] and inbound["direction"] == "inbound"
         assert inbound["channel"] == "email" and inbound["reply_id"] is None and inbound["delivery"] is None

@@ -37,12 +37,20 @@ async def test_an_angry_spanish_sms_complaint_is_shown_classified(settings, name
             assert (item["language"], item["sentiment"], item["intent"]) == ("es", "negative", "complaint")
             assert item["text"] == COMPLAINT
 
-            case = (await api.get(f"/api/v1/cases/{item['case_id']}")).json()
+            # The case list and the metrics are other read models than the timeline, written behind it.
+            async def case_view():
+                return (await api.get(f"/api/v1/cases/{item['case_id']}")).json()
+
+            case = await eventually(case_view, lambda c: c["sentiment"] is not None)
             assert (case["language"], case["sentiment"], case["intent"]) == ("es", "negative", "complaint")
 
             now = datetime.now(UTC)
             window = {"from": (now - timedelta(days=2)).isoformat(), "to": (now + timedelta(days=1)).isoformat()}
-            totals = (await api.get("/api/v1/metrics", params=window)).json()
+
+            async def metrics():
+                return (await api.get("/api/v1/metrics", params=window)).json()
+
+            totals = await eventually(metrics, lambda t: sum(t["sentiment"].values()) > 0)
             assert totals["sentiment"] == {"negative": 1, "neutral": 0, "positive": 0}
             assert totals["sentiment_series"] == []
             daily = (await api.get("/api/v1/metrics", params={**window, "interval": "day"})).json()
