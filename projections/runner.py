@@ -124,15 +124,18 @@ class ProjectionRunner:
         two leaves the others behind, and the next batch brings them up (read-your-writes waits for
         every read model's position, so it never answers in between).
         """
-        first = [p for p in self.projections if p.name in ANNOUNCE_FIRST]
-        rest = [p for p in self.projections if p.name not in ANNOUNCE_FIRST]
-        phases = [first, rest] if first and rest else [self.projections]
         read: tuple[int, list[Item]] = (-1, [])
         done = 0
-        for phase in phases:
+        for phase in self._phases():
             read = self._run_phase(phase, read)
             done = max(done, len(read[1]))
         return done
+
+    def _phases(self) -> list[list[Projection]]:
+        """[the ones announced first, the others], or all in one when either is empty."""
+        first = [p for p in self.projections if p.name in ANNOUNCE_FIRST]
+        rest = [p for p in self.projections if p.name not in ANNOUNCE_FIRST]
+        return [first, rest] if first and rest else [self.projections]
 
     def _run_phase(self, projections: list[Projection], read: tuple[int, list[Item]]) -> tuple[int, list[Item]]:
         """One transaction over these projections. Tried without a savepoint per projection (a round
@@ -341,11 +344,11 @@ class ProjectionRunner:
     def _lanes(self, stop: threading.Event, idle_wait: float) -> Iterator[Callable[[], int]]:
         """Yields the step of the leading lane (events read, 0 when there were none); the other lane
         runs on a thread of its own until the block ends."""
-        first = [p for p in self.projections if p.name in ANNOUNCE_FIRST]
-        rest = [p for p in self.projections if p.name not in ANNOUNCE_FIRST]
-        if not (first and rest):
+        phases = self._phases()
+        if len(phases) == 1:
             yield self.run_once
             return
+        first, rest = phases
         handoff = _Handoff(self.batch_size)
         done = threading.Event()
 

@@ -379,22 +379,25 @@ class CoreProcessor:
             # What the batch before this one linked or moved, in case it has not committed yet.
             for blind in every_blind & self._uncommitted_owners.keys():
                 batch.owners[blind] = self._uncommitted_owners[blind]
-        cache = self._cache
-        wanted = list(dict.fromkeys([*batch.owners.values(), *case_ids]))
-        cached = [i for i in wanted if i in cache]
-        self._refresh(batch.tx, [*cached, *(c for c in self._thread_cases(batch, blinds_of) if c in cache)])
-        self._preload(batch.tx, wanted)
-        # The customers just loaded: the cases their messages' threads point to.
-        self._preload(batch.tx, self._thread_cases(batch, blinds_of))
+        wanted = list(dict.fromkeys([*batch.owners.values(), *case_ids, *self._thread_cases(batch, blinds_of)]))
+        self._refresh(batch.tx, [i for i in wanted if i in self._cache])
+        loaded = {a.id for a in self._preload(batch.tx, wanted) if isinstance(a, Customer)}
+        if loaded:
+            # The customers just loaded: the cases their messages' threads point to.
+            self._preload(batch.tx, self._thread_cases(batch, blinds_of, loaded))
 
-    def _thread_cases(self, batch: _Batch, blinds_of: list[tuple[Interaction, list[bytes]]]) -> list[UUID]:
-        """The case each message's conversation last had, for the owners that are cached (as the
-        domain will look it up: `routing.known_case` by the owner's thread key)."""
+    def _thread_cases(
+        self, batch: _Batch, blinds_of: list[tuple[Interaction, list[bytes]]], owners: set[UUID] | None = None
+    ) -> list[UUID]:
+        """The case each message's conversation last had, for the owners that are cached (or only these
+        `owners`), as the domain will look it up: `routing.known_case` by the owner's thread key."""
         found: list[UUID] = []
         for interaction, blinds in blinds_of:
             for blind in blinds:
                 owner = batch.owners.get(blind)
-                customer = self._cache.peek(owner) if owner is not None else None
+                if owner is None or (owners is not None and owner not in owners):
+                    continue
+                customer = self._cache.peek(owner)
                 if isinstance(customer, Customer):
                     case_id = routing.known_case(customer, interaction, routing.thread_key_of(customer, interaction))
                     if case_id is not None:

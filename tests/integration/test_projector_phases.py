@@ -6,35 +6,23 @@ Events are written by the real core into the real event store; the projections r
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from events.interactions import Identity, Interaction
+from events.interactions import Interaction
 from projections.runner import ProjectionRunner, all_projections
 from projections.timeline import TimelineProjection
 from services.core.processor import CoreProcessor
+from tests.fixtures.interactions import sms
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
-
 
 def _sms(n: int) -> Interaction:
-    return Interaction(
-        id=uuid.uuid4(),
-        channel="sms",
-        direction="inbound",
-        occurred_at=T0 + timedelta(seconds=n),
-        identities=[Identity("phone", f"+44770091{n:04d}")],
-        text=f"message {n}",
-        provider_message_id=secrets.token_hex(8),
-    )
+    return sms(f"+44770091{n:04d}", n)
 
 
 def _record(store, interactions: list[Interaction]) -> None:
