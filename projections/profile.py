@@ -77,6 +77,10 @@ class ProfileProjection:
     );
     CREATE INDEX IF NOT EXISTS proj_identities_value_idx ON proj_identities (lower(value));
     CREATE INDEX IF NOT EXISTS proj_customers_name_idx ON proj_customers (lower(name));
+    -- Who was merged into a customer (a merge moves them on, an erasure finds them): few rows, and
+    -- without it every merge read all customers (issue 13: 9–12 ms a merge at 20,000 customers).
+    CREATE INDEX IF NOT EXISTS proj_customers_merged_idx ON proj_customers (merged_into)
+        WHERE merged_into IS NOT NULL;
     -- Full-text search (services/api/search.py; sb_search_vector: services/platform/schema.py).
     CREATE INDEX IF NOT EXISTS proj_customers_search_idx ON proj_customers USING gin (sb_search_vector(name));
     CREATE INDEX IF NOT EXISTS proj_identities_search_idx ON proj_identities USING gin (sb_search_vector(value));
