@@ -7,7 +7,9 @@ state), starts `switchboard serve core` and `switchboard serve projector`, and p
 bench's traffic at RATE per second (default 1,500) for SECONDS (default 10), each timed from its
 publication to the projector's announcement of its timeline row, as the ingest bench does on its
 small database. With `SWITCHBOARD_SCALE_EXPLAIN=MS` the server logs the plan of every statement
-slower than MS milliseconds (auto_explain), summarised by statement at the end.
+slower than MS milliseconds (auto_explain, with rows and buffers), summarised by statement at the end;
+the whole server log is kept with the processes' logs. `SWITCHBOARD_SCALE_SQL` is run on the
+database before the processes start (to try a setting: an index's storage parameter, say).
 
 A tool for looking, not a benchmark: nothing is compared to a baseline. The processes' debug logs
 (batch sizes and stage times) are kept; their directory is printed.
@@ -58,10 +60,15 @@ async def run(rate: float, seconds: float, explain_ms: str | None) -> None:
         pg_log = None
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
+            if experiment := os.environ.get("SWITCHBOARD_SCALE_SQL"):  # e.g. a storage parameter to try
+                conn.execute(experiment)
             if explain_ms:
                 database = conn.execute("SELECT current_database()").fetchone()[0]
                 conn.execute(f"ALTER DATABASE {database} SET session_preload_libraries = 'auto_explain'")
                 conn.execute(f"ALTER DATABASE {database} SET auto_explain.log_min_duration = '{int(explain_ms)}ms'")
+                # What each slow statement did (rows, buffers), without timing every node of every statement.
+                for setting in ("log_analyze = on", "log_buffers = on", "log_timing = off"):
+                    conn.execute(f"ALTER DATABASE {database} SET auto_explain.{setting}")
                 pg_log = Path(conn.execute("SHOW data_directory").fetchone()[0]) / "postgres.log"
                 pg_log.write_text("")
         nc = await nats.connect(nats_url)
@@ -96,6 +103,7 @@ async def run(rate: float, seconds: float, explain_ms: str | None) -> None:
             flush=True,
         )
         if pg_log is not None:
+            (workdir / "postgres.log").write_text(pg_log.read_text())  # the plans, kept with the processes' logs
             print(f"   statements slower than {explain_ms} ms (auto_explain):\n{slow_statements(pg_log.read_text())}")
 
 
