@@ -159,6 +159,7 @@ class Server:
             await self._start_http(self.http)
         if self.smtp and "gateway" in self.roles and self.services is not None:
             self.smtp_server = await start_smtp(self.services, *self.smtp)
+            self.smtp = (self.smtp[0], self.smtp_server.port)  # the port bound, when asked for any (0)
 
     async def _start_http(self, address: tuple[str, int]) -> None:
         self.services = services = await open_http_services(self.sb)
@@ -192,6 +193,7 @@ class Server:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
+        self.http = (host, server.servers[0].sockets[0].getsockname()[1])  # the port bound, when asked for any (0)
 
     async def _start_chat(self) -> ChatGateway:
         if not self.settings.chat_identity_secret:

@@ -21,7 +21,7 @@ import pytest
 
 from services.platform import embedded_system
 from services.platform.database import with_database
-from services.platform.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.platform.embedded import EmbeddedNats, EmbeddedPostgres
 from services.platform.settings import ensure_secrets, load_settings
 from services.platform.streams import Names
 
@@ -182,11 +182,12 @@ def store(settings):
 
 @pytest.fixture
 async def server(settings, names):
-    """Every role in this process, against the session's servers, on a random HTTP port."""
+    """Every role in this process, against the session's servers, on HTTP and SMTP ports the system picks
+    as they are bound (`srv.http`, `srv.smtp`)."""
     from services.bootstrap import ROLES  # noqa: PLC0415 -- lazy: unit runs skip the workers
     from services.server import Server  # noqa: PLC0415 -- lazy: unit runs skip the server (~2 s)
 
-    srv = Server(settings, ROLES, http=("127.0.0.1", free_port()), smtp=("127.0.0.1", free_port()), names=names)
+    srv = Server(settings, ROLES, http=("127.0.0.1", 0), smtp=("127.0.0.1", 0), names=names)
     await srv.start()
     yield srv
     await srv.stop()

@@ -55,9 +55,34 @@ def _die_with_parent(sig: int):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a server about to start.
+
+    Picked below the kernel's range for outgoing connections when there is room: a port the system
+    hands out (bind to 0) comes from that range, where any new outgoing connection may take it before
+    the server binds it (CI once: "address already in use" on a port found free a moment before).
+    """
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = secrets.randbelow(low - _FIRST_PICKED) + _FIRST_PICKED if low > _FIRST_PICKED + 1000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+_FIRST_PICKED = 20000  # above the well-known and most registered ports services listen on
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # not Linux, or unreadable: let the system pick
 
 
 def _wait_for_port(host: str, port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:

@@ -36,7 +36,7 @@ PUBLIC_URL = "https://switchboard.example.com"
 @contextlib.asynccontextmanager
 async def _running(settings, names, port: int | None = None):
     port = port or free_port()
-    srv = Server(settings, ROLES, http=("127.0.0.1", port), smtp=("127.0.0.1", free_port()), names=names)
+    srv = Server(settings, ROLES, http=("127.0.0.1", port), smtp=("127.0.0.1", 0), names=names)
     await srv.start()
     try:
         yield srv

@@ -35,10 +35,9 @@ async def test_uvicorn_does_not_take_over_the_owners_signal_handlers(server):
 
 async def test_stopping_closes_the_http_pool(settings, names):
     from services.bootstrap import ROLES  # noqa: PLC0415 -- lazy, as in conftest
-    from services.platform.embedded import free_port  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 
-    srv = Server(settings, ROLES, http=("127.0.0.1", free_port()), names=names)
+    srv = Server(settings, ROLES, http=("127.0.0.1", 0), names=names)
     await srv.start()
     pool = srv.services.pool
     await srv.stop()

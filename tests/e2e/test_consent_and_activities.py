@@ -26,11 +26,10 @@ OUR_NUMBER = "+15005550006"
 @pytest.fixture
 async def srv(settings, names):
     from services.bootstrap import ROLES  # noqa: PLC0415
-    from services.platform.embedded import free_port  # noqa: PLC0415
     from services.server import Server  # noqa: PLC0415
 
     settings = settings.with_(public_url=PUBLIC_URL)
-    server = Server(settings, ROLES, http=("127.0.0.1", free_port()), smtp=("127.0.0.1", free_port()), names=names)
+    server = Server(settings, ROLES, http=("127.0.0.1", 0), smtp=("127.0.0.1", 0), names=names)
     await server.start()
     yield server
     await server.stop()
