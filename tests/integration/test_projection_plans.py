@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from events.interactions import Identity
-from projections.base import Item
+from projections.base import STAGE_FROM_ROWS, Item, bulk
 from projections.cases import CasesProjection
 from projections.profile import ProfileProjection
 from projections.runner import ProjectionRunner
@@ -99,3 +99,26 @@ def test_a_merge_finds_the_customers_merged_into_the_absorbed_one_by_index(store
     (seq_scans, index_scans), *_ = counter.batches
     assert seq_scans == 0, "every customer was read to merge one"
     assert index_scans >= 1
+
+
+def test_a_staging_table_is_emptied_between_uses_without_a_new_file(store) -> None:
+    """`bulk` empties its staging table by DELETE: a TRUNCATE gave it a new file and catalog row after
+    every staged statement (4–6 ms each on a busy machine, 18 % of PostgreSQL's time at 2,100
+    interactions/s), while the commit empties it anyway."""
+    columns = (("id", "int4"), ("n", "int4"))
+    first = [(i, 1) for i in range(STAGE_FROM_ROWS)]
+    second = [(i, 2) for i in range(STAGE_FROM_ROWS, 2 * STAGE_FROM_ROWS)]
+    with store.datastore.get_connection() as conn:
+        files = []
+        for _batch in range(2):
+            with conn.transaction(), conn.cursor() as curs:
+                seen = []
+                for rows in (first, second):  # twice in one transaction, as a batch's rounds are
+                    with bulk(curs, "stage_plans_test", columns, rows) as (source, params):
+                        seen.append(
+                            curs.execute(f"SELECT min(u.n), max(u.n), count(*) FROM {source}", params).fetchone()
+                        )
+                assert [tuple(r.values()) for r in seen] == [(1, 1, STAGE_FROM_ROWS), (2, 2, STAGE_FROM_ROWS)]
+                files.append(curs.execute("SELECT pg_relation_filenode('stage_plans_test') AS f").fetchone()["f"])
+        assert files[0] == files[1]
+        assert conn.execute("SELECT count(*) AS n FROM stage_plans_test").fetchone()["n"] == 0  # emptied at commit
