@@ -62,6 +62,9 @@ BATCH_LOCK_KEY = 0x5B_7072_6F62
 # Below this many rows a batch is bound as arrays (one round trip); from it on, staged with COPY.
 STAGE_FROM_ROWS = 64
 _staged: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # connection → staging tables it has
+# Around a staged block's statements (see `bulk`): join by key, then as the session had it.
+_BY_KEY = "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+_AS_BEFORE = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
 
 
 def forget_staging(connection) -> None:
@@ -104,7 +107,3 @@ def bulk(curs, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[tu
     # new file and rewrites its catalog row (5 ms a time on a busy machine, and an invalidation every
     # session processes); its commit empties it anyway (ON COMMIT DELETE ROWS).
     curs.execute(f"DELETE FROM {table}; {_AS_BEFORE}")
-
-
-_BY_KEY = "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
-_AS_BEFORE = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"

@@ -200,11 +200,12 @@ def check_unless_quiet(conn: psycopg.Connection) -> None:
 
     The usual check (`pre_ping`: an empty query) cost a round trip before every transaction of every
     role (issue 13: 15 % of the timeline lane's wall time in a profile at 2,100 interactions/s, on the
-    publish → timeline path). A server that stops, restarts or ends the backend sends an error and closes the socket, so an
-    idle connection it dropped has something to read: only then is the empty query sent, fails, and the
-    pool replaces the connection. A connection with nothing to read is lent at once. Had its server died
-    without a word meanwhile (host gone, network cut), the statement that uses it fails as it would
-    have a moment after a check, and every caller already treats that as the database being away.
+    publish → timeline path). A server that stops, restarts or ends the backend sends an error and
+    closes the socket, so an idle connection it dropped has something to read: only then is the empty
+    query sent, fails, and the pool replaces the connection. A connection with nothing to read is lent
+    at once. Had its server died without a word meanwhile (host gone, network cut), the statement that
+    uses it fails as it would have a moment after a check, and every caller already treats that as
+    the database being away.
     """
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import functools
 import importlib.util
 import ipaddress
 import json
@@ -62,15 +63,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     the server binds it (CI once: "address already in use" on a port found free a moment before).
     """
     low = _ephemeral_low()
-    for _ in range(100):
-        port = secrets.randbelow(low - _FIRST_PICKED) + _FIRST_PICKED if low > _FIRST_PICKED + 1000 else 0
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    with socket.socket() as s:
+    if low > _FIRST_PICKED + 1000:
+        for _ in range(100):
+            port = _FIRST_PICKED + secrets.randbelow(low - _FIRST_PICKED)
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # no room below that range, or none of it free: the system's pick
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -78,6 +80,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 _FIRST_PICKED = 20000  # above the well-known and most registered ports services listen on
 
 
+@functools.cache
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

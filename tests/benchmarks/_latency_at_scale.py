@@ -103,8 +103,9 @@ async def run(rate: float, seconds: float, explain_ms: str | None) -> None:
             flush=True,
         )
         if pg_log is not None:
-            (workdir / "postgres.log").write_text(pg_log.read_text())  # the plans, kept with the processes' logs
-            print(f"   statements slower than {explain_ms} ms (auto_explain):\n{slow_statements(pg_log.read_text())}")
+            plans = pg_log.read_text()
+            (workdir / "postgres.log").write_text(plans)  # kept with the processes' logs
+            print(f"   statements slower than {explain_ms} ms (auto_explain):\n{slow_statements(plans)}")
 
 
 def main(argv: list[str]) -> None:

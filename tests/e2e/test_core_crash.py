@@ -13,24 +13,23 @@ import os
 import signal
 import subprocess
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import nats
 import psycopg
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from events.interactions import ENCODER, Identity, Interaction, interaction_id
+from events.interactions import ENCODER, Identity, Interaction
 from projections.runner import ProjectionRunner
 from services.core.processor import CoreProcessor
 from services.platform.embedded import EmbeddedNats
 from services.platform.streams import Names, ensure_streams
+from tests.fixtures.interactions import T0, inbound
 from tests.fixtures.roles import SWITCHBOARD, RoleProcesses
 
 pytestmark = pytest.mark.e2e
 
 NAMES = Names()
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -84,18 +83,7 @@ def traffic(n: int, customers: int = 4) -> list[Interaction]:
             ("email", Identity("email", f"Customer{c}@Example.org")),
             ("telegram", Identity("telegram", f"tg-{c}")),
         ][k % 4]
-        provider_id = f"crash-{k}"
-        out.append(
-            Interaction(
-                id=interaction_id(channel, provider_id),
-                channel=channel,
-                direction="inbound",
-                occurred_at=T0 + timedelta(seconds=k),
-                identities=[identity],
-                text=f"touchpoint {k}",
-                provider_message_id=provider_id,
-            )
-        )
+        out.append(inbound(channel, identity, k, f"crash-{k}"))
     return out
 
 
