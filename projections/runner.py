@@ -11,8 +11,10 @@ that moves the position past it; everything else is applied. See `apply_guarded`
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +50,8 @@ _BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild'
 # Written, committed and announced before the others: what agents watch appear live (issue 13: the
 # publish → timeline latency was the whole batch's, all fourteen read models', not the timeline's).
 ANNOUNCE_FIRST = ("timeline",)
+# How long the timeline lane waits for the lane behind to apply what it was handed (`_Handoff`).
+HANDOFF_WAIT = 1.0
 
 
 def all_projections() -> list[Projection]:
@@ -70,6 +74,8 @@ def all_projections() -> list[Projection]:
 
 
 class ProjectionRunner:
+    handoff_wait = HANDOFF_WAIT
+
     def __init__(
         self,
         store: EventStore,
@@ -163,7 +169,9 @@ class ProjectionRunner:
                 start = min(positions.values())
                 # The events the phase before read, when it started where this one does (it did, unless
                 # a crash between the phases, or a rebuild's swap, left these projections elsewhere).
-                items = read[1] if read[1] and read[0] == start else self.store.read(start, self.batch_size)
+                items = _after(read, start)
+                if items is None:
+                    items = self.store.read(start, self.batch_size)
                 if not items:
                     return start, items
                 t_read = time.perf_counter()
@@ -311,7 +319,7 @@ class ProjectionRunner:
         two lanes, each on a thread and a connection of its own: the timeline goes on to the next
         events while the others still write the last ones, so what agents watch live never waits for
         the other read models' batch (issue 13: publish → timeline p99). The others follow behind,
-        taking the events the timeline lane read from memory when they start where it did.
+        taking the events the timeline lane read from memory (`_Handoff`).
         """
         relax_garbage_collector()
         while not stop.is_set():
@@ -349,7 +357,7 @@ class ProjectionRunner:
             yield self.run_once
             return
         first, rest = phases
-        handoff = _Handoff(self.batch_size)
+        handoff = _Handoff(self.batch_size, self.handoff_wait)
         done = threading.Event()
 
         def lead() -> int:
@@ -366,7 +374,7 @@ class ProjectionRunner:
             yield lead
         finally:
             done.set()
-            handoff.woken.set()
+            handoff.close()
             follower.join()
 
     def _follow(
@@ -377,50 +385,98 @@ class ProjectionRunner:
         done: threading.Event,
         idle_wait: float,
     ) -> None:
-        """The lane behind: the other read models, from the events the leading lane handed over (or
-        from the log, when they stand elsewhere), woken by each of its batches."""
+        """The lane behind: the other read models, from the events the leading lane handed over, woken
+        by each of its batches. It reads the log itself only where what is held does not reach back to
+        where it stands (at the start, after a crash between the lanes, or when the leading lane
+        stopped waiting for it); where it has caught up with the leading lane, it waits for it."""
+        position = -1  # where these read models stood after their last batch (-1: not known yet)
+        handoff.woken.wait(idle_wait)  # the leading lane first: its first run is likely where these stand
         while not (stop.is_set() or done.is_set()):
             try:
                 handoff.woken.clear()
-                if not self._run_phase(projections, handoff.take())[1]:
+                if position >= 0:
+                    handoff.release(position)
+                read = handoff.held()
+                if position >= 0 and _after(read, position) is None and 0 <= handoff.frontier <= position:
+                    handoff.woken.wait(idle_wait)
+                    continue
+                start, items = self._run_phase(projections, read)
+                position = items[-1][0] if items else start
+                if not items:
                     handoff.woken.wait(idle_wait)
             except quarantine.INFRASTRUCTURE_ERRORS as exc:
                 log.warning("projector_database_unavailable", error=type(exc).__name__, lane="others")
+                position = -1
                 done.wait(0.5)
             except Exception:  # noqa: BLE001 — as the leading lane: never stop for one failure
                 log.exception("projector_error", lane="others")
+                position = -1
                 done.wait(1.0)
 
 
-class _Handoff:
-    """The events the leading lane read, for the lane behind: consecutive runs `(start, items)`, at
-    most about a batch of them (when the lane behind falls further back it reads the log itself)."""
+def _after(read: tuple[int, list[Item]], start: int) -> list[Item] | None:
+    """The events of `read` (where they start, consecutive events of the log) after position `start`,
+    when they hold every one of them that they reach: they start at or before `start` and go past it.
+    None: the caller reads the log."""
+    first, items = read
+    if not items or first < 0 or not first <= start < items[-1][0]:
+        return None
+    if start == first:
+        return items
+    return items[bisect.bisect_right(items, start, key=operator.itemgetter(0)) :]
 
-    def __init__(self, limit: int):
+
+class _Handoff:
+    """The events the leading lane read, for the lane behind: consecutive runs `(start, items)`.
+
+    The lane behind reads what is held (`held`) and drops what it has applied (`release`). While it
+    holds `limit` events or more, the leading lane waits, up to `wait` seconds, before handing over
+    more: otherwise, on a backlog, the lane behind (the slower one: more read models) falls further
+    back with every batch and reads and decrypts every event a second time from the log (measured:
+    a quarter of the projector's CPU on the ingest bench's backlog). So the timeline runs at most
+    about two batches ahead; a lane behind that is stuck costs the timeline `wait` per batch, after
+    which the oldest runs are dropped and that lane reads them from the log.
+    """
+
+    def __init__(self, limit: int, wait: float):
         self.limit = limit
+        self.wait = wait
         self.woken = threading.Event()
+        self.frontier = -1  # where the last run handed over ends (-1: none yet)
         self._runs: collections.deque[tuple[int, list[Item]]] = collections.deque()
         self._held = 0
-        self._lock = threading.Lock()
+        self._closed = False
+        self._changed = threading.Condition()
 
     def put(self, start: int, items: list[Item]) -> None:
-        with self._lock:
+        with self._changed:
             if self._runs and self._runs[-1][1][-1][0] != start:
                 self._runs.clear()  # not consecutive (a rebuild moved the views): start afresh
                 self._held = 0
+            self._changed.wait_for(lambda: self._held < self.limit or self._closed, self.wait)
             self._runs.append((start, items))
             self._held += len(items)
             while self._held > self.limit and len(self._runs) > 1:
                 self._held -= len(self._runs.popleft()[1])
+            self.frontier = items[-1][0]
         self.woken.set()
 
-    def take(self) -> tuple[int, list[Item]]:
-        """What was handed over, as one run: (where it starts, its events); (-1, []) if nothing."""
-        with self._lock:
+    def held(self) -> tuple[int, list[Item]]:
+        """What is held, as one run: (where it starts, its events); (-1, []) if nothing."""
+        with self._changed:
             if not self._runs:
                 return -1, []
-            start = self._runs[0][0]
-            items = [item for _, run in self._runs for item in run]
-            self._runs.clear()
-            self._held = 0
-        return start, items
+            return self._runs[0][0], [item for _, run in self._runs for item in run]
+
+    def release(self, applied: int) -> None:
+        """Drops the runs that end at or before position `applied`."""
+        with self._changed:
+            while self._runs and self._runs[0][1][-1][0] <= applied:
+                self._held -= len(self._runs.popleft()[1])
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self.woken.set()

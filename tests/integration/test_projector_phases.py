@@ -140,3 +140,47 @@ def test_the_timeline_lane_goes_on_while_the_others_are_still_writing(store, set
         ([m.identities[0].value for m in [*first, *second]],),
     )
     assert counts == [1] * 6
+
+
+def test_on_a_backlog_the_lane_behind_takes_the_events_from_the_timeline_lane(store, settings, monkeypatch) -> None:
+    """A backlog of many batches: the other read models, slower than the timeline, are handed every
+    event the timeline lane read, instead of reading (and decrypting) the log a second time; the
+    timeline lane waits for them rather than run on and make them fall behind what it holds."""
+    messages = [_sms(100 + n) for n in range(40)]
+    _record(store, messages)
+    end = store.max_position()
+    read_by: list[tuple[str, int]] = []
+    read = store.read
+
+    def recording(position: int, limit: int):
+        items = read(position, limit)
+        if items:
+            read_by.append((threading.current_thread().name, len(items)))
+        return items
+
+    monkeypatch.setattr(store, "read", recording)
+    runner = ProjectionRunner(store, batch_size=10)
+    runner.handoff_wait = 60  # never give up on the lane behind here: it is only slower
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop, 2.0), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while set(runner.positions().values()) != {end}:
+            assert time.monotonic() < deadline, runner.positions()
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    behind = [n for name, n in read_by if name == "projector-others"]
+    lead = [n for name, n in read_by if name != "projector-others"]
+    assert sum(lead) == end and len(lead) >= 10  # the timeline lane read the whole log, in batches
+    assert len(behind) <= 1, read_by  # at most a first page, if the timeline lane was slow to start
+    counts = _one(
+        settings,
+        "SELECT array_agg(c.interaction_count) FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
+        "WHERE i.value = ANY(%s)",
+        ([m.identities[0].value for m in messages],),
+    )
+    assert counts == [1] * len(messages)
