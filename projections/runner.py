@@ -453,7 +453,10 @@ class _Handoff:
             if self._runs and self._runs[-1][1][-1][0] != start:
                 self._runs.clear()  # not consecutive (a rebuild moved the views): start afresh
                 self._held = 0
-            self._changed.wait_for(lambda: self._held < self.limit or self._closed, self.wait)
+            if self._held >= self.limit:
+                t0 = time.perf_counter()
+                self._changed.wait_for(lambda: self._held < self.limit or self._closed, self.wait)
+                log.debug("projector_lane_waited", ms=round((time.perf_counter() - t0) * 1000, 1), held=self._held)
             self._runs.append((start, items))
             self._held += len(items)
             while self._held > self.limit and len(self._runs) > 1:
