@@ -35,6 +35,16 @@ def _one(settings, query: str, params=()):
         return conn.execute(query, params).fetchone()[0]
 
 
+def _interaction_counts(settings, messages: list[Interaction]) -> list[int]:
+    """The interaction count of each message's customer (found by the message's identity)."""
+    return _one(
+        settings,
+        "SELECT array_agg(c.interaction_count) FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
+        "WHERE i.value = ANY(%s)",
+        ([m.identities[0].value for m in messages],),
+    )
+
+
 def test_the_timeline_is_committed_and_announced_before_the_other_read_models(store, settings) -> None:
     messages = [_sms(n) for n in range(3)]
     _record(store, messages)
@@ -81,13 +91,7 @@ def test_read_models_left_behind_between_the_phases_catch_up_once(store, setting
     assert _one(settings, "SELECT count(*) FROM proj_timeline WHERE interaction_id = ANY(%s)", (ids,)) == len(ids)
     # Every customer's message counted once: the timeline's events were not applied twice elsewhere
     # and the others did not miss the ones the timeline had already taken.
-    counts = _one(
-        settings,
-        "SELECT array_agg(c.interaction_count) FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
-        "WHERE i.value = ANY(%s)",
-        ([m.identities[0].value for m in [*messages, later]],),
-    )
-    assert counts == [1] * len(ids)
+    assert _interaction_counts(settings, [*messages, later]) == [1] * len(ids)
     assert len(all_projections()) == len(runner.positions())
 
 
@@ -133,13 +137,7 @@ def test_the_timeline_lane_goes_on_while_the_others_are_still_writing(store, set
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
-    counts = _one(
-        settings,
-        "SELECT array_agg(c.interaction_count) FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
-        "WHERE i.value = ANY(%s)",
-        ([m.identities[0].value for m in [*first, *second]],),
-    )
-    assert counts == [1] * 6
+    assert _interaction_counts(settings, [*first, *second]) == [1] * 6
 
 
 def test_on_a_backlog_the_lane_behind_takes_the_events_from_the_timeline_lane(store, settings, monkeypatch) -> None:
@@ -177,10 +175,4 @@ def test_on_a_backlog_the_lane_behind_takes_the_events_from_the_timeline_lane(st
     lead = [n for name, n in read_by if name != "projector-others"]
     assert sum(lead) == end and len(lead) >= 10  # the timeline lane read the whole log, in batches
     assert len(behind) <= 1, read_by  # at most a first page, if the timeline lane was slow to start
-    counts = _one(
-        settings,
-        "SELECT array_agg(c.interaction_count) FROM proj_customers c JOIN proj_identities i ON i.customer_id = c.id "
-        "WHERE i.value = ANY(%s)",
-        ([m.identities[0].value for m in messages],),
-    )
-    assert counts == [1] * len(messages)
+    assert _interaction_counts(settings, messages) == [1] * len(messages)

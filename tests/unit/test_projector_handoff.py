@@ -57,9 +57,9 @@ def test_a_run_that_does_not_follow_on_replaces_what_was_held() -> None:
     assert handoff.held() == (40, _run(41, 42))
 
 
-def test_the_leading_lane_waits_until_the_lane_behind_has_applied_what_it_holds() -> None:
-    handoff = _Handoff(limit=5, wait=60)
-    handoff.put(0, _run(1, 5))  # the limit reached
+def _waiting_lead(handoff: _Handoff) -> tuple[threading.Thread, threading.Event]:
+    """The leading lane handing over its next run (6..10) on a thread, once it waits for the lane
+    behind (seen as a waiter of the handoff's `threading.Condition`); the event is set once handed."""
     handed = threading.Event()
 
     def lead() -> None:
@@ -68,21 +68,23 @@ def test_the_leading_lane_waits_until_the_lane_behind_has_applied_what_it_holds(
 
     thread = threading.Thread(target=lead)
     thread.start()
-    _until_waiting(handoff)
+    deadline = time.monotonic() + 30
+    while not handoff._changed._waiters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the leading lane did not wait"
+        time.sleep(0.001)
+    return thread, handed
+
+
+def test_the_leading_lane_waits_until_the_lane_behind_has_applied_what_it_holds() -> None:
+    handoff = _Handoff(limit=5, wait=60)
+    handoff.put(0, _run(1, 5))  # the limit reached
+    thread, handed = _waiting_lead(handoff)
     assert not handed.is_set()
     assert _after(handoff.held(), 0) == _run(1, 5)  # the lane behind still finds its events held
     handoff.release(5)  # and applied them
     thread.join(30)
     assert handed.is_set()
     assert handoff.held() == (5, _run(6, 10))
-
-
-def _until_waiting(handoff: _Handoff) -> None:
-    """Returns once a thread waits on the handoff (the waiters of its `threading.Condition`)."""
-    deadline = time.monotonic() + 30
-    while not handoff._changed._waiters:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the leading lane did not wait"
-        time.sleep(0.001)
 
 
 def test_a_lane_behind_that_does_not_apply_costs_the_leading_lane_only_the_wait() -> None:
@@ -96,15 +98,7 @@ def test_a_lane_behind_that_does_not_apply_costs_the_leading_lane_only_the_wait(
 def test_closing_frees_a_leading_lane_that_waits() -> None:
     handoff = _Handoff(limit=5, wait=60)
     handoff.put(0, _run(1, 5))
-    handed = threading.Event()
-
-    def lead() -> None:
-        handoff.put(5, _run(6, 10))
-        handed.set()
-
-    thread = threading.Thread(target=lead)
-    thread.start()
-    _until_waiting(handoff)
+    thread, handed = _waiting_lead(handoff)
     handoff.close()
     thread.join(30)
     assert handed.is_set()
