@@ -45,6 +45,13 @@ def _interaction_counts(settings, messages: list[Interaction]) -> list[int]:
     )
 
 
+def _until_every_position_is(runner: ProjectionRunner, end: int) -> None:
+    deadline = time.monotonic() + 120
+    while set(runner.positions().values()) != {end}:
+        assert time.monotonic() < deadline, runner.positions()
+        time.sleep(0.02)
+
+
 def test_the_timeline_is_committed_and_announced_before_the_other_read_models(store, settings) -> None:
     messages = [_sms(n) for n in range(3)]
     _record(store, messages)
@@ -128,10 +135,7 @@ def test_the_timeline_lane_goes_on_while_the_others_are_still_writing(store, set
         assert positions["timeline"] == end
         assert positions["cases"] < end and positions["profile"] < end  # still held in their first batch
         release.set()
-        deadline = time.monotonic() + 60
-        while set(runner.positions().values()) != {end}:
-            assert time.monotonic() < deadline, runner.positions()
-            time.sleep(0.02)
+        _until_every_position_is(runner, end)
     finally:
         release.set()
         stop.set()
@@ -163,10 +167,7 @@ def test_on_a_backlog_the_lane_behind_takes_the_events_from_the_timeline_lane(st
     thread = threading.Thread(target=runner.run_forever, args=(stop, 2.0), daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 120
-        while set(runner.positions().values()) != {end}:
-            assert time.monotonic() < deadline, runner.positions()
-            time.sleep(0.02)
+        _until_every_position_is(runner, end)
     finally:
         stop.set()
         thread.join(30)
