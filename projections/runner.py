@@ -398,7 +398,8 @@ class ProjectionRunner:
                     handoff.release(position)
                 read = handoff.held()
                 if position >= 0 and _after(read, position) is None and 0 <= handoff.frontier <= position:
-                    handoff.woken.wait(idle_wait)
+                    if not handoff.woken.wait(_QUIET):
+                        position = -1  # a quiet log: look at where these stand again (a reset moves them)
                     continue
                 start, items = self._run_phase(projections, read)
                 position = items[-1][0] if items else start
@@ -424,6 +425,11 @@ def _after(read: tuple[int, list[Item]], start: int) -> list[Item] | None:
     if start == first:
         return items
     return items[bisect.bisect_right(items, start, key=operator.itemgetter(0)) :]
+
+
+# How long the lane behind, caught up with the leading lane, waits for its next run before it looks at
+# its read models' positions again.
+_QUIET = 1.0
 
 
 class _Handoff:

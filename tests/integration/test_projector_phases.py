@@ -177,3 +177,26 @@ def test_on_a_backlog_the_lane_behind_takes_the_events_from_the_timeline_lane(st
     assert sum(lead) == end and len(lead) >= 10  # the timeline lane read the whole log, in batches
     assert len(behind) <= 1, read_by  # at most a first page, if the timeline lane was slow to start
     assert _interaction_counts(settings, messages) == [1] * len(messages)
+
+
+def test_the_lane_behind_finds_its_read_models_reset_on_a_quiet_log(store, settings) -> None:
+    """Caught up with the timeline lane, the lane behind waits for its next run; when no run comes,
+    it still looks at its read models' positions again, so a reset of them is built again although
+    nothing new is appended."""
+    messages = [_sms(200 + n) for n in range(3)]
+    _record(store, messages)
+    end = store.max_position()
+    runner = ProjectionRunner(store)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        _until_every_position_is(runner, end)
+        ProjectionRunner(store).reset(["profile", "cases"])
+        assert runner.positions()["profile"] == 0
+        _until_every_position_is(runner, end)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert _interaction_counts(settings, messages) == [1] * len(messages)
