@@ -259,6 +259,7 @@ async def logout(request: Request) -> LogoutAnswer:
         )
     async with svc(request).pool.connection() as conn:
         ended = await access.end_session(conn, principal.token_hash)
+    svc(request).auth_changed()
     return LogoutAnswer(ended=ended)
 
 
@@ -360,6 +361,8 @@ async def change_agent(request: Request, agent_id: FromPath[UUID], data: JSONBod
         skills=_labels(data.skills),
         capacity=data.capacity,
     )
+    if admin_only:  # a new password, role or disabling ends or changes the agent's sessions
+        services.auth_changed()
     return await _answer(services, done.aggregate, done.position)
 
 

@@ -52,6 +52,13 @@ class Services:
     principals: PrincipalCache | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
+    def auth_changed(self) -> None:
+        """This process just ended or changed a principal (a logout, an agent disabled): what it cached
+        goes now, not when the database's notice of that commit comes back to its listener (a request
+        in between, on the same keep-alive connection, was still served from the cache)."""
+        if self.principals is not None:
+            self.principals.forget_all()
+
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 

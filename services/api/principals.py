@@ -10,7 +10,9 @@ Revocation is honoured two ways:
   `sb_agent_credentials`) NOTIFY at commit (services/platform/schema.py: `auth_change_notices`),
   and every API process LISTENs on its own connection and empties its cache on a notice. The cache
   is used only while that connection is listening: before it listens, after it broke and until it
-  listens again, every request is looked up as before;
+  listens again, every request is looked up as before. The process that made the change (a logout,
+  an agent disabled through its API) does not wait for its own notice: it empties its cache as the
+  request ends (`Services.auth_changed`), so its next request is refused even on the same connection;
 - at the latest after `ttl` seconds, whatever happened to the notice (the bound: a revoked token or
   a disabled agent's session is refused at most `ttl` seconds after the change was committed).
 

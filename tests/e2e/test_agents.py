@@ -89,6 +89,34 @@ async def test_sign_in_and_out_with_a_generated_password(server, admin_headers, 
     assert stored and body["token"].encode() not in b"".join(stored), "only the token's hash is kept"
 
 
+async def test_a_logout_and_a_disabling_end_access_at_once_in_the_process_that_made_them(server, admin_headers):
+    """The API process that ends a session (or disables an agent) forgets its cached principals itself,
+    without waiting for the database's notice of the commit: here the notice never comes (its listener
+    is stopped while the cache stays in use), and the very next request is still refused."""
+    cache = server.services.principals
+    await cache.stop()
+    cache.listening = True  # as if listening, with the notice still on its way
+    async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers) as admin:
+        first, second = await _new_agent(admin), await _new_agent(admin)
+        async with httpx.AsyncClient(base_url=server.http_url) as client:
+            tokens = []
+            for agent in (first, second):
+                signed_in = await _login(client, agent["email"], agent["password"])
+                assert signed_in.status_code == 200, signed_in.text
+                tokens.append(signed_in.json()["token"])
+                assert (await client.get("/api/v1/agents/me", headers=_bearer(tokens[-1]))).status_code == 200
+            assert len(cache) >= 2  # both served from the cache from now on
+
+            out = await client.post("/api/v1/auth/logout", headers=_bearer(tokens[0]))
+            assert out.status_code == 200 and out.json() == {"ended": True}
+            assert (await client.get("/api/v1/agents/me", headers=_bearer(tokens[0]))).status_code == 401
+
+            assert (await client.get("/api/v1/agents/me", headers=_bearer(tokens[1]))).status_code == 200  # cached
+            disabled = await admin.patch(f"/api/v1/agents/{second['id']}", json={"disabled": True})
+            assert disabled.status_code == 200, disabled.text
+            assert (await client.get("/api/v1/agents/me", headers=_bearer(tokens[1]))).status_code == 401
+
+
 async def test_a_wrong_pair_gets_one_answer_whether_the_email_exists_or_not(server, admin_headers, monkeypatch):
     async with httpx.AsyncClient(base_url=server.http_url, headers=admin_headers) as admin:
         created = await _new_agent(admin)
