@@ -50,8 +50,9 @@ _BATCH_LOCK_KEY = BATCH_LOCK_KEY  # held while a batch is written, or a rebuild'
 # Written, committed and announced before the others: what agents watch appear live (issue 13: the
 # publish → timeline latency was the whole batch's, all fourteen read models', not the timeline's).
 ANNOUNCE_FIRST = ("timeline",)
-# How long the timeline lane waits for the lane behind to apply what it was handed (`_Handoff`).
-HANDOFF_WAIT = 1.0
+# How long the lane behind, caught up with the leading lane, waits for its next run before it looks at
+# its read models' positions again.
+_QUIET = 1.0
 
 
 def all_projections() -> list[Projection]:
@@ -74,7 +75,8 @@ def all_projections() -> list[Projection]:
 
 
 class ProjectionRunner:
-    handoff_wait = HANDOFF_WAIT
+    # How long the timeline lane waits for the lane behind to apply what it was handed (`_Handoff`).
+    handoff_wait = 1.0
 
     def __init__(
         self,
@@ -167,8 +169,9 @@ class ProjectionRunner:
                 curs.execute("SELECT pg_advisory_xact_lock_shared(%s)", (_BATCH_LOCK_KEY,))
                 positions = self.positions(curs, projections)
                 start = min(positions.values())
-                # The events the phase before read, when it started where this one does (it did, unless
-                # a crash between the phases, or a rebuild's swap, left these projections elsewhere).
+                # The events the phase before (or the leading lane) read, when they reach back to where
+                # this one stands (they do, unless a crash between the phases, or a rebuild's swap, left
+                # these projections elsewhere).
                 items = _after(read, start)
                 if items is None:
                     items = self.store.read(start, self.batch_size)
@@ -425,11 +428,6 @@ def _after(read: tuple[int, list[Item]], start: int) -> list[Item] | None:
     if start == first:
         return items
     return items[bisect.bisect_right(items, start, key=operator.itemgetter(0)) :]
-
-
-# How long the lane behind, caught up with the leading lane, waits for its next run before it looks at
-# its read models' positions again.
-_QUIET = 1.0
 
 
 class _Handoff:

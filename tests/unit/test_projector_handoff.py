@@ -5,7 +5,6 @@ waits for it rather than let it fall back to reading (and decrypting) the log a 
 from __future__ import annotations
 
 import threading
-import time
 
 from projections.runner import _after, _Handoff
 
@@ -57,9 +56,22 @@ def test_a_run_that_does_not_follow_on_replaces_what_was_held() -> None:
     assert handoff.held() == (40, _run(41, 42))
 
 
+class _Watched(threading.Condition):
+    """The handoff's condition, telling when a thread has started to wait on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
 def _waiting_lead(handoff: _Handoff) -> tuple[threading.Thread, threading.Event]:
     """The leading lane handing over its next run (6..10) on a thread, once it waits for the lane
-    behind (seen as a waiter of the handoff's `threading.Condition`); the event is set once handed."""
+    behind; the event is set once handed."""
+    watched = handoff._changed = _Watched()
     handed = threading.Event()
 
     def lead() -> None:
@@ -68,10 +80,7 @@ def _waiting_lead(handoff: _Handoff) -> tuple[threading.Thread, threading.Event]
 
     thread = threading.Thread(target=lead)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not handoff._changed._waiters:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the leading lane did not wait"
-        time.sleep(0.001)
+    assert watched.waiting.wait(30), "the leading lane did not wait"
     return thread, handed
 
 
