@@ -14,6 +14,7 @@ from projections.base import Item
 class AgentToolsProjection:
     name = "agent_tools"
     tables = ("proj_canned_responses", "proj_attribute_definitions")
+    events = frozenset({CannedResponseCreated.NAME, CannedResponseDeleted.NAME, AttributeDefined.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_canned_responses (
         id uuid PRIMARY KEY,

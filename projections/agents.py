@@ -24,6 +24,18 @@ from projections.base import Item
 class AgentsProjection:
     name = "agents"
     tables = ("proj_agents", "proj_teams")
+    events = frozenset(
+        e.NAME
+        for e in (
+            AgentCreated,
+            AgentChanged,
+            AgentStatusChanged,
+            AgentDisabled,
+            AgentEnabled,
+            TeamCreated,
+            AgentPasswordChanged,
+        )
+    )
     schema = """
     CREATE TABLE IF NOT EXISTS proj_agents (
         id uuid PRIMARY KEY,

@@ -20,6 +20,7 @@ _json = msgspec.json.Encoder()
 class AutomationsProjection:
     name = "automations"
     tables = ("proj_automations",)
+    events = frozenset({AutomationConfigured.NAME, AutomationFired.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_automations (
         name text PRIMARY KEY,

@@ -3,6 +3,11 @@
 `apply(curs, items)` gets (position, event, redacted) tuples in log order and must be idempotent:
 the runner stores the projection's position in the same transaction, so after a crash the batch is
 simply applied again from the stored position, and `rebuild` starts again from zero.
+
+A projection that looks at a few kinds of event says which in `events` (their `NAME`s), and is then
+handed only those (`routed`); one without `events` gets every event. On a log of messages, most read
+models want none of a batch: each looping over all of it, only to skip, cost a rebuild of 1M events
+more CPU than the one read model that counts messages.
 """
 
 from __future__ import annotations
@@ -30,6 +35,28 @@ class Projection(Protocol):
         """Removes these customers' personal data from the view: on CustomerErased, and at once by
         `customer erase` (which must not wait for a projector)."""
         ...
+
+
+def routed(projections: Sequence[Projection], items: Sequence[Item]) -> list[Sequence[Item]]:
+    """Each projection's share of `items`, in log order: the events named in its `events`, or all of
+    them without it. One pass over the items, however many projections there are."""
+    shares: list[Sequence[Item]] = []
+    by_name: dict[str, list[list[Item]]] = {}
+    for projection in projections:
+        wanted = getattr(projection, "events", None)
+        if wanted is None:
+            shares.append(items)
+            continue
+        share: list[Item] = []
+        shares.append(share)
+        for name in wanted:
+            by_name.setdefault(name, []).append(share)
+    if by_name:
+        found = by_name.get
+        for item in items:
+            for share in found(item[1].NAME, ()):
+                share.append(item)
+    return shares
 
 
 ALIAS_SCHEMA = """

@@ -20,6 +20,7 @@ _STATUS = {
 class CampaignsProjection:
     name = "campaigns"
     tables = ("proj_campaigns",)
+    events = frozenset({CampaignCreated.NAME, *(kind.NAME for kind in _STATUS)})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_campaigns (
         id uuid PRIMARY KEY,

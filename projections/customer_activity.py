@@ -34,6 +34,7 @@ ACTIVITY_EVENT = "customer.ActivityRecorded"
 class CustomerActivityProjection:
     name = "customer_activity"
     tables = ("proj_customer_activity", "proj_customer_inbound_channels", "proj_customer_value")
+    events = frozenset({InteractionRecorded.NAME, ACTIVITY_EVENT, CustomerMerged.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_customer_activity (
         customer_id uuid NOT NULL,

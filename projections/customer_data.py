@@ -23,6 +23,7 @@ from projections.base import Item
 class CustomerDataProjection:
     name = "customer_data"
     tables = ("proj_consent", "proj_activity_totals")
+    events = frozenset({ConsentChanged.NAME, ActivityRecorded.NAME, CustomerMerged.NAME, CustomerErased.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_consent (
         customer_id uuid NOT NULL,

@@ -28,6 +28,7 @@ def merge_suggestion_id(one: UUID, other: UUID) -> UUID:
 class MergeSuggestionsProjection:
     name = "merge_suggestions"
     tables = ("proj_merge_suggestions",)
+    events = frozenset({MergeSuggested.NAME, MergeSuggestionResolved.NAME, CustomerMerged.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_merge_suggestions (
         id uuid PRIMARY KEY,

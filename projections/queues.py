@@ -16,6 +16,7 @@ from projections.base import Item
 class QueuesProjection:
     name = "queues"
     tables = ("proj_queues",)
+    events = frozenset({QueueConfigured.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_queues (
         name text PRIMARY KEY,

@@ -48,7 +48,7 @@ from psycopg.pq import Format
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
+from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging, routed
 from projections.folds import FOLDS, Columns, RawJson
 from projections.rebuild_workers import ParallelPages, WorkerDied, event_json, owner_of
 from services.platform import quarantine
@@ -157,14 +157,17 @@ INDEX_CONNECTIONS = 3  # indexes built at once at the end of a rebuild
 
 class _Applier:
     """Applies the projections without a fold, as the build reads the log, in batches on a thread and
-    a connection of its own; at most one batch is being applied while the next one gathers. What a
-    batch raised (a `fail_on_event`, the database gone) is raised here at the next `add` or `finish`."""
+    a connection of its own; at most one batch is being applied while the next one gathers. It gathers
+    only the events they look at (`events`). What a batch raised (a `fail_on_event`, the database
+    gone) is raised here at the next `add` or `finish`."""
 
     def __init__(self, rebuild: Rebuild, projections: list[Projection]):
         self.rebuild = rebuild
         self.projections = projections
         self.gathered: list[Item] = []
         self.running: Future | None = None
+        wanted = [getattr(p, "events", None) for p in projections]
+        self.wanted: frozenset[str] | None = None if None in wanted else frozenset().union(*wanted)
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> _Applier:
@@ -180,7 +183,8 @@ class _Applier:
         self._stack.close()
 
     def add(self, items: list[Item]) -> None:
-        self.gathered.extend(items)
+        wanted = self.wanted
+        self.gathered.extend(items if wanted is None else [i for i in items if i[1].NAME in wanted])
         if len(self.gathered) >= APPLY_BATCH:
             self._submit()
 
@@ -487,16 +491,18 @@ class Rebuild:
         batch fails, event by event, so that `on_failure` learns which event it was. The database
         being unreachable is nobody's event: that stops the rebuild."""
         curs = conn.cursor()
-        for p in projections:
+        for p, share in zip(projections, routed(projections, items), strict=True):
+            if not share:
+                continue
             try:
                 with conn.transaction():  # a savepoint
-                    p.apply(curs, items)
+                    p.apply(curs, share)
                 continue
             except quarantine.INFRASTRUCTURE_ERRORS:
                 raise
             except Exception:  # noqa: BLE001 — narrowed down to the event just below
                 forget_staging(conn)  # staging tables made in the savepoint went with it
-            for item in items:
+            for item in share:
                 try:
                     with conn.transaction():
                         p.apply(curs, [item])

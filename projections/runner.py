@@ -25,7 +25,7 @@ from psycopg.sql import SQL, Identifier
 from projections.agent_tools import AgentToolsProjection
 from projections.agents import AgentsProjection
 from projections.automations import AutomationsProjection
-from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging
+from projections.base import BATCH_LOCK_KEY, Item, Projection, forget_staging, routed
 from projections.campaigns import CampaignsProjection
 from projections.cases import CasesProjection
 from projections.customer_activity import CustomerActivityProjection
@@ -180,12 +180,14 @@ class ProjectionRunner:
                 t_read = time.perf_counter()
                 last = items[-1][0]
                 moved = []
-                for p in projections:
+                for p, share in zip(projections, routed(projections, items), strict=True):
                     position = positions[p.name]
-                    behind = items if position <= start else [i for i in items if i[0] > position]
+                    if position >= last:
+                        continue
+                    behind = share if position <= start else [i for i in share if i[0] > position]
                     if behind:
                         live.extend(self.apply_guarded(curs, p, behind) if guarded else p.apply(curs, behind))
-                        moved.append(self.tracking_name(p))
+                    moved.append(self.tracking_name(p))  # past this batch, even when none of it was for p
                 self._track(curs, moved, last)
                 t_applied = time.perf_counter()
             except Exception:

@@ -19,6 +19,7 @@ _encode = msgspec.json.Encoder().encode
 class SegmentsProjection:
     name = "segments"
     tables = ("proj_segments",)
+    events = frozenset({SegmentDefined.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_segments (
         id uuid PRIMARY KEY,

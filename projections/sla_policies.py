@@ -15,6 +15,7 @@ _json = msgspec.json.Encoder()
 class SlaPoliciesProjection:
     name = "sla_policies"
     tables = ("proj_sla_policies",)
+    events = frozenset({SlaPolicyConfigured.NAME})
     schema = """
     CREATE TABLE IF NOT EXISTS proj_sla_policies (
         name text PRIMARY KEY,

@@ -12,6 +12,8 @@ import time
 import psycopg
 import pytest
 
+from events.config import QueueConfigured
+from events.customer import InteractionRecorded
 from events.interactions import Interaction
 from projections.runner import ProjectionRunner, all_projections
 from projections.timeline import TimelineProjection
@@ -200,3 +202,39 @@ def test_the_lane_behind_finds_its_read_models_reset_on_a_quiet_log(store, setti
         thread.join(30)
     assert not thread.is_alive()
     assert _interaction_counts(settings, messages) == [1] * len(messages)
+
+
+class _Seen:
+    """A read model that keeps in memory the events handed to it (no table)."""
+
+    schema = ""
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, name: str, events: frozenset[str] | None):
+        self.name = name
+        if events is not None:
+            self.events = events
+        self.seen: list[str] = []
+
+    def apply(self, curs, items) -> list[dict]:
+        self.seen.extend(type(event).NAME for _, event, _ in items)
+        return []
+
+    def erase(self, curs, customer_ids) -> None:
+        """Nothing kept."""
+
+
+def test_a_read_model_is_handed_only_the_events_it_names_and_still_moves_past_every_batch(store) -> None:
+    _record(store, [_sms(30 + n) for n in range(3)])
+    end = store.max_position()
+    messages = _Seen("test_messages_only", frozenset({InteractionRecorded.NAME}))
+    queues = _Seen("test_queues_only", frozenset({QueueConfigured.NAME}))
+    everything = _Seen("test_everything", None)
+    runner = ProjectionRunner(store, [messages, queues, everything])
+
+    runner.catch_up()
+
+    assert messages.seen == [InteractionRecorded.NAME] * 3
+    assert queues.seen == []
+    assert len(everything.seen) == end and InteractionRecorded.NAME in everything.seen
+    assert runner.positions() == {"test_messages_only": end, "test_queues_only": end, "test_everything": end}
