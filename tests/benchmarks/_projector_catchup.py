@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
     interactions = int(argv[0]) if argv else 30_000
     runs = int(argv[1]) if len(argv) > 1 else 3
     configure_logging("console", "warning")
-    from projections.runner import ProjectionRunner  # noqa: PLC0415 -- after the logging is set
+    from tests.fixtures.projector import WatchedRunner  # noqa: PLC0415 -- after the logging is set
 
     with servers() as (nats_url, database_url), tempfile.TemporaryDirectory() as data_dir:
         settings = ensure_secrets(
@@ -47,14 +47,13 @@ def main(argv: list[str]) -> None:
         end = store.max_position()
         print(f"   {interactions:,} interactions recorded: {end:,} events", flush=True)
         for run in range(1, runs + 1):
-            runner = ProjectionRunner(store)
+            runner = WatchedRunner(store)
             runner.reset([p.name for p in runner.projections])
             stop = threading.Event()
             thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
             cpu0, wall0 = time.process_time(), time.perf_counter()
             thread.start()
-            while set(runner.positions().values()) != {end}:
-                time.sleep(0.02)
+            runner.until_every_position_is(end, timeout=3600)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             stop.set()
             thread.join(60)

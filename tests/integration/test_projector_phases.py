@@ -7,7 +7,6 @@ Events are written by the real core into the real event store; the projections r
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg
 import pytest
@@ -19,6 +18,7 @@ from projections.runner import ProjectionRunner, all_projections
 from projections.timeline import TimelineProjection
 from services.core.processor import CoreProcessor
 from tests.fixtures.interactions import sms
+from tests.fixtures.projector import WatchedRunner
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +45,6 @@ def _interaction_counts(settings, messages: list[Interaction]) -> list[int]:
         "WHERE i.value = ANY(%s)",
         ([m.identities[0].value for m in messages],),
     )
-
-
-def _until_every_position_is(runner: ProjectionRunner, end: int) -> None:
-    deadline = time.monotonic() + 120
-    while set(runner.positions().values()) != {end}:
-        assert time.monotonic() < deadline, runner.positions()
-        time.sleep(0.02)
 
 
 def test_the_timeline_is_committed_and_announced_before_the_other_read_models(store, settings) -> None:
@@ -123,7 +116,7 @@ def test_the_timeline_lane_goes_on_while_the_others_are_still_writing(store, set
             announced.extend(i["interaction_id"] for i in items if i["type"] == "timeline")
             seen.notify_all()
 
-    runner = ProjectionRunner(store, on_live=on_live)
+    runner = WatchedRunner(store, on_live=on_live)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
     thread.start()
@@ -137,7 +130,7 @@ def test_the_timeline_lane_goes_on_while_the_others_are_still_writing(store, set
         assert positions["timeline"] == end
         assert positions["cases"] < end and positions["profile"] < end  # still held in their first batch
         release.set()
-        _until_every_position_is(runner, end)
+        runner.until_every_position_is(end)
     finally:
         release.set()
         stop.set()
@@ -163,13 +156,13 @@ def test_on_a_backlog_the_lane_behind_takes_the_events_from_the_timeline_lane(st
         return items
 
     monkeypatch.setattr(store, "read", recording)
-    runner = ProjectionRunner(store, batch_size=10)
+    runner = WatchedRunner(store, batch_size=10)
     runner.handoff_wait = 60  # never give up on the lane behind here: it is only slower
     stop = threading.Event()
     thread = threading.Thread(target=runner.run_forever, args=(stop, 2.0), daemon=True)
     thread.start()
     try:
-        _until_every_position_is(runner, end)
+        runner.until_every_position_is(end)
     finally:
         stop.set()
         thread.join(30)
@@ -188,15 +181,15 @@ def test_the_lane_behind_finds_its_read_models_reset_on_a_quiet_log(store, setti
     messages = [_sms(200 + n) for n in range(3)]
     _record(store, messages)
     end = store.max_position()
-    runner = ProjectionRunner(store)
+    runner = WatchedRunner(store)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run_forever, args=(stop,), daemon=True)
     thread.start()
     try:
-        _until_every_position_is(runner, end)
+        runner.until_every_position_is(end)
         ProjectionRunner(store).reset(["profile", "cases"])
         assert runner.positions()["profile"] == 0
-        _until_every_position_is(runner, end)
+        runner.until_every_position_is(end)
     finally:
         stop.set()
         thread.join(30)

@@ -70,12 +70,15 @@ class ChainedRecorder(PostgresProcessRecorder):
         # ... IN EXCLUSIVE MODE`: that mode conflicts with the lock VACUUM and ANALYZE take, so every
         # autovacuum of the log stopped all appends until PostgreSQL cancelled it (deadlock_timeout,
         # 1 s: a 1.4 s p99 in the ingest bench), a manual VACUUM stopped them for as long as it ran,
-        # and an anti-wraparound one (never cancelled) would. ROW EXCLUSIVE, taken first, is what the
-        # insert takes anyway and lets VACUUM and ANALYZE run beside it; it still waits for, and
-        # holds off, a process of an earlier release that locks the table EXCLUSIVE, so the two
-        # kinds never interleave positions during a rolling upgrade. One round trip for the three.
-        qualified = f"{self.datastore.schema}.{self.events_table_name}".encode()
-        key = int.from_bytes(hashlib.sha256(b"sb append " + qualified).digest()[:8], "big", signed=True)
+        # and an anti-wraparound one (never cancelled) would. ROW EXCLUSIVE, taken before the positions
+        # are allocated, is what the insert takes anyway and lets VACUUM and ANALYZE run beside it; it
+        # still waits for, and holds off, a process of an earlier release that locks the table
+        # EXCLUSIVE, so the two kinds never interleave positions during a rolling upgrade. One round
+        # trip for the three.
+        self.qualified_table = f"{self.datastore.schema}.{self.events_table_name}"
+        key = int.from_bytes(
+            hashlib.sha256(f"sb append {self.qualified_table}".encode()).digest()[:8], "big", signed=True
+        )
         self.lock_append = SQL(
             "SET LOCAL lock_timeout = '{0}s'; SELECT pg_advisory_xact_lock({1}); "
             "LOCK TABLE {2}.{3} IN ROW EXCLUSIVE MODE"
@@ -90,7 +93,6 @@ class ChainedRecorder(PostgresProcessRecorder):
             "COPY {0}.{1} (notification_id, originator_id, originator_version, topic, state, chain) "
             "FROM STDIN (FORMAT BINARY)"
         ).format(*t)
-        self.qualified_table = f"{self.datastore.schema}.{self.events_table_name}"
         # What the projector and the followers read: the columns they use, as tuples (the library's
         # `select_notifications` reads every column into a dict per row, a tenth of the projector's time).
         self.select_after = SQL(
