@@ -32,8 +32,8 @@ SWITCHBOARD = str(Path(sys.executable).with_name("switchboard"))
 class Cluster:
     def __init__(self, tmp: Path):
         self.tmp = tmp
-        self.client_ports = [free_port() for _ in range(3)]
-        self.cluster_ports = [free_port() for _ in range(3)]
+        self.client_ports: list[int] = []
+        self.cluster_ports: list[int] = []
         self.procs: list[subprocess.Popen | None] = [None, None, None]
         self.passwords = new_passwords()
 
@@ -44,6 +44,8 @@ class Cluster:
         return ",".join(f"nats://{user}:{secret}@127.0.0.1:{p}" for p in self.client_ports)
 
     def start(self) -> None:
+        self.client_ports = [free_port() for _ in range(3)]
+        self.cluster_ports = [free_port() for _ in range(3)]
         routes = {f"NATS_ROUTE_{i + 1}": f"nats-route://127.0.0.1:{p}" for i, p in enumerate(self.cluster_ports)}
         for i in range(3):
             env = dict(
@@ -67,9 +69,9 @@ class Cluster:
 
         from services.platform.nats_client import url_credentials  # noqa: PLC0415
 
-        servers, auth = url_credentials(self.url("admin").split(","))
         deadline = time.monotonic() + timeout
         while True:
+            servers, auth = url_credentials(self.url("admin").split(","))  # new ports after a restart
             try:
                 nc = await nats.connect(servers, **auth, connect_timeout=1, max_reconnect_attempts=1)
                 try:
@@ -80,6 +82,11 @@ class Cluster:
             except Exception:  # noqa: BLE001 — no meta leader yet
                 if time.monotonic() > deadline:
                     raise
+                if any(p is not None and p.poll() is not None for p in self.procs):
+                    # A node could not listen: another test's server took a port it was given between
+                    # free_port and its bind (make test runs two workers). Again, on new ports.
+                    self.stop()
+                    self.start()
                 await asyncio.sleep(0.3)
 
     def kill(self, i: int) -> None:
